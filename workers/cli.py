@@ -1,0 +1,178 @@
+"""The `boxoffice` command: dev, demo, worker, and buy|status|confirm|cancel from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from workers import client as purchases
+from workers.devstack import dev_stack, port_open, split_address
+from workers.logs import configure
+from workers.settings import WorkerSettings
+from workers.worker import Providers, build_worker, connect, run_worker
+from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState, PurchaseStatus
+
+DEMO_REQUEST: dict[str, Any] = {
+    "provider": "atom",
+    "showtime_id": "ST-20260214-1930-AMC4",
+    # No seat ids: the simulator's recommended seats are taken, so repeated demos do not collide.
+    "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 2}],
+    "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
+    "confirmation": "manual",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="boxoffice", description="Durable ticket purchases on Temporal.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev", help="run the Temporal dev server + UI, the simulators and a worker")
+    demo = commands.add_parser("demo", help="buy tickets from the Atom simulator, step by step")
+    demo.add_argument("--auto", action="store_true", help="auto confirmation instead of confirming after the price")
+    commands.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE")
+    buy = commands.add_parser("buy", help="start a purchase from a JSON request")
+    buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
+    buy.add_argument("--wait", action="store_true", help="wait for the result")
+    for name, text in (("status", "show a purchase"), ("confirm", "confirm a held purchase"),
+                       ("cancel", "cancel a purchase and compensate")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("purchase_id")
+        if name == "confirm":
+            sub.add_argument("--total", type=Decimal, help="the total the buyer accepted (must match the preview)")
+        if name == "cancel":
+            sub.add_argument("--reason", default="cancelled from the command line")
+    args = parser.parse_args(argv)
+
+    settings = WorkerSettings()
+    configure(settings.log_format, settings.log_level if args.command in ("dev", "worker") else "WARNING")
+    try:
+        asyncio.run(COMMANDS[args.command](args, settings))
+    except KeyboardInterrupt:
+        pass
+    except ValidationError as err:
+        sys.exit(f"invalid request:\n{err}")
+    except WorkflowUpdateFailedError as err:
+        sys.exit(f"refused: {err.cause}")
+    except RPCError as err:
+        sys.exit(f"Temporal said: {err.message}")
+
+
+async def cmd_dev(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    async with dev_stack(settings) as stack:
+        print(f"Temporal UI:      {stack.ui_url}")
+        print(f"Temporal server:  {settings.temporal_address} (namespace {settings.temporal_namespace})")
+        print(f"State:            {settings.home / 'temporal.db'}")
+        print("Try `boxoffice demo` in another shell. Ctrl-C stops everything.", flush=True)
+        await run_worker(settings, client=stack.client)
+
+
+async def cmd_demo(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    host, port = split_address(settings.temporal_address)
+    if port_open(host, port):
+        print(f"Using the stack at {settings.temporal_address}.")
+        await _demo(await connect(settings), settings, args.auto)
+        return
+    print("Starting the dev stack (Temporal dev server, simulators, worker)...", flush=True)
+    async with dev_stack(settings) as stack:
+        print(f"Temporal UI: {stack.ui_url}  (the purchase stays there while the stack runs)")
+        providers = Providers()
+        try:
+            async with build_worker(stack.client, settings.task_queue, providers.activities()):
+                await _demo(stack.client, settings, args.auto)
+        finally:
+            await providers.aclose()
+
+
+async def _demo(client: Client, settings: WorkerSettings, auto: bool) -> None:
+    request = dict(DEMO_REQUEST, purchase_id=f"demo-{int(time.time() * 1000)}")
+    if auto:
+        request["confirmation"] = "auto"
+    handle = await purchases.start_purchase(client, request, settings.task_queue)
+    print(f"Started {handle.id}")
+    shown: list[str] = []
+    state = None
+    while True:
+        status = await handle.query("status", result_type=PurchaseStatus)
+        for step in [*status.steps_done, status.step][len(shown):]:
+            shown.append(step)
+            print(f"  {status.state if status.state != state else '':<22} {step}")
+            state = status.state
+        if status.state == PurchaseState.AWAITING_CONFIRMATION and status.receipt is not None:
+            receipt = status.receipt
+            print(f"  price {receipt.total} {receipt.currency} (subtotal {receipt.subtotal}, fees {receipt.fees}, "
+                  f"tax {receipt.tax}); hold until {status.hold_expires_at:%H:%M:%S} UTC — confirming")
+            await purchases.confirm(client, request["purchase_id"], ConfirmRequest(accepted_total=receipt.total))
+        if status.state.final:
+            break
+        await asyncio.sleep(0.2)
+    _print_result(await handle.result())
+
+
+def _print_result(result: PurchaseResult) -> None:
+    print(f"{result.state}: order {result.provider_order_id or '-'}")
+    if result.receipt:
+        print(f"  charged {result.receipt.total} {result.receipt.currency}")
+    for ticket in result.tickets:
+        print(f"  seat {ticket.seat:<5} {ticket.ticket_type or '':<8} barcode {ticket.barcode}")
+    if result.failure:
+        print(f"  {result.failure.reason}: {result.failure.message}")
+    for undo in result.compensations:
+        print(f"  compensated: {undo.action} ({'ok' if undo.ok else 'FAILED'}: {undo.detail})")
+
+
+async def cmd_worker(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    await run_worker(settings)
+
+
+async def cmd_buy(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    if args.request == "-":
+        text = sys.stdin.read()
+    elif args.request.startswith("@"):
+        with open(args.request[1:]) as file:
+            text = file.read()
+    else:
+        text = args.request
+    request = purchases.parse_request(text)
+    client = await connect(settings)
+    handle = await purchases.start_purchase(client, request, settings.task_queue)
+    print(handle.id)
+    if args.wait:
+        result = await handle.result()
+        print(result.model_dump_json(indent=2))
+
+
+async def cmd_status(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    status = await purchases.status(await connect(settings), args.purchase_id)
+    print(status.model_dump_json(indent=2))
+
+
+async def cmd_confirm(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    confirmation = ConfirmRequest(accepted_total=args.total)
+    status = await purchases.confirm(await connect(settings), args.purchase_id, confirmation)
+    print(status.model_dump_json(indent=2))
+
+
+async def cmd_cancel(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    status = await purchases.cancel(await connect(settings), args.purchase_id, args.reason)
+    print(status.model_dump_json(indent=2))
+
+
+COMMANDS = {
+    "dev": cmd_dev,
+    "demo": cmd_demo,
+    "worker": cmd_worker,
+    "buy": cmd_buy,
+    "status": cmd_status,
+    "confirm": cmd_confirm,
+    "cancel": cmd_cancel,
+}
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Starting and driving purchases from Python: what a backend service (or the CLI) calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows.models import (
+    WORKFLOW_TYPE,
+    CancelRequest,
+    ConfirmRequest,
+    PurchaseRequest,
+    PurchaseResult,
+    PurchaseStatus,
+    purchase_workflow_id,
+)
+
+REQUEST = TypeAdapter(PurchaseRequest)
+# Upserted by PurchaseWorkflow; a namespace must have them before the first purchase runs.
+SEARCH_ATTRIBUTES = ("BoxofficeProvider", "BoxofficeState", "BoxofficeProviderOrderId")
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Registers boxoffice's Keyword search attributes (what `temporal operator search-attribute
+    create` does); a no-op where they exist."""
+    for name in SEARCH_ATTRIBUTES:
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=client.namespace,
+                    search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
+                )
+            )
+        except RPCError as err:
+            if err.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
+
+
+def parse_request(data: Any) -> PurchaseRequest:
+    """Validates a request (dict or JSON text) before anything starts; raises pydantic.ValidationError."""
+    return REQUEST.validate_json(data) if isinstance(data, str | bytes) else REQUEST.validate_python(data)
+
+
+async def start_purchase(
+    client: Client, request: PurchaseRequest | dict[str, Any] | str, task_queue: str, **options: Any
+) -> WorkflowHandle[Any, PurchaseResult]:
+    """Starts the purchase, or returns the one already started for this purchase id: a retried
+    start never buys twice, while the purchase runs (USE_EXISTING) or after it ended (REJECT_DUPLICATE)."""
+    if not isinstance(request, PurchaseRequest):
+        request = parse_request(request)
+    workflow_id = purchase_workflow_id(request.purchase_id)
+    try:
+        return await client.start_workflow(
+            WORKFLOW_TYPE,
+            request,
+            id=workflow_id,
+            task_queue=task_queue,
+            result_type=PurchaseResult,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            **options,
+        )
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(workflow_id, result_type=PurchaseResult)
+
+
+def purchase_handle(client: Client, purchase_id: str) -> WorkflowHandle[Any, PurchaseResult]:
+    return client.get_workflow_handle(purchase_workflow_id(purchase_id), result_type=PurchaseResult)
+
+
+async def status(client: Client, purchase_id: str) -> PurchaseStatus:
+    return await purchase_handle(client, purchase_id).query("status", result_type=PurchaseStatus)
+
+
+async def confirm(client: Client, purchase_id: str, confirmation: ConfirmRequest) -> PurchaseStatus:
+    return await purchase_handle(client, purchase_id).execute_update(
+        "confirm", confirmation, result_type=PurchaseStatus
+    )
+
+
+async def cancel(client: Client, purchase_id: str, reason: str) -> PurchaseStatus:
+    return await purchase_handle(client, purchase_id).execute_update(
+        "cancel", CancelRequest(reason=reason), result_type=PurchaseStatus
+    )

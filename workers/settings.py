@@ -1,0 +1,22 @@
+"""Process settings. Temporal's own variable names where they exist, BOXOFFICE_* for ours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings
+
+from workflows.models import DEFAULT_TASK_QUEUE
+
+
+class WorkerSettings(BaseSettings):
+    temporal_address: str = Field(default="localhost:7233", validation_alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field(default="default", validation_alias="TEMPORAL_NAMESPACE")
+    task_queue: str = Field(default=DEFAULT_TASK_QUEUE, validation_alias="BOXOFFICE_TASK_QUEUE")
+    # Where `boxoffice dev` keeps the dev server's SQLite file.
+    home: Path = Field(default=Path(".boxoffice"), validation_alias="BOXOFFICE_HOME")
+    # dev: readable console logs; json: one JSON object a line (production).
+    log_format: str = Field(default="dev", validation_alias=AliasChoices("BOXOFFICE_LOG_FORMAT"), pattern="^(dev|json)$")
+    log_level: str = Field(default="INFO", validation_alias="BOXOFFICE_LOG_LEVEL")
+    shutdown_grace_seconds: float = Field(default=30, validation_alias="BOXOFFICE_SHUTDOWN_GRACE_SECONDS")

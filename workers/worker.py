@@ -1,0 +1,85 @@
+"""The worker process: PurchaseWorkflow plus every provider's activities on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.atom import AtomActivities, AtomSettings
+from workers.settings import WorkerSettings
+from workflows.purchase import PurchaseWorkflow
+
+log = structlog.get_logger("boxoffice.worker")
+
+WORKFLOWS: Sequence[type] = [PurchaseWorkflow]
+# Models and pydantic are imported once outside the sandbox, not re-imported for every workflow run.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic", "pydantic_core", "workflows.models")
+)
+
+
+async def connect(settings: WorkerSettings) -> Client:
+    return await Client.connect(
+        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
+    )
+
+
+class Providers:
+    """The activity objects of every provider, with their HTTP clients, from the environment."""
+
+    def __init__(self) -> None:
+        self.atom = AtomActivities(AtomSettings())
+
+    def activities(self) -> list[Any]:
+        return self.atom.all()
+
+    async def aclose(self) -> None:
+        await self.atom.http.aclose()
+
+
+def build_worker(client: Client, task_queue: str, activities: Sequence[Any], **options: Any) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities,
+        workflow_runner=SANDBOX,
+        **options,
+    )
+
+
+async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
+    """Runs until SIGTERM/SIGINT (or `stop`), then drains: running activities get
+    shutdown_grace_seconds to finish before they are cancelled and retried elsewhere."""
+    client = client or await connect(settings)
+    providers = Providers()
+    worker = build_worker(
+        client,
+        settings.task_queue,
+        providers.activities(),
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+    )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
+             task_queue=settings.task_queue)
+    try:
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await providers.aclose()
+    log.info("worker stopped")

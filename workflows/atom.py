@@ -1,0 +1,144 @@
+"""Atom Tickets: refresh checkout → account → lease → preview → [confirm] → create → poll → summary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.models import (
+        AtomItem,
+        AtomPurchaseRequest,
+        EventInfo,
+        Failure,
+        FailureReason,
+        Hold,
+        OrderCancellation,
+        OrderProgress,
+        OrderSummary,
+        ProviderOrder,
+        ProviderSession,
+        PurchaseFailed,
+        PurchaseResult,
+        PurchaseState,
+        Receipt,
+    )
+
+if TYPE_CHECKING:
+    from workflows.purchase import PurchaseWorkflow
+
+
+async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
+    policy = await flow.policy("atom")
+
+    flow.step("refresh checkout")
+    flow.event = await flow.call(
+        "atom.refresh_checkout", request.showtime_id, request.promotions, request.items, result_type=EventInfo
+    )
+
+    items = request.items
+    if any(not item.seat_ids for item in items):
+        flow.step("choose seats")
+        wanted = sum(item.count for item in items)
+        seats = await flow.call("atom.recommend_seats", request.showtime_id, wanted, result_type=list[str])
+        items = _assign_seats(items, seats)
+
+    flow.step("account")
+    if request.login is not None:
+        session = await flow.call("atom.authenticate", request.login, result_type=ProviderSession)
+    else:
+        session = await flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession)
+    flow.record_provider_id("account_id", session.account_id)
+
+    # One clientRequestId for lease, preview and create: Atom's idempotency key for this purchase.
+    # workflow.uuid4() is seeded by the run, so it is stable across replays and activity retries.
+    client_request_id = f"req-{workflow.uuid4()}"
+    flow.record_provider_id("client_request_id", client_request_id)
+    is_guest = request.login is None
+
+    flow.step("lease seats")
+    hold = await flow.call("atom.lease", session, items, client_request_id, result_type=Hold)
+    # Atom has no call that ends a lease early; an abandoned lease lapses after leaseDurationSeconds.
+    flow.record_hold(hold)
+
+    flow.step("preview order")
+    flow.receipt = await flow.call(
+        "atom.preview_order", session, items, client_request_id, is_guest, result_type=Receipt
+    )
+
+    if request.confirmation == "manual":
+        await flow.await_confirmation(hold, policy)
+
+    async def cancel_order(order: ProviderOrder) -> str:
+        cancelled = await flow.call(
+            "atom.cancel_order", session, order.order_id, result_type=OrderCancellation, undo=True
+        )
+        refund = f", refund {cancelled.refund_amount}" if cancelled.refund_amount is not None else ""
+        return f"order {cancelled.order_id} {cancelled.status}{refund}"
+
+    order = await flow.commit(
+        "create order",
+        place=lambda: flow.call(
+            "atom.create_order", session, items, client_request_id, is_guest, result_type=ProviderOrder
+        ),
+        undo_action="cancel order",
+        undo=cancel_order,
+    )
+    flow.record_provider_id("order_id", order.order_id)
+
+    flow.step("await fulfilment", PurchaseState.AWAITING_FULFILLMENT)
+    progress = await flow.poll("atom.order_status", [session, order.order_id], OrderProgress, policy)
+    if progress is not None and not progress.fulfilled:
+        raise PurchaseFailed(
+            PurchaseState.FAILED,
+            Failure(
+                reason=FailureReason.FULFILLMENT_FAILED,
+                message=progress.reason or f"order {order.order_id} ended {progress.status}",
+                provider_code=progress.reason_code,
+                provider_status=progress.status,
+            ),
+        )
+
+    # Read once more after the budget (the documented fallback); still not fulfilled → cancel.
+    flow.step("order summary")
+    summary = await flow.call("atom.order_summary", session, order.order_id, result_type=OrderSummary)
+    if not summary.fulfilled:
+        raise PurchaseFailed(
+            PurchaseState.FAILED,
+            Failure(
+                reason=FailureReason.FULFILLMENT_TIMEOUT,
+                message=f"order {order.order_id} not fulfilled within {policy.poll_budget_seconds:g} s",
+                provider_status=summary.status,
+            ),
+        )
+    if summary.receipt is not None and (flow.receipt is None or summary.receipt.total != flow.receipt.total):
+        flow.receipt = summary.receipt  # what was charged, when it differs from the preview
+    return PurchaseResult(
+        purchase_id=request.purchase_id,
+        provider=request.provider,
+        state=PurchaseState.FULFILLED,
+        provider_order_id=order.order_id,
+        provider_status=summary.status,
+        tickets=summary.tickets,
+    )
+
+
+def _assign_seats(items: list[AtomItem], seats: list[str]) -> list[AtomItem]:
+    """Gives items without seat ids Atom's recommended seats, in order."""
+    free = [seat for seat in seats if all(seat not in item.seat_ids for item in items)]
+    assigned = []
+    for item in items:
+        if not item.seat_ids:
+            take, free = free[: item.count], free[item.count :]
+            if len(take) < item.count:
+                raise PurchaseFailed(
+                    PurchaseState.FAILED,
+                    Failure(
+                        reason=FailureReason.SEAT_UNAVAILABLE,
+                        message=f"only {len(take)} seats recommended for {item.count} wanted",
+                    ),
+                )
+            item = item.model_copy(update={"seat_ids": take, "quantity": None})
+        assigned.append(item)
+    return assigned

@@ -1,0 +1,272 @@
+"""The contract of boxoffice: what backend services send, what they get back, what they can query.
+
+Shared by workflows and activities. Payloads are plain JSON through the pydantic data converter, so
+field names here are the wire names other languages use.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+WORKFLOW_TYPE = "PurchaseWorkflow"
+DEFAULT_TASK_QUEUE = "boxoffice"
+
+
+def purchase_workflow_id(purchase_id: str) -> str:
+    return f"purchase-{purchase_id}"
+
+
+class Request(BaseModel):
+    # Unknown fields are rejected so a misspelt option fails loudly instead of being ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Buyer(Request):
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
+    first_name: str = Field(min_length=1, max_length=100)
+    last_name: str = Field(min_length=1, max_length=100)
+    phone: str | None = Field(default=None, max_length=32)
+
+
+class PurchaseBase(Request):
+    purchase_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    buyer: Buyer
+    # auto: commit as soon as the seats are held; manual: hold, then wait for the `confirm` update.
+    confirmation: Literal["auto", "manual"] = "auto"
+
+
+class AtomItem(Request):
+    product_id: str = Field(min_length=1)
+    offer_id: str = Field(min_length=1)
+    # Reserved seating names the seats; otherwise give a quantity and Atom's recommended seats are taken.
+    seat_ids: list[str] = Field(default_factory=list, max_length=20)
+    quantity: int | None = Field(default=None, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _seats_or_quantity(self) -> AtomItem:
+        if not self.seat_ids and self.quantity is None:
+            raise ValueError("give seat_ids or a quantity")
+        if self.seat_ids and self.quantity not in (None, len(self.seat_ids)):
+            raise ValueError("quantity must equal the number of seat_ids")
+        if len(set(self.seat_ids)) != len(self.seat_ids):
+            raise ValueError("seat_ids must be distinct")
+        return self
+
+    @property
+    def count(self) -> int:
+        return len(self.seat_ids) or self.quantity or 0
+
+
+class AtomLogin(Request):
+    """A returning Atom customer; without it the purchase uses a guest account."""
+
+    identity_value: str = Field(min_length=1)
+    password: str = Field(min_length=1, repr=False)
+
+
+class AtomPurchaseRequest(PurchaseBase):
+    provider: Literal["atom"]
+    showtime_id: str = Field(min_length=1)
+    items: list[AtomItem] = Field(min_length=1, max_length=10)
+    promotions: list[str] = Field(default_factory=list)
+    login: AtomLogin | None = None
+
+    @field_validator("items")
+    @classmethod
+    def _distinct_seats(cls, items: list[AtomItem]) -> list[AtomItem]:
+        seats = [s for item in items for s in item.seat_ids]
+        if len(set(seats)) != len(seats):
+            raise ValueError("a seat appears in more than one item")
+        return items
+
+
+# Later providers join this as a union discriminated by `provider`.
+PurchaseRequest = AtomPurchaseRequest
+
+
+class PurchaseState(StrEnum):
+    HOLDING = "HOLDING"
+    AWAITING_CONFIRMATION = "AWAITING_CONFIRMATION"
+    COMMITTING = "COMMITTING"
+    AWAITING_FULFILLMENT = "AWAITING_FULFILLMENT"
+    FULFILLED = "FULFILLED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {PurchaseState.FULFILLED, PurchaseState.FAILED, PurchaseState.EXPIRED, PurchaseState.CANCELLED}
+)
+
+
+class FailureReason(StrEnum):
+    """Machine-readable reasons; also the `type` of the ApplicationErrors activities raise."""
+
+    SEAT_UNAVAILABLE = "SEAT_UNAVAILABLE"
+    OFFER_UNAVAILABLE = "OFFER_UNAVAILABLE"
+    HOLD_EXPIRED = "HOLD_EXPIRED"
+    FULFILLMENT_TIMEOUT = "FULFILLMENT_TIMEOUT"
+    FULFILLMENT_FAILED = "FULFILLMENT_FAILED"
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
+    DUPLICATE_REQUEST = "DUPLICATE_REQUEST"
+    PROVIDER_REJECTED = "PROVIDER_REJECTED"
+    PROVIDER_BAD_RESPONSE = "PROVIDER_BAD_RESPONSE"
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+    CANCELLED = "CANCELLED"
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ReceiptLine(Response):
+    name: str
+    quantity: int
+    unit_price: Decimal
+    subtotal: Decimal
+
+
+class Receipt(Response):
+    subtotal: Decimal
+    fees: Decimal = Decimal(0)
+    tax: Decimal = Decimal(0)
+    total: Decimal
+    currency: str
+    lines: list[ReceiptLine] = Field(default_factory=list)
+
+
+class Ticket(Response):
+    seat: str
+    barcode: str
+    ticket_type: str | None = None
+    price: Decimal | None = None
+    booking_id: str | None = None
+
+
+class EventInfo(Response):
+    title: str | None = None
+    venue: str | None = None
+    starts_at: datetime | None = None
+
+
+class Hold(Response):
+    """Seats held at the provider until `expires_at` (computed from the request's send time)."""
+
+    expires_at: datetime
+    seat_ids: list[str] = Field(default_factory=list)
+
+
+class ProviderSession(Response):
+    """The buyer's account at the provider. The token is a secret: never logged."""
+
+    token: str = Field(repr=False)
+    account_id: str
+
+
+class ProviderOrder(Response):
+    order_id: str
+    event_id: str | None = None
+
+
+class OrderProgress(Response):
+    status: str
+    fulfilled: bool
+    reason: str | None = None
+    reason_code: str | None = None
+
+
+class OrderSummary(Response):
+    order_id: str
+    status: str
+    fulfilled: bool
+    receipt: Receipt | None = None
+    tickets: list[Ticket] = Field(default_factory=list)
+
+
+class OrderCancellation(Response):
+    order_id: str
+    status: str
+    refund_amount: Decimal | None = None
+
+
+class PurchasePolicy(Response):
+    """Timing a provider's settings give the workflow (workflows cannot read the environment)."""
+
+    poll_interval_seconds: float
+    poll_budget_seconds: float
+    # The confirmation wait ends this long before the hold expires, so commit still finds it held.
+    hold_margin_seconds: float
+
+
+class Failure(Response):
+    reason: FailureReason
+    message: str
+    provider_code: str | None = None
+    provider_status: str | None = None
+    trace_id: str | None = None
+
+
+class PurchaseFailed(Exception):
+    """Raised inside a provider sequence: ends the purchase in `state` (FAILED or EXPIRED) once
+    the saga has compensated."""
+
+    def __init__(self, state: PurchaseState, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.state = state
+        self.failure = failure
+
+
+class Compensation(Response):
+    action: str
+    ok: bool
+    detail: str | None = None
+
+
+class PurchaseStatus(Response):
+    purchase_id: str
+    provider: str
+    state: PurchaseState
+    step: str
+    steps_done: list[str] = Field(default_factory=list)
+    hold_expires_at: datetime | None = None
+    provider_ids: dict[str, str] = Field(default_factory=dict)
+    event: EventInfo | None = None
+    receipt: Receipt | None = None
+    failure: Failure | None = None
+    cancel_reason: str | None = None
+
+
+class PurchaseResult(Response):
+    purchase_id: str
+    provider: str
+    state: PurchaseState
+    provider_order_id: str | None = None
+    provider_order_code: str | None = None
+    provider_status: str | None = None
+    event: EventInfo | None = None
+    receipt: Receipt | None = None
+    tickets: list[Ticket] = Field(default_factory=list)
+    failure: Failure | None = None
+    compensations: list[Compensation] = Field(default_factory=list)
+
+
+class ConfirmRequest(Request):
+    """The buyer's go-ahead. `accepted_total`, when given, must equal the previewed total."""
+
+    accepted_total: Decimal | None = None
+    payment_reference: str | None = Field(default=None, max_length=200)
+
+
+class CancelRequest(Request):
+    reason: str = Field(default="cancelled by caller", max_length=500)

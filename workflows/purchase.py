@@ -1,0 +1,284 @@
+"""PurchaseWorkflow: the entry point. Holds the purchase's state and talks to callers (status query,
+confirm and cancel); the provider modules hold the step sequences."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from workflows import atom
+    from workflows.models import (
+        CancelRequest,
+        ConfirmRequest,
+        EventInfo,
+        Failure,
+        FailureReason,
+        Hold,
+        PurchasePolicy,
+        PurchaseFailed,
+        PurchaseRequest,
+        PurchaseResult,
+        PurchaseState,
+        PurchaseStatus,
+        Receipt,
+    )
+    from workflows.saga import Saga
+
+T = TypeVar("T")
+
+PROVIDER = SearchAttributeKey.for_keyword("BoxofficeProvider")
+STATE = SearchAttributeKey.for_keyword("BoxofficeState")
+PROVIDER_ORDER_ID = SearchAttributeKey.for_keyword("BoxofficeProviderOrderId")
+
+# Calls that read or change provider state before money moves: a few minutes of retries at most,
+# the hold would be gone by then anyway.
+STEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15))
+STEP_TIMEOUT = timedelta(minutes=2)
+# Undo keeps trying much longer: giving up leaks seats or leaves an order charged.
+UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1))
+UNDO_TIMEOUT = timedelta(hours=6)
+CALL_TIMEOUT = timedelta(seconds=30)
+
+SEQUENCES = {"atom": atom.purchase}
+
+
+def failure_from(err: ActivityError) -> Failure:
+    """Reads the typed ApplicationError an activity raised (see activities/http.py)."""
+    cause = err.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.cause
+    if cause is None:
+        return Failure(reason=FailureReason.PROVIDER_ERROR, message=str(err.cause or err))
+    details: dict[str, Any] = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+    reason = cause.type if cause.type in FailureReason.__members__ else FailureReason.PROVIDER_ERROR
+    return Failure(
+        reason=FailureReason(reason),
+        message=cause.message,
+        provider_code=details.get("code"),
+        provider_status=details.get("status") and str(details["status"]),
+        trace_id=details.get("trace_id"),
+    )
+
+
+# Bad input started by another language fails the workflow at once instead of retrying the task.
+@workflow.defn(name="PurchaseWorkflow", failure_exception_types=[ValidationError])
+class PurchaseWorkflow:
+    def __init__(self) -> None:
+        self.saga = Saga()
+        self._purchase_id = ""
+        self._provider = ""
+        self._state = PurchaseState.HOLDING
+        self._step = "start"
+        self._steps_done: list[str] = []
+        self._hold_expires_at = None
+        self._provider_ids: dict[str, str] = {}
+        self.event: EventInfo | None = None
+        self.receipt: Receipt | None = None
+        self._failure: Failure | None = None
+        self._confirmation: ConfirmRequest | None = None
+        self._cancel_reason: str | None = None
+        self._main: asyncio.Task[Any] | None = None
+
+    @workflow.run
+    async def run(self, request: PurchaseRequest) -> PurchaseResult:
+        self._purchase_id = request.purchase_id
+        self._provider = request.provider
+        self._main = asyncio.current_task()
+        workflow.upsert_search_attributes([PROVIDER.value_set(request.provider), STATE.value_set(self._state)])
+        result = PurchaseResult(purchase_id=request.purchase_id, provider=request.provider, state=self._state)
+        try:
+            async with self.saga:
+                result = await SEQUENCES[request.provider](request, self)
+            self._set_state(result.state, "done")
+        except PurchaseFailed as failed:
+            self._fail(failed.state, failed.failure)
+        except (ActivityError, asyncio.CancelledError) as err:
+            if not is_cancelled_exception(err):
+                assert isinstance(err, ActivityError)
+                self._fail(PurchaseState.FAILED, failure_from(err))
+            else:
+                message = self._cancel_reason or "workflow cancelled"
+                self._fail(PurchaseState.CANCELLED, Failure(reason=FailureReason.CANCELLED, message=message))
+                if self._cancel_reason is None:
+                    raise  # cancelled through Temporal (UI, CLI): the execution shows as Canceled
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result.model_copy(
+            update={
+                "state": self._state,
+                "failure": self._failure,
+                "event": self.event,
+                "receipt": self.receipt,
+                "compensations": self.saga.outcomes,
+            }
+        )
+
+    # -- what callers see and do ------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> PurchaseStatus:
+        return PurchaseStatus(
+            purchase_id=self._purchase_id,
+            provider=self._provider,
+            state=self._state,
+            step=self._step,
+            steps_done=list(self._steps_done),
+            hold_expires_at=self._hold_expires_at,
+            provider_ids=dict(self._provider_ids),
+            event=self.event,
+            receipt=self.receipt,
+            failure=self._failure,
+            cancel_reason=self._cancel_reason,
+        )
+
+    @workflow.update
+    async def confirm(self, confirmation: ConfirmRequest) -> PurchaseStatus:
+        """Returns once the order is placed (AWAITING_FULFILLMENT) or the purchase has ended."""
+        self._confirmation = confirmation
+        await workflow.wait_condition(
+            lambda: self._state not in (PurchaseState.AWAITING_CONFIRMATION, PurchaseState.COMMITTING)
+        )
+        return self.status()
+
+    @confirm.validator
+    def _validate_confirm(self, confirmation: ConfirmRequest) -> None:
+        if self._state != PurchaseState.AWAITING_CONFIRMATION or self._confirmation is not None:
+            raise ValueError(f"purchase is {self._state}, not awaiting confirmation")
+        if (
+            confirmation.accepted_total is not None
+            and self.receipt is not None
+            and confirmation.accepted_total != self.receipt.total
+        ):
+            raise ValueError(
+                f"accepted total {confirmation.accepted_total} differs from the price {self.receipt.total}"
+            )
+
+    @workflow.update
+    async def cancel(self, request: CancelRequest) -> PurchaseStatus:
+        """Returns once the purchase has ended and its compensation has run."""
+        self._request_cancel(request.reason)
+        await workflow.wait_condition(lambda: self._state.final)
+        return self.status()
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._state.final:
+            raise ValueError(f"purchase already ended: {self._state}")
+
+    @workflow.signal(name="cancel")
+    def cancel_signal(self, request: CancelRequest) -> None:
+        """Fire-and-forget form of the `cancel` update, for callers that cannot wait."""
+        self._request_cancel(request.reason)
+
+    def _request_cancel(self, reason: str) -> None:
+        if self._state.final or self._cancel_reason is not None:
+            return
+        self._cancel_reason = reason
+        # Interrupt whatever step runs now; the saga compensates as for a Temporal cancellation.
+        if self._main is not None:
+            self._main.cancel()
+
+    # -- what provider sequences use --------------------------------------------------------
+
+    def step(self, name: str, state: PurchaseState | None = None) -> None:
+        if self._step != name:
+            self._steps_done.append(self._step)
+        self._set_state(state or self._state, name)
+
+    def _set_state(self, state: PurchaseState, step: str) -> None:
+        self._step = step
+        if state != self._state:
+            self._state = state
+            workflow.upsert_search_attributes([STATE.value_set(state)])
+
+    def _fail(self, state: PurchaseState, failure: Failure) -> None:
+        self._failure = failure
+        self._set_state(state, self._step)
+
+    def record_provider_id(self, name: str, value: str) -> None:
+        self._provider_ids[name] = value
+        if name == "order_id":
+            workflow.upsert_search_attributes([PROVIDER_ORDER_ID.value_set(value)])
+
+    def record_hold(self, hold: Hold) -> None:
+        self._hold_expires_at = hold.expires_at
+
+    async def call(self, activity: str, *args: Any, result_type: type[T], undo: bool = False) -> T:
+        return await workflow.execute_activity(
+            activity,
+            args=args,
+            result_type=result_type,
+            start_to_close_timeout=CALL_TIMEOUT,
+            schedule_to_close_timeout=UNDO_TIMEOUT if undo else STEP_TIMEOUT,
+            retry_policy=UNDO_RETRY if undo else STEP_RETRY,
+            summary=activity,
+        )
+
+    async def policy(self, provider: str) -> PurchasePolicy:
+        return await workflow.execute_local_activity(
+            f"{provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
+        )
+
+    async def await_confirmation(self, hold: Hold, policy: PurchasePolicy) -> None:
+        """Waits for the `confirm` update until a margin before the hold expires (timer vs update)."""
+        self.step("await confirmation", PurchaseState.AWAITING_CONFIRMATION)
+        deadline = hold.expires_at - timedelta(seconds=policy.hold_margin_seconds)
+        remaining = (deadline - workflow.now()).total_seconds()
+        try:
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            await workflow.wait_condition(lambda: self._confirmation is not None, timeout=remaining)
+        except asyncio.TimeoutError:
+            raise PurchaseFailed(
+                PurchaseState.EXPIRED,
+                Failure(
+                    reason=FailureReason.HOLD_EXPIRED,
+                    message=f"no confirmation before the hold expiring at {hold.expires_at.isoformat()}",
+                ),
+            ) from None
+
+    async def commit(
+        self, step: str, place: Callable[[], Awaitable[T]], undo_action: str, undo: Callable[[T], Awaitable[str]]
+    ) -> T:
+        """Places the order with its undo registered first. A cancel arriving while the call is in
+        flight waits for its outcome, so an order placed at that moment is still undone."""
+        self.step(step, PurchaseState.COMMITTING)
+        attempt = asyncio.ensure_future(place())
+
+        async def undo_if_placed() -> str | None:
+            try:
+                placed = await attempt
+            except Exception:
+                return None  # nothing was placed
+            return await undo(placed)
+
+        self.saga.add(undo_action, undo_if_placed)
+        return await asyncio.shield(attempt)
+
+    async def poll(self, activity: str, args: Sequence[Any], result_type: type[T], policy: PurchasePolicy) -> T | None:
+        """Polls through the activity's retry policy: the activity raises a retryable error while
+        the answer is not final. History holds one activity, however many polls; the server's
+        retry timer is skipped by the time-skipping test server. None when the budget ran out."""
+        interval = timedelta(seconds=policy.poll_interval_seconds)
+        attempts = int(policy.poll_budget_seconds // policy.poll_interval_seconds) + 1
+        try:
+            return await workflow.execute_activity(
+                activity,
+                args=args,
+                result_type=result_type,
+                start_to_close_timeout=CALL_TIMEOUT,
+                retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
+                summary=activity,
+            )
+        except ActivityError as err:
+            if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
+                return None
+            raise
