@@ -44,7 +44,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 def atom_settings(**overrides: Any) -> AtomSettings:
-    return AtomSettings(base_url="http://atom.test", api_key="test-atom-key", **overrides)
+    return AtomSettings(**{"base_url": "http://atom.test", "api_key": "test-atom-key", **overrides})
 
 
 @asynccontextmanager

