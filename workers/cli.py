@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from decimal import Decimal
@@ -52,16 +53,26 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = WorkerSettings()
     configure(settings.log_format, settings.log_level if args.command in ("dev", "worker") else "WARNING")
+    problem: str | None = None
     try:
         asyncio.run(COMMANDS[args.command](args, settings))
     except KeyboardInterrupt:
         pass
+    except SystemExit as err:
+        problem = str(err.code) if err.code else None
     except ValidationError as err:
-        sys.exit(f"invalid request:\n{err}")
+        problem = f"invalid request:\n{err}"
     except WorkflowUpdateFailedError as err:
-        sys.exit(f"refused: {err.cause}")
+        problem = f"refused: {err.cause}"
     except RPCError as err:
-        sys.exit(f"Temporal said: {err.message}")
+        problem = f"Temporal said: {err.message}"
+    if problem:
+        print(problem, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The SDK's Rust threads can abort the interpreter teardown of a short-lived client process
+    # ("PyGILState_Release ... must be current", temporalio/sdk-python#300): skip the teardown.
+    os._exit(1 if problem else 0)
 
 
 async def cmd_dev(args: argparse.Namespace, settings: WorkerSettings) -> None:

@@ -11,10 +11,12 @@ from typing import Any
 import structlog
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.atom import AtomActivities, AtomSettings
+from workers.client import ensure_search_attributes
 from workers.settings import WorkerSettings
 from workflows.purchase import PurchaseWorkflow
 
@@ -61,6 +63,10 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
     """Runs until SIGTERM/SIGINT (or `stop`), then drains: running activities get
     shutdown_grace_seconds to finish before they are cancelled and retried elsewhere."""
     client = client or await connect(settings)
+    try:
+        await ensure_search_attributes(client)
+    except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly
+        log.error("cannot register search attributes; register them as README says", error=err.message)
     providers = Providers()
     worker = build_worker(
         client,
