@@ -12,6 +12,7 @@ import email.utils
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -102,7 +103,8 @@ class ProviderHttp:
         *,
         headers: Mapping[str, str] | None = None,
         json_body: Any = None,
-        params: Mapping[str, Any] | None = None,
+        form: Mapping[str, str] | None = None,
+        params: Any = None,
         errors: Mapping[int, FailureReason] | None = None,
         codes: Mapping[str, FailureReason] | None = None,
         sign: Signer | None = None,
@@ -111,10 +113,14 @@ class ProviderHttp:
         provider's error codes (codes win); other 4xx are PROVIDER_REJECTED. `sign` sees the exact
         bytes sent and adds its headers."""
         started = time.perf_counter()
-        content = b"" if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
+        if form is not None:
+            content, content_type = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
+        else:
+            content = b"" if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
+            content_type = "application/json"
         request = self.client.build_request(method, path, content=content or None, params=params, headers=headers)
         if content:
-            request.headers["Content-Type"] = "application/json"
+            request.headers["Content-Type"] = content_type
         if sign is not None:
             request.headers.update(sign(method, request.url.raw_path.decode(), content))
         try:

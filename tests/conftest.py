@@ -6,6 +6,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.atom import AtomActivities, AtomSettings
+from activities.onebox import OneboxActivities, OneboxSettings
 from simulators.atom import AtomSimulator
+from simulators.onebox import OneboxSimulator
 from workers.client import ensure_search_attributes
 from workers.worker import build_worker
 from workflows.models import PurchaseStatus
@@ -60,6 +63,38 @@ async def atom_worker(client: Client, sim: AtomSimulator, **settings: Any) -> As
         await activities.http.aclose()
 
 
+def onebox_settings(**overrides: Any) -> OneboxSettings:
+    return OneboxSettings(**{"base_url": "http://onebox.test", "oauth_url": "http://oauth.onebox.test",
+                             "client_id": "test-client", "client_secret": "test-onebox-secret",
+                             "channel_id": "test-channel", **overrides})
+
+
+@asynccontextmanager
+async def onebox_worker(client: Client, sim: OneboxSimulator, **settings: Any) -> AsyncIterator[str]:
+    """A worker on a fresh task queue whose Onebox activities talk to `sim` in process."""
+    sim.client_id, sim.client_secret, sim.channel_id = "test-client", "test-onebox-secret", "test-channel"
+    activities = OneboxActivities(onebox_settings(**settings), transport=httpx.ASGITransport(app=sim.app))
+    task_queue = f"tq-{uuid.uuid4()}"
+    try:
+        async with build_worker(client, task_queue, activities.all()):
+            yield task_queue
+    finally:
+        await activities.aclose()
+
+
+def onebox_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "provider": "onebox",
+        "purchase_id": purchase_id,
+        "session_id": 1001,
+        "seat_ids": [11, 12],
+        "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
+        "confirmation": "auto",
+    }
+    request.update(overrides)
+    return request
+
+
 def atom_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
     """The issue's example request, as JSON a backend would send."""
     request: dict[str, Any] = {
@@ -89,3 +124,9 @@ async def wait_for_state(handle: Any, state: str, timeout: float = 10.0) -> Purc
         if loop.time() > deadline:
             raise AssertionError(f"purchase never reached {state}; last seen: {seen!r}")
         await asyncio.sleep(0.05)
+
+
+async def purchase_duration(handle: Any) -> timedelta:
+    """Workflow time from start to close (the test server's clock may run on past the close)."""
+    description = await handle.describe()
+    return description.close_time - description.start_time

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from simulators.atom import AtomSimulator
 from simulators.faults import Fault
-from tests.conftest import atom_request, atom_worker, wait_for_state
+from tests.conftest import atom_request, atom_worker, purchase_duration, wait_for_state
 from workers import client as purchases
 from workers.client import start_purchase
 from workflows.models import CancelRequest, ConfirmRequest, PurchaseState, PurchaseStatus
@@ -99,9 +99,8 @@ async def test_no_confirm_before_lease_expiry_expires(env: WorkflowEnvironment) 
     sim = AtomSimulator()
     async with atom_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, atom_request("expire-1", confirmation="manual"), tq)
-        started = await env.get_current_time()
         result = await handle.result()  # the 10-minute lease passes in skipped time
-        waited = await env.get_current_time() - started
+        waited = await purchase_duration(handle)
         await record(handle, "atom_manual_expired")
     assert result.state == PurchaseState.EXPIRED
     assert result.failure is not None and result.failure.reason == "HOLD_EXPIRED"

@@ -1,6 +1,6 @@
 """Replays recorded histories against today's workflow code: a change that would break running
 purchases (non-determinism) fails here. Refresh the recordings deliberately, with
-`BOXOFFICE_RECORD_HISTORIES=1 pytest tests/test_atom_workflow.py`, only when old histories can
+`BOXOFFICE_RECORD_HISTORIES=1 pytest tests/test_<provider>_workflow.py`, only when old histories can
 no longer be running (or the change is patched/versioned)."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 def test_histories_are_recorded() -> None:
     names = {path.stem for path in HISTORIES}
     assert {"atom_auto_fulfilled", "atom_manual_fulfilled", "atom_manual_expired",
-            "atom_fulfilment_timeout", "atom_cancelled_after_create"} <= names
+            "atom_fulfilment_timeout", "atom_cancelled_after_create",
+            "onebox_numbered_fulfilled", "onebox_manual_expired"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

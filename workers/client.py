@@ -16,6 +16,7 @@ from workflows.models import (
     WORKFLOW_TYPE,
     CancelRequest,
     ConfirmRequest,
+    PurchaseBase,
     PurchaseRequest,
     PurchaseResult,
     PurchaseStatus,
@@ -53,7 +54,7 @@ async def start_purchase(
 ) -> WorkflowHandle[Any, PurchaseResult]:
     """Starts the purchase, or returns the one already started for this purchase id: a retried
     start never buys twice, while the purchase runs (USE_EXISTING) or after it ended (REJECT_DUPLICATE)."""
-    if not isinstance(request, PurchaseRequest):
+    if not isinstance(request, PurchaseBase):
         request = parse_request(request)
     workflow_id = purchase_workflow_id(request.purchase_id)
     try:

@@ -17,6 +17,7 @@ import uvicorn
 from temporalio.client import Client
 
 from simulators.atom import AtomSimulator
+from simulators.onebox import OneboxSimulator
 from workers.client import SEARCH_ATTRIBUTES
 from workers.settings import WorkerSettings
 from workers.worker import connect
@@ -24,7 +25,7 @@ from workers.worker import connect
 log = structlog.get_logger("boxoffice.dev")
 
 # Where the simulators listen; the provider settings' defaults point here.
-SIMULATOR_PORTS = {"atom": 8701}
+SIMULATORS = {"atom": (AtomSimulator, 8701), "onebox": (OneboxSimulator, 8702)}
 STARTUP_SECONDS = 60
 
 
@@ -55,10 +56,10 @@ class DevStack:
 
 async def _start_simulators() -> list[tuple[uvicorn.Server, asyncio.Task[None]]]:
     servers = []
-    for name, port in SIMULATOR_PORTS.items():
+    for name, (simulator, port) in SIMULATORS.items():
         if port_open("127.0.0.1", port):
             raise SystemExit(f"port {port} for the {name} simulator is taken: is `boxoffice dev` already running?")
-        app = {"atom": AtomSimulator}[name]().app
+        app = simulator().app
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         servers.append((server, asyncio.create_task(server.serve())))
     for server, _ in servers:

@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.atom import AtomActivities, AtomSettings
+from activities.onebox import OneboxActivities, OneboxSettings
 from workers.client import ensure_search_attributes
 from workers.settings import WorkerSettings
 from workflows.purchase import PurchaseWorkflow
@@ -40,12 +41,14 @@ class Providers:
 
     def __init__(self) -> None:
         self.atom = AtomActivities(AtomSettings())
+        self.onebox = OneboxActivities(OneboxSettings())
 
     def activities(self) -> list[Any]:
-        return self.atom.all()
+        return [*self.atom.all(), *self.onebox.all()]
 
     async def aclose(self) -> None:
         await self.atom.http.aclose()
+        await self.onebox.aclose()
 
 
 def build_worker(client: Client, task_queue: str, activities: Sequence[Any], **options: Any) -> Worker:

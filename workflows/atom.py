@@ -77,13 +77,12 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         refund = f", refund {cancelled.refund_amount}" if cancelled.refund_amount is not None else ""
         return f"order {cancelled.order_id} {cancelled.status}{refund}"
 
-    order = await flow.commit(
+    order = await flow.act(
         "create order",
-        place=lambda: flow.call(
-            "atom.create_order", session, items, client_request_id, is_guest, result_type=ProviderOrder
-        ),
-        undo_action="cancel order",
-        undo=cancel_order,
+        lambda: flow.call("atom.create_order", session, items, client_request_id, is_guest, result_type=ProviderOrder),
+        "cancel order",
+        cancel_order,
+        PurchaseState.COMMITTING,
     )
     flow.record_provider_id("order_id", order.order_id)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -85,8 +85,26 @@ class AtomPurchaseRequest(PurchaseBase):
         return items
 
 
-# Later providers join this as a union discriminated by `provider`.
-PurchaseRequest = AtomPurchaseRequest
+class OneboxPurchaseRequest(PurchaseBase):
+    provider: Literal["onebox"]
+    session_id: int = Field(ge=1)
+    # Numbered seats by id; or, without them, `quantity` seats of `price_type_id` chosen by Onebox.
+    seat_ids: list[int] = Field(default_factory=list, max_length=20)
+    price_type_id: int | None = Field(default=None, ge=0)
+    quantity: int | None = Field(default=None, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _seats_or_auto(self) -> OneboxPurchaseRequest:
+        if self.seat_ids and (self.price_type_id is not None or self.quantity is not None):
+            raise ValueError("give seat_ids, or price_type_id with quantity, not both")
+        if not self.seat_ids and (self.price_type_id is None or self.quantity is None):
+            raise ValueError("give seat_ids, or price_type_id with quantity")
+        if len(set(self.seat_ids)) != len(self.seat_ids):
+            raise ValueError("seat_ids must be distinct")
+        return self
+
+
+PurchaseRequest = Annotated[AtomPurchaseRequest | OneboxPurchaseRequest, Field(discriminator="provider")]
 
 
 class PurchaseState(StrEnum):
@@ -165,6 +183,16 @@ class Hold(Response):
 
     expires_at: datetime
     seat_ids: list[str] = Field(default_factory=list)
+    # The provider's ids of the held items, where releasing them needs those (Onebox).
+    item_ids: list[str] = Field(default_factory=list)
+
+
+class PreConfirmedOrder(Response):
+    """An order priced and frozen for payment (Onebox PRE_CONFIRM): its code is its identity."""
+
+    code: str
+    receipt: Receipt | None = None
+    hold: Hold
 
 
 class ProviderSession(Response):
@@ -203,8 +231,8 @@ class OrderCancellation(Response):
 class PurchasePolicy(Response):
     """Timing a provider's settings give the workflow (workflows cannot read the environment)."""
 
-    poll_interval_seconds: float
-    poll_budget_seconds: float
+    poll_interval_seconds: float = 2
+    poll_budget_seconds: float = 10
     # The confirmation wait ends this long before the hold expires, so commit still finds it held.
     hold_margin_seconds: float
 
@@ -252,7 +280,6 @@ class PurchaseResult(Response):
     provider: str
     state: PurchaseState
     provider_order_id: str | None = None
-    provider_order_code: str | None = None
     provider_status: str | None = None
     event: EventInfo | None = None
     receipt: Receipt | None = None

@@ -15,7 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, RetryState, i
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import atom
+    from workflows import atom, onebox
     from workflows.models import (
         CancelRequest,
         ConfirmRequest,
@@ -48,7 +48,7 @@ UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval
 UNDO_TIMEOUT = timedelta(hours=6)
 CALL_TIMEOUT = timedelta(seconds=30)
 
-SEQUENCES = {"atom": atom.purchase}
+SEQUENCES = {"atom": atom.purchase, "onebox": onebox.purchase}
 
 
 def failure_from(err: ActivityError) -> Failure:
@@ -245,23 +245,42 @@ class PurchaseWorkflow:
                 ),
             ) from None
 
-    async def commit(
-        self, step: str, place: Callable[[], Awaitable[T]], undo_action: str, undo: Callable[[T], Awaitable[str]]
+    async def act(
+        self,
+        step: str,
+        do: Callable[[], Awaitable[T]],
+        undo_action: str,
+        undo: Callable[[T], Awaitable[str]],
+        state: PurchaseState | None = None,
     ) -> T:
-        """Places the order with its undo registered first. A cancel arriving while the call is in
-        flight waits for its outcome, so an order placed at that moment is still undone."""
-        self.step(step, PurchaseState.COMMITTING)
-        attempt = asyncio.ensure_future(place())
+        """Does a step with its undo registered first. A cancel arriving while the call is in
+        flight waits for its outcome, so what was done at that moment is still undone."""
+        self.step(step, state)
+        attempt = asyncio.ensure_future(do())
 
-        async def undo_if_placed() -> str | None:
+        async def undo_if_done() -> str | None:
             try:
-                placed = await attempt
+                done = await attempt
             except Exception:
-                return None  # nothing was placed
-            return await undo(placed)
+                return None  # nothing was done
+            return await undo(done)
 
-        self.saga.add(undo_action, undo_if_placed)
+        self.saga.add(undo_action, undo_if_done)
         return await asyncio.shield(attempt)
+
+    async def commit(self, step: str, do: Callable[[], Awaitable[T]]) -> T:
+        """The point of no return for a provider whose commit cannot be undone by boxoffice
+        (Onebox confirm): a cancel arriving meanwhile waits for the outcome instead of abandoning
+        it. Committed, the purchase stands (the saga is dropped); failed, the saga compensates."""
+        self.step(step, PurchaseState.COMMITTING)
+        attempt = asyncio.ensure_future(do())
+        try:
+            committed = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            committed = await attempt  # too late to cancel once the order is on its way
+            workflow.logger.info("cancel arrived during commit; the order stands")
+        self.saga.discard()
+        return committed
 
     async def poll(self, activity: str, args: Sequence[Any], result_type: type[T], policy: PurchasePolicy) -> T | None:
         """Polls through the activity's retry policy: the activity raises a retryable error while

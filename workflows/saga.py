@@ -29,6 +29,10 @@ class Saga:
         None when there turned out to be nothing to undo."""
         self._stack.append((action, undo))
 
+    def discard(self) -> None:
+        """Past a point of no return: what is registered must no longer be undone."""
+        self._stack.clear()
+
     async def __aenter__(self) -> Saga:
         return self
 

@@ -1,0 +1,286 @@
+"""Onebox distribution API (../shared/provider-docs/onebox-purchase-flow.txt, FACTS.md).
+
+The excerpt gives requests, not answers: the order object parsed here (id, code, status, items
+with seat and barcode, price) is *assumed* from Onebox's public docs and kept lenient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.http import ProviderHttp, utc_now
+from workflows.models import (
+    Buyer,
+    FailureReason,
+    Hold,
+    OrderSummary,
+    PreConfirmedOrder,
+    ProviderOrder,
+    PurchasePolicy,
+    Receipt,
+    Ticket,
+)
+
+ORDERS = "/distribution-api/v1/orders"
+CONFIRMED = "CONFIRM"
+TRACE_HEADER = "ob-audit-trace-id"
+# Refresh the cached token this long before Onebox says it expires.
+TOKEN_SLACK_SECONDS = 60
+CODES = {
+    "ORDER_SEAT_NOT_AVAILABLE": FailureReason.SEAT_UNAVAILABLE,
+    "SESSION_NOT_FOUND": FailureReason.OFFER_UNAVAILABLE,
+    # A basket left idle is dropped by Onebox: the hold is gone.
+    "ORDER_NOT_FOUND": FailureReason.HOLD_EXPIRED,
+}
+
+
+class OneboxSettings(BaseSettings):
+    """From BOXOFFICE_ONEBOX_*; the defaults talk to the local simulator (`boxoffice dev`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOXOFFICE_ONEBOX_")
+
+    base_url: str = "http://127.0.0.1:8702"
+    # The OAuth server; Onebox runs it on its own domain.
+    oauth_url: str = "http://127.0.0.1:8702"
+    channel_id: str = "dev-channel"
+    client_id: str = "dev-client"
+    client_secret: SecretStr = SecretStr("dev-onebox-secret")
+    timeout_seconds: float = Field(default=10, gt=0)
+    # *Assumed* (FACTS.md): a basket holds its seats about 10 minutes after its last change.
+    basket_hold_seconds: float = Field(default=600, gt=0)
+    hold_margin_seconds: float = Field(default=30, ge=0)
+
+
+# -- wire formats (assumed, lenient) ---------------------------------------------------------------
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TokenResponse(Wire):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = 43199
+
+
+class SeatInfo(Wire):
+    id: int | None = None
+    row: str | None = None
+    number: str | None = None
+
+
+class ItemPrice(Wire):
+    total: Decimal | None = None
+    currency: str | None = None
+
+
+class TicketInfo(Wire):
+    barcode: str | None = None
+
+
+class OrderItem(Wire):
+    id: int | str
+    session_id: int | None = None
+    seat: SeatInfo | None = None
+    price: ItemPrice | None = None
+    ticket: TicketInfo | None = None
+    barcode: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.seat is None:
+            return str(self.id)
+        if self.seat.row and self.seat.number:
+            return f"{self.seat.row}-{self.seat.number}"
+        return str(self.seat.id)
+
+
+class OrderPrice(Wire):
+    total: Decimal
+    currency: str
+    charges: Decimal = Decimal(0)
+
+
+class Order(Wire):
+    id: str | None = None
+    code: str | None = None
+    status: str | None = None
+    items: list[OrderItem] = Field(default_factory=list)
+    price: OrderPrice | None = None
+
+    def receipt(self) -> Receipt | None:
+        if self.price is None:
+            return None
+        return Receipt(
+            subtotal=self.price.total - self.price.charges,
+            fees=self.price.charges,
+            total=self.price.total,
+            currency=self.price.currency,
+        )
+
+    def summary(self) -> OrderSummary:
+        return OrderSummary(
+            order_id=self.code or self.id or "",
+            status=self.status or "",
+            fulfilled=self.status == CONFIRMED,
+            receipt=self.receipt(),
+            tickets=[
+                Ticket(seat=item.label, barcode=(item.ticket.barcode if item.ticket else None) or item.barcode or "",
+                       price=item.price.total if item.price else None, booking_id=self.code)
+                for item in self.items
+            ],
+        )
+
+
+# -- activities ------------------------------------------------------------------------------------
+
+
+class OneboxActivities:
+    def __init__(self, settings: OneboxSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        secrets = [settings.client_secret.get_secret_value()]
+        self.http = ProviderHttp("onebox", settings.base_url, timeout=settings.timeout_seconds, secrets=secrets,
+                                 trace_headers=[TRACE_HEADER], transport=transport)
+        self.oauth = ProviderHttp("onebox", settings.oauth_url, timeout=settings.timeout_seconds, secrets=secrets,
+                                  trace_headers=[TRACE_HEADER], transport=transport)
+        # The token lives in the worker, never in workflow history; shared by concurrent activities.
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._token_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.oauth.aclose()
+
+    def all(self) -> list[Any]:
+        return [
+            self.policy,
+            self.create_order,
+            self.add_seats,
+            self.add_seats_auto,
+            self.buyer_data,
+            self.pre_confirm,
+            self.confirm,
+            self.release_seats,
+            self.read_order,
+        ]
+
+    async def _access_token(self, stale: str | None = None) -> str:
+        async with self._token_lock:
+            if self._token is not None and self._token != stale and time.monotonic() < self._token_expires:
+                return self._token
+            form = {
+                "grant_type": "client_credentials",
+                "channel_id": self.settings.channel_id,
+                "client_id": self.settings.client_id,
+                "client_secret": self.settings.client_secret.get_secret_value(),
+            }
+            data = await self.oauth.request("POST", "/oauth/token", form=form, headers={"Accept": "application/json"})
+            token = self.oauth.parse(TokenResponse, data, "oauth token")
+            self._token = token.access_token
+            self._token_expires = time.monotonic() + max(token.expires_in - TOKEN_SLACK_SECONDS, 0)
+            return self._token
+
+    async def _call(self, method: str, path: str, order_id: str | None = None, **kwargs: Any) -> Any:
+        """Calls with the cached token; a 401 means it expired early: fetch a new one, once."""
+        token = await self._access_token()
+        for attempt in (1, 2):
+            headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
+            if order_id is not None:
+                headers["ob-order-id"] = order_id
+            try:
+                return await self.http.request(method, path, headers=headers, codes=CODES, **kwargs)
+            except ApplicationError as err:
+                if attempt == 2 or not err.details or err.details[0].get("status") != 401:
+                    raise
+                token = await self._access_token(stale=token)
+        raise AssertionError("unreachable")
+
+    def _hold(self, order: Order, sent_at: datetime) -> Hold:
+        return Hold(
+            expires_at=sent_at + timedelta(seconds=self.settings.basket_hold_seconds),
+            seat_ids=[item.label for item in order.items],
+            item_ids=[str(item.id) for item in order.items],
+        )
+
+    @activity.defn(name="onebox.policy")
+    async def policy(self) -> PurchasePolicy:
+        # Onebox confirm answers with the tickets: nothing to poll.
+        return PurchasePolicy(hold_margin_seconds=self.settings.hold_margin_seconds)
+
+    @activity.defn(name="onebox.create_order")
+    async def create_order(self) -> ProviderOrder:
+        order = self.http.parse(Order, await self._call("POST", ORDERS), "create order")
+        if not order.id:
+            raise ApplicationError("onebox: create order answered no id", type=FailureReason.PROVIDER_BAD_RESPONSE,
+                                   non_retryable=True)
+        return ProviderOrder(order_id=order.id)
+
+    @activity.defn(name="onebox.add_seats")
+    async def add_seats(self, order_id: str, session_id: int, seat_ids: list[int]) -> Hold:
+        sent_at = utc_now()
+        body = {"seats": [{"id": seat, "session_id": session_id} for seat in seat_ids]}
+        data = await self._call("POST", f"{ORDERS}/seats", order_id, json_body=body)
+        return self._hold(self.http.parse(Order, data, "add seats"), sent_at)
+
+    @activity.defn(name="onebox.add_seats_auto")
+    async def add_seats_auto(self, order_id: str, session_id: int, price_type_id: int, quantity: int) -> Hold:
+        sent_at = utc_now()
+        body = {"price_type_id": price_type_id, "session_id": session_id, "quantity": quantity}
+        data = await self._call("POST", f"{ORDERS}/seats-auto", order_id, json_body=body)
+        return self._hold(self.http.parse(Order, data, "add seats automatically"), sent_at)
+
+    @activity.defn(name="onebox.buyer_data")
+    async def buyer_data(self, order_id: str, buyer: Buyer) -> None:
+        await self._call("POST", f"{ORDERS}/buyer-data", order_id, json_body={"email": buyer.email})
+
+    @activity.defn(name="onebox.pre_confirm")
+    async def pre_confirm(self, order_id: str) -> PreConfirmedOrder:
+        sent_at = utc_now()
+        data = await self._call("POST", f"{ORDERS}/pre-confirm", order_id, json_body={})
+        order = self.http.parse(Order, data, "pre-confirm")
+        if not order.code:
+            raise ApplicationError("onebox: pre-confirm answered no order code",
+                                   type=FailureReason.PROVIDER_BAD_RESPONSE, non_retryable=True)
+        return PreConfirmedOrder(code=order.code, receipt=order.receipt(), hold=self._hold(order, sent_at))
+
+    @activity.defn(name="onebox.confirm")
+    async def confirm(self, order_id: str, code: str) -> OrderSummary:
+        """Confirm has no idempotency key: a retry first reads the order, and an order already
+        confirmed (the earlier answer was lost) is taken as the result instead of confirming twice."""
+        if activity.info().attempt > 1:
+            existing = await self.read_order(code)
+            if existing.fulfilled:
+                activity.logger.info("order already confirmed by an earlier attempt", extra={"code": code})
+                return existing
+        data = await self._call("POST", f"{ORDERS}/confirm", order_id, json_body={})
+        return self.http.parse(Order, data, "confirm").summary()
+
+    @activity.defn(name="onebox.release_seats")
+    async def release_seats(self, order_id: str, item_ids: list[str]) -> str:
+        if not item_ids:
+            return f"basket {order_id} held no seats"
+        params = [("id", item) for item in item_ids]
+        try:
+            await self._call("DELETE", f"{ORDERS}/seats", order_id, params=params)
+        except ApplicationError as err:
+            if err.type != FailureReason.HOLD_EXPIRED:
+                raise
+            return f"basket {order_id} already gone: seats free"  # ORDER_NOT_FOUND
+        return f"released {len(item_ids)} seats of basket {order_id}"
+
+    @activity.defn(name="onebox.read_order")
+    async def read_order(self, code: str) -> OrderSummary:
+        data = await self._call("GET", f"/orders-mgmt-api/v1/orders/{code}")
+        return self.http.parse(Order, data, "read order").summary()

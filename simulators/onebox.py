@@ -1,0 +1,278 @@
+"""A stateful stand-in for Onebox's distribution API: OAuth client-credentials tokens that expire,
+baskets BASKET → PRE_CONFIRM → CONFIRM (adding or removing seats falls back to BASKET), seat
+inventory, idle expiry of baskets, `ob-audit-trace-id` on every answer, and fault injection
+(simulators/faults.py; `lost` on confirm is "confirmed, but the answer was lost").
+
+Admin endpoints under /_sim: GET state (the ledger), POST faults, POST expire-tokens, POST reset.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from simulators.faults import Fault, Faults
+
+SESSION = 1001
+PRICE_TYPES = {1: ("General", Decimal("25.00"))}
+CHARGE_PER_SEAT = Decimal("1.50")
+CURRENCY = "EUR"
+ORDERS = "/distribution-api/v1/orders"
+BASKET_ENDPOINTS = {"seats", "seats-auto", "buyer-data", "pre-confirm", "confirm", "release"}
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+@dataclass
+class Item:
+    id: int
+    seat: int
+    price_type: int
+
+
+@dataclass
+class Basket:
+    id: str
+    touched: float
+    status: str = "BASKET"
+    code: str | None = None
+    email: str | None = None
+    items: list[Item] = field(default_factory=list)
+
+    def total(self) -> Decimal:
+        return sum((PRICE_TYPES[i.price_type][1] + CHARGE_PER_SEAT for i in self.items), Decimal(0))
+
+
+def seat_label(seat: int) -> tuple[str, str]:
+    return "ABCD"[(seat - 1) // 10], str((seat - 1) % 10 + 1)
+
+
+@dataclass
+class OneboxSimulator:
+    client_id: str = "dev-client"
+    client_secret: str = "dev-onebox-secret"
+    channel_id: str = "dev-channel"
+    token_seconds: int = 43199
+    basket_seconds: float = 600
+    clock: Callable[[], float] = time.time
+    faults: Faults = field(default_factory=Faults)
+    seats: dict[int, str] = field(default_factory=lambda: {s: "sold" if s == 7 else "free" for s in range(1, 41)})
+    tokens: dict[str, float] = field(default_factory=dict)  # token → expiry
+    baskets: dict[str, Basket] = field(default_factory=dict)
+    confirmations: int = 0
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def app(self) -> Starlette:
+        route = self._route
+        return Starlette(
+            routes=[
+                Route("/oauth/token", self.token, methods=["POST"]),
+                route("POST", ORDERS, "create", self.create),
+                route("POST", f"{ORDERS}/seats", "seats", self.add_seats),
+                route("DELETE", f"{ORDERS}/seats", "release", self.release),
+                route("POST", f"{ORDERS}/seats-auto", "seats-auto", self.add_seats_auto),
+                route("POST", f"{ORDERS}/buyer-data", "buyer-data", self.buyer_data),
+                route("POST", f"{ORDERS}/pre-confirm", "pre-confirm", self.pre_confirm),
+                route("POST", f"{ORDERS}/confirm", "confirm", self.confirm),
+                route("GET", "/orders-mgmt-api/v1/orders/{code}", "read", self.read),
+                Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
+                Route("/_sim/faults", self.admin_faults, methods=["POST"]),
+                Route("/_sim/expire-tokens", self.admin_expire_tokens, methods=["POST"]),
+            ]
+        )
+
+    def _trace(self, response: Response) -> Response:
+        response.headers["ob-audit-trace-id"] = f"trace-{secrets.token_hex(6)}"
+        return response
+
+    def _route(self, method: str, path: str, endpoint: str,
+               handler: Callable[[Request, Any, Basket | None], Awaitable[Response]]) -> Route:
+        async def serve(request: Request) -> Response:
+            raw = await request.body()
+            body = json.loads(raw) if raw else None
+            self.calls.append({"endpoint": endpoint, "method": method, "path": request.url.path,
+                               "query": request.query_params.multi_items(), "headers": dict(request.headers),
+                               "body": body})
+            token = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if self.tokens.get(token, 0) <= self.clock():
+                return self._trace(error(401, "INVALID_TOKEN", "missing or expired access token"))
+            self._expire_baskets()
+            basket = None
+            if endpoint in BASKET_ENDPOINTS:
+                order_id = request.headers.get("ob-order-id")
+                basket = self.baskets.get(order_id or "")
+                if basket is None:
+                    return self._trace(error(404, "ORDER_NOT_FOUND", f"no order {order_id}"))
+            fault, early = await self.faults.before(endpoint)
+            if early is not None:
+                return self._trace(early)
+            response = await handler(request, body, basket)
+            if basket is not None and response.status_code < 300:
+                basket.touched = self.clock()
+            if fault is not None:  # carried out, answer lost
+                return self._trace(error(fault.status, "SIMULATED_FAULT", "simulated lost response"))
+            return self._trace(response)
+
+        return Route(path, serve, methods=[method])
+
+    def _expire_baskets(self) -> None:
+        now = self.clock()
+        for basket in list(self.baskets.values()):
+            if basket.status != "CONFIRM" and now - basket.touched > self.basket_seconds:
+                self._free(basket, basket.items)
+                del self.baskets[basket.id]
+
+    def _free(self, basket: Basket, items: list[Item]) -> None:
+        for item in items:
+            self.seats[item.seat] = "free"
+            basket.items.remove(item)
+
+    def order(self, basket: Basket) -> dict[str, Any]:
+        items = []
+        for item in basket.items:
+            row, number = seat_label(item.seat)
+            name, price = PRICE_TYPES[item.price_type]
+            entry: dict[str, Any] = {"id": item.id, "session_id": SESSION,
+                                     "seat": {"id": item.seat, "row": row, "number": number},
+                                     "price_type": {"id": item.price_type, "name": name},
+                                     "price": {"total": float(price + CHARGE_PER_SEAT), "currency": CURRENCY}}
+            if basket.status == "CONFIRM":
+                entry["ticket"] = {"barcode": f"OBX{basket.code}{item.seat:03d}"}
+            items.append(entry)
+        charges = CHARGE_PER_SEAT * len(basket.items)
+        return {"id": basket.id, "code": basket.code, "status": basket.status, "items": items,
+                "buyer_data": {"email": basket.email} if basket.email else {},
+                "price": {"total": float(basket.total()), "charges": float(charges), "currency": CURRENCY}}
+
+    # -- provider API ------------------------------------------------------------------------
+
+    async def token(self, request: Request) -> Response:
+        form = dict(urllib.parse.parse_qsl((await request.body()).decode()))
+        self.calls.append({"endpoint": "token", "method": "POST", "path": "/oauth/token", "form": form,
+                           "headers": dict(request.headers)})
+        fault, early = await self.faults.before("token")
+        if early is not None:
+            return early
+        if (form.get("grant_type"), form.get("client_id"), form.get("client_secret"), form.get("channel_id")) != (
+                "client_credentials", self.client_id, self.client_secret, self.channel_id):
+            return error(401, "invalid_client", "bad client credentials")
+        token = secrets.token_urlsafe(16)
+        self.tokens[token] = self.clock() + self.token_seconds
+        return JSONResponse({"access_token": token, "token_type": "bearer", "refresh_token": secrets.token_hex(8),
+                             "expires_in": self.token_seconds, "scope": "distribution"})
+
+    async def create(self, request: Request, body: Any, _: Basket | None) -> Response:
+        basket = Basket(id=secrets.token_hex(12), touched=self.clock())
+        self.baskets[basket.id] = basket
+        return JSONResponse(self.order(basket))
+
+    def _take(self, basket: Basket, seats: list[int], price_type: int) -> Response:
+        taken = [s for s in seats if self.seats.get(s) != "free"]
+        if taken:
+            return error(409, "ORDER_SEAT_NOT_AVAILABLE", f"seats not available: {taken}")
+        for seat in seats:
+            self.seats[seat] = "basket"
+            basket.items.append(Item(id=next(self._ids), seat=seat, price_type=price_type))
+        basket.status, basket.code = "BASKET", None  # a changed basket must be pre-confirmed again
+        return JSONResponse(self.order(basket))
+
+    async def add_seats(self, request: Request, body: Any, basket: Basket | None) -> Response:
+        assert basket is not None
+        seats = (body or {}).get("seats") or []
+        if any(s.get("session_id") != SESSION for s in seats):
+            return error(404, "SESSION_NOT_FOUND", "unknown session")
+        if len(basket.items) + len(seats) > 10:
+            return error(400, "ORDER_ITEMS_LIMIT_EXCEEDED", "at most 10 items")
+        return self._take(basket, [s["id"] for s in seats], 1)
+
+    async def add_seats_auto(self, request: Request, body: Any, basket: Basket | None) -> Response:
+        assert basket is not None
+        body = body or {}
+        if body.get("session_id") != SESSION:
+            return error(404, "SESSION_NOT_FOUND", "unknown session")
+        if body.get("price_type_id") not in PRICE_TYPES:
+            return error(400, "PRICE_TYPE_NOT_FOUND", "unknown price type")
+        free = [s for s, state in self.seats.items() if state == "free"][: body.get("quantity", 1)]
+        if len(free) < body.get("quantity", 1):
+            return error(409, "ORDER_SEAT_NOT_AVAILABLE", "not enough seats")
+        return self._take(basket, free, body["price_type_id"])
+
+    async def buyer_data(self, request: Request, body: Any, basket: Basket | None) -> Response:
+        assert basket is not None
+        basket.email = (body or {}).get("email")
+        return JSONResponse(self.order(basket))
+
+    async def pre_confirm(self, request: Request, body: Any, basket: Basket | None) -> Response:
+        assert basket is not None
+        if not basket.items:
+            return error(400, "ORDER_EMPTY", "the basket has no items")
+        if not basket.email:
+            return error(400, "ORDER_ATTENDEE_DATA_REQUIRED", "buyer email is required")
+        if basket.status == "BASKET":
+            basket.status, basket.code = "PRE_CONFIRM", secrets.token_hex(6).upper()
+        return JSONResponse(self.order(basket))
+
+    async def confirm(self, request: Request, body: Any, basket: Basket | None) -> Response:
+        assert basket is not None
+        if basket.status != "PRE_CONFIRM":
+            return error(409, "ORDER_INVALID_STATUS", f"order is {basket.status}, not PRE_CONFIRM")
+        basket.status = "CONFIRM"
+        self.confirmations += 1
+        for item in basket.items:
+            self.seats[item.seat] = "sold"
+        return JSONResponse(self.order(basket))
+
+    async def release(self, request: Request, body: Any, basket: Basket | None) -> Response:
+        assert basket is not None
+        if basket.status == "CONFIRM":
+            return error(409, "ORDER_INVALID_STATUS", "a confirmed order keeps its seats")
+        ids = {int(i) for i in request.query_params.getlist("id")}
+        self._free(basket, [item for item in basket.items if item.id in ids])
+        basket.status, basket.code = "BASKET", None
+        return JSONResponse(self.order(basket))
+
+    async def read(self, request: Request, body: Any, _: Basket | None) -> Response:
+        code = request.path_params["code"]
+        basket = next((b for b in self.baskets.values() if b.code == code), None)
+        if basket is None:
+            return error(404, "ORDER_NOT_FOUND", f"no order {code}")
+        return JSONResponse(self.order(basket))
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def ledger(self) -> dict[str, Any]:
+        self._expire_baskets()
+        return {
+            "baskets": [{"id": b.id, "code": b.code, "status": b.status, "seats": [i.seat for i in b.items]}
+                        for b in self.baskets.values()],
+            "held": sorted(s for s, state in self.seats.items() if state == "basket"),
+            "sold": sorted(s for s, state in self.seats.items() if state == "sold" and s != 7),
+            "confirmations": self.confirmations,
+        }
+
+    async def admin_faults(self, request: Request) -> Response:
+        self.faults.add(Fault.model_validate(await request.json()))
+        return JSONResponse({"pending": len(self.faults.pending)})
+
+    async def admin_expire_tokens(self, request: Request) -> Response:
+        self.expire_tokens()
+        return JSONResponse({"expired": True})
+
+    def expire_tokens(self) -> None:
+        self.tokens = dict.fromkeys(self.tokens, 0.0)

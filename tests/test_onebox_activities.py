@@ -1,0 +1,155 @@
+"""Onebox activities send exactly the excerpt's requests (../shared/provider-docs/onebox-purchase-flow.txt)
+and FACTS.md's token call; the token is cached and refreshed, never returned to the workflow."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.onebox import OneboxActivities
+from tests.conftest import onebox_settings
+from workflows.models import Buyer
+
+ORDER_ID = "5f1c0a7e9b2d4c6e8f0a1b2c"
+BASKET = {"id": ORDER_ID, "code": None, "status": "BASKET", "items": [
+    {"id": 501, "session_id": 1001, "seat": {"id": 11, "row": "B", "number": "1"}, "price": {"total": 26.5, "currency": "EUR"}},
+    {"id": 502, "session_id": 1001, "seat": {"id": 12, "row": "B", "number": "2"}, "price": {"total": 26.5, "currency": "EUR"}},
+], "price": {"total": 53.0, "charges": 3.0, "currency": "EUR"}}
+TOKEN = {"access_token": "tok-abc", "token_type": "bearer", "refresh_token": "r-1", "expires_in": 43199}
+
+
+class FakeOnebox:
+    """Answers the token call and then `answers` in order; records every request."""
+
+    def __init__(self, *answers: tuple[int, Any]) -> None:
+        self.requests: list[httpx.Request] = []
+        self.answers = list(answers)
+        self.tokens = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/oauth/token":
+            self.tokens += 1
+            return httpx.Response(200, json={**TOKEN, "access_token": f"tok-{self.tokens}"})
+        status, body = self.answers.pop(0)
+        return httpx.Response(status, json=body, headers={"ob-audit-trace-id": "audit-42"})
+
+    @property
+    def api(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.url.path != "/oauth/token"]
+
+
+def acts(fake: FakeOnebox) -> OneboxActivities:
+    return OneboxActivities(onebox_settings(), transport=httpx.MockTransport(fake))
+
+
+async def run(fn: Any, *args: Any) -> Any:
+    return await ActivityEnvironment().run(fn, *args)
+
+
+def assert_basket_call(request: httpx.Request, method: str, path: str, token: str = "tok-1") -> None:
+    assert (request.method, request.url.host, request.url.path) == (method, "onebox.test", path)
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["Authorization"] == f"Bearer {token}"
+    assert request.headers["ob-order-id"] == ORDER_ID
+
+
+async def test_token_is_form_encoded_client_credentials_and_cached() -> None:
+    fake = FakeOnebox((200, BASKET), (200, BASKET))
+    activities = acts(fake)
+    await run(activities.create_order)
+    await run(activities.create_order)
+    token_call = fake.requests[0]
+    assert (token_call.method, str(token_call.url)) == ("POST", "http://oauth.onebox.test/oauth/token")
+    assert token_call.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert dict(urllib.parse.parse_qsl(token_call.content.decode())) == {
+        "grant_type": "client_credentials", "channel_id": "test-channel",
+        "client_id": "test-client", "client_secret": "test-onebox-secret"}
+    assert fake.tokens == 1  # cached for its expires_in
+
+
+async def test_create_order() -> None:
+    fake = FakeOnebox((200, BASKET))
+    order = await run(acts(fake).create_order)
+    request = fake.api[0]
+    assert (request.method, request.url.path) == ("POST", "/distribution-api/v1/orders")
+    assert request.headers["Authorization"] == "Bearer tok-1" and "ob-order-id" not in request.headers
+    assert order.order_id == ORDER_ID
+
+
+async def test_add_numbered_seats() -> None:
+    fake = FakeOnebox((200, BASKET))
+    hold = await run(acts(fake).add_seats, ORDER_ID, 1001, [11, 12])
+    assert_basket_call(fake.api[0], "POST", "/distribution-api/v1/orders/seats")
+    assert fake.api[0].headers["Content-Type"] == "application/json"
+    assert json.loads(fake.api[0].content) == {"seats": [{"id": 11, "session_id": 1001}, {"id": 12, "session_id": 1001}]}
+    assert hold.item_ids == ["501", "502"] and hold.seat_ids == ["B-1", "B-2"]
+
+
+async def test_add_seats_automatically() -> None:
+    fake = FakeOnebox((200, BASKET))
+    await run(acts(fake).add_seats_auto, ORDER_ID, 1001, 0, 2)
+    assert_basket_call(fake.api[0], "POST", "/distribution-api/v1/orders/seats-auto")
+    assert json.loads(fake.api[0].content) == {"price_type_id": 0, "session_id": 1001, "quantity": 2}
+
+
+async def test_buyer_data() -> None:
+    fake = FakeOnebox((200, BASKET))
+    await run(acts(fake).buyer_data, ORDER_ID, Buyer(email="email@email.com", first_name="J", last_name="D"))
+    assert_basket_call(fake.api[0], "POST", "/distribution-api/v1/orders/buyer-data")
+    assert json.loads(fake.api[0].content) == {"email": "email@email.com"}
+
+
+@pytest.mark.parametrize("name", ["pre_confirm", "confirm"])
+async def test_pre_confirm_and_confirm_send_an_empty_object(name: str) -> None:
+    status = {"pre_confirm": "PRE_CONFIRM", "confirm": "CONFIRM"}[name]
+    fake = FakeOnebox((200, {**BASKET, "status": status, "code": "AX59SJ29392X"}))
+    args = (ORDER_ID,) if name == "pre_confirm" else (ORDER_ID, "AX59SJ29392X")
+    result = await run(getattr(acts(fake), name), *args)
+    assert_basket_call(fake.api[0], "POST", f"/distribution-api/v1/orders/{name.replace('_', '-')}")
+    assert fake.api[0].content == b"{}"
+    if name == "pre_confirm":
+        assert result.code == "AX59SJ29392X" and result.receipt.total == 53 and result.receipt.fees == 3
+    else:
+        assert result.fulfilled and result.order_id == "AX59SJ29392X"
+
+
+async def test_release_seats_names_each_item() -> None:
+    fake = FakeOnebox((200, BASKET))
+    await run(acts(fake).release_seats, ORDER_ID, ["501", "502"])
+    assert_basket_call(fake.api[0], "DELETE", "/distribution-api/v1/orders/seats")
+    assert fake.api[0].url.query == b"id=501&id=502"
+
+
+async def test_read_order_by_code() -> None:
+    fake = FakeOnebox((200, {**BASKET, "status": "CONFIRM", "code": "AX59SJ29392X"}))
+    await run(acts(fake).read_order, "AX59SJ29392X")
+    request = fake.api[0]
+    assert (request.method, request.url.path) == ("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X")
+
+
+async def test_expired_token_is_replaced_once() -> None:
+    fake = FakeOnebox((401, {"code": "INVALID_TOKEN"}), (200, BASKET))
+    await run(acts(fake).create_order)
+    assert fake.tokens == 2
+    assert [r.headers["Authorization"] for r in fake.api] == ["Bearer tok-1", "Bearer tok-2"]
+
+
+async def test_error_codes_are_typed_with_the_audit_trace_id() -> None:
+    fake = FakeOnebox((409, {"code": "ORDER_SEAT_NOT_AVAILABLE", "message": "taken"}))
+    with pytest.raises(ApplicationError) as err:
+        await run(acts(fake).add_seats, ORDER_ID, 1001, [7])
+    assert err.value.type == "SEAT_UNAVAILABLE" and err.value.non_retryable
+    assert err.value.details[0] == {"provider": "onebox", "status": 409, "code": "ORDER_SEAT_NOT_AVAILABLE",
+                                    "trace_id": "audit-42"}
+
+
+async def test_release_of_a_basket_already_gone_is_done() -> None:
+    fake = FakeOnebox((404, {"code": "ORDER_NOT_FOUND", "message": "gone"}))
+    assert "already gone" in await run(acts(fake).release_seats, ORDER_ID, ["501"])
