@@ -21,14 +21,16 @@ from workers.settings import WorkerSettings
 from workers.worker import Providers, build_worker, connect, run_worker
 from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState, PurchaseStatus
 
-DEMO_REQUEST: dict[str, Any] = {
-    "provider": "atom",
-    "showtime_id": "ST-20260214-1930-AMC4",
-    # No seat ids: the simulator's recommended seats are taken, so repeated demos do not collide.
-    "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 2}],
-    "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
-    "confirmation": "manual",
+# No seat ids: the simulators choose free seats, so repeated demos do not collide.
+DEMO_REQUESTS: dict[str, dict[str, Any]] = {
+    "atom": {
+        "provider": "atom",
+        "showtime_id": "ST-20260214-1930-AMC4",
+        "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 2}],
+    },
+    "onebox": {"provider": "onebox", "session_id": 1001, "price_type_id": 1, "quantity": 2},
 }
+DEMO_BUYER = {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("dev", help="run the Temporal dev server + UI, the simulators and a worker")
     demo = commands.add_parser("demo", help="buy tickets from the Atom simulator, step by step")
     demo.add_argument("--auto", action="store_true", help="auto confirmation instead of confirming after the price")
+    demo.add_argument("--provider", choices=sorted(DEMO_REQUESTS), default="atom")
     commands.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE")
     buy = commands.add_parser("buy", help="start a purchase from a JSON request")
     buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
@@ -88,7 +91,7 @@ async def cmd_demo(args: argparse.Namespace, settings: WorkerSettings) -> None:
     host, port = split_address(settings.temporal_address)
     if port_open(host, port):
         print(f"Using the stack at {settings.temporal_address}.")
-        await _demo(await connect(settings), settings, args.auto)
+        await _demo(await connect(settings), settings, args)
         return
     print("Starting the dev stack (Temporal dev server, simulators, worker)...", flush=True)
     async with dev_stack(settings) as stack:
@@ -96,24 +99,31 @@ async def cmd_demo(args: argparse.Namespace, settings: WorkerSettings) -> None:
         providers = Providers()
         try:
             async with build_worker(stack.client, settings.task_queue, providers.activities()):
-                await _demo(stack.client, settings, args.auto)
+                await _demo(stack.client, settings, args)
         finally:
             await providers.aclose()
 
 
-async def _demo(client: Client, settings: WorkerSettings, auto: bool) -> None:
-    request = dict(DEMO_REQUEST, purchase_id=f"demo-{int(time.time() * 1000)}")
-    if auto:
-        request["confirmation"] = "auto"
+async def _demo(client: Client, settings: WorkerSettings, args: argparse.Namespace) -> None:
+    request = dict(
+        DEMO_REQUESTS[args.provider],
+        purchase_id=f"demo-{int(time.time() * 1000)}",
+        buyer=DEMO_BUYER,
+        confirmation="auto" if args.auto else "manual",
+    )
     handle = await purchases.start_purchase(client, request, settings.task_queue)
     print(f"Started {handle.id}")
     shown: list[str] = []
     state = None
     while True:
         status = await handle.query("status", result_type=PurchaseStatus)
-        for step in [*status.steps_done, status.step][len(shown):]:
+        new_steps = [*status.steps_done, status.step][len(shown):]
+        for index, step in enumerate(new_steps, start=1):
             shown.append(step)
-            print(f"  {status.state if status.state != state else '':<22} {step}")
+            # Steps passed between two queries show no state: only the current one is known.
+            now = status.state if index == len(new_steps) and status.state != state else ""
+            print(f"  {now:<22} {step}")
+        if new_steps:
             state = status.state
         if status.state == PurchaseState.AWAITING_CONFIRMATION and status.receipt is not None:
             receipt = status.receipt
