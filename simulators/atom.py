@@ -136,13 +136,7 @@ class AtomSimulator:
                     return error(401, "INVALID_AUTH_TOKEN", "missing or unknown X-Atom-AuthToken")
                 if not request.headers.get("x-atom-timestamp") or not request.headers.get("x-atom-deviceid"):
                     return error(400, "MISSING_HEADERS", "X-Atom-Timestamp and X-Atom-DeviceId are required")
-            fault, early = await self.faults.before(endpoint)
-            if early is not None:
-                return early
-            response = await handler(request, body)
-            if fault is not None:  # carried out, answer lost
-                return error(fault.status, "SIMULATED_FAULT", "simulated lost response")
-            return response
+            return await self.faults.apply(endpoint, lambda: handler(request, body))
 
         return Route(path, serve, methods=[method])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -39,16 +40,18 @@ class Faults:
                 return fault
         return None
 
-    async def before(self, endpoint: str) -> tuple[Fault | None, Response | None]:
-        """Returns the fault for this call, and the answer to give now unless it is a lost one."""
+    async def apply(self, endpoint: str, handle: Callable[[], Awaitable[Response]]) -> Response:
+        """Answers a call to `endpoint` through the next fault for it, if any: instead of
+        `handle`, or (a lost answer) after `handle` has done its work."""
         if self.latency:
             await asyncio.sleep(self.latency)
         fault = self.take(endpoint)
-        if fault is None:
-            return None, None
-        if fault.delay:
+        if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
-        return fault, None if fault.lost else answer(fault)
+        if fault is not None and not fault.lost:
+            return answer(fault)
+        response = await handle()
+        return response if fault is None else answer(fault)
 
 
 def answer(fault: Fault) -> Response:

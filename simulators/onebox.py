@@ -119,15 +119,13 @@ class OneboxSimulator:
                 basket = self.baskets.get(order_id or "")
                 if basket is None:
                     return self._trace(error(404, "ORDER_NOT_FOUND", f"no order {order_id}"))
-            fault, early = await self.faults.before(endpoint)
-            if early is not None:
-                return self._trace(early)
-            response = await handler(request, body, basket)
-            if basket is not None and response.status_code < 300:
-                basket.touched = self.clock()
-            if fault is not None:  # carried out, answer lost
-                return self._trace(error(fault.status, "SIMULATED_FAULT", "simulated lost response"))
-            return self._trace(response)
+            async def handle() -> Response:
+                response = await handler(request, body, basket)
+                if basket is not None and response.status_code < 300:
+                    basket.touched = self.clock()
+                return response
+
+            return self._trace(await self.faults.apply(endpoint, handle))
 
         return Route(path, serve, methods=[method])
 
@@ -166,9 +164,9 @@ class OneboxSimulator:
         form = dict(urllib.parse.parse_qsl((await request.body()).decode()))
         self.calls.append({"endpoint": "token", "method": "POST", "path": "/oauth/token", "form": form,
                            "headers": dict(request.headers)})
-        fault, early = await self.faults.before("token")
-        if early is not None:
-            return early
+        return await self.faults.apply("token", lambda: self._issue_token(form))
+
+    async def _issue_token(self, form: dict[str, str]) -> Response:
         if (form.get("grant_type"), form.get("client_id"), form.get("client_secret"), form.get("channel_id")) != (
                 "client_credentials", self.client_id, self.client_secret, self.channel_id):
             return error(401, "invalid_client", "bad client credentials")
