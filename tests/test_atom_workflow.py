@@ -145,6 +145,7 @@ async def test_fulfilment_that_never_completes_is_cancelled(env: WorkflowEnviron
         await record(handle, "atom_fulfilment_timeout")
     assert result.state == PurchaseState.FAILED
     assert result.failure is not None and result.failure.reason == "FULFILLMENT_TIMEOUT"
+    assert result.provider_order_id == "ORD-3"
     # Polled every 2 s for 10 s (t = 0, 2, 4, 6, 8, 10), then the summary once, then DELETE.
     assert len([c for c in sim.calls if c["endpoint"] == "status"]) == 6
     assert [c["endpoint"] for c in sim.calls][-2:] == ["summary", "cancel"]

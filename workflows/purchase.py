@@ -114,6 +114,8 @@ class PurchaseWorkflow:
         return result.model_copy(
             update={
                 "state": self._state,
+                # Also on failure: an order that was placed, then cancelled, is named.
+                "provider_order_id": result.provider_order_id or self._provider_ids.get("order_id"),
                 "failure": self._failure,
                 "event": self.event,
                 "receipt": self.receipt,
