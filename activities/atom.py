@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, Signer, utc_now
+from activities.http import ProviderHttp, Signer, not_yet, utc_now
 from workflows.models import (
     AtomItem,
     AtomLogin,
@@ -38,7 +38,6 @@ FULFILLED = "fulfilled"
 # Assumed (FACTS.md): only "fulfilled" is success; these end an order without it. Any other
 # status is taken as still in progress and polled again.
 UNFULFILLED_FINAL = frozenset({"failed", "cancelled", "canceled", "rejected", "refunded", "expired"})
-ORDER_PENDING = "ORDER_PENDING"
 
 
 class AtomSettings(BaseSettings):
@@ -389,17 +388,11 @@ class AtomActivities:
 
     @activity.defn(name="atom.order_status")
     async def order_status(self, session: ProviderSession, order_id: str) -> OrderProgress:
-        """One poll. Raises a retryable ORDER_PENDING while the order is in progress, so the
-        workflow's retry policy is the poll loop."""
+        """One poll: raises `not_yet` while the order is in progress."""
         data = await self._call("GET", f"/ordering/v1/customer/orders/{order_id}/status", session)
         status = self.http.parse(OrderStatusResponse, data, "order status")
         if status.order_status != FULFILLED and status.order_status.lower() not in UNFULFILLED_FINAL:
-            # BENIGN: an expected "not yet", logged at debug level, not as a failure.
-            raise ApplicationError(
-                f"atom: order {order_id} is {status.order_status}",
-                type=ORDER_PENDING,
-                category=ApplicationErrorCategory.BENIGN,
-            )
+            raise not_yet(f"atom: order {order_id} is {status.order_status}")
         return OrderProgress(
             status=status.order_status,
             fulfilled=status.order_status == FULFILLED,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 import structlog
 from pydantic import BaseModel, ValidationError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from workflows.models import FailureReason
 
@@ -34,6 +34,7 @@ Signer = Callable[[str, str, bytes], Mapping[str, str]]
 UNREACHABLE = "PROVIDER_UNREACHABLE"
 UNAVAILABLE = "PROVIDER_UNAVAILABLE"
 RATE_LIMITED = "PROVIDER_RATE_LIMITED"
+PENDING = "ORDER_PENDING"
 
 TRACE_HEADERS = ("x-request-id", "x-amzn-requestid", "x-amzn-trace-id", "x-trace-id")
 EXCERPT_CHARS = 300
@@ -43,6 +44,12 @@ _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za
 _SECRET_KEYS = re.compile(
     r'("(?:[A-Za-z_-]*(?:[Tt]oken|[Pp]assword|[Ss]ecret|[Kk]ey|[Ss]ignature)|vendorQrCodeData)"\s*:\s*)"[^"]*"'
 )
+
+
+def not_yet(message: str) -> ApplicationError:
+    """What a polling activity raises while the answer is not final: retryable, so the workflow's
+    retry policy is the poll loop, and BENIGN, so it is logged at debug level, not as a failure."""
+    return ApplicationError(message, type=PENDING, category=ApplicationErrorCategory.BENIGN)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -20,7 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
 from simulators.atom import AtomSimulator
+from activities.tevo import TevoActivities, TevoSettings
 from simulators.onebox import OneboxSimulator
+from simulators.tevo import TevoSimulator
 from workers.client import ensure_search_attributes
 from workers.worker import build_worker
 from workflows.models import PurchaseStatus
@@ -130,3 +132,35 @@ async def purchase_duration(handle: Any) -> timedelta:
     """Workflow time from start to close (the test server's clock may run on past the close)."""
     description = await handle.describe()
     return description.close_time - description.start_time
+
+
+@asynccontextmanager
+async def tevo_worker(client: Client, sim: TevoSimulator, **settings: Any) -> AsyncIterator[str]:
+    """A worker on a fresh task queue whose TEvo activities talk to `sim` in process."""
+    sim.token, sim.secret = "test-tevo-token", "test-tevo-secret"
+    config = TevoSettings(**{"base_url": "https://api.tevo.test", "api_token": "test-tevo-token",
+                             "api_secret": "test-tevo-secret", "poll_interval_seconds": 15,
+                             "poll_budget_seconds": 60, **settings})
+    activities = TevoActivities(config, transport=httpx.ASGITransport(app=sim.app))
+    task_queue = f"tq-{uuid.uuid4()}"
+    try:
+        async with build_worker(client, task_queue, activities.all()):
+            yield task_queue
+    finally:
+        await activities.http.aclose()
+
+
+def tevo_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "provider": "tevo",
+        "purchase_id": purchase_id,
+        "ticket_group_id": 324466901,
+        "quantity": 2,
+        "price": "145.48",
+        "payment": {"credit_card_id": 327284, "address_id": 5070352},
+        "delivery": {"type": "Eticket", "email_address_id": 1965046, "cost": "5.00"},
+        "service_fee": "10.00",
+        "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
+    }
+    request.update(overrides)
+    return request

@@ -29,6 +29,8 @@ DEMO_REQUESTS: dict[str, dict[str, Any]] = {
         "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 2}],
     },
     "onebox": {"provider": "onebox", "session_id": 1001, "price_type_id": 1, "quantity": 2},
+    "tevo": {"provider": "tevo", "ticket_group_id": 324466901, "quantity": 2, "price": "145.48",
+             "payment": {"credit_card_id": 327284}},
 }
 DEMO_BUYER = {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}
 

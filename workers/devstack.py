@@ -18,6 +18,7 @@ from temporalio.client import Client
 
 from simulators.atom import AtomSimulator
 from simulators.onebox import OneboxSimulator
+from simulators.tevo import TevoSimulator
 from workers.client import SEARCH_ATTRIBUTES
 from workers.settings import WorkerSettings
 from workers.worker import connect
@@ -25,7 +26,7 @@ from workers.worker import connect
 log = structlog.get_logger("boxoffice.dev")
 
 # Where the simulators listen; the provider settings' defaults point here.
-SIMULATORS = {"atom": (AtomSimulator, 8701), "onebox": (OneboxSimulator, 8702)}
+SIMULATORS = {"atom": (AtomSimulator, 8701), "onebox": (OneboxSimulator, 8702), "tevo": (TevoSimulator, 8703)}
 STARTUP_SECONDS = 60
 
 

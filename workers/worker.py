@@ -17,6 +17,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
+from activities.tevo import TevoActivities, TevoSettings
 from workers.client import ensure_search_attributes
 from workers.settings import WorkerSettings
 from workflows.purchase import PurchaseWorkflow
@@ -42,13 +43,15 @@ class Providers:
     def __init__(self) -> None:
         self.atom = AtomActivities(AtomSettings())
         self.onebox = OneboxActivities(OneboxSettings())
+        self.tevo = TevoActivities(TevoSettings())
 
     def activities(self) -> list[Any]:
-        return [*self.atom.all(), *self.onebox.all()]
+        return [*self.atom.all(), *self.onebox.all(), *self.tevo.all()]
 
     async def aclose(self) -> None:
         await self.atom.http.aclose()
         await self.onebox.aclose()
+        await self.tevo.http.aclose()
 
 
 def build_worker(client: Client, task_queue: str, activities: Sequence[Any], **options: Any) -> Worker:

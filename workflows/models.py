@@ -104,7 +104,45 @@ class OneboxPurchaseRequest(PurchaseBase):
         return self
 
 
-PurchaseRequest = Annotated[AtomPurchaseRequest | OneboxPurchaseRequest, Field(discriminator="provider")]
+class TevoPayment(Request):
+    """A stored card (`credit_card_id`) or a Stripe `token`; TEvo computes the amount."""
+
+    credit_card_id: int | None = None
+    token: str | None = Field(default=None, repr=False)
+    address_id: int | None = None
+
+    @model_validator(mode="after")
+    def _card_or_token(self) -> TevoPayment:
+        if (self.credit_card_id is None) == (self.token is None):
+            raise ValueError("give exactly one of credit_card_id and token")
+        return self
+
+
+class TevoDelivery(Request):
+    type: str = "Eticket"
+    email_address_id: int | None = None
+    cost: Decimal = Decimal(0)
+
+
+class TevoPurchaseRequest(PurchaseBase):
+    provider: Literal["tevo"]
+    ticket_group_id: int = Field(ge=1)
+    quantity: int = Field(ge=1, le=50)
+    # The unit price the buyer saw: a group now priced otherwise fails PRICE_CHANGED.
+    price: Decimal = Field(gt=0)
+    payment: TevoPayment
+    delivery: TevoDelivery = TevoDelivery()
+    service_fee: Decimal = Decimal(0)
+    tax: Decimal = Decimal(0)
+    discount: Decimal = Decimal(0)
+    promo_code: str | None = None
+    instructions: str | None = Field(default=None, max_length=200)
+    session_id: str | None = None  # Riskified session
+
+
+PurchaseRequest = Annotated[
+    AtomPurchaseRequest | OneboxPurchaseRequest | TevoPurchaseRequest, Field(discriminator="provider")
+]
 
 
 class PurchaseState(StrEnum):
@@ -131,6 +169,8 @@ class FailureReason(StrEnum):
     """Machine-readable reasons; also the `type` of the ApplicationErrors activities raise."""
 
     SEAT_UNAVAILABLE = "SEAT_UNAVAILABLE"
+    PRICE_CHANGED = "PRICE_CHANGED"
+    ORDER_REJECTED = "ORDER_REJECTED"
     OFFER_UNAVAILABLE = "OFFER_UNAVAILABLE"
     HOLD_EXPIRED = "HOLD_EXPIRED"
     FULFILLMENT_TIMEOUT = "FULFILLMENT_TIMEOUT"
@@ -166,7 +206,8 @@ class Receipt(Response):
 
 class Ticket(Response):
     seat: str
-    barcode: str
+    # None where the provider delivers tickets later as files (TEvo e-tickets).
+    barcode: str | None
     ticket_type: str | None = None
     price: Decimal | None = None
     booking_id: str | None = None
@@ -234,7 +275,9 @@ class PurchasePolicy(Response):
     poll_interval_seconds: float = 2
     poll_budget_seconds: float = 10
     # The confirmation wait ends this long before the hold expires, so commit still finds it held.
-    hold_margin_seconds: float
+    hold_margin_seconds: float = 30
+    # Providers without holds (TEvo): how long a buyer may take to confirm.
+    confirm_window_seconds: float = 600
 
 
 class Failure(Response):

@@ -15,7 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, RetryState, i
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import atom, onebox
+    from workflows import atom, onebox, tevo
     from workflows.models import (
         CancelRequest,
         ConfirmRequest,
@@ -48,7 +48,7 @@ UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval
 UNDO_TIMEOUT = timedelta(hours=6)
 CALL_TIMEOUT = timedelta(seconds=30)
 
-SEQUENCES = {"atom": atom.purchase, "onebox": onebox.purchase}
+SEQUENCES = {"atom": atom.purchase, "onebox": onebox.purchase, "tevo": tevo.purchase}
 
 
 def failure_from(err: ActivityError) -> Failure:

@@ -1,0 +1,299 @@
+"""Ticket Evolution (../shared/provider-docs/ticketevolution-create-order.txt, FACTS.md): signed
+requests, ticket group re-read (TEvo has no holds), clients, affiliate orders, state, cancel.
+
+*Assumed* where the docs are silent: the ticket group fields read (`available_quantity`,
+`retail_price`, `splits`), and the list filters `GET /v9/clients?email=` and
+`GET /v9/orders?reference=` used to find what an earlier, unanswered attempt created.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import urllib.parse
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.http import ProviderHttp, not_yet
+from workflows.models import (
+    Buyer,
+    EventInfo,
+    FailureReason,
+    OrderCancellation,
+    OrderProgress,
+    OrderSummary,
+    ProviderOrder,
+    PurchasePolicy,
+    Receipt,
+    Ticket,
+    TevoPurchaseRequest,
+)
+
+SUCCEEDED = frozenset({"accepted", "completed"})
+FAILED = frozenset({"rejected", "cancelled", "canceled", "expired"})
+# pending, open (fraud review), pending_substitution, pending_consignment: still in progress.
+
+
+class TevoSettings(BaseSettings):
+    """From BOXOFFICE_TEVO_*; the defaults talk to the local simulator (`boxoffice dev`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOXOFFICE_TEVO_")
+
+    base_url: str = "http://127.0.0.1:8703"
+    api_token: SecretStr = SecretStr("dev-tevo-token")
+    api_secret: SecretStr = SecretStr("dev-tevo-secret")
+    # Who cancels, in POST /v9/orders/{id}/cancel.
+    reviewer_id: int = 0
+    timeout_seconds: float = Field(default=10, gt=0)
+    # Affiliate orders wait for the seller to accept: minutes, sometimes longer.
+    poll_interval_seconds: float = Field(default=15, gt=0)
+    poll_budget_seconds: float = Field(default=1800, gt=0)
+    confirm_window_seconds: float = Field(default=600, gt=0)
+
+
+def sign(secret: str, method: str, host: str, path_and_query: str, body: bytes) -> str:
+    """base64(HMAC-SHA256(secret, "{METHOD} {host}{path}?{rest}")): `rest` is the exact body sent,
+    or, without one, the query sorted by key. Scheme and port are not signed."""
+    path, _, query = path_and_query.partition("?")
+    if body:
+        rest = body.decode()
+    else:
+        rest = "&".join(sorted(filter(None, query.split("&")), key=lambda pair: pair.split("=", 1)[0]))
+    string_to_sign = f"{method} {host}{path}?{rest}"
+    return base64.b64encode(hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).digest()).decode()
+
+
+# -- wire formats (the excerpt's order verbatim; others lenient) -----------------------------------
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Venue(Wire):
+    name: str | None = None
+
+
+class Event(Wire):
+    name: str | None = None
+    occurs_at: str | None = None
+    venue: Venue | None = None
+
+
+class TicketGroup(Wire):
+    id: int | str
+    available_quantity: int | None = None
+    quantity: int | None = None
+    retail_price: Decimal
+    splits: list[int] = Field(default_factory=list)
+    section: str | None = None
+    row: str | None = None
+    event: Event | None = None
+
+
+class Client(Wire):
+    id: int
+
+
+class Clients(Wire):
+    clients: list[Client] = Field(default_factory=list)
+
+
+class ItemTicket(Wire):
+    seat: str | None = None
+
+
+class ItemGroup(Wire):
+    section: str | None = None
+    row: str | None = None
+    seats: list[str] = Field(default_factory=list)
+    tickets: list[ItemTicket] = Field(default_factory=list)
+
+
+class Item(Wire):
+    id: int
+    price: Decimal | None = None
+    ticket_group: ItemGroup | None = None
+
+
+class Order(Wire):
+    id: int
+    oid: str | None = None
+    state: str
+    buyer_state: str | None = None
+    subtotal: Decimal | None = None
+    total: Decimal | None = None
+    shipping: Decimal = Decimal(0)
+    service_fee: Decimal = Decimal(0)
+    tax: Decimal = Decimal(0)
+    reference: str | None = None
+    seller_rejection_reason: str | None = None
+    seller_cancellation_reason: str | None = None
+    buyer_cancellation_reason: str | None = None
+    items: list[Item] = Field(default_factory=list)
+
+    @property
+    def reason(self) -> str | None:
+        return self.seller_rejection_reason or self.seller_cancellation_reason or self.buyer_cancellation_reason
+
+    def summary(self) -> OrderSummary:
+        tickets = []
+        for item in self.items:
+            group = item.ticket_group or ItemGroup()
+            seats = [t.seat for t in group.tickets if t.seat] or group.seats or [""]
+            for seat in seats:
+                label = " ".join(p for p in (f"sec {group.section}" if group.section else "",
+                                             f"row {group.row}" if group.row else "", seat) if p)
+                tickets.append(Ticket(seat=label or str(item.id), barcode=None, price=item.price,
+                                      booking_id=self.oid))
+        receipt = None
+        if self.total is not None and self.subtotal is not None:
+            receipt = Receipt(subtotal=self.subtotal, fees=self.service_fee + self.shipping, tax=self.tax,
+                              total=self.total, currency="USD")  # TEvo prices in USD
+        return OrderSummary(order_id=str(self.id), status=self.state, fulfilled=self.state in SUCCEEDED,
+                            receipt=receipt, tickets=tickets)
+
+
+class OrderList(Wire):
+    orders: list[Order] = Field(default_factory=list)
+
+
+# -- activities ------------------------------------------------------------------------------------
+
+
+class TevoActivities:
+    def __init__(self, settings: TevoSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        secrets = [settings.api_token.get_secret_value(), settings.api_secret.get_secret_value()]
+        self.http = ProviderHttp("tevo", settings.base_url, timeout=settings.timeout_seconds, secrets=secrets,
+                                 transport=transport)
+        host = urllib.parse.urlsplit(settings.base_url).hostname or ""
+        secret = settings.api_secret.get_secret_value()
+        self._sign: Callable[[str, str, bytes], Mapping[str, str]] = lambda method, path, body: {
+            "X-Token": settings.api_token.get_secret_value(),
+            "X-Signature": sign(secret, method, host, path, body),
+        }
+
+    def all(self) -> list[Any]:
+        return [self.policy, self.check_ticket_group, self.find_or_create_client, self.create_order,
+                self.order_state, self.show_order, self.cancel_order]
+
+    async def _call(self, method: str, path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        # Sorted, so the query sent is the query signed.
+        ordered = sorted(params.items()) if params else None
+        return await self.http.request(method, path, params=ordered, sign=self._sign,
+                                       headers={"Accept": "application/json"}, **kwargs)
+
+    @activity.defn(name="tevo.policy")
+    async def policy(self) -> PurchasePolicy:
+        return PurchasePolicy(poll_interval_seconds=self.settings.poll_interval_seconds,
+                              poll_budget_seconds=self.settings.poll_budget_seconds, hold_margin_seconds=0,
+                              confirm_window_seconds=self.settings.confirm_window_seconds)
+
+    @activity.defn(name="tevo.check_ticket_group")
+    async def check_ticket_group(self, ticket_group_id: int, quantity: int, price: Decimal) -> EventInfo:
+        """TEvo has no holds: re-read the group right before ordering."""
+        data = await self._call("GET", f"/v9/ticket_groups/{ticket_group_id}",
+                                errors={404: FailureReason.SEAT_UNAVAILABLE})
+        group = self.http.parse(TicketGroup, data, "ticket group")
+        available = group.available_quantity if group.available_quantity is not None else group.quantity or 0
+        if quantity > available or (group.splits and quantity not in group.splits):
+            raise ApplicationError(
+                f"tevo: ticket group {ticket_group_id} sells {group.splits or available}, not {quantity}",
+                {"provider": "tevo", "available": available}, type=FailureReason.SEAT_UNAVAILABLE,
+                non_retryable=True)
+        if group.retail_price != price:
+            raise ApplicationError(
+                f"tevo: ticket group {ticket_group_id} now costs {group.retail_price}, not {price}",
+                {"provider": "tevo", "price": str(group.retail_price)}, type=FailureReason.PRICE_CHANGED,
+                non_retryable=True)
+        event = group.event or Event()
+        return EventInfo(title=event.name, venue=event.venue.name if event.venue else None, starts_at=event.occurs_at)
+
+    @activity.defn(name="tevo.find_or_create_client")
+    async def find_or_create_client(self, buyer: Buyer) -> str:
+        found = self.http.parse(Clients, await self._call("GET", "/v9/clients", params={"email": buyer.email}),
+                                "client search")
+        if found.clients:
+            return str(found.clients[0].id)
+        client: dict[str, Any] = {
+            "name": f"{buyer.first_name} {buyer.last_name}",  # TEvo wants a space in the name
+            "email_addresses": [{"address": buyer.email, "is_primary": True}],
+        }
+        if buyer.phone:
+            client["phone_numbers"] = [{"number": buyer.phone, "is_primary": True}]
+        data = await self._call("POST", "/v9/clients", json_body={"clients": [client]})
+        return str(self.http.parse(Clients, data, "create client").clients[0].id)
+
+    @activity.defn(name="tevo.create_order")
+    async def create_order(self, request: TevoPurchaseRequest, client_id: str) -> ProviderOrder:
+        """TEvo has no idempotency key: the purchase id goes in `reference`, and a retry first
+        looks for an order with that reference, so an unanswered create is not repeated."""
+        if activity.info().attempt > 1:
+            existing = await self._find_order(request.purchase_id)
+            if existing is not None:
+                return ProviderOrder(order_id=str(existing.id), event_id=existing.oid)
+        data = await self._call("POST", "/v10/orders", json_body={"order": order_body(request, client_id)},
+                                errors={402: FailureReason.PAYMENT_FAILED, 409: FailureReason.SEAT_UNAVAILABLE})
+        order = self.http.parse(Order, data, "create order")
+        return ProviderOrder(order_id=str(order.id), event_id=order.oid)
+
+    async def _find_order(self, reference: str) -> Order | None:
+        data = await self._call("GET", "/v9/orders", params={"reference": reference})
+        orders = [o for o in self.http.parse(OrderList, data, "order search").orders if o.reference == reference]
+        return orders[0] if orders else None
+
+    @activity.defn(name="tevo.order_state")
+    async def order_state(self, order_id: str) -> OrderProgress:
+        """One poll: raises `not_yet` while the order is pending or in review."""
+        order = self.http.parse(Order, await self._call("GET", f"/v9/orders/{order_id}"), "show order")
+        if order.state not in SUCCEEDED | FAILED:
+            raise not_yet(f"tevo: order {order_id} is {order.state}")
+        return OrderProgress(status=order.state, fulfilled=order.state in SUCCEEDED, reason=order.reason)
+
+    @activity.defn(name="tevo.show_order")
+    async def show_order(self, order_id: str) -> OrderSummary:
+        return self.http.parse(Order, await self._call("GET", f"/v9/orders/{order_id}"), "show order").summary()
+
+    @activity.defn(name="tevo.cancel_order")
+    async def cancel_order(self, order_id: str) -> OrderCancellation:
+        body = {"reason": "Other", "reviewer_id": self.settings.reviewer_id}
+        order = self.http.parse(Order, await self._call("POST", f"/v9/orders/{order_id}/cancel", json_body=body),
+                                "cancel order")
+        return OrderCancellation(order_id=str(order.id), status=order.state)
+
+
+def order_body(request: TevoPurchaseRequest, client_id: str) -> dict[str, Any]:
+    payment: dict[str, Any] = {"type": "credit_card"}
+    if request.payment.credit_card_id is not None:
+        payment["credit_card_id"] = request.payment.credit_card_id
+    else:
+        payment["token"] = request.payment.token
+    if request.payment.address_id is not None:
+        payment["address_id"] = request.payment.address_id
+    delivery: dict[str, Any] = {"type": request.delivery.type, "cost": float(request.delivery.cost)}
+    if request.delivery.email_address_id is not None:
+        delivery["email_address_id"] = request.delivery.email_address_id
+    body: dict[str, Any] = {
+        "ticket_group": {"id": request.ticket_group_id, "price": float(request.price), "quantity": request.quantity},
+        "payments": [payment],
+        "delivery": delivery,
+        "client_id": int(client_id),
+        "service_fee": float(request.service_fee),
+        "additional_expense": 0.0,
+        "tax": float(request.tax),
+        "discount": float(request.discount),
+        "reference": request.purchase_id,
+    }
+    for name in ("session_id", "promo_code", "instructions"):
+        if getattr(request, name) is not None:
+            body[name] = getattr(request, name)
+    return body

@@ -1,0 +1,221 @@
+"""A stateful stand-in for Ticket Evolution: verifies X-Token / X-Signature on every request (401 on
+mismatch, as the API does), ticket groups, clients, affiliate orders whose state moves
+pending → accepted | rejected with each poll, cancel, and fault injection (simulators/faults.py).
+
+Admin endpoints under /_sim: GET state, POST faults.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from simulators.faults import Fault, Faults
+
+Outcome = Literal["accept", "reject", "never"]
+GROUP = 324466901
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def expected_signature(secret: str, method: str, host: str, path: str, query: str, body: bytes) -> str:
+    # Written from FACTS.md on its own, not shared with the client's signer, so each checks the other.
+    if body:
+        rest = body.decode()
+    else:
+        pairs = [p for p in query.split("&") if p]
+        rest = "&".join(sorted(pairs, key=lambda p: p.split("=", 1)[0]))
+    message = f"{method} {host}{path}?{rest}".encode()
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+@dataclass
+class Group:
+    id: int
+    available: int
+    price: Decimal
+    splits: list[int]
+    seats: list[str]
+
+
+@dataclass
+class Order:
+    id: int
+    reference: str | None
+    group: int
+    quantity: int
+    price: Decimal
+    body: dict[str, Any]
+    seats: list[str]
+    state: str = "pending"
+    polls: int = 0
+    rejection: str | None = None
+
+
+@dataclass
+class TevoSimulator:
+    token: str = "dev-tevo-token"
+    secret: str = "dev-tevo-secret"
+    outcome: Outcome = "accept"
+    accept_after_polls: int = 1
+    faults: Faults = field(default_factory=Faults)
+    groups: dict[int, Group] = field(default_factory=lambda: {
+        GROUP: Group(GROUP, 4, Decimal("145.48"), [1, 2, 4], ["9", "10", "11", "12"])})
+    clients: dict[int, dict[str, Any]] = field(default_factory=dict)
+    orders: dict[int, Order] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(819975))
+
+    @property
+    def app(self) -> Starlette:
+        route = self._route
+        return Starlette(routes=[
+            route("GET", "/v9/ticket_groups/{group_id:int}", "group", self.show_group),
+            route("GET", "/v9/clients", "clients", self.list_clients),
+            route("POST", "/v9/clients", "create-client", self.create_client),
+            route("POST", "/v10/orders", "create", self.create_order),
+            route("GET", "/v9/orders", "orders", self.list_orders),
+            route("GET", "/v9/orders/{order_id:int}", "show", self.show_order),
+            route("POST", "/v9/orders/{order_id:int}/cancel", "cancel", self.cancel_order),
+            Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
+            Route("/_sim/faults", self.admin_faults, methods=["POST"]),
+        ])
+
+    def _route(self, method: str, path: str, endpoint: str,
+               handler: Callable[[Request, Any], Awaitable[Response]]) -> Route:
+        async def serve(request: Request) -> Response:
+            raw = await request.body()
+            query = request.url.query
+            self.calls.append({"endpoint": endpoint, "method": method, "path": request.url.path, "query": query,
+                               "headers": dict(request.headers), "raw": raw})
+            signature = expected_signature(self.secret, method, request.url.hostname or "", request.url.path,
+                                           query, raw)
+            if request.headers.get("x-token") != self.token or not hmac.compare_digest(
+                    request.headers.get("x-signature", ""), signature):
+                return error(401, "Unauthorized: bad X-Token or X-Signature")
+            body = json.loads(raw) if raw else None
+            return await self.faults.apply(endpoint, lambda: handler(request, body))
+
+        return Route(path, serve, methods=[method])
+
+    def _order_json(self, order: Order) -> dict[str, Any]:
+        subtotal = order.price * order.quantity
+        fee = Decimal(str(order.body.get("service_fee", 0)))
+        shipping = Decimal(str(order.body.get("delivery", {}).get("cost", 0)))
+        tax = Decimal(str(order.body.get("tax", 0)))
+        return {
+            "id": order.id, "oid": f"388214-{order.id}", "order_type": "sale", "state": order.state,
+            "buyer_state": order.state, "reference": order.reference, "subtotal": str(subtotal),
+            "shipping": str(shipping), "service_fee": str(fee), "tax": str(tax),
+            "total": str(subtotal + fee + shipping + tax), "seller_rejection_reason": order.rejection,
+            "items": [{"id": order.id * 10, "price": str(order.price), "quantity": order.quantity,
+                       "ticket_group": {"id": str(order.group), "section": "23", "row": "a", "seats": order.seats,
+                                        "tickets": [{"seat": s} for s in order.seats]}}],
+        }
+
+    # -- provider API ------------------------------------------------------------------------
+
+    async def show_group(self, request: Request, body: Any) -> Response:
+        group = self.groups.get(request.path_params["group_id"])
+        if group is None:
+            return error(404, "Ticket group not found")
+        return JSONResponse({"id": group.id, "available_quantity": group.available, "quantity": group.available,
+                             "retail_price": str(group.price), "splits": group.splits, "section": "23", "row": "a",
+                             "event": {"id": "648825", "name": "Massive Attack", "occurs_at": "2027-10-20T19:00:00Z",
+                                       "venue": {"id": "1388", "name": "Santa Barbara Bowl"}}})
+
+    async def list_clients(self, request: Request, body: Any) -> Response:
+        email = request.query_params.get("email")
+        found = [c for c in self.clients.values()
+                 if any(e["address"] == email for e in c.get("email_addresses", []))]
+        return JSONResponse({"clients": found, "total_entries": len(found)})
+
+    async def create_client(self, request: Request, body: Any) -> Response:
+        created = []
+        for client in (body or {}).get("clients", []):
+            if " " not in client.get("name", "").strip():
+                return error(422, "name must be a first and a last name")
+            client = {**client, "id": next(self._ids)}
+            self.clients[client["id"]] = client
+            created.append(client)
+        return JSONResponse({"clients": created})
+
+    async def create_order(self, request: Request, body: Any) -> Response:
+        order_body = (body or {}).get("order") or {}
+        group_spec = order_body.get("ticket_group") or {}
+        group = self.groups.get(group_spec.get("id"))
+        if group is None:
+            return error(404, "Ticket group not found")
+        if order_body.get("client_id") not in self.clients:
+            return error(422, "client_id is unknown")
+        payments = order_body.get("payments") or []
+        if not payments or not any(p.get("credit_card_id") or p.get("token") for p in payments):
+            return error(422, "a payment needs credit_card_id or token")
+        quantity = group_spec.get("quantity", 0)
+        if quantity > group.available or quantity not in group.splits:
+            return error(409, "Tickets No Longer Available")
+        if Decimal(str(group_spec.get("price"))) != group.price:
+            return error(422, "Tickets Priced Incorrectly")
+        seats, group.seats = group.seats[:quantity], group.seats[quantity:]
+        group.available -= quantity
+        order = Order(id=next(self._ids), reference=order_body.get("reference"), group=group.id, quantity=quantity,
+                      price=group.price, body=order_body, seats=seats)
+        self.orders[order.id] = order
+        return JSONResponse(self._order_json(order))
+
+    async def list_orders(self, request: Request, body: Any) -> Response:
+        reference = request.query_params.get("reference")
+        found = [self._order_json(o) for o in self.orders.values() if reference is None or o.reference == reference]
+        return JSONResponse({"orders": found, "total_entries": len(found)})
+
+    async def show_order(self, request: Request, body: Any) -> Response:
+        order = self.orders.get(request.path_params["order_id"])
+        if order is None:
+            return error(404, "Order not found")
+        if order.state == "pending":
+            order.polls += 1
+            if order.polls > self.accept_after_polls and self.outcome == "accept":
+                order.state = "accepted"
+            elif order.polls > self.accept_after_polls and self.outcome == "reject":
+                order.state, order.rejection = "rejected", "Tickets No Longer Available"
+        return JSONResponse(self._order_json(order))
+
+    async def cancel_order(self, request: Request, body: Any) -> Response:
+        order = self.orders.get(request.path_params["order_id"])
+        if order is None:
+            return error(404, "Order not found")
+        if not body or body.get("reason") not in ("Tickets No Longer Available", "Tickets Priced Incorrectly",
+                                                   "Duplicate Order", "Fraudulent Order", "Test Order", "Other"):
+            return error(422, "a documented cancellation reason is required")
+        if order.state in ("rejected", "completed"):
+            return error(422, f"a {order.state} order cannot be cancelled")
+        if order.state != "canceled":
+            order.state = "canceled"  # TEvo spells it both ways; this one tests the other spelling
+            self.groups[order.group].available += order.quantity
+            self.groups[order.group].seats = order.seats + self.groups[order.group].seats
+        return JSONResponse(self._order_json(order))
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def ledger(self) -> dict[str, Any]:
+        return {"orders": [{"id": o.id, "reference": o.reference, "state": o.state, "seats": o.seats}
+                           for o in self.orders.values()],
+                "clients": len(self.clients), "available": {g.id: g.available for g in self.groups.values()}}
+
+    async def admin_faults(self, request: Request) -> Response:
+        self.faults.add(Fault.model_validate(await request.json()))
+        return JSONResponse({"pending": len(self.faults.pending)})
