@@ -143,7 +143,7 @@ def _print_result(result: PurchaseResult) -> None:
     if result.receipt:
         print(f"  charged {result.receipt.total} {result.receipt.currency}")
     for ticket in result.tickets:
-        print(f"  seat {ticket.seat:<5} {ticket.ticket_type or '':<8} barcode {ticket.barcode}")
+        print(f"  seat {ticket.seat:<5} {ticket.ticket_type or '':<8} barcode {ticket.barcode or '(e-ticket to follow)'}")
     if result.failure:
         print(f"  {result.failure.reason}: {result.failure.message}")
     for undo in result.compensations:
