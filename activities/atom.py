@@ -210,6 +210,9 @@ class AtomActivities:
         )
         self._sign = load_signer(settings)
 
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
     def all(self) -> list[Any]:
         return [
             self.policy,

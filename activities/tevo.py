@@ -182,6 +182,9 @@ class TevoActivities:
             "X-Signature": sign(secret, method, host, path, body),
         }
 
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
     def all(self) -> list[Any]:
         return [self.policy, self.check_ticket_group, self.find_or_create_client, self.create_order,
                 self.order_state, self.show_order, self.cancel_order]

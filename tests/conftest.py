@@ -5,7 +5,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -53,16 +53,20 @@ def atom_settings(**overrides: Any) -> AtomSettings:
 
 
 @asynccontextmanager
-async def atom_worker(client: Client, sim: AtomSimulator, **settings: Any) -> AsyncIterator[str]:
-    """A worker on a fresh task queue whose Atom activities talk to `sim` in process."""
-    sim.api_key = "test-atom-key"
-    activities = AtomActivities(atom_settings(**settings), transport=httpx.ASGITransport(app=sim.app))
+async def provider_worker(client: Client, activities: Any) -> AsyncIterator[str]:
+    """A worker on a fresh task queue with one provider's activities; closes their clients."""
     task_queue = f"tq-{uuid.uuid4()}"
     try:
         async with build_worker(client, task_queue, activities.all()):
             yield task_queue
     finally:
-        await activities.http.aclose()
+        await activities.aclose()
+
+
+def atom_worker(client: Client, sim: AtomSimulator, **settings: Any) -> AbstractAsyncContextManager[str]:
+    """Atom activities talking to `sim` in process."""
+    sim.api_key = "test-atom-key"
+    return provider_worker(client, AtomActivities(atom_settings(**settings), transport=httpx.ASGITransport(app=sim.app)))
 
 
 def onebox_settings(**overrides: Any) -> OneboxSettings:
@@ -71,17 +75,11 @@ def onebox_settings(**overrides: Any) -> OneboxSettings:
                              "channel_id": "test-channel", **overrides})
 
 
-@asynccontextmanager
-async def onebox_worker(client: Client, sim: OneboxSimulator, **settings: Any) -> AsyncIterator[str]:
-    """A worker on a fresh task queue whose Onebox activities talk to `sim` in process."""
+def onebox_worker(client: Client, sim: OneboxSimulator, **settings: Any) -> AbstractAsyncContextManager[str]:
+    """Onebox activities talking to `sim` in process."""
     sim.client_id, sim.client_secret, sim.channel_id = "test-client", "test-onebox-secret", "test-channel"
-    activities = OneboxActivities(onebox_settings(**settings), transport=httpx.ASGITransport(app=sim.app))
-    task_queue = f"tq-{uuid.uuid4()}"
-    try:
-        async with build_worker(client, task_queue, activities.all()):
-            yield task_queue
-    finally:
-        await activities.aclose()
+    transport = httpx.ASGITransport(app=sim.app)
+    return provider_worker(client, OneboxActivities(onebox_settings(**settings), transport=transport))
 
 
 def onebox_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
@@ -134,20 +132,13 @@ async def purchase_duration(handle: Any) -> timedelta:
     return description.close_time - description.start_time
 
 
-@asynccontextmanager
-async def tevo_worker(client: Client, sim: TevoSimulator, **settings: Any) -> AsyncIterator[str]:
-    """A worker on a fresh task queue whose TEvo activities talk to `sim` in process."""
+def tevo_worker(client: Client, sim: TevoSimulator, **settings: Any) -> AbstractAsyncContextManager[str]:
+    """TEvo activities talking to `sim` in process."""
     sim.token, sim.secret = "test-tevo-token", "test-tevo-secret"
     config = TevoSettings(**{"base_url": "https://api.tevo.test", "api_token": "test-tevo-token",
                              "api_secret": "test-tevo-secret", "poll_interval_seconds": 15,
                              "poll_budget_seconds": 60, **settings})
-    activities = TevoActivities(config, transport=httpx.ASGITransport(app=sim.app))
-    task_queue = f"tq-{uuid.uuid4()}"
-    try:
-        async with build_worker(client, task_queue, activities.all()):
-            yield task_queue
-    finally:
-        await activities.http.aclose()
+    return provider_worker(client, TevoActivities(config, transport=httpx.ASGITransport(app=sim.app)))
 
 
 def tevo_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:

@@ -105,7 +105,7 @@ async def test_purchase_through_the_cli_on_the_dev_server(
             await purchases.confirm(client, "e2e-1", ConfirmRequest())
         with pytest.raises((WorkflowUpdateFailedError, RPCError)):
             await purchases.cancel(client, "e2e-1", "too late")
-    await activities.http.aclose()
+    await activities.aclose()
     assert len(sim.ledger()["orders"]) == 1
 
 

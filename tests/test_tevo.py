@@ -74,7 +74,7 @@ async def test_signed_requests_are_accepted_by_the_simulator_and_bytes_sent_are_
         {"address": "jane@example.com", "is_primary": True}]}]}
     # The port is not signed; the simulator answered 200, so the signature held.
     assert create["headers"]["x-signature"] == sign(SECRET, "POST", "api.tevo.test", "/v9/clients", create["raw"])
-    await activities.http.aclose()
+    await activities.aclose()
 
 
 async def test_wrong_secret_is_refused_with_401() -> None:
@@ -84,7 +84,7 @@ async def test_wrong_secret_is_refused_with_401() -> None:
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(activities.check_ticket_group, 324466901, 2, Decimal("145.48"))
     assert refused.value.type == "AUTHENTICATION_FAILED" and refused.value.details[0]["status"] == 401
-    await activities.http.aclose()
+    await activities.aclose()
 
 
 async def test_tevo_purchase(env: WorkflowEnvironment) -> None:

@@ -41,17 +41,18 @@ class Providers:
     """The activity objects of every provider, with their HTTP clients, from the environment."""
 
     def __init__(self) -> None:
-        self.atom = AtomActivities(AtomSettings())
-        self.onebox = OneboxActivities(OneboxSettings())
-        self.tevo = TevoActivities(TevoSettings())
+        self.providers = [
+            AtomActivities(AtomSettings()),
+            OneboxActivities(OneboxSettings()),
+            TevoActivities(TevoSettings()),
+        ]
 
     def activities(self) -> list[Any]:
-        return [*self.atom.all(), *self.onebox.all(), *self.tevo.all()]
+        return [activity for provider in self.providers for activity in provider.all()]
 
     async def aclose(self) -> None:
-        await self.atom.http.aclose()
-        await self.onebox.aclose()
-        await self.tevo.http.aclose()
+        for provider in self.providers:
+            await provider.aclose()
 
 
 def build_worker(client: Client, task_queue: str, activities: Sequence[Any], **options: Any) -> Worker:
