@@ -99,8 +99,7 @@ async def test_lost_confirm_response_confirms_once(env: WorkflowEnvironment) -> 
     assert result.state == PurchaseState.FULFILLED
     assert sim.confirmations == 1
     # The retry read the order by its code and took it, instead of confirming again.
-    assert endpoints(sim)[-3:] == ["confirm", "read", "read"] or endpoints(sim)[-2:] == ["confirm", "read"]
-    assert endpoints(sim).count("confirm") == 1
+    assert endpoints(sim)[-2:] == ["confirm", "read"] and endpoints(sim).count("confirm") == 1
     assert len(result.tickets) == 2 and all(t.barcode for t in result.tickets)
 
 
