@@ -195,17 +195,18 @@ class OneboxActivities:
     async def _call(self, method: str, path: str, order_id: str | None = None, **kwargs: Any) -> Any:
         """Calls with the cached token; a 401 means it expired early: fetch a new one, once."""
         token = await self._access_token()
-        for attempt in (1, 2):
-            headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
-            if order_id is not None:
-                headers["ob-order-id"] = order_id
-            try:
-                return await self.http.request(method, path, headers=headers, codes=CODES, **kwargs)
-            except ApplicationError as err:
-                if attempt == 2 or not err.details or err.details[0].get("status") != 401:
-                    raise
-                token = await self._access_token(stale=token)
-        raise AssertionError("unreachable")
+        try:
+            return await self._send(token, method, path, order_id, **kwargs)
+        except ApplicationError as err:
+            if not err.details or err.details[0].get("status") != 401:
+                raise
+        return await self._send(await self._access_token(stale=token), method, path, order_id, **kwargs)
+
+    async def _send(self, token: str, method: str, path: str, order_id: str | None, **kwargs: Any) -> Any:
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
+        if order_id is not None:
+            headers["ob-order-id"] = order_id
+        return await self.http.request(method, path, headers=headers, codes=CODES, **kwargs)
 
     def _hold(self, order: Order, sent_at: datetime) -> Hold:
         return Hold(
