@@ -15,8 +15,6 @@ with workflow.unsafe.imports_passed_through():
         FailureReason,
         Hold,
         OrderCancellation,
-        OrderProgress,
-        OrderSummary,
         ProviderOrder,
         ProviderSession,
         PurchaseFailed,
@@ -86,33 +84,15 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     )
     flow.record_provider_id("order_id", order.order_id)
 
-    flow.step("await fulfilment", PurchaseState.AWAITING_FULFILLMENT)
-    progress = await flow.poll("atom.order_status", [session, order.order_id], OrderProgress, policy)
-    if progress is not None and not progress.fulfilled:
-        raise PurchaseFailed(
-            PurchaseState.FAILED,
-            Failure(
-                reason=FailureReason.FULFILLMENT_FAILED,
-                message=progress.reason or f"order {order.order_id} ended {progress.status}",
-                provider_code=progress.reason_code,
-                provider_status=progress.status,
-            ),
-        )
-
-    # Read once more after the budget (the documented fallback); still not fulfilled → cancel.
-    flow.step("order summary")
-    summary = await flow.call("atom.order_summary", session, order.order_id, result_type=OrderSummary)
-    if not summary.fulfilled:
-        raise PurchaseFailed(
-            PurchaseState.FAILED,
-            Failure(
-                reason=FailureReason.FULFILLMENT_TIMEOUT,
-                message=f"order {order.order_id} not fulfilled within {policy.poll_budget_seconds:g} s",
-                provider_status=summary.status,
-            ),
-        )
-    if summary.receipt is not None and (flow.receipt is None or summary.receipt.total != flow.receipt.total):
-        flow.receipt = summary.receipt  # what was charged, when it differs from the preview
+    summary = await flow.await_fulfilment(
+        order.order_id,
+        "atom.order_status",
+        "atom.order_summary",
+        [session, order.order_id],
+        policy,
+        FailureReason.FULFILLMENT_FAILED,
+        ended_is_final=False,  # a failed Atom order is still cancelled, in case money moved
+    )
     return PurchaseResult(
         purchase_id=request.purchase_id,
         provider=request.provider,

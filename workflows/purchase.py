@@ -23,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
         Failure,
         FailureReason,
         Hold,
+        OrderProgress,
+        OrderSummary,
         PurchasePolicy,
         PurchaseFailed,
         PurchaseRequest,
@@ -283,6 +285,50 @@ class PurchaseWorkflow:
             workflow.logger.info("cancel arrived during commit; the order stands")
         self.saga.discard()
         return committed
+
+    async def await_fulfilment(
+        self,
+        order_id: str,
+        poll: str,
+        read: str,
+        args: Sequence[Any],
+        policy: PurchasePolicy,
+        ended: FailureReason,
+        ended_is_final: bool,
+    ) -> OrderSummary:
+        """Polls `poll` until the order is fulfilled or ends otherwise, then reads it once with
+        `read` (also the documented fallback once the budget is spent). An order that ended
+        unfulfilled fails with `ended`; where that end is final at the provider (`ended_is_final`)
+        nothing is left to cancel. Still unfulfilled after the budget: FULFILLMENT_TIMEOUT, and the
+        saga cancels the order."""
+        self.step("await fulfilment", PurchaseState.AWAITING_FULFILLMENT)
+        progress = await self.poll(poll, args, OrderProgress, policy)
+        if progress is not None and not progress.fulfilled:
+            if ended_is_final:
+                self.saga.discard()
+            raise PurchaseFailed(
+                PurchaseState.FAILED,
+                Failure(
+                    reason=ended,
+                    message=progress.reason or f"order {order_id} ended {progress.status}",
+                    provider_code=progress.reason_code,
+                    provider_status=progress.status,
+                ),
+            )
+        self.step("order summary")
+        summary = await self.call(read, *args, result_type=OrderSummary)
+        if not summary.fulfilled:
+            raise PurchaseFailed(
+                PurchaseState.FAILED,
+                Failure(
+                    reason=FailureReason.FULFILLMENT_TIMEOUT,
+                    message=f"order {order_id} not fulfilled within {policy.poll_budget_seconds:g} s",
+                    provider_status=summary.status,
+                ),
+            )
+        if summary.receipt is not None and (self.receipt is None or summary.receipt.total != self.receipt.total):
+            self.receipt = summary.receipt  # what was charged, when it differs from the preview
+        return summary
 
     async def poll(self, activity: str, args: Sequence[Any], result_type: type[T], policy: PurchasePolicy) -> T | None:
         """Polls through the activity's retry policy: the activity raises a retryable error while

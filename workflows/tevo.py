@@ -10,14 +10,10 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
         EventInfo,
-        Failure,
         FailureReason,
         Hold,
         OrderCancellation,
-        OrderProgress,
-        OrderSummary,
         ProviderOrder,
-        PurchaseFailed,
         PurchaseResult,
         PurchaseState,
         Receipt,
@@ -67,28 +63,16 @@ async def purchase(request: TevoPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     )
     flow.record_provider_id("order_id", order.order_id)
 
-    flow.step("await acceptance", PurchaseState.AWAITING_FULFILLMENT)
-    progress = await flow.poll("tevo.order_state", [order.order_id], OrderProgress, policy)
-    if progress is not None and not progress.fulfilled:
-        flow.saga.discard()  # rejected, cancelled or expired at TEvo: nothing left to cancel
-        raise PurchaseFailed(
-            PurchaseState.FAILED,
-            Failure(reason=FailureReason.ORDER_REJECTED,
-                    message=progress.reason or f"order {order.order_id} {progress.status}",
-                    provider_status=progress.status),
-        )
-
-    flow.step("order details")
-    summary = await flow.call("tevo.show_order", order.order_id, result_type=OrderSummary)
-    if not summary.fulfilled:
-        raise PurchaseFailed(
-            PurchaseState.FAILED,
-            Failure(reason=FailureReason.FULFILLMENT_TIMEOUT,
-                    message=f"order {order.order_id} not accepted within {policy.poll_budget_seconds:g} s",
-                    provider_status=summary.status),
-        )
-    if summary.receipt is not None:
-        flow.receipt = summary.receipt
+    # Accepted or completed counts as fulfilled; rejected, cancelled or expired is final at TEvo.
+    summary = await flow.await_fulfilment(
+        order.order_id,
+        "tevo.order_state",
+        "tevo.show_order",
+        [order.order_id],
+        policy,
+        FailureReason.ORDER_REJECTED,
+        ended_is_final=True,
+    )
     return PurchaseResult(
         purchase_id=request.purchase_id,
         provider=request.provider,
