@@ -22,10 +22,11 @@ from workflows.models import (
     PurchaseStatus,
     purchase_workflow_id,
 )
+from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
 
 REQUEST = TypeAdapter(PurchaseRequest)
 # Upserted by PurchaseWorkflow; a namespace must have them before the first purchase runs.
-SEARCH_ATTRIBUTES = ("BoxofficeProvider", "BoxofficeState", "BoxofficeProviderOrderId")
+SEARCH_ATTRIBUTES = tuple(key.name for key in (PROVIDER, STATE, PROVIDER_ORDER_ID))
 
 
 async def ensure_search_attributes(client: Client) -> None:
