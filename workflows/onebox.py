@@ -32,19 +32,15 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
         return await flow.call("onebox.release_seats", basket.order_id, hold.item_ids, result_type=str, undo=True)
 
     if request.seat_ids:
-        add = lambda: flow.call(  # noqa: E731
-            "onebox.add_seats", basket.order_id, request.session_id, request.seat_ids, result_type=Hold
-        )
+        adding, how = "onebox.add_seats", [request.seat_ids]
     else:
-        add = lambda: flow.call(  # noqa: E731
-            "onebox.add_seats_auto",
-            basket.order_id,
-            request.session_id,
-            request.price_type_id,
-            request.quantity,
-            result_type=Hold,
-        )
-    hold = await flow.act("add seats", add, "release seats", release_seats)
+        adding, how = "onebox.add_seats_auto", [request.price_type_id, request.quantity]
+    hold = await flow.act(
+        "add seats",
+        lambda: flow.call(adding, basket.order_id, request.session_id, *how, result_type=Hold),
+        "release seats",
+        release_seats,
+    )
     flow.record_hold(hold)
 
     flow.step("buyer data")
