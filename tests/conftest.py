@@ -19,6 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
+from activities.atm import AtmActivities, AtmSettings
+from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
 from activities.tevo import TevoActivities, TevoSettings
 from simulators.onebox import OneboxSimulator
@@ -152,6 +154,30 @@ def tevo_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
         "delivery": {"type": "Eticket", "email_address_id": 1965046, "cost": "5.00"},
         "service_fee": "10.00",
         "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
+    }
+    request.update(overrides)
+    return request
+
+
+ATM_WEBHOOK_SECRET = "test-atm-webhook-secret"
+
+
+def atm_worker(client: Client, sim: AtmSimulator, **settings: Any) -> AbstractAsyncContextManager[str]:
+    """ATM activities talking to `sim` in process."""
+    sim.service_token, sim.webhook_secret = "test-atm-token", ATM_WEBHOOK_SECRET
+    config = AtmSettings(**{"base_url": "http://atm.test", "service_token": "test-atm-token",
+                            "webhook_secrets": ATM_WEBHOOK_SECRET, **settings})
+    return provider_worker(client, AtmActivities(config, transport=httpx.ASGITransport(app=sim.app)))
+
+
+def atm_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "provider": "atm",
+        "purchase_id": purchase_id,
+        "event_id": "evt_123",
+        "items": [{"tier_id": "GA", "quantity": 2}],
+        "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
+        "return_url": "https://shop.example/done",
     }
     request.update(overrides)
     return request

@@ -10,16 +10,25 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import httpx
+import uvicorn
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from activities.atm import AtmSettings
 from workers import client as purchases
 from workers.devstack import dev_stack, port_open, split_address
 from workers.logs import configure
-from workers.settings import WorkerSettings
+from workers.settings import WebhookSettings, WorkerSettings
+from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import Providers, build_worker, connect, run_worker
-from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState, PurchaseStatus
+from workflows.models import (
+    ConfirmRequest,
+    PurchaseResult,
+    PurchaseState,
+    PurchaseStatus,
+)
 
 # No seat ids: the simulators choose free seats, so repeated demos do not collide.
 DEMO_REQUESTS: dict[str, dict[str, Any]] = {
@@ -31,6 +40,7 @@ DEMO_REQUESTS: dict[str, dict[str, Any]] = {
     "onebox": {"provider": "onebox", "session_id": 1001, "price_type_id": 1, "quantity": 2},
     "tevo": {"provider": "tevo", "ticket_group_id": 324466901, "quantity": 2, "price": "145.48",
              "payment": {"credit_card_id": 327284}},
+    "atm": {"provider": "atm", "event_id": "evt_demo", "items": [{"tier_id": "GA", "quantity": 2}]},
 }
 DEMO_BUYER = {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}
 
@@ -43,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--auto", action="store_true", help="auto confirmation instead of confirming after the price")
     demo.add_argument("--provider", choices=sorted(DEMO_REQUESTS), default="atom")
     commands.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE")
+    commands.add_parser("webhooks", help="receive ATM's signed webhooks and signal the purchases")
     buy = commands.add_parser("buy", help="start a purchase from a JSON request")
     buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
     buy.add_argument("--wait", action="store_true", help="wait for the result")
@@ -117,6 +128,7 @@ async def _demo(client: Client, settings: WorkerSettings, args: argparse.Namespa
     print(f"Started {handle.id}")
     shown: list[str] = []
     state = None
+    answered = False
     while True:
         status = await handle.query("status", result_type=PurchaseStatus)
         new_steps = [*status.steps_done, status.step][len(shown):]
@@ -127,15 +139,27 @@ async def _demo(client: Client, settings: WorkerSettings, args: argparse.Namespa
             print(f"  {now:<22} {step}")
         if new_steps:
             state = status.state
-        if status.state == PurchaseState.AWAITING_CONFIRMATION and status.receipt is not None:
-            receipt = status.receipt
-            print(f"  price {receipt.total} {receipt.currency} (subtotal {receipt.subtotal}, fees {receipt.fees}, "
-                  f"tax {receipt.tax}); hold until {status.hold_expires_at:%H:%M:%S} UTC — confirming")
-            await purchases.confirm(client, request["purchase_id"], ConfirmRequest(accepted_total=receipt.total))
+        if status.state == PurchaseState.AWAITING_CONFIRMATION and not answered:
+            answered = True
+            await _answer(client, request["purchase_id"], status)
         if status.state.final:
             break
         await asyncio.sleep(0.2)
     _print_result(await handle.result())
+
+
+async def _answer(client: Client, purchase_id: str, status: PurchaseStatus) -> None:
+    """What the buyer does at AWAITING_CONFIRMATION: pay on ATM's checkout, or confirm the price."""
+    receipt = status.receipt
+    if "checkout_url" in status.provider_ids:
+        url = status.provider_ids["checkout_url"]
+        print(f"  paying {receipt.total if receipt else ''} at {url} (the simulator's checkout)")
+        async with httpx.AsyncClient() as http:
+            (await http.post(url, json={"outcome": "paid"})).raise_for_status()
+    elif receipt is not None:
+        print(f"  price {receipt.total} {receipt.currency} (subtotal {receipt.subtotal}, fees {receipt.fees}, "
+              f"tax {receipt.tax}); hold until {status.hold_expires_at:%H:%M:%S} UTC — confirming")
+        await purchases.confirm(client, purchase_id, ConfirmRequest(accepted_total=receipt.total))
 
 
 def _print_result(result: PurchaseResult) -> None:
@@ -152,6 +176,12 @@ def _print_result(result: PurchaseResult) -> None:
 
 async def cmd_worker(args: argparse.Namespace, settings: WorkerSettings) -> None:
     await run_worker(settings)
+
+
+async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    webhooks = WebhookSettings()
+    app = atm_receiver(AtmSettings().secrets(), temporal_delivery(await connect(settings)))
+    await uvicorn.Server(uvicorn.Config(app, host=webhooks.host, port=webhooks.port, log_level="warning")).serve()
 
 
 async def cmd_buy(args: argparse.Namespace, settings: WorkerSettings) -> None:
@@ -191,6 +221,7 @@ COMMANDS = {
     "dev": cmd_dev,
     "demo": cmd_demo,
     "worker": cmd_worker,
+    "webhooks": cmd_webhooks,
     "buy": cmd_buy,
     "status": cmd_status,
     "confirm": cmd_confirm,

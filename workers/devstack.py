@@ -11,22 +11,31 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 import uvicorn
 from temporalio.client import Client
 
+from activities.atm import AtmSettings
+from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
 from simulators.onebox import OneboxSimulator
 from simulators.tevo import TevoSimulator
 from workers.client import SEARCH_ATTRIBUTES
-from workers.settings import WorkerSettings
+from workers.settings import WebhookSettings, WorkerSettings
+from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import connect
 
 log = structlog.get_logger("boxoffice.dev")
 
 # Where the simulators listen; the provider settings' defaults point here.
-SIMULATORS = {"atom": (AtomSimulator, 8701), "onebox": (OneboxSimulator, 8702), "tevo": (TevoSimulator, 8703)}
+SIMULATORS = {
+    "atom": (AtomSimulator, 8701),
+    "onebox": (OneboxSimulator, 8702),
+    "tevo": (TevoSimulator, 8703),
+    "atm": (AtmSimulator, 8704),
+}
 STARTUP_SECONDS = 60
 
 
@@ -55,12 +64,11 @@ class DevStack:
     client: Client
 
 
-async def _start_simulators() -> list[tuple[uvicorn.Server, asyncio.Task[None]]]:
+async def _serve(apps: dict[str, tuple[Any, int]]) -> list[tuple[uvicorn.Server, asyncio.Task[None]]]:
     servers = []
-    for name, (simulator, port) in SIMULATORS.items():
+    for name, (app, port) in apps.items():
         if port_open("127.0.0.1", port):
-            raise SystemExit(f"port {port} for the {name} simulator is taken: is `boxoffice dev` already running?")
-        app = simulator().app
+            raise SystemExit(f"port {port} for the {name} is taken: is `boxoffice dev` already running?")
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         servers.append((server, asyncio.create_task(server.serve())))
     for server, _ in servers:
@@ -88,14 +96,17 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
         command += ["--search-attribute", f"{name}=Keyword"]
     server_log = (settings.home / "temporal-server.log").open("ab")
     server = await asyncio.create_subprocess_exec(*command, stdout=server_log, stderr=server_log)
-    simulators: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
     try:
         client = await _wait_for_server(settings, server)
-        simulators = await _start_simulators()
+        apps = {f"{name} simulator": (simulator().app, port) for name, (simulator, port) in SIMULATORS.items()}
+        webhooks = WebhookSettings()
+        apps["webhook receiver"] = (atm_receiver(AtmSettings().secrets(), temporal_delivery(client)), webhooks.port)
+        servers = await _serve(apps)
         yield DevStack(settings=settings, ui_url=f"http://{host}:{ui_port}", client=client)
     finally:
-        for sim, task in simulators:
-            sim.should_exit = True
+        for http_server, task in servers:
+            http_server.should_exit = True
             await task
         if server.returncode is None:
             server.terminate()

@@ -20,3 +20,10 @@ class WorkerSettings(BaseSettings):
     log_format: str = Field(default="dev", validation_alias=AliasChoices("BOXOFFICE_LOG_FORMAT"), pattern="^(dev|json)$")
     log_level: str = Field(default="INFO", validation_alias="BOXOFFICE_LOG_LEVEL")
     shutdown_grace_seconds: float = Field(default=30, validation_alias="BOXOFFICE_SHUTDOWN_GRACE_SECONDS")
+
+
+class WebhookSettings(BaseSettings):
+    """`boxoffice webhooks`: where the receiver listens (put it behind TLS in production)."""
+
+    host: str = Field(default="127.0.0.1", validation_alias="BOXOFFICE_WEBHOOKS_HOST")
+    port: int = Field(default=8780, validation_alias="BOXOFFICE_WEBHOOKS_PORT")

@@ -13,8 +13,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import (
+    SandboxedWorkflowRunner,
+    SandboxRestrictions,
+)
 
+from activities.atm import AtmActivities, AtmSettings
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
 from activities.tevo import TevoActivities, TevoSettings
@@ -42,6 +46,7 @@ class Providers:
 
     def __init__(self) -> None:
         self.providers = [
+            AtmActivities(AtmSettings()),
             AtomActivities(AtomSettings()),
             OneboxActivities(OneboxSettings()),
             TevoActivities(TevoSettings()),

@@ -140,8 +140,25 @@ class TevoPurchaseRequest(PurchaseBase):
     session_id: str | None = None  # Riskified session
 
 
+class AtmItem(Request):
+    tier_id: str = Field(min_length=1)
+    quantity: int = Field(ge=1, le=20)
+
+
+class AtmPurchaseRequest(PurchaseBase):
+    """The buyer pays on ATM's hosted checkout (`status.provider_ids.checkout_url`): that payment
+    is the confirmation, so `confirmation` is not used and the `confirm` update is refused."""
+
+    provider: Literal["atm"]
+    event_id: str = Field(min_length=1)
+    items: list[AtmItem] = Field(min_length=1, max_length=20)
+    return_url: str | None = None
+    cancel_url: str | None = None
+
+
 PurchaseRequest = Annotated[
-    AtomPurchaseRequest | OneboxPurchaseRequest | TevoPurchaseRequest, Field(discriminator="provider")
+    AtomPurchaseRequest | OneboxPurchaseRequest | TevoPurchaseRequest | AtmPurchaseRequest,
+    Field(discriminator="provider"),
 ]
 
 
@@ -267,6 +284,29 @@ class OrderCancellation(Response):
     order_id: str
     status: str
     refund_amount: Decimal | None = None
+
+
+class AtmHold(Response):
+    hold_id: str
+    checkout_url: str
+    hold: Hold
+    amount: Decimal
+    currency: str
+
+
+class AtmEvent(Response):
+    """A verified ATM webhook, as the receiver signals it to the purchase (`atm_event`)."""
+
+    delivery_id: str
+    type: str
+    hold_id: str | None = None
+    tickets: list[Ticket] = Field(default_factory=list)
+    reason: str | None = None
+
+    @property
+    def kind(self) -> str:
+        # ATM sends both spellings: tickets.issued / tickets_issued.
+        return self.type.replace("_", ".")
 
 
 class PurchasePolicy(Response):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -15,8 +15,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, RetryState, i
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import atom, onebox, tevo
+    from workflows import atm, atom, onebox, tevo
     from workflows.models import (
+        AtmEvent,
         CancelRequest,
         ConfirmRequest,
         EventInfo,
@@ -50,7 +51,7 @@ UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval
 UNDO_TIMEOUT = timedelta(hours=6)
 CALL_TIMEOUT = timedelta(seconds=30)
 
-SEQUENCES = {"atom": atom.purchase, "onebox": onebox.purchase, "tevo": tevo.purchase}
+SEQUENCES = {"atom": atom.purchase, "onebox": onebox.purchase, "tevo": tevo.purchase, "atm": atm.purchase}
 
 
 def failure_from(err: ActivityError) -> Failure:
@@ -89,6 +90,12 @@ class PurchaseWorkflow:
         self._confirmation: ConfirmRequest | None = None
         self._cancel_reason: str | None = None
         self._main: asyncio.Task[Any] | None = None
+        # True only while await_confirmation waits: the `confirm` update is accepted then.
+        self._awaiting_confirm = False
+        # Past a point of no return the purchase can no longer be cancelled.
+        self._committed = False
+        self._events: list[AtmEvent] = []
+        self._deliveries: set[str] = set()
 
     @workflow.run
     async def run(self, request: PurchaseRequest) -> PurchaseResult:
@@ -154,8 +161,8 @@ class PurchaseWorkflow:
 
     @confirm.validator
     def _validate_confirm(self, confirmation: ConfirmRequest) -> None:
-        if self._state != PurchaseState.AWAITING_CONFIRMATION or self._confirmation is not None:
-            raise ValueError(f"purchase is {self._state}, not awaiting confirmation")
+        if not self._awaiting_confirm or self._confirmation is not None:
+            raise ValueError(f"purchase is {self._state}, not awaiting a confirm update")
         if (
             confirmation.accepted_total is not None
             and self.receipt is not None
@@ -176,14 +183,23 @@ class PurchaseWorkflow:
     def _validate_cancel(self, request: CancelRequest) -> None:
         if self._state.final:
             raise ValueError(f"purchase already ended: {self._state}")
+        if self._committed:
+            raise ValueError("the order is committed at the provider and can no longer be cancelled")
 
     @workflow.signal(name="cancel")
     def cancel_signal(self, request: CancelRequest) -> None:
         """Fire-and-forget form of the `cancel` update, for callers that cannot wait."""
         self._request_cancel(request.reason)
 
+    @workflow.signal(name="atm_event")
+    def atm_event(self, event: AtmEvent) -> None:
+        """A verified ATM webhook (workers/webhooks.py). Deliveries come at least once: kept once."""
+        if event.delivery_id not in self._deliveries:
+            self._deliveries.add(event.delivery_id)
+            self._events.append(event)
+
     def _request_cancel(self, reason: str) -> None:
-        if self._state.final or self._cancel_reason is not None:
+        if self._state.final or self._committed or self._cancel_reason is not None:
             return
         self._cancel_reason = reason
         # Interrupt whatever step runs now; the saga compensates as for a Temporal cancellation.
@@ -236,6 +252,7 @@ class PurchaseWorkflow:
         self.step("await confirmation", PurchaseState.AWAITING_CONFIRMATION)
         deadline = hold.expires_at - timedelta(seconds=policy.hold_margin_seconds)
         remaining = (deadline - workflow.now()).total_seconds()
+        self._awaiting_confirm = True
         try:
             if remaining <= 0:
                 raise asyncio.TimeoutError
@@ -248,6 +265,29 @@ class PurchaseWorkflow:
                     message=f"no confirmation before the hold expiring at {hold.expires_at.isoformat()}",
                 ),
             ) from None
+        finally:
+            self._awaiting_confirm = False
+
+    async def next_event(self, kinds: set[str], deadline: datetime) -> AtmEvent | None:
+        """The next provider event of one of `kinds`, or None once `deadline` passes."""
+        def arrived() -> AtmEvent | None:
+            return next((event for event in self._events if event.kind in kinds), None)
+
+        remaining = (deadline - workflow.now()).total_seconds()
+        if remaining > 0:
+            try:
+                await workflow.wait_condition(lambda: arrived() is not None, timeout=remaining)
+            except asyncio.TimeoutError:
+                pass
+        event = arrived()
+        if event is not None:
+            self._events.remove(event)
+        return event
+
+    def point_of_no_return(self) -> None:
+        """What is done stands: nothing is undone any more and cancel is refused."""
+        self._committed = True
+        self.saga.discard()
 
     async def act(
         self,
@@ -283,7 +323,7 @@ class PurchaseWorkflow:
         except asyncio.CancelledError:
             committed = await attempt  # too late to cancel once the order is on its way
             workflow.logger.info("cancel arrived during commit; the order stands")
-        self.saga.discard()
+        self.point_of_no_return()
         return committed
 
     async def await_fulfilment(
@@ -305,7 +345,7 @@ class PurchaseWorkflow:
         progress = await self.poll(poll, args, OrderProgress, policy)
         if progress is not None and not progress.fulfilled:
             if ended_is_final:
-                self.saga.discard()
+                self.point_of_no_return()
             raise PurchaseFailed(
                 PurchaseState.FAILED,
                 Failure(

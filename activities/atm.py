@@ -1,0 +1,125 @@
+"""ATM Tickets XRPC (../shared/provider-docs/atm-tickets-overview.txt, FACTS.md): create and release
+ticket holds. Payment and issuance arrive as signed webhooks (workers/webhooks.py).
+
+*Assumed*: XRPC error names for sold-out tiers and unknown events (`TierSoldOut`,
+`InsufficientInventory`, `EventNotFound`); the docs name only `TicketHoldNotFound`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.http import ProviderHttp
+from workflows.models import AtmHold, AtmPurchaseRequest, FailureReason, Hold, PurchasePolicy
+
+CREATE_HOLD = "/xrpc/tickets.atmosphere.createTicketHold"
+RELEASE_HOLD = "/xrpc/tickets.atmosphere.releaseTicketHold"
+HOLD_NOT_FOUND = "TicketHoldNotFound"
+CODES = {
+    "TierSoldOut": FailureReason.SEAT_UNAVAILABLE,
+    "InsufficientInventory": FailureReason.SEAT_UNAVAILABLE,
+    "EventNotFound": FailureReason.OFFER_UNAVAILABLE,
+    HOLD_NOT_FOUND: FailureReason.HOLD_EXPIRED,
+}
+
+
+class AtmSettings(BaseSettings):
+    """From BOXOFFICE_ATM_*; the defaults talk to the local simulator (`boxoffice dev`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOXOFFICE_ATM_")
+
+    base_url: str = "http://127.0.0.1:8704"  # the XRPC broker
+    service_token: SecretStr = SecretStr("dev-atm-service-token")  # service-auth JWT
+    environment: str = Field(default="test", pattern="^(test|live)$")
+    timeout_seconds: float = Field(default=10, gt=0)
+    # After payment, how long ATM may take to issue the tickets before the purchase fails.
+    issue_budget_seconds: float = Field(default=600, gt=0)
+    # Webhook signing secrets, comma-separated: more than one while a secret is rotated.
+    webhook_secrets: SecretStr = SecretStr("dev-atm-webhook-secret")
+
+    def secrets(self) -> list[str]:
+        return [s.strip() for s in self.webhook_secrets.get_secret_value().split(",") if s.strip()]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+class CreateHoldResponse(Wire):
+    hold_id: str
+    url: str
+    expires_at: datetime
+    amount_cents: int
+    currency: str
+    reused: bool = False
+
+
+class ReleaseHoldResponse(Wire):
+    status: str
+
+
+class AtmActivities:
+    def __init__(self, settings: AtmSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.http = ProviderHttp("atm", settings.base_url, timeout=settings.timeout_seconds,
+                                 secrets=[settings.service_token.get_secret_value()], transport=transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def all(self) -> list[Any]:
+        return [self.policy, self.create_hold, self.release_hold]
+
+    async def _xrpc(self, path: str, body: dict[str, Any]) -> Any:
+        headers = {"authorization": f"Bearer {self.settings.service_token.get_secret_value()}"}
+        return await self.http.request("POST", path, headers=headers, json_body=body, codes=CODES)
+
+    @activity.defn(name="atm.policy")
+    async def policy(self) -> PurchasePolicy:
+        return PurchasePolicy(poll_budget_seconds=self.settings.issue_budget_seconds, hold_margin_seconds=0)
+
+    @activity.defn(name="atm.create_hold")
+    async def create_hold(self, request: AtmPurchaseRequest, workflow_id: str) -> AtmHold:
+        """The purchase id is the idempotency key: a retried create answers the same hold."""
+        body: dict[str, Any] = {
+            "items": [{"tierId": item.tier_id, "quantity": item.quantity} for item in request.items],
+            "eventId": request.event_id,
+            "customerEmail": request.buyer.email,
+            "idempotencyKey": request.purchase_id,
+            # Lets the webhook receiver find this purchase from any event about the hold.
+            "metadata": {"workflowId": workflow_id, "purchaseId": request.purchase_id},
+            "environment": self.settings.environment,
+        }
+        for name, value in (("returnUrl", request.return_url), ("cancelUrl", request.cancel_url)):
+            if value:
+                body[name] = value
+        hold = self.http.parse(CreateHoldResponse, await self._xrpc(CREATE_HOLD, body), "create ticket hold")
+        if hold.reused:
+            activity.logger.info("ATM answered an existing hold for this purchase", extra={"hold": hold.hold_id})
+        return AtmHold(
+            hold_id=hold.hold_id,
+            checkout_url=hold.url,
+            hold=Hold(expires_at=hold.expires_at),
+            amount=Decimal(hold.amount_cents) / 100,
+            currency=hold.currency.upper(),
+        )
+
+    @activity.defn(name="atm.release_hold")
+    async def release_hold(self, hold_id: str) -> str:
+        """Returns ATM's hold status: released, or expired/completed/failed when it already ended."""
+        try:
+            data = await self._xrpc(RELEASE_HOLD, {"holdId": hold_id, "reason": "purchase not completed"})
+        except ApplicationError as err:
+            if not err.details or err.details[0].get("code") != HOLD_NOT_FOUND:
+                raise
+            return "not found (nothing held)"
+        return self.http.parse(ReleaseHoldResponse, data, "release ticket hold").status
