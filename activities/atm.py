@@ -109,7 +109,7 @@ class AtmActivities:
             hold_id=hold.hold_id,
             checkout_url=hold.url,
             hold=Hold(expires_at=hold.expires_at),
-            amount=Decimal(hold.amount_cents) / 100,
+            amount=Decimal(hold.amount_cents).scaleb(-2),  # cents → 50.00
             currency=hold.currency.upper(),
         )
 
