@@ -19,7 +19,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
+from activities.acme import AcmeActivities, AcmeSettings
 from activities.atm import AtmActivities, AtmSettings
+from simulators.acme import AcmeSimulator
 from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
 from activities.tevo import TevoActivities, TevoSettings
@@ -178,6 +180,30 @@ def atm_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
         "items": [{"tier_id": "GA", "quantity": 2}],
         "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
         "return_url": "https://shop.example/done",
+    }
+    request.update(overrides)
+    return request
+
+
+def acme_settings(**overrides: Any) -> AcmeSettings:
+    return AcmeSettings(**{"base_url": "http://acme.test", "tenant_id": "107", "api_key": "test-acme-key", **overrides})
+
+
+def acme_worker(client: Client, sim: AcmeSimulator, **settings: Any) -> AbstractAsyncContextManager[str]:
+    """ACME activities talking to `sim` in process."""
+    sim.api_key = "test-acme-key"
+    return provider_worker(client, AcmeActivities(acme_settings(**settings), transport=httpx.ASGITransport(app=sim.app)))
+
+
+def acme_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "provider": "acme",
+        "purchase_id": purchase_id,
+        "items": [{"event_id": "5ff74342210cbe0c44913be2", "ticketing_type_id": "54248ac8e4b01cd228b007a4",
+                   "quantity": 2}],
+        "buyer": {"email": "janedoe@gmail.com", "first_name": "Jane", "last_name": "Doe"},
+        "browser_ip": "203.0.113.7",
+        "payment_token": "tok_visa_4242",
     }
     request.update(overrides)
     return request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -16,12 +17,17 @@ from workflows.models import (
     WORKFLOW_TYPE,
     CancelRequest,
     ConfirmRequest,
+    OrdersPage,
+    OrdersQuery,
     PurchaseBase,
     PurchaseRequest,
     PurchaseResult,
     PurchaseStatus,
+    RefundRequest,
+    RefundResult,
     purchase_workflow_id,
 )
+from workflows.orders import refund_workflow_id
 from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
 
 REQUEST = TypeAdapter(PurchaseRequest)
@@ -90,4 +96,24 @@ async def confirm(client: Client, purchase_id: str, confirmation: ConfirmRequest
 async def cancel(client: Client, purchase_id: str, reason: str) -> PurchaseStatus:
     return await purchase_handle(client, purchase_id).execute_update(
         "cancel", CancelRequest(reason=reason), result_type=PurchaseStatus
+    )
+
+
+async def refund(client: Client, request: RefundRequest, task_queue: str) -> RefundResult:
+    """One refund workflow per order: asking again returns the same refund, never a second one."""
+    workflow_id = refund_workflow_id(request.order_id)
+    try:
+        handle = await client.start_workflow(
+            "RefundWorkflow", request, id=workflow_id, task_queue=task_queue, result_type=RefundResult,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle(workflow_id, result_type=RefundResult)
+    return await handle.result()
+
+
+async def orders(client: Client, query: OrdersQuery, task_queue: str) -> OrdersPage:
+    return await client.execute_workflow(
+        "OrdersWorkflow", query, id=f"orders-{uuid.uuid4()}", task_queue=task_queue, result_type=OrdersPage
     )

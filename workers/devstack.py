@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 import uvicorn
+from simulators.acme import AcmeSimulator
 from temporalio.client import Client
 
 from activities.atm import AtmSettings
@@ -35,6 +36,7 @@ SIMULATORS = {
     "onebox": (OneboxSimulator, 8702),
     "tevo": (TevoSimulator, 8703),
     "atm": (AtmSimulator, 8704),
+    "acme": (AcmeSimulator, 8705),
 }
 STARTUP_SECONDS = 60
 

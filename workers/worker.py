@@ -18,17 +18,19 @@ from temporalio.worker.workflow_sandbox import (
     SandboxRestrictions,
 )
 
+from activities.acme import AcmeActivities, AcmeSettings
 from activities.atm import AtmActivities, AtmSettings
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
 from activities.tevo import TevoActivities, TevoSettings
 from workers.client import ensure_search_attributes
 from workers.settings import WorkerSettings
+from workflows.orders import OrdersWorkflow, RefundWorkflow
 from workflows.purchase import PurchaseWorkflow
 
 log = structlog.get_logger("boxoffice.worker")
 
-WORKFLOWS: Sequence[type] = [PurchaseWorkflow]
+WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow]
 # Models and pydantic are imported once outside the sandbox, not re-imported for every workflow run.
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic", "pydantic_core", "workflows.models")
@@ -46,6 +48,7 @@ class Providers:
 
     def __init__(self) -> None:
         self.providers = [
+            AcmeActivities(AcmeSettings()),
             AtmActivities(AtmSettings()),
             AtomActivities(AtomSettings()),
             OneboxActivities(OneboxSettings()),

@@ -11,7 +11,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    field_validator,
+    model_validator,
+)
 
 WORKFLOW_TYPE = "PurchaseWorkflow"
 DEFAULT_TASK_QUEUE = "boxoffice"
@@ -156,8 +163,23 @@ class AtmPurchaseRequest(PurchaseBase):
     cancel_url: str | None = None
 
 
+class AcmeItem(Request):
+    event_id: str = Field(min_length=1)
+    ticketing_type_id: str = Field(min_length=1)
+    quantity: int = Field(ge=1, le=50)
+
+
+class AcmePurchaseRequest(PurchaseBase):
+    provider: Literal["acme"]
+    items: list[AcmeItem] = Field(min_length=1, max_length=20)
+    # ACME requires the buyer's IP on checkout (x-acme-browser-ip).
+    browser_ip: IPvAnyAddress
+    # The card token to charge; a `confirm` update's payment_reference replaces it.
+    payment_token: str | None = Field(default=None, repr=False)
+
+
 PurchaseRequest = Annotated[
-    AtomPurchaseRequest | OneboxPurchaseRequest | TevoPurchaseRequest | AtmPurchaseRequest,
+    AtomPurchaseRequest | OneboxPurchaseRequest | TevoPurchaseRequest | AtmPurchaseRequest | AcmePurchaseRequest,
     Field(discriminator="provider"),
 ]
 
@@ -380,3 +402,54 @@ class ConfirmRequest(Request):
 
 class CancelRequest(Request):
     reason: str = Field(default="cancelled by caller", max_length=500)
+
+
+class RefundRequest(Request):
+    """Refund an ACME order, whole (no items) or by order item."""
+
+    order_id: str = Field(min_length=1)
+    reason_code: str = "CUSTOMER_REQUEST"
+    notes: str = Field(default="refunded by boxoffice", max_length=500)
+    no_email: bool = False
+    # order item id → quantity; empty refunds every item in full.
+    items: dict[str, int] = Field(default_factory=dict)
+
+
+class RefundResult(Response):
+    order_id: str
+    refunded: Decimal
+    total: Decimal
+    already_refunded: bool = False
+
+
+class OrdersQuery(Request):
+    """A read of ACME orders for operators, run by the worker (OrdersWorkflow)."""
+
+    email: str | None = None
+    phone: str | None = None
+    event_id: str | None = None
+    order_id: str | None = None
+    page: int = Field(default=1, ge=1)
+    page_size: int = Field(default=100, ge=-1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_criterion(self) -> OrdersQuery:
+        if sum(v is not None for v in (self.email or None, self.phone or None, self.event_id, self.order_id)) != 1:
+            raise ValueError("give exactly one of email, phone, event_id, order_id")
+        return self
+
+
+class OrderRecord(Response):
+    order_id: str
+    order_number: str | None = None
+    email: str | None = None
+    total: Decimal | None = None
+    refunded: Decimal | None = None
+    created_on: str | None = None
+    tickets: list[Ticket] = Field(default_factory=list)
+
+
+class OrdersPage(Response):
+    orders: list[OrderRecord]
+    page: int = 1
+    has_more: bool = False

@@ -10,12 +10,17 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, RetryState, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    RetryState,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows import atm, atom, onebox, tevo
+    from workflows import acme, atm, atom, onebox, tevo
     from workflows.models import (
         AtmEvent,
         CancelRequest,
@@ -26,8 +31,8 @@ with workflow.unsafe.imports_passed_through():
         Hold,
         OrderProgress,
         OrderSummary,
-        PurchasePolicy,
         PurchaseFailed,
+        PurchasePolicy,
         PurchaseRequest,
         PurchaseResult,
         PurchaseState,
@@ -51,7 +56,13 @@ UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval
 UNDO_TIMEOUT = timedelta(hours=6)
 CALL_TIMEOUT = timedelta(seconds=30)
 
-SEQUENCES = {"atom": atom.purchase, "onebox": onebox.purchase, "tevo": tevo.purchase, "atm": atm.purchase}
+SEQUENCES = {
+    "atom": atom.purchase,
+    "onebox": onebox.purchase,
+    "tevo": tevo.purchase,
+    "atm": atm.purchase,
+    "acme": acme.purchase,
+}
 
 
 def failure_from(err: ActivityError) -> Failure:
@@ -283,6 +294,10 @@ class PurchaseWorkflow:
         if event is not None:
             self._events.remove(event)
         return event
+
+    @property
+    def confirmation(self) -> ConfirmRequest | None:
+        return self._confirmation
 
     def point_of_no_return(self) -> None:
         """What is done stands: nothing is undone any more and cancel is refused."""

@@ -1,0 +1,288 @@
+"""A stateful stand-in for ACME Ticketing: events with capacity, reservations that expire, carts,
+checkout with `x-acme-request-uuid` idempotency (a repeat answers 409) and the 16003
+DUPLICATE_TRANSACTION_FOUND error (same card and amount within 5 minutes), orders in the documented
+Order shape (amounts as strings), search with pagination, update, delete, refunds, and fault
+injection (simulators/faults.py).
+
+Admin endpoints under /_sim: GET state, POST faults.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from simulators.faults import Fault, Faults
+
+EVENT = "5ff74342210cbe0c44913be2"
+FEE_PER_TICKET = Decimal("2.50")
+DUPLICATE_WINDOW_SECONDS = 300
+
+
+def error(status: int, code: str | int, message: str) -> JSONResponse:
+    return JSONResponse({"errorCode": code, "message": message}, status_code=status)
+
+
+def money(value: Decimal) -> str:
+    return f"{value:.2f}"
+
+
+@dataclass
+class Event:
+    name: str
+    capacity: int
+    types: dict[str, tuple[str, Decimal]]
+
+
+@dataclass
+class AcmeSimulator:
+    tenant_id: str = "107"
+    api_key: str = "dev-acme-key"
+    reservation_seconds: int = 600
+    clock: Callable[[], float] = time.time
+    faults: Faults = field(default_factory=Faults)
+    events: dict[str, Event] = field(default_factory=lambda: {EVENT: Event(
+        "Sailing", 20, {"54248ac8e4b01cd228b007a4": ("Adulting", Decimal("100.00")),
+                        "54248ac8e4b01cd228b007a5": ("Child", Decimal("50.00"))})})
+    reservations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    carts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    request_uuids: dict[str, str] = field(default_factory=dict)  # request uuid → order id
+    charges: list[tuple[str, str, float]] = field(default_factory=list)  # (card, amount, when)
+    refunds: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def app(self) -> Starlette:
+        route = self._route
+        return Starlette(routes=[
+            route("POST", "/v2/b2b/reservations", "reserve", self.reserve),
+            route("DELETE", "/v2/b2b/reservations/{id}", "release", self.release),
+            route("POST", "/v2/b2c/carts", "cart", self.create_cart),
+            route("GET", "/v2/b2c/carts/{id}", "get-cart", self.get_cart),
+            route("POST", "/v2/b2c/checkout", "checkout", self.checkout),
+            route("GET", "/v2/b2c/orders/search", "search", self.search),
+            route("GET", "/v2/b2c/orders/event/{event_id}", "by-event", self.by_event),
+            route("GET", "/v2/b2c/orders/{id}", "get", self.get_order),
+            route("PUT", "/v2/b2c/orders/{id}", "update", self.update_order),
+            route("DELETE", "/v2/b2c/orders/{id}", "delete", self.delete_order),
+            route("POST", "/v2/b2b/b2b/refunds", "refund", self.refund),
+            Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
+            Route("/_sim/faults", self.admin_faults, methods=["POST"]),
+        ])
+
+    def _route(self, method: str, path: str, endpoint: str,
+               handler: Callable[[Request, Any], Awaitable[Response]]) -> Route:
+        async def serve(request: Request) -> Response:
+            raw = await request.body()
+            body = json.loads(raw) if raw else None
+            self.calls.append({"endpoint": endpoint, "method": method, "path": request.url.path,
+                               "query": request.url.query, "headers": dict(request.headers), "body": body})
+            if (request.headers.get("x-b2c-tenant-id"), request.headers.get("x-acme-api-key")) != (
+                    self.tenant_id, self.api_key):
+                return error(401, "UNAUTHORIZED", "x-b2c-tenant-id / x-acme-api-key missing or wrong")
+            self._expire()
+            return await self.faults.apply(endpoint, lambda: handler(request, body))
+
+        return Route(path, serve, methods=[method])
+
+    def _expire(self) -> None:
+        for key, reservation in list(self.reservations.items()):
+            if reservation["status"] == "active" and reservation["expires"] <= self.clock():
+                reservation["status"] = "expired"
+
+    def _held(self, event_id: str) -> int:
+        reserved = sum(i["quantity"] for r in self.reservations.values() if r["status"] == "active"
+                       for i in r["items"] if i["eventId"] == event_id)
+        sold = sum(i["quantity"] for o in self.orders.values() for i in o["orderItems"]
+                   if i.get("eventId") == event_id)
+        return reserved + sold
+
+    # -- purchase --------------------------------------------------------------------------------
+
+    async def reserve(self, request: Request, body: Any) -> Response:
+        items = (body or {}).get("reservationItems") or []
+        for item in items:
+            event = self.events.get(item.get("eventId"))
+            if event is None:
+                return error(404, "EVENT_NOT_FOUND", "unknown event")
+            if self._held(item["eventId"]) + item["quantity"] > event.capacity:
+                return error(409, "SOLD_OUT", f"not enough capacity for {item['eventId']}")
+        reservation_id = f"res_{next(self._ids)}"
+        expires = self.clock() + self.reservation_seconds
+        self.reservations[reservation_id] = {"id": reservation_id, "items": items, "expires": expires,
+                                             "status": "active"}
+        stamp = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+        return JSONResponse({"id": reservation_id, "expirationTimestamp": stamp, "reservationItems": items})
+
+    async def release(self, request: Request, body: Any) -> Response:
+        reservation = self.reservations.get(request.path_params["id"])
+        if reservation is None or reservation["status"] != "active":
+            return error(404, "RESERVATION_NOT_FOUND", "no active reservation")
+        reservation["status"] = "deleted"
+        return JSONResponse({"id": reservation["id"], "status": "deleted"})
+
+    async def create_cart(self, request: Request, body: Any) -> Response:
+        lines, subtotal, tickets = [], Decimal(0), 0
+        for item in (body or {}).get("items") or []:
+            event = self.events.get(item.get("eventId"))
+            if event is None or item.get("ticketingTypeId") not in event.types:
+                return error(400, "INVALID_ITEM", "unknown event or ticketing type")
+            name, price = event.types[item["ticketingTypeId"]]
+            lines.append({**item, "ticketingTypeName": name, "unitPrice": money(price)})
+            subtotal += price * item["quantity"]
+            tickets += item["quantity"]
+        cart_id = f"cart_{next(self._ids)}"
+        fees = FEE_PER_TICKET * tickets
+        self.carts[cart_id] = {"id": cart_id, "items": lines, "subtotal": money(subtotal), "fees": money(fees),
+                               "tax": "0.00", "total": money(subtotal + fees), "currency": "USD"}
+        return JSONResponse(self.carts[cart_id])
+
+    async def get_cart(self, request: Request, body: Any) -> Response:
+        cart = self.carts.get(request.path_params["id"])
+        return JSONResponse(cart) if cart else error(404, "CART_NOT_FOUND", "no such cart")
+
+    async def checkout(self, request: Request, body: Any) -> Response:
+        body = body or {}
+        if not request.headers.get("x-acme-browser-ip"):
+            return error(400, "BROWSER_IP_REQUIRED", "x-acme-browser-ip is required for checkout")
+        request_uuid = request.headers.get("x-acme-request-uuid")
+        if request_uuid in self.request_uuids:
+            return error(409, "DUPLICATE_REQUEST", "this x-acme-request-uuid was already processed")
+        cart = self.carts.get(body.get("shoppingCartId", ""))
+        if cart is None:
+            return error(400, "CART_NOT_FOUND", "no such cart")
+        reservation = self.reservations.get(body.get("reservationId", ""))
+        if reservation is None or reservation["status"] != "active":
+            return error(410, "RESERVATION_EXPIRED", "the reservation expired or was deleted")
+        card = (body.get("payment") or {}).get("cardToken", "")
+        if card == "tok_declined":
+            return error(402, "PAYMENT_DECLINED", "the card was declined")
+        now = self.clock()
+        if card and any(c == card and a == cart["total"] and now - t < DUPLICATE_WINDOW_SECONDS
+                        for c, a, t in self.charges):
+            return error(400, 16003, "DUPLICATE_TRANSACTION_FOUND")
+        self.charges.append((card, cart["total"], now))
+        reservation["status"] = "used"
+        order_id = str(30263798 + next(self._ids))
+        contact = body.get("contact") or {}
+        items = []
+        for line in cart["items"]:
+            item_id = str(43371676 + next(self._ids))
+            price = Decimal(line["unitPrice"])
+            items.append({
+                "itemId": item_id, "eventId": line["eventId"], "eventName": self.events[line["eventId"]].name,
+                "ticketingTypeId": line["ticketingTypeId"], "ticketingTypeName": line["ticketingTypeName"],
+                "quantity": line["quantity"], "originalQuantity": line["quantity"], "unitPrice": money(price),
+                "amount": money(price * line["quantity"]), "itemType": "Event",
+                "ticketVos": [{"id": next(self._ids), "tenantId": int(self.tenant_id),
+                               "uuid": f"at{uuid.uuid4().hex[:6]}-{uuid.uuid4().hex[:10]}",
+                               "ticketStatus": "Normal", "printed": False} for _ in range(line["quantity"])],
+            })
+        created = datetime.fromtimestamp(now, UTC).isoformat()
+        self.orders[order_id] = {
+            "id": order_id, "tenantId": int(self.tenant_id), "email": contact.get("email"),
+            "contactFirstName": contact.get("firstName"), "contactLastName": contact.get("lastName"),
+            "phoneNumber": contact.get("phoneNumber"), "orderNumber": str(100148401 + len(self.orders)),
+            "totalAmount": cart["total"], "paidAmount": cart["total"], "balanceAmount": "0.00",
+            "refundAmount": "0.00", "saleChannel": "Online", "checkInStatus": "NotCheckedIn",
+            "notes": body.get("notes"), "createdOn": created, "orderItems": items,
+        }
+        if request_uuid:
+            self.request_uuids[request_uuid] = order_id
+        return JSONResponse(self.orders[order_id])
+
+    # -- order management ------------------------------------------------------------------------
+
+    def _page(self, request: Request, orders: list[dict[str, Any]]) -> Response:
+        params = request.query_params
+        field_name, direction = params.get("sortField", "createdOn"), params.get("sortDirection", "asc")
+        orders = sorted(orders, key=lambda o: str(o.get(field_name, "")), reverse=direction == "desc")
+        page, size = int(params.get("page", 1)), int(params.get("pageSize", 100))
+        chunk = orders if size == -1 else orders[(page - 1) * size: page * size]
+        has_more = size != -1 and page * size < len(orders)
+        return JSONResponse({"list": chunk, "pagination": {"page": page, "pageSize": size, "sortDirection": direction,
+                                                           "sortField": field_name, "count": len(chunk),
+                                                           "hasMore": has_more}})
+
+    async def search(self, request: Request, body: Any) -> Response:
+        email, phone = request.query_params.get("email"), request.query_params.get("phoneNumber")
+        if not email and not phone:
+            return self._page(request, [])
+        found = [o for o in self.orders.values()
+                 if (email and o["email"] == email) or (phone and o.get("phoneNumber") == phone)]
+        return self._page(request, found)
+
+    async def by_event(self, request: Request, body: Any) -> Response:
+        event_id = request.path_params["event_id"]
+        return self._page(request, [o for o in self.orders.values()
+                                    if any(i.get("eventId") == event_id for i in o["orderItems"])])
+
+    async def get_order(self, request: Request, body: Any) -> Response:
+        order = self.orders.get(request.path_params["id"])
+        return JSONResponse(order) if order else error(404, "ORDER_NOT_FOUND", "no such order")
+
+    async def update_order(self, request: Request, body: Any) -> Response:
+        order = self.orders.get(request.path_params["id"])
+        if order is None:
+            return error(404, "ORDER_NOT_FOUND", "no such order")
+        if not body or body.get("id") != order["id"]:
+            return error(400, "INVALID_ORDER", "PUT takes the whole order object")
+        for name in ("contactFirstName", "contactLastName", "email", "phoneNumber", "zipCode", "notes"):
+            if name in body:
+                order[name] = body[name]
+        return JSONResponse(order)
+
+    async def delete_order(self, request: Request, body: Any) -> Response:
+        if self.orders.pop(request.path_params["id"], None) is None:
+            return error(404, "ORDER_NOT_FOUND", "no such order")
+        return Response(status_code=204)
+
+    async def refund(self, request: Request, body: Any) -> Response:
+        body = body or {}
+        order = self.orders.get(str(body.get("orderId")))
+        if order is None:
+            return error(404, "ORDER_NOT_FOUND", "no such order")
+        if not body.get("incidentReasonCode") or not body.get("refundItems"):
+            return error(400, "INVALID_REFUND", "incidentReasonCode and refundItems are required")
+        amount = Decimal(0)
+        for line in body["refundItems"]:
+            item = next((i for i in order["orderItems"] if i["itemId"] == line.get("orderItemId")), None)
+            if item is None:
+                return error(400, "INVALID_REFUND", f"no order item {line.get('orderItemId')}")
+            normal = [t for t in item["ticketVos"] if t["ticketStatus"] == "Normal"]
+            if line["quantity"] > len(normal):
+                return error(400, "INVALID_REFUND", "more than was bought is refunded")
+            for ticket in normal[: line["quantity"]]:
+                ticket["ticketStatus"] = "Refund"
+            amount += Decimal(item["unitPrice"]) * line["quantity"]
+        if all(t["ticketStatus"] == "Refund" for i in order["orderItems"] for t in i["ticketVos"]):
+            amount = Decimal(order["totalAmount"]) - Decimal(order["refundAmount"])  # fees too
+        order["refundAmount"] = money(Decimal(order["refundAmount"]) + amount)
+        refund = {"id": f"rf_{next(self._ids)}", "orderId": order["id"], "amount": money(amount)}
+        self.refunds.append(refund)
+        return JSONResponse(refund)
+
+    def ledger(self) -> dict[str, Any]:
+        self._expire()
+        return {"reservations": {k: r["status"] for k, r in self.reservations.items()},
+                "orders": [{"id": o["id"], "total": o["totalAmount"], "refunded": o["refundAmount"]}
+                           for o in self.orders.values()],
+                "refunds": len(self.refunds)}
+
+    async def admin_faults(self, request: Request) -> Response:
+        self.faults.add(Fault.model_validate(await request.json()))
+        return JSONResponse({"pending": len(self.faults.pending)})

@@ -1,0 +1,208 @@
+"""ACME: exact requests, the excerpt's Order object verbatim, purchases and order management."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from activities.acme import AcmeActivities, Order, OrderList
+from simulators.acme import AcmeSimulator
+from simulators.faults import Fault
+from tests.conftest import acme_request, acme_settings, acme_worker, purchase_duration, wait_for_state
+from tests.test_atom_workflow import record
+from workers import client as purchases
+from workers.client import parse_request, start_purchase
+from workflows.models import CancelRequest, OrdersQuery, PurchaseState, RefundRequest
+
+EXCERPT = (Path(__file__).parents[2] / "shared" / "provider-docs" / "acme-b2c-orders.txt")
+
+
+def excerpt_json(after: str) -> dict[str, Any]:
+    """The example JSON following `after` in the excerpt, verbatim."""
+    text = EXCERPT.read_text()
+    start = text.index("{", text.index(after))
+    return json.JSONDecoder().raw_decode(text[start:])[0]
+
+
+def test_the_excerpts_order_and_search_answers_parse_verbatim() -> None:
+    order = Order.model_validate(excerpt_json("GET /v2/b2c/orders/30263798\nResponse"))
+    assert (order.id, order.order_number, order.total_amount) == ("30263798", "100148401", Decimal("255.00"))
+    assert [i.item_id for i in order.order_items][:2] == ["43371676", "43371677"]
+    assert order.order_items[1].unit_price == Decimal("100.00") and order.order_items[1].event_name == "Sailing"
+    found = OrderList.model_validate(excerpt_json("sortDirection=desc\nResponse"))
+    assert found.orders[0].email == "janedoe@gmail.com" and found.pagination.has_more is False
+
+
+class Recorder:
+    def __init__(self, *answers: tuple[int, Any]) -> None:
+        self.requests: list[httpx.Request] = []
+        self.answers = list(answers)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        status, body = self.answers.pop(0)
+        return httpx.Response(status, json=body) if body is not None else httpx.Response(status)
+
+
+def acts(recorder: Recorder) -> AcmeActivities:
+    return AcmeActivities(acme_settings(), transport=httpx.MockTransport(recorder))
+
+
+async def run(fn: Any, *args: Any) -> Any:
+    return await ActivityEnvironment().run(fn, *args)
+
+
+def assert_acme_headers(request: httpx.Request) -> None:
+    assert request.headers["x-b2c-tenant-id"] == "107" and request.headers["x-acme-api-key"] == "test-acme-key"
+
+
+async def test_search_sends_the_documented_parameters() -> None:
+    rec = Recorder((200, excerpt_json("sortDirection=desc\nResponse")))
+    page = await run(acts(rec).search_orders, OrdersQuery(email="janedoe@gmail.com", page=2, page_size=10))
+    request = rec.requests[0]
+    assert_acme_headers(request)
+    assert "x-acme-browser-ip" not in request.headers  # optional outside checkout
+    assert (request.method, request.url.path) == ("GET", "/v2/b2c/orders/search")
+    assert dict(request.url.params) == {"email": "janedoe@gmail.com", "page": "2", "pageSize": "10",
+                                        "sortField": "createdOn", "sortDirection": "desc"}
+    assert page.orders[0].order_id == "30263798"
+
+
+async def test_orders_for_an_event_get_update_delete() -> None:
+    order = excerpt_json("GET /v2/b2c/orders/30263798\nResponse")
+    rec = Recorder((200, {"list": [], "pagination": {"page": 1, "hasMore": False}}), (200, order),
+                   (200, {**order, "notes": "VIP"}), (204, None))
+    activities = acts(rec)
+    await run(activities.search_orders, OrdersQuery(event_id="5ff74342210cbe0c44913be2"))
+    updated = await run(activities.update_order, "30263798", {"notes": "VIP"})
+    await run(activities.delete_order, "30263798")
+    event, get, put, delete = rec.requests
+    assert event.url.path == "/v2/b2c/orders/event/5ff74342210cbe0c44913be2"
+    assert (get.method, get.url.path) == ("GET", "/v2/b2c/orders/30263798")
+    assert (put.method, put.url.path) == ("PUT", "/v2/b2c/orders/30263798")
+    assert json.loads(put.content) == {**order, "notes": "VIP"}  # the whole Order object, changed
+    assert (delete.method, delete.url.path) == ("DELETE", "/v2/b2c/orders/30263798")
+    assert updated.order_id == "30263798"
+
+
+async def test_refund_posts_the_documented_body_once() -> None:
+    order = excerpt_json("GET /v2/b2c/orders/30263798\nResponse")
+    refunded = {**order, "refundAmount": "255.00"}
+    rec = Recorder((200, order), (200, {"id": "rf_1"}), (200, refunded), (200, refunded))
+    activities = acts(rec)
+    result = await run(activities.refund, RefundRequest(order_id="30263798", notes="n", no_email=True))
+    refund = rec.requests[1]
+    assert (refund.method, refund.url.path) == ("POST", "/v2/b2b/b2b/refunds")
+    body = json.loads(refund.content)
+    assert body["orderId"] == "30263798" and body["incidentReasonCode"] == "CUSTOMER_REQUEST"
+    assert body["noEmail"] is True and body["notes"] == "n"
+    assert body["refundItems"][:2] == [{"orderItemId": "43371676", "quantity": 1},
+                                       {"orderItemId": "43371677", "quantity": 2}]
+    assert result.refunded == Decimal("255.00")
+    again = await run(activities.refund, RefundRequest(order_id="30263798"))
+    assert again.already_refunded and len(rec.requests) == 4  # read only, no second refund
+
+
+def test_request_needs_a_valid_browser_ip() -> None:
+    with pytest.raises(ValidationError):
+        parse_request(acme_request("bad", browser_ip="not-an-ip"))
+
+
+# -- purchases -------------------------------------------------------------------------------
+
+
+async def test_acme_purchase(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator()
+    async with acme_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, acme_request("acme-1"), tq)
+        result = await handle.result()
+        await record(handle, "acme_paid")
+    assert result.state == PurchaseState.FULFILLED
+    assert len(result.tickets) == 2 and all(re.fullmatch(r"at[0-9a-f]{6}-[0-9a-f]{10}", t.barcode or "")
+                                            for t in result.tickets)
+    assert result.receipt is not None and result.receipt.total == Decimal("205.00")
+    checkout = next(c for c in sim.calls if c["endpoint"] == "checkout")
+    assert checkout["headers"]["x-acme-browser-ip"] == "203.0.113.7"
+    assert re.fullmatch(r"[0-9a-f-]{36}", checkout["headers"]["x-acme-request-uuid"])
+    assert checkout["body"]["payment"] == {"cardToken": "tok_visa_4242"}
+    reserve = next(c for c in sim.calls if c["endpoint"] == "reserve")
+    assert reserve["body"] == {"reservationItems": [{"eventId": "5ff74342210cbe0c44913be2", "quantity": 2}]}
+    assert list(sim.ledger()["reservations"].values()) == ["used"]
+
+
+async def test_reservation_expiry_deletes_it(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator()
+    async with acme_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, acme_request("acme-2", confirmation="manual"), tq)
+        result = await handle.result()
+    assert result.state == PurchaseState.EXPIRED
+    assert 560 <= (await purchase_duration(handle)).total_seconds() < 600
+    assert list(sim.ledger()["reservations"].values()) == ["deleted"] and sim.orders == {}
+
+
+async def test_lost_checkout_answer_gives_one_order(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator()
+    sim.faults.add(Fault(endpoint="checkout", status=502, lost=True))
+    async with acme_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, acme_request("acme-3"), tq)).result()
+    assert result.state == PurchaseState.FULFILLED
+    assert len(sim.orders) == 1 and result.provider_order_id in sim.orders
+    endpoints = [c["endpoint"] for c in sim.calls]
+    assert endpoints.count("checkout") == 2 and "search" in endpoints  # the repeat answered 409
+
+
+async def test_same_card_and_amount_twice_is_a_typed_duplicate(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator()
+    async with acme_worker(env.client, sim) as tq:
+        first = await (await start_purchase(env.client, acme_request("acme-4a"), tq)).result()
+        second = await (await start_purchase(env.client, acme_request("acme-4b"), tq)).result()
+    assert first.state == PurchaseState.FULFILLED
+    assert second.failure is not None and second.failure.reason == "DUPLICATE_REQUEST"
+    assert second.failure.provider_code == "16003"
+    # The first reservation became the order; the second purchase's was deleted.
+    assert list(sim.ledger()["reservations"].values()) == ["used", "deleted"]
+
+
+async def test_cancel_during_checkout_refunds(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator()
+    original = sim.checkout
+
+    async def slow_checkout(request, body):
+        await asyncio.sleep(1.0)
+        return await original(request, body)
+
+    sim.checkout = slow_checkout  # type: ignore[method-assign]
+    async with acme_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, acme_request("acme-5"), tq)
+        await wait_for_state(handle, PurchaseState.COMMITTING)
+        await handle.signal("cancel", CancelRequest(reason="changed mind"))
+        result = await handle.result()
+    assert result.state == PurchaseState.CANCELLED
+    [order] = sim.ledger()["orders"]
+    assert order["refunded"] == order["total"] == "205.00"
+    assert [c.action for c in result.compensations] == ["refund order", "delete reservation"]
+
+
+async def test_refund_workflow_is_idempotent_and_orders_paginate(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator()
+    async with acme_worker(env.client, sim) as tq:
+        for n in range(3):
+            await (await start_purchase(env.client, acme_request(f"acme-6{n}", payment_token=f"tok_{n}"), tq)).result()
+        first = await purchases.orders(env.client, OrdersQuery(email="janedoe@gmail.com", page_size=2), tq)
+        second = await purchases.orders(env.client, OrdersQuery(email="janedoe@gmail.com", page=2, page_size=2), tq)
+        assert (len(first.orders), first.has_more, len(second.orders), second.has_more) == (2, True, 1, False)
+        order_id = second.orders[0].order_id
+        refunded = await purchases.refund(env.client, RefundRequest(order_id=order_id), tq)
+        again = await purchases.refund(env.client, RefundRequest(order_id=order_id), tq)
+        shown = await purchases.orders(env.client, OrdersQuery(order_id=order_id), tq)
+    assert refunded.refunded == refunded.total == Decimal("205.00") and again == refunded
+    assert len(sim.refunds) == 1 and shown.orders[0].refunded == Decimal("205.00")

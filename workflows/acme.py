@@ -1,0 +1,72 @@
+"""ACME: reserve → cart → [confirm update] → checkout (idempotent by request uuid) → tickets."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.models import (
+        AcmePurchaseRequest,
+        Hold,
+        OrderRecord,
+        PurchaseResult,
+        PurchaseState,
+        Receipt,
+        RefundRequest,
+        RefundResult,
+    )
+
+if TYPE_CHECKING:
+    from workflows.purchase import PurchaseWorkflow
+
+
+async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
+    policy = await flow.policy("acme")
+
+    async def release(hold: Hold) -> str:
+        return await flow.call("acme.release_reservation", hold.item_ids[0], result_type=str, undo=True)
+
+    hold = await flow.act(
+        "reserve", lambda: flow.call("acme.reserve", request, result_type=Hold), "delete reservation", release
+    )
+    flow.record_hold(hold)
+    flow.record_provider_id("reservation_id", hold.item_ids[0])
+
+    flow.step("cart")
+    cart_id, flow.receipt = await flow.call("acme.create_cart", request, result_type=tuple[str, Receipt])
+    flow.record_provider_id("cart_id", cart_id)
+
+    if request.confirmation == "manual":
+        await flow.await_confirmation(hold, policy)
+    confirmation = flow.confirmation
+    card_token = (confirmation.payment_reference if confirmation else None) or request.payment_token
+
+    # ACME's idempotency key for this checkout: stable across replays and activity retries.
+    request_uuid = str(workflow.uuid4())
+
+    async def refund(order: OrderRecord) -> str:
+        refunded = await flow.call(
+            "acme.refund", RefundRequest(order_id=order.order_id, notes=f"purchase {request.purchase_id} cancelled"),
+            result_type=RefundResult, undo=True,
+        )
+        return f"order {refunded.order_id} refunded {refunded.refunded} of {refunded.total}"
+
+    order = await flow.act(
+        "checkout",
+        lambda: flow.call("acme.checkout", request, cart_id, hold.item_ids[0], request_uuid,
+                          card_token, result_type=OrderRecord),
+        "refund order",
+        refund,
+        PurchaseState.COMMITTING,
+    )
+    flow.record_provider_id("order_id", order.order_id)
+    return PurchaseResult(
+        purchase_id=request.purchase_id,
+        provider=request.provider,
+        state=PurchaseState.FULFILLED,
+        provider_order_id=order.order_id,
+        provider_status="paid",
+        tickets=order.tickets,
+    )
