@@ -12,15 +12,18 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
+import httpx
 import uvicorn
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.acme import AcmeActivities
 from activities.atom import AtomActivities
+from simulators.acme import AcmeSimulator
 from simulators.atom import AtomSimulator
-from tests.conftest import atom_request, atom_settings, binary
+from tests.conftest import acme_request, acme_settings, atom_request, atom_settings, binary
 from workers import client as purchases
 from workers.client import ensure_search_attributes
 from workers.worker import build_worker
@@ -119,3 +122,19 @@ async def test_cli_rejects_bad_input_before_starting(dev_env: WorkflowEnvironmen
     assert process.returncode == 1
     assert "invalid request" in err.decode() and "purchase_id" in err.decode()
     assert [w async for w in dev_env.client.list_workflows()] == []
+
+
+async def test_order_management_through_the_cli(dev_env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator(api_key="test-acme-key")
+    activities = AcmeActivities(acme_settings(), transport=httpx.ASGITransport(app=sim.app))
+    async with build_worker(dev_env.client, "orders", activities.all()):
+        handle = await purchases.start_purchase(dev_env.client, acme_request("cli-acme"), "orders")
+        order_id = (await handle.result()).provider_order_id
+        found = json.loads(await cli(dev_env, "orders", "orders", "search", "--email", "janedoe@gmail.com"))
+        assert [o["order_id"] for o in found["orders"]] == [order_id]
+        refunded = json.loads(await cli(dev_env, "orders", "orders", "refund", order_id, "--no-email"))
+        assert refunded["refunded"] == refunded["total"] == "205.00"
+        shown = json.loads(await cli(dev_env, "orders", "orders", "show", order_id))
+        assert shown["orders"][0]["refunded"] == "205.00"
+    await activities.aclose()
+    assert len(sim.refunds) == 1

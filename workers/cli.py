@@ -25,9 +25,11 @@ from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import Providers, build_worker, connect, run_worker
 from workflows.models import (
     ConfirmRequest,
+    OrdersQuery,
     PurchaseResult,
     PurchaseState,
     PurchaseStatus,
+    RefundRequest,
 )
 
 # No seat ids: the simulators choose free seats, so repeated demos do not collide.
@@ -41,6 +43,9 @@ DEMO_REQUESTS: dict[str, dict[str, Any]] = {
     "tevo": {"provider": "tevo", "ticket_group_id": 324466901, "quantity": 2, "price": "145.48",
              "payment": {"credit_card_id": 327284}},
     "atm": {"provider": "atm", "event_id": "evt_demo", "items": [{"tier_id": "GA", "quantity": 2}]},
+    "acme": {"provider": "acme", "browser_ip": "127.0.0.1",
+             "items": [{"event_id": "5ff74342210cbe0c44913be2", "ticketing_type_id": "54248ac8e4b01cd228b007a4",
+                        "quantity": 2}]},
 }
 DEMO_BUYER = {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}
 
@@ -54,6 +59,21 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--provider", choices=sorted(DEMO_REQUESTS), default="atom")
     commands.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE")
     commands.add_parser("webhooks", help="receive ATM's signed webhooks and signal the purchases")
+    orders = commands.add_parser("orders", help="ACME order management, run by the worker")
+    order_commands = orders.add_subparsers(dest="orders_command", required=True)
+    search = order_commands.add_parser("search", help="orders by buyer e-mail or phone, or by event")
+    criteria = search.add_mutually_exclusive_group(required=True)
+    criteria.add_argument("--email")
+    criteria.add_argument("--phone")
+    criteria.add_argument("--event", dest="event_id")
+    search.add_argument("--page", type=int, default=1)
+    search.add_argument("--page-size", type=int, default=100, help="-1 for all")
+    order_commands.add_parser("show", help="one order").add_argument("order_id")
+    refund = order_commands.add_parser("refund", help="refund an order in full (once, however often asked)")
+    refund.add_argument("order_id")
+    refund.add_argument("--reason-code", default="CUSTOMER_REQUEST")
+    refund.add_argument("--notes", default="refunded from the command line")
+    refund.add_argument("--no-email", action="store_true", help="do not e-mail the buyer")
     buy = commands.add_parser("buy", help="start a purchase from a JSON request")
     buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
     buy.add_argument("--wait", action="store_true", help="wait for the result")
@@ -184,6 +204,21 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
     await uvicorn.Server(uvicorn.Config(app, host=webhooks.host, port=webhooks.port, log_level="warning")).serve()
 
 
+async def cmd_orders(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    client = await connect(settings)
+    if args.orders_command == "refund":
+        request = RefundRequest(order_id=args.order_id, reason_code=args.reason_code, notes=args.notes,
+                                no_email=args.no_email)
+        print((await purchases.refund(client, request, settings.task_queue)).model_dump_json(indent=2))
+        return
+    if args.orders_command == "show":
+        query = OrdersQuery(order_id=args.order_id)
+    else:
+        query = OrdersQuery(email=args.email, phone=args.phone, event_id=args.event_id, page=args.page,
+                            page_size=args.page_size)
+    print((await purchases.orders(client, query, settings.task_queue)).model_dump_json(indent=2))
+
+
 async def cmd_buy(args: argparse.Namespace, settings: WorkerSettings) -> None:
     if args.request == "-":
         text = sys.stdin.read()
@@ -222,6 +257,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "worker": cmd_worker,
     "webhooks": cmd_webhooks,
+    "orders": cmd_orders,
     "buy": cmd_buy,
     "status": cmd_status,
     "confirm": cmd_confirm,
