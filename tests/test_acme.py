@@ -23,22 +23,20 @@ from workers import client as purchases
 from workers.client import parse_request, start_purchase
 from workflows.models import CancelRequest, OrdersQuery, PurchaseState, RefundRequest
 
-EXCERPT = (Path(__file__).parents[2] / "shared" / "provider-docs" / "acme-b2c-orders.txt")
+# The excerpt's example answers (shared/provider-docs/acme-b2c-orders.txt), copied verbatim.
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def excerpt_json(after: str) -> dict[str, Any]:
-    """The example JSON following `after` in the excerpt, verbatim."""
-    text = EXCERPT.read_text()
-    start = text.index("{", text.index(after))
-    return json.JSONDecoder().raw_decode(text[start:])[0]
+def excerpt_json(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"acme_{name}.json").read_text())
 
 
 def test_the_excerpts_order_and_search_answers_parse_verbatim() -> None:
-    order = Order.model_validate(excerpt_json("GET /v2/b2c/orders/30263798\nResponse"))
+    order = Order.model_validate(excerpt_json("get_order"))
     assert (order.id, order.order_number, order.total_amount) == ("30263798", "100148401", Decimal("255.00"))
     assert [i.item_id for i in order.order_items][:2] == ["43371676", "43371677"]
     assert order.order_items[1].unit_price == Decimal("100.00") and order.order_items[1].event_name == "Sailing"
-    found = OrderList.model_validate(excerpt_json("sortDirection=desc\nResponse"))
+    found = OrderList.model_validate(excerpt_json("search_orders"))
     assert found.orders[0].email == "janedoe@gmail.com" and found.pagination.has_more is False
 
 
@@ -66,7 +64,7 @@ def assert_acme_headers(request: httpx.Request) -> None:
 
 
 async def test_search_sends_the_documented_parameters() -> None:
-    rec = Recorder((200, excerpt_json("sortDirection=desc\nResponse")))
+    rec = Recorder((200, excerpt_json("search_orders")))
     page = await run(acts(rec).search_orders, OrdersQuery(email="janedoe@gmail.com", page=2, page_size=10))
     request = rec.requests[0]
     assert_acme_headers(request)
@@ -78,7 +76,7 @@ async def test_search_sends_the_documented_parameters() -> None:
 
 
 async def test_orders_for_an_event_get_update_delete() -> None:
-    order = excerpt_json("GET /v2/b2c/orders/30263798\nResponse")
+    order = excerpt_json("get_order")
     rec = Recorder((200, {"list": [], "pagination": {"page": 1, "hasMore": False}}), (200, order),
                    (200, {**order, "notes": "VIP"}), (204, None))
     activities = acts(rec)
@@ -95,7 +93,7 @@ async def test_orders_for_an_event_get_update_delete() -> None:
 
 
 async def test_refund_posts_the_documented_body_once() -> None:
-    order = excerpt_json("GET /v2/b2c/orders/30263798\nResponse")
+    order = excerpt_json("get_order")
     refunded = {**order, "refundAmount": "255.00"}
     rec = Recorder((200, order), (200, {"id": "rf_1"}), (200, refunded), (200, refunded))
     activities = acts(rec)
