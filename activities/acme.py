@@ -10,6 +10,7 @@ whose answer was lost can be found again by a documented search.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -142,12 +143,10 @@ class AcmeActivities:
         return [self.policy, self.reserve, self.release_reservation, self.create_cart, self.checkout,
                 self.search_orders, self.get_order, self.update_order, self.delete_order, self.refund]
 
-    async def _call(self, method: str, path: str, browser_ip: str | None = None, **kwargs: Any) -> Any:
+    async def _call(self, method: str, path: str, checkout: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+        """`checkout`: the headers only checkout takes (browser IP, request uuid)."""
         headers = {"x-b2c-tenant-id": self.settings.tenant_id, "x-acme-api-key": self.settings.api_key.get_secret_value()}
-        if browser_ip:
-            headers["x-acme-browser-ip"] = browser_ip
-        headers.update(kwargs.pop("headers", {}))
-        return await self.http.request(method, path, headers=headers, codes=CODES, **kwargs)
+        return await self.http.request(method, path, headers={**headers, **(checkout or {})}, codes=CODES, **kwargs)
 
     async def _order(self, order_id: str) -> Order:
         return self.http.parse(Order, await self._call("GET", f"/v2/b2c/orders/{order_id}"), "get order")
@@ -200,8 +199,8 @@ class AcmeActivities:
         if card_token:
             body["payment"] = {"cardToken": card_token}
         try:
-            data = await self._call("POST", "/v2/b2c/checkout", str(request.browser_ip), json_body=body,
-                                    headers={"x-acme-request-uuid": request_uuid},
+            checkout = {"x-acme-browser-ip": str(request.browser_ip), "x-acme-request-uuid": request_uuid}
+            data = await self._call("POST", "/v2/b2c/checkout", checkout, json_body=body,
                                     errors={402: FailureReason.PAYMENT_FAILED, 410: FailureReason.HOLD_EXPIRED})
         except ApplicationError as err:
             if not err.details or err.details[0].get("status") != 409 or err.type != FailureReason.PROVIDER_REJECTED:

@@ -19,7 +19,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.http import ProviderHttp
-from workflows.models import AtmHold, AtmPurchaseRequest, FailureReason, Hold, PurchasePolicy
+from workflows.models import (
+    AtmHold,
+    AtmPurchaseRequest,
+    FailureReason,
+    Hold,
+    PurchasePolicy,
+)
 
 CREATE_HOLD = "/xrpc/tickets.atmosphere.createTicketHold"
 RELEASE_HOLD = "/xrpc/tickets.atmosphere.releaseTicketHold"

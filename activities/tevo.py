@@ -33,8 +33,8 @@ from workflows.models import (
     ProviderOrder,
     PurchasePolicy,
     Receipt,
-    Ticket,
     TevoPurchaseRequest,
+    Ticket,
 )
 
 SUCCEEDED = frozenset({"accepted", "completed"})

@@ -15,10 +15,10 @@ from typing import Any
 
 import structlog
 import uvicorn
-from simulators.acme import AcmeSimulator
 from temporalio.client import Client
 
 from activities.atm import AtmSettings
+from simulators.acme import AcmeSimulator
 from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
 from simulators.onebox import OneboxSimulator

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from workflows.atm import HOLD_EXPIRED, ISSUED, PAID, PAYMENT_FAILED
 from workflows.models import AtmEvent, Ticket, purchase_workflow_id
 
 log = structlog.get_logger("boxoffice.webhooks")
@@ -32,7 +33,7 @@ log = structlog.get_logger("boxoffice.webhooks")
 MAX_SKEW_SECONDS = 300
 REMEMBERED_DELIVERIES = 10_000
 # What a purchase waits for; other event types are acknowledged and dropped.
-EVENTS = {"payment.completed", "payment.failed", "tickets.issued", "ticket.hold.expired"}
+EVENTS = {PAID, PAYMENT_FAILED, ISSUED, HOLD_EXPIRED}
 HEADERS = ("atm-signature", "atm-delivery-id", "atm-event", "atm-api-version", "atm-environment")
 
 
