@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 
 from activities.atm import AtmSettings
 from workers import client as purchases
+from workers.codec import CodecSettings, codec_server
 from workers.devstack import dev_stack, port_open, split_address
 from workers.logs import configure
 from workers.settings import WebhookSettings, WorkerSettings
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--provider", choices=sorted(DEMO_REQUESTS), default="atom")
     commands.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE")
     commands.add_parser("webhooks", help="receive ATM's signed webhooks and signal the purchases")
+    commands.add_parser("codec-server", help="decrypt payloads for the Temporal UI and CLI (--codec-endpoint)")
     orders = commands.add_parser("orders", help="ACME order management, run by the worker")
     order_commands = orders.add_subparsers(dest="orders_command", required=True)
     search = order_commands.add_parser("search", help="orders by buyer e-mail or phone, or by event")
@@ -204,6 +206,18 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
     await uvicorn.Server(uvicorn.Config(app, host=webhooks.host, port=webhooks.port, log_level="warning")).serve()
 
 
+async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    codec_settings = CodecSettings()
+    codec = codec_settings.codec()
+    if codec is None or codec_settings.auth_token is None:
+        raise SystemExit("set BOXOFFICE_CODEC_KEYS and BOXOFFICE_CODEC_AUTH_TOKEN")
+    origins = [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
+    app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins)
+    print(f"codec server on http://{codec_settings.host}:{codec_settings.port} for {', '.join(origins)}", flush=True)
+    config = uvicorn.Config(app, host=codec_settings.host, port=codec_settings.port, log_level="warning")
+    await uvicorn.Server(config).serve()
+
+
 async def cmd_orders(args: argparse.Namespace, settings: WorkerSettings) -> None:
     client = await connect(settings)
     if args.orders_command == "refund":
@@ -258,6 +272,7 @@ COMMANDS = {
     "worker": cmd_worker,
     "webhooks": cmd_webhooks,
     "orders": cmd_orders,
+    "codec-server": cmd_codec_server,
     "buy": cmd_buy,
     "status": cmd_status,
     "confirm": cmd_confirm,

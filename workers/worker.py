@@ -10,7 +10,6 @@ from typing import Any
 
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import (
@@ -24,6 +23,7 @@ from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
 from activities.tevo import TevoActivities, TevoSettings
 from workers.client import ensure_search_attributes
+from workers.codec import CodecSettings, data_converter
 from workers.settings import WorkerSettings
 from workflows.orders import OrdersWorkflow, RefundWorkflow
 from workflows.purchase import PurchaseWorkflow
@@ -38,8 +38,11 @@ SANDBOX = SandboxedWorkflowRunner(
 
 
 async def connect(settings: WorkerSettings) -> Client:
+    # Encrypted payloads when BOXOFFICE_CODEC_KEYS is set (workers/codec.py).
     return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter(CodecSettings().codec()),
     )
 
 
