@@ -20,6 +20,8 @@ class WorkerSettings(BaseSettings):
     log_format: str = Field(default="dev", validation_alias=AliasChoices("BOXOFFICE_LOG_FORMAT"), pattern="^(dev|json)$")
     log_level: str = Field(default="INFO", validation_alias="BOXOFFICE_LOG_LEVEL")
     shutdown_grace_seconds: float = Field(default=30, validation_alias="BOXOFFICE_SHUTDOWN_GRACE_SECONDS")
+    # host:port for the worker's Prometheus /metrics (SDK and boxoffice metrics); unset: none.
+    metrics_bind: str | None = Field(default=None, validation_alias="BOXOFFICE_METRICS_BIND")
 
 
 class WebhookSettings(BaseSettings):

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import (
@@ -25,6 +26,7 @@ from activities.tevo import TevoActivities, TevoSettings
 from workers.client import ensure_search_attributes
 from workers.codec import CodecSettings, data_converter
 from workers.settings import WorkerSettings
+from workers.telemetry import Telemetry, prometheus_runtime
 from workflows.orders import OrdersWorkflow, RefundWorkflow
 from workflows.purchase import PurchaseWorkflow
 
@@ -37,12 +39,13 @@ SANDBOX = SandboxedWorkflowRunner(
 )
 
 
-async def connect(settings: WorkerSettings) -> Client:
+async def connect(settings: WorkerSettings, runtime: Runtime | None = None) -> Client:
     # Encrypted payloads when BOXOFFICE_CODEC_KEYS is set (workers/codec.py).
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(CodecSettings().codec()),
+        runtime=runtime,
     )
 
 
@@ -73,6 +76,7 @@ def build_worker(client: Client, task_queue: str, activities: Sequence[Any], **o
         workflows=WORKFLOWS,
         activities=activities,
         workflow_runner=SANDBOX,
+        interceptors=[Telemetry()],
         **options,
     )
 
@@ -80,7 +84,8 @@ def build_worker(client: Client, task_queue: str, activities: Sequence[Any], **o
 async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
     """Runs until SIGTERM/SIGINT (or `stop`), then drains: running activities get
     shutdown_grace_seconds to finish before they are cancelled and retried elsewhere."""
-    client = client or await connect(settings)
+    runtime = prometheus_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    client = client or await connect(settings, runtime)
     try:
         await ensure_search_attributes(client)
     except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly

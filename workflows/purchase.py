@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import MetricMeter, RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -113,6 +113,7 @@ class PurchaseWorkflow:
         self._purchase_id = request.purchase_id
         self._provider = request.provider
         self._main = asyncio.current_task()
+        self._meter().create_counter("boxoffice_purchases_started", "Purchases started").add(1)
         workflow.upsert_search_attributes([PROVIDER.value_set(request.provider), STATE.value_set(self._state)])
         result = PurchaseResult(purchase_id=request.purchase_id, provider=request.provider, state=self._state)
         try:
@@ -129,7 +130,9 @@ class PurchaseWorkflow:
                 message = self._cancel_reason or "workflow cancelled"
                 self._fail(PurchaseState.CANCELLED, Failure(reason=FailureReason.CANCELLED, message=message))
                 if self._cancel_reason is None:
+                    self._count_outcome()
                     raise  # cancelled through Temporal (UI, CLI): the execution shows as Canceled
+        self._count_outcome()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result.model_copy(
             update={
@@ -142,6 +145,20 @@ class PurchaseWorkflow:
                 "compensations": self.saga.outcomes,
             }
         )
+
+    def _meter(self) -> MetricMeter:
+        # Workflow metrics are not recorded again when a history is replayed.
+        return workflow.metric_meter().with_additional_attributes({"provider": self._provider})
+
+    def _count_outcome(self) -> None:
+        meter = self._meter()
+        reason = self._failure.reason.value if self._failure else ""
+        meter.create_counter("boxoffice_purchases_finished", "Purchases ended, by state and reason").add(
+            1, {"state": self._state.value, "reason": reason}
+        )
+        undone = meter.create_counter("boxoffice_compensations", "Compensations run, by action and result")
+        for outcome in self.saga.outcomes:
+            undone.add(1, {"action": outcome.action, "ok": str(outcome.ok).lower()})
 
     # -- what callers see and do ------------------------------------------------------------
 
