@@ -55,6 +55,8 @@ class AcmeSettings(BaseSettings):
     tenant_id: str = "107"
     api_key: SecretStr = SecretStr("dev-acme-key")
     timeout_seconds: float = Field(default=10, gt=0)
+    # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
+    activities_per_second: float | None = Field(default=None, gt=0)
     hold_margin_seconds: float = Field(default=30, ge=0)
 
 
@@ -131,6 +133,8 @@ class OrderList(Wire):
 
 
 class AcmeActivities:
+    name = "acme"
+
     def __init__(self, settings: AcmeSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self.http = ProviderHttp("acme", settings.base_url, timeout=settings.timeout_seconds,

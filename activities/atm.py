@@ -47,6 +47,8 @@ class AtmSettings(BaseSettings):
     service_token: SecretStr = SecretStr("dev-atm-service-token")  # service-auth JWT
     environment: str = Field(default="test", pattern="^(test|live)$")
     timeout_seconds: float = Field(default=10, gt=0)
+    # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
+    activities_per_second: float | None = Field(default=None, gt=0)
     # After payment, how long ATM may take to issue the tickets before the purchase fails.
     issue_budget_seconds: float = Field(default=600, gt=0)
     # Webhook signing secrets, comma-separated: more than one while a secret is rotated.
@@ -74,6 +76,8 @@ class ReleaseHoldResponse(Wire):
 
 
 class AtmActivities:
+    name = "atm"
+
     def __init__(self, settings: AtmSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self.http = ProviderHttp("atm", settings.base_url, timeout=settings.timeout_seconds,

@@ -56,6 +56,8 @@ class OneboxSettings(BaseSettings):
     client_id: str = "dev-client"
     client_secret: SecretStr = SecretStr("dev-onebox-secret")
     timeout_seconds: float = Field(default=10, gt=0)
+    # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
+    activities_per_second: float | None = Field(default=None, gt=0)
     # *Assumed* (FACTS.md): a basket holds its seats about 10 minutes after its last change.
     basket_hold_seconds: float = Field(default=600, gt=0)
     hold_margin_seconds: float = Field(default=30, ge=0)
@@ -147,6 +149,8 @@ class Order(Wire):
 
 
 class OneboxActivities:
+    name = "onebox"
+
     def __init__(self, settings: OneboxSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         secrets = [settings.client_secret.get_secret_value()]

@@ -53,6 +53,8 @@ class TevoSettings(BaseSettings):
     # Who cancels, in POST /v9/orders/{id}/cancel.
     reviewer_id: int = 0
     timeout_seconds: float = Field(default=10, gt=0)
+    # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
+    activities_per_second: float | None = Field(default=None, gt=0)
     # Affiliate orders wait for the seller to accept: minutes, sometimes longer.
     poll_interval_seconds: float = Field(default=15, gt=0)
     poll_budget_seconds: float = Field(default=1800, gt=0)
@@ -170,6 +172,8 @@ class OrderList(Wire):
 
 
 class TevoActivities:
+    name = "tevo"
+
     def __init__(self, settings: TevoSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         secrets = [settings.api_token.get_secret_value(), settings.api_secret.get_secret_value()]

@@ -127,7 +127,7 @@ class AtomSimulator:
             body = json.loads(raw) if raw else None
             self.calls.append(
                 {"endpoint": endpoint, "method": method, "path": request.url.path, "query": dict(request.query_params),
-                 "headers": dict(request.headers), "body": body}
+                 "headers": dict(request.headers), "body": body, "at": self.clock()}
             )
             if request.headers.get("x-api-key") != self.api_key:
                 return error(401, "UNAUTHORIZED", "missing or wrong x-api-key")

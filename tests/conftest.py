@@ -13,22 +13,22 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.service import RPCError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.atom import AtomActivities, AtomSettings
-from activities.onebox import OneboxActivities, OneboxSettings
 from activities.acme import AcmeActivities, AcmeSettings
 from activities.atm import AtmActivities, AtmSettings
+from activities.atom import AtomActivities, AtomSettings
+from activities.onebox import OneboxActivities, OneboxSettings
+from activities.tevo import TevoActivities, TevoSettings
 from simulators.acme import AcmeSimulator
 from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
-from activities.tevo import TevoActivities, TevoSettings
 from simulators.onebox import OneboxSimulator
 from simulators.tevo import TevoSimulator
 from workers.client import ensure_search_attributes
-from workers.worker import build_worker
+from workers.worker import serving
 from workflows.models import PurchaseStatus
 
 
@@ -61,7 +61,7 @@ async def provider_worker(client: Client, activities: Any) -> AsyncIterator[str]
     """A worker on a fresh task queue with one provider's activities; closes their clients."""
     task_queue = f"tq-{uuid.uuid4()}"
     try:
-        async with build_worker(client, task_queue, activities.all()):
+        async with serving(client, task_queue, [activities]):
             yield task_queue
     finally:
         await activities.aclose()

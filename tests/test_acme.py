@@ -17,7 +17,13 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.acme import AcmeActivities, Order, OrderList
 from simulators.acme import AcmeSimulator
 from simulators.faults import Fault
-from tests.conftest import acme_request, acme_settings, acme_worker, purchase_duration, wait_for_state
+from tests.conftest import (
+    acme_request,
+    acme_settings,
+    acme_worker,
+    purchase_duration,
+    wait_for_state,
+)
 from tests.test_atom_workflow import record
 from workers import client as purchases
 from workers.client import parse_request, start_purchase

@@ -16,7 +16,13 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atm import AtmSimulator
-from tests.conftest import ATM_WEBHOOK_SECRET, atm_request, atm_worker, purchase_duration, wait_for_state
+from tests.conftest import (
+    ATM_WEBHOOK_SECRET,
+    atm_request,
+    atm_worker,
+    purchase_duration,
+    wait_for_state,
+)
 from tests.test_atom_workflow import record
 from workers import client as purchases
 from workers.client import start_purchase

@@ -9,7 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atom import AtomSimulator
@@ -17,7 +21,12 @@ from simulators.faults import Fault
 from tests.conftest import atom_request, atom_worker, purchase_duration, wait_for_state
 from workers import client as purchases
 from workers.client import start_purchase
-from workflows.models import CancelRequest, ConfirmRequest, PurchaseState, PurchaseStatus
+from workflows.models import (
+    CancelRequest,
+    ConfirmRequest,
+    PurchaseState,
+    PurchaseStatus,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
 

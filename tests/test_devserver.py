@@ -11,8 +11,8 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 
-import pytest
 import httpx
+import pytest
 import uvicorn
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -23,10 +23,16 @@ from activities.acme import AcmeActivities
 from activities.atom import AtomActivities
 from simulators.acme import AcmeSimulator
 from simulators.atom import AtomSimulator
-from tests.conftest import acme_request, acme_settings, atom_request, atom_settings, binary
+from tests.conftest import (
+    acme_request,
+    acme_settings,
+    atom_request,
+    atom_settings,
+    binary,
+)
 from workers import client as purchases
 from workers.client import ensure_search_attributes
-from workers.worker import build_worker
+from workers.worker import serving
 from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState
 
 
@@ -77,7 +83,7 @@ async def test_purchase_through_the_cli_on_the_dev_server(
     sim, base_url = atom_http
     activities = AtomActivities(atom_settings(base_url=base_url))
     client = dev_env.client
-    async with build_worker(client, "e2e", activities.all()):
+    async with serving(client, "e2e", [activities]):
         request = json.dumps(atom_request("e2e-1", confirmation="manual"))
         assert (await cli(dev_env, "e2e", "buy", request)).strip() == "purchase-e2e-1"
 
@@ -127,7 +133,7 @@ async def test_cli_rejects_bad_input_before_starting(dev_env: WorkflowEnvironmen
 async def test_order_management_through_the_cli(dev_env: WorkflowEnvironment) -> None:
     sim = AcmeSimulator(api_key="test-acme-key")
     activities = AcmeActivities(acme_settings(), transport=httpx.ASGITransport(app=sim.app))
-    async with build_worker(dev_env.client, "orders", activities.all()):
+    async with serving(dev_env.client, "orders", [activities]):
         handle = await purchases.start_purchase(dev_env.client, acme_request("cli-acme"), "orders")
         order_id = (await handle.result()).provider_order_id
         found = json.loads(await cli(dev_env, "orders", "orders", "search", "--email", "janedoe@gmail.com"))
@@ -138,3 +144,22 @@ async def test_order_management_through_the_cli(dev_env: WorkflowEnvironment) ->
         assert shown["orders"][0]["refunded"] == "205.00"
     await activities.aclose()
     assert len(sim.refunds) == 1
+
+
+async def test_provider_rate_limit_queues_a_burst(dev_env: WorkflowEnvironment) -> None:
+    """A burst of purchases is spread out by the atom queue's rate limit instead of hitting Atom."""
+    sim = AtomSimulator(api_key="test-atom-key")
+    activities = AtomActivities(atom_settings(activities_per_second=5), transport=httpx.ASGITransport(app=sim.app))
+    async with serving(dev_env.client, "limited", [activities]):
+        handles = [await purchases.start_purchase(dev_env.client, atom_request(f"burst-{n}", items=[
+            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"B{n + 1}"]}]), "limited")
+            for n in range(3)]
+        results = await asyncio.gather(*(h.result() for h in handles))
+    await activities.aclose()
+    assert all(r.state == "FULFILLED" for r in results)
+    times = sorted(call["at"] for call in sim.calls)
+    assert len(times) == 24  # 8 provider calls a purchase
+    # At 5 tasks/s (the server may let a first burst through), 24 calls cannot fit in 3 s.
+    assert times[-1] - times[0] >= 3.0
+    busiest = max(sum(1 for t in times if start <= t < start + 1) for start in times)
+    assert busiest <= 8  # unlimited, the same burst makes ~20 calls within one second

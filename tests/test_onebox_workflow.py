@@ -11,7 +11,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from simulators.faults import Fault
 from simulators.onebox import OneboxSimulator
-from tests.conftest import onebox_request, onebox_worker, purchase_duration, wait_for_state
+from tests.conftest import (
+    onebox_request,
+    onebox_worker,
+    purchase_duration,
+    wait_for_state,
+)
 from tests.test_atom_workflow import record
 from workers import client as purchases
 from workers.client import parse_request, start_purchase

@@ -23,7 +23,7 @@ from workers.devstack import dev_stack, port_open, split_address
 from workers.logs import configure
 from workers.settings import WebhookSettings, WorkerSettings
 from workers.webhooks import atm_receiver, temporal_delivery
-from workers.worker import Providers, build_worker, connect, run_worker
+from workers.worker import Providers, connect, run_worker, serving
 from workflows.models import (
     ConfirmRequest,
     OrdersQuery,
@@ -133,7 +133,7 @@ async def cmd_demo(args: argparse.Namespace, settings: WorkerSettings) -> None:
         print(f"Temporal UI: {stack.ui_url}  (the purchase stays there while the stack runs)")
         providers = Providers()
         try:
-            async with build_worker(stack.client, settings.task_queue, providers.activities()):
+            async with serving(stack.client, settings.task_queue, providers.providers):
                 await _demo(stack.client, settings, args)
         finally:
             await providers.aclose()

@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings
 
 from workflows.models import DEFAULT_TASK_QUEUE
 
+# What a worker process can serve: the workflows' task queue, and each provider's activity queue.
+ROLES = frozenset({"workflows", "acme", "atm", "atom", "onebox", "tevo"})
+
 
 class WorkerSettings(BaseSettings):
     temporal_address: str = Field(default="localhost:7233", validation_alias="TEMPORAL_ADDRESS")
@@ -22,6 +25,16 @@ class WorkerSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30, validation_alias="BOXOFFICE_SHUTDOWN_GRACE_SECONDS")
     # host:port for the worker's Prometheus /metrics (SDK and boxoffice metrics); unset: none.
     metrics_bind: str | None = Field(default=None, validation_alias="BOXOFFICE_METRICS_BIND")
+    # What this process serves: "all", or a comma list of "workflows" and provider names.
+    roles: str = Field(default="all", validation_alias="BOXOFFICE_WORKER_ROLES")
+
+    def role_set(self) -> frozenset[str]:
+        if self.roles.strip() == "all":
+            return ROLES
+        chosen = frozenset(r.strip() for r in self.roles.split(",") if r.strip())
+        if not chosen or chosen - ROLES:
+            raise ValueError(f"BOXOFFICE_WORKER_ROLES: unknown {sorted(chosen - ROLES)}; known: {sorted(ROLES)}")
+        return chosen
 
 
 class WebhookSettings(BaseSettings):

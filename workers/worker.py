@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -25,8 +26,9 @@ from activities.onebox import OneboxActivities, OneboxSettings
 from activities.tevo import TevoActivities, TevoSettings
 from workers.client import ensure_search_attributes
 from workers.codec import CodecSettings, data_converter
-from workers.settings import WorkerSettings
+from workers.settings import ROLES, WorkerSettings
 from workers.telemetry import Telemetry, prometheus_runtime
+from workflows.models import provider_task_queue
 from workflows.orders import OrdersWorkflow, RefundWorkflow
 from workflows.purchase import PurchaseWorkflow
 
@@ -61,24 +63,44 @@ class Providers:
             TevoActivities(TevoSettings()),
         ]
 
-    def activities(self) -> list[Any]:
-        return [activity for provider in self.providers for activity in provider.all()]
-
     async def aclose(self) -> None:
         for provider in self.providers:
             await provider.aclose()
 
 
-def build_worker(client: Client, task_queue: str, activities: Sequence[Any], **options: Any) -> Worker:
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=WORKFLOWS,
-        activities=activities,
-        workflow_runner=SANDBOX,
-        interceptors=[Telemetry()],
-        **options,
-    )
+@contextlib.asynccontextmanager
+async def serving(
+    client: Client, task_queue: str, providers: Sequence[Any], roles: Collection[str] = ROLES, **options: Any
+) -> AsyncIterator[None]:
+    """Runs the workflows on `task_queue` and each provider's activities on its own queue
+    (`{task_queue}-{provider}`), rate-limited by the provider's `activities_per_second`. `roles`
+    ("workflows" and provider names) picks what this process serves, e.g. one deployment per role."""
+    workers = [
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=WORKFLOWS,
+            # Local activities (each provider's policy) run where the workflow runs.
+            activities=[provider.policy for provider in providers],
+            workflow_runner=SANDBOX,
+            **options,
+        )
+    ] if "workflows" in roles else []
+    for provider in (p for p in providers if p.name in roles):
+        workers.append(
+            Worker(
+                client,
+                task_queue=provider_task_queue(task_queue, provider.name),
+                activities=provider.all(),
+                interceptors=[Telemetry()],
+                max_task_queue_activities_per_second=provider.settings.activities_per_second,
+                **options,
+            )
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        yield
 
 
 async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
@@ -91,10 +113,11 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
     except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly
         log.error("cannot register search attributes; register them as README says", error=err.message)
     providers = Providers()
-    worker = build_worker(
+    worker = serving(
         client,
         settings.task_queue,
-        providers.activities(),
+        providers.providers,
+        settings.role_set(),
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
     )
     stop = stop or asyncio.Event()
@@ -102,7 +125,7 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
-             task_queue=settings.task_queue)
+             task_queue=settings.task_queue, roles=sorted(settings.role_set()))
     try:
         async with worker:
             await stop.wait()

@@ -28,6 +28,12 @@ def purchase_workflow_id(purchase_id: str) -> str:
     return f"purchase-{purchase_id}"
 
 
+def provider_task_queue(task_queue: str, activity: str) -> str:
+    """Each provider's activities run on their own queue (`boxoffice-atom`, ...), so each can be
+    rate-limited and scaled on its own."""
+    return f"{task_queue}-{activity.partition('.')[0]}"
+
+
 class Request(BaseModel):
     # Unknown fields are rejected so a misspelt option fails loudly instead of being ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)

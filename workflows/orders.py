@@ -6,7 +6,13 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.models import OrdersPage, OrdersQuery, RefundRequest, RefundResult
+    from workflows.models import (
+        OrdersPage,
+        OrdersQuery,
+        RefundRequest,
+        RefundResult,
+        provider_task_queue,
+    )
     from workflows.purchase import (
         CALL_TIMEOUT,
         STEP_RETRY,
@@ -28,6 +34,7 @@ class RefundWorkflow:
         # skips an order already refunded in full, so a retry never refunds twice.
         return await workflow.execute_activity(
             "acme.refund", request, result_type=RefundResult, start_to_close_timeout=CALL_TIMEOUT,
+            task_queue=provider_task_queue(workflow.info().task_queue, "acme.refund"),
             schedule_to_close_timeout=UNDO_TIMEOUT, retry_policy=UNDO_RETRY, summary=f"refund {request.order_id}",
         )
 
@@ -38,5 +45,6 @@ class OrdersWorkflow:
     async def run(self, query: OrdersQuery) -> OrdersPage:
         return await workflow.execute_activity(
             "acme.search_orders", query, result_type=OrdersPage, start_to_close_timeout=CALL_TIMEOUT,
+            task_queue=provider_task_queue(workflow.info().task_queue, "acme.search_orders"),
             schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY,
         )

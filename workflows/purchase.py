@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         PurchaseState,
         PurchaseStatus,
         Receipt,
+        provider_task_queue,
     )
     from workflows.saga import Saga
 
@@ -264,6 +265,7 @@ class PurchaseWorkflow:
             activity,
             args=args,
             result_type=result_type,
+            task_queue=provider_task_queue(workflow.info().task_queue, activity),
             start_to_close_timeout=CALL_TIMEOUT,
             schedule_to_close_timeout=UNDO_TIMEOUT if undo else STEP_TIMEOUT,
             retry_policy=UNDO_RETRY if undo else STEP_RETRY,
@@ -413,6 +415,7 @@ class PurchaseWorkflow:
                 activity,
                 args=args,
                 result_type=result_type,
+                task_queue=provider_task_queue(workflow.info().task_queue, activity),
                 start_to_close_timeout=CALL_TIMEOUT,
                 retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
                 summary=activity,
