@@ -32,7 +32,8 @@ from tests.conftest import (
 )
 from workers import client as purchases
 from workers.client import ensure_search_attributes
-from workers.worker import serving
+from workers.settings import WorkerSettings
+from workers.worker import run_worker, serving
 from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState
 
 
@@ -163,3 +164,25 @@ async def test_provider_rate_limit_queues_a_burst(dev_env: WorkflowEnvironment) 
     assert times[-1] - times[0] >= 3.0
     busiest = max(sum(1 for t in times if start <= t < start + 1) for start in times)
     assert busiest <= 8  # unlimited, the same burst makes ~20 calls within one second
+
+
+async def test_worker_reports_health_and_stops_cleanly(dev_env: WorkflowEnvironment) -> None:
+    port = free_port()
+    settings = WorkerSettings(TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+                              BOXOFFICE_TASK_QUEUE="health", BOXOFFICE_HEALTH_BIND=f"127.0.0.1:{port}")
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_worker(settings, stop=stop))
+    async with httpx.AsyncClient() as http:
+        for _ in range(100):
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("never healthy")
+    stop.set()
+    await asyncio.wait_for(running, 30)
+    with pytest.raises(httpx.TransportError):
+        async with httpx.AsyncClient() as http:
+            await http.get(f"http://127.0.0.1:{port}/healthz")

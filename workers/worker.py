@@ -10,6 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
@@ -103,6 +107,23 @@ async def serving(
         yield
 
 
+@contextlib.asynccontextmanager
+async def health(bind: str | None) -> AsyncIterator[None]:
+    """GET /healthz answers 200 while the workers run (entered after they started polling)."""
+    if bind is None:
+        yield
+        return
+    host, _, port = bind.rpartition(":")
+    app = Starlette(routes=[Route("/healthz", lambda _: PlainTextResponse("ok"))])
+    server = uvicorn.Server(uvicorn.Config(app, host=host or "0.0.0.0", port=int(port), log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
 async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
     """Runs until SIGTERM/SIGINT (or `stop`), then drains: running activities get
     shutdown_grace_seconds to finish before they are cancelled and retried elsewhere."""
@@ -127,7 +148,7 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
     log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
              task_queue=settings.task_queue, roles=sorted(settings.role_set()))
     try:
-        async with worker:
+        async with worker, health(settings.health_bind):
             await stop.wait()
             log.info("worker stopping")
     finally:
