@@ -51,11 +51,6 @@ class AtmSettings(BaseSettings):
     activities_per_second: float | None = Field(default=None, gt=0)
     # After payment, how long ATM may take to issue the tickets before the purchase fails.
     issue_budget_seconds: float = Field(default=600, gt=0)
-    # Webhook signing secrets, comma-separated: more than one while a secret is rotated.
-    webhook_secrets: SecretStr = SecretStr("dev-atm-webhook-secret")
-
-    def secrets(self) -> list[str]:
-        return [s.strip() for s in self.webhook_secrets.get_secret_value().split(",") if s.strip()]
 
 
 class Wire(BaseModel):

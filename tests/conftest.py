@@ -167,8 +167,7 @@ ATM_WEBHOOK_SECRET = "test-atm-webhook-secret"
 def atm_worker(client: Client, sim: AtmSimulator, **settings: Any) -> AbstractAsyncContextManager[str]:
     """ATM activities talking to `sim` in process."""
     sim.service_token, sim.webhook_secret = "test-atm-token", ATM_WEBHOOK_SECRET
-    config = AtmSettings(**{"base_url": "http://atm.test", "service_token": "test-atm-token",
-                            "webhook_secrets": ATM_WEBHOOK_SECRET, **settings})
+    config = AtmSettings(**{"base_url": "http://atm.test", "service_token": "test-atm-token", **settings})
     return provider_worker(client, AtmActivities(config, transport=httpx.ASGITransport(app=sim.app)))
 
 

@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.atm import AtmSettings
 from workers import client as purchases
 from workers.codec import CodecSettings, codec_server
 from workers.devstack import dev_stack, port_open, split_address
@@ -202,7 +201,7 @@ async def cmd_worker(args: argparse.Namespace, settings: WorkerSettings) -> None
 
 async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> None:
     webhooks = WebhookSettings()
-    app = atm_receiver(AtmSettings().secrets(), temporal_delivery(await connect(settings)))
+    app = atm_receiver(webhooks.atm_secret_list(), temporal_delivery(await connect(settings)))
     await uvicorn.Server(uvicorn.Config(app, host=webhooks.host, port=webhooks.port, log_level="warning")).serve()
 
 

@@ -17,7 +17,6 @@ import structlog
 import uvicorn
 from temporalio.client import Client
 
-from activities.atm import AtmSettings
 from simulators.acme import AcmeSimulator
 from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
@@ -103,7 +102,7 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
         client = await _wait_for_server(settings, server)
         apps = {f"{name} simulator": (simulator().app, port) for name, (simulator, port) in SIMULATORS.items()}
         webhooks = WebhookSettings()
-        apps["webhook receiver"] = (atm_receiver(AtmSettings().secrets(), temporal_delivery(client)), webhooks.port)
+        apps["webhook receiver"] = (atm_receiver(webhooks.atm_secret_list(), temporal_delivery(client)), webhooks.port)
         servers = await _serve(apps)
         yield DevStack(settings=settings, ui_url=f"http://{host}:{ui_port}", client=client)
     finally:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows.models import DEFAULT_TASK_QUEUE
 
@@ -14,13 +14,20 @@ ROLES = frozenset({"workflows", "acme", "atm", "atom", "onebox", "tevo"})
 
 
 class WorkerSettings(BaseSettings):
+    # An empty variable (as deploy/ sets for unused options) means "not set".
+    model_config = SettingsConfigDict(env_ignore_empty=True)
+
     temporal_address: str = Field(default="localhost:7233", validation_alias="TEMPORAL_ADDRESS")
     temporal_namespace: str = Field(default="default", validation_alias="TEMPORAL_NAMESPACE")
+    # Temporal Cloud or a TLS cluster: an API key, or mTLS client certificate and key (file paths).
+    temporal_api_key: SecretStr | None = Field(default=None, validation_alias="TEMPORAL_API_KEY")
+    temporal_tls_cert: Path | None = Field(default=None, validation_alias="TEMPORAL_TLS_CLIENT_CERT_PATH")
+    temporal_tls_key: Path | None = Field(default=None, validation_alias="TEMPORAL_TLS_CLIENT_KEY_PATH")
     task_queue: str = Field(default=DEFAULT_TASK_QUEUE, validation_alias="BOXOFFICE_TASK_QUEUE")
     # Where `boxoffice dev` keeps the dev server's SQLite file.
     home: Path = Field(default=Path(".boxoffice"), validation_alias="BOXOFFICE_HOME")
     # dev: readable console logs; json: one JSON object a line (production).
-    log_format: str = Field(default="dev", validation_alias=AliasChoices("BOXOFFICE_LOG_FORMAT"), pattern="^(dev|json)$")
+    log_format: str = Field(default="dev", validation_alias="BOXOFFICE_LOG_FORMAT", pattern="^(dev|json)$")
     log_level: str = Field(default="INFO", validation_alias="BOXOFFICE_LOG_LEVEL")
     shutdown_grace_seconds: float = Field(default=30, validation_alias="BOXOFFICE_SHUTDOWN_GRACE_SECONDS")
     # host:port for the worker's Prometheus /metrics (SDK and boxoffice metrics); unset: none.
@@ -44,3 +51,9 @@ class WebhookSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", validation_alias="BOXOFFICE_WEBHOOKS_HOST")
     port: int = Field(default=8780, validation_alias="BOXOFFICE_WEBHOOKS_PORT")
+    # ATM's webhook signing secrets, comma-separated: more than one while a secret is rotated.
+    atm_secrets: SecretStr = Field(default=SecretStr("dev-atm-webhook-secret"),
+                                   validation_alias="BOXOFFICE_ATM_WEBHOOK_SECRETS")
+
+    def atm_secret_list(self) -> list[str]:
+        return [s.strip() for s in self.atm_secrets.get_secret_value().split(",") if s.strip()]

@@ -1,0 +1,111 @@
+"""deploy/ checked statically (no Docker engine runs here): the files parse, images are pinned,
+every setting the code reads is provided, and no secret is written in them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
+
+from activities.acme import AcmeSettings
+from activities.atm import AtmSettings
+from activities.atom import AtomSettings
+from activities.onebox import OneboxSettings
+from activities.tevo import TevoSettings
+from workers.codec import CodecSettings
+from workers.settings import ROLES, WebhookSettings, WorkerSettings
+
+DEPLOY = Path(__file__).parents[1] / "deploy"
+SETTINGS: list[type[BaseSettings]] = [WorkerSettings, WebhookSettings, CodecSettings, AtomSettings, OneboxSettings,
+                                      TevoSettings, AtmSettings, AcmeSettings]
+
+
+def variables(settings: type[BaseSettings]) -> dict[str, bool]:
+    """Every environment variable a settings class reads → whether it holds a secret."""
+    prefix = settings.model_config.get("env_prefix", "")
+    found = {}
+    for name, info in settings.model_fields.items():
+        env = info.validation_alias if isinstance(info.validation_alias, str) else f"{prefix}{name}".upper()
+        found[env] = SecretStr in (getattr(info.annotation, "__args__", None) or (info.annotation,))
+    return found
+
+
+ALL = {name: secret for settings in SETTINGS for name, secret in variables(settings).items()}
+SECRETS = {name for name, secret in ALL.items() if secret}
+
+
+def load(path: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all((DEPLOY / path).read_text()) if doc]
+
+
+def test_settings_inventory_is_complete() -> None:
+    # The inventory this file checks against, so a new setting cannot slip past it.
+    assert {"TEMPORAL_ADDRESS", "BOXOFFICE_ATOM_API_KEY", "BOXOFFICE_CODEC_KEYS", "BOXOFFICE_WORKER_ROLES"} <= set(ALL)
+    assert {"BOXOFFICE_ATOM_API_KEY", "BOXOFFICE_ONEBOX_CLIENT_SECRET", "BOXOFFICE_TEVO_API_SECRET",
+            "BOXOFFICE_ATM_WEBHOOK_SECRETS", "BOXOFFICE_ACME_API_KEY", "BOXOFFICE_CODEC_AUTH_TOKEN"} <= SECRETS
+
+
+def test_compose_sets_every_variable_and_writes_no_secret() -> None:
+    compose = load("compose.yaml")[0]
+    for service in ("worker", "webhooks", "codec-server"):
+        env = compose["services"][service]["environment"]
+        assert set(ALL) <= set(env), f"{service} lacks {sorted(set(ALL) - set(env))}"
+        for name in SECRETS:
+            assert str(env[name]).startswith("${"), f"{name} must come from the environment"
+    assert str(compose["services"]["postgresql"]["environment"]["POSTGRES_PASSWORD"]).startswith("${")
+    assert compose["services"]["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"]
+
+
+def images(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "image"] + [i for v in node.values() for i in images(v)]
+    if isinstance(node, list):
+        return [i for v in node for i in images(v)]
+    return []
+
+
+@pytest.mark.parametrize("path", ["compose.yaml", "k8s/config.yaml", "k8s/workers.yaml", "k8s/edge.yaml"])
+def test_images_are_pinned(path: str) -> None:
+    for image in images(load(path)):
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+", image) and not image.endswith(":latest"), image
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11\.\d+-slim", dockerfile, re.M)
+
+
+def test_kubernetes_provides_every_variable_from_config_or_secret() -> None:
+    config = load("k8s/config.yaml")[0]["data"]
+    assert not SECRETS & set(config), "a secret in the ConfigMap"
+    deployments = [d for d in load("k8s/workers.yaml") + load("k8s/edge.yaml") if d["kind"] == "Deployment"]
+    referenced = set()
+    for deployment in deployments:
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["envFrom"] == [{"configMapRef": {"name": "boxoffice-config"}}]
+        for entry in container.get("env", []):
+            if "valueFrom" in entry:
+                assert entry["valueFrom"]["secretKeyRef"]["name"] == "boxoffice-secrets"
+                referenced.add(entry["name"])
+            else:
+                assert entry["name"] not in SECRETS
+    assert set(ALL) <= set(config) | referenced, sorted(set(ALL) - set(config) - referenced)
+
+
+def test_one_worker_deployment_per_role_with_readiness_and_autoscaling() -> None:
+    documents = load("k8s/workers.yaml")
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    scalers = {d["spec"]["scaleTargetRef"]["name"] for d in documents if d["kind"] == "HorizontalPodAutoscaler"}
+    assert set(deployments) == {f"boxoffice-{role}" for role in ROLES} == scalers
+    for name, deployment in deployments.items():
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        role = next(e["value"] for e in container["env"] if e["name"] == "BOXOFFICE_WORKER_ROLES")
+        assert name == f"boxoffice-{role}"
+        assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8080}
+        secrets = {e["name"] for e in container["env"] if "valueFrom" in e}
+        provider = {"atom": AtomSettings, "onebox": OneboxSettings, "tevo": TevoSettings, "atm": AtmSettings,
+                    "acme": AcmeSettings}.get(role)
+        needed = {n for n, secret in variables(provider).items() if secret} if provider else set()
+        assert needed | {"BOXOFFICE_CODEC_KEYS"} <= secrets, f"{name} lacks its provider's credentials"
