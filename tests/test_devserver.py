@@ -109,6 +109,8 @@ async def test_purchase_through_the_cli_on_the_dev_server(
                 break
             await asyncio.sleep(0.1)
         assert found == ["purchase-e2e-1"]
+        description = await purchases.purchase_handle(client, "e2e-1").describe()
+        assert await description.static_summary() == "atom purchase e2e-1"
 
         # Once ended, neither confirm nor cancel is accepted.
         with pytest.raises((WorkflowUpdateFailedError, RPCError)):

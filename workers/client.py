@@ -73,6 +73,8 @@ async def start_purchase(
             result_type=PurchaseResult,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # The line shown for the purchase in the UI's list (no buyer data).
+            static_summary=f"{request.provider} purchase {request.purchase_id}",
             **options,
         )
     except WorkflowAlreadyStartedError:

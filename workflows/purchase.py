@@ -244,6 +244,7 @@ class PurchaseWorkflow:
 
     def _set_state(self, state: PurchaseState, step: str) -> None:
         self._step = step
+        workflow.set_current_details(f"{state} · {step}")  # shown on the purchase's page in the UI
         if state != self._state:
             self._state = state
             workflow.upsert_search_attributes([STATE.value_set(state)])
