@@ -9,12 +9,14 @@ import httpx
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from simulators.atom import AtomSimulator
 from tests.conftest import atom_request, atom_worker, binary
 from workers.client import ensure_search_attributes, start_purchase
 from workers.logs import configure
 from workers.telemetry import prometheus_runtime
+from workers.worker import SANDBOX, WORKFLOWS
 
 
 async def test_activity_log_lines_carry_the_purchase_and_no_pii(
@@ -23,7 +25,8 @@ async def test_activity_log_lines_carry_the_purchase_and_no_pii(
     configure("json", "INFO")  # writes to the captured stderr
     sim = AtomSimulator()
     async with atom_worker(env.client, sim) as tq:
-        await (await start_purchase(env.client, atom_request("log-1"), tq)).result()
+        handle = await start_purchase(env.client, atom_request("log-1"), tq)
+        await handle.result()
     err = capsys.readouterr().err
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     calls = [line for line in lines if line.get("event") == "provider call"]
@@ -34,6 +37,16 @@ async def test_activity_log_lines_carry_the_purchase_and_no_pii(
     assert lease["run_id"] and lease["attempt"] == 1
     for secret in ("guest@example.com", "test-atom-key", next(iter(sim.tokens)), "VNDR-QR"):
         assert secret not in err
+    steps = [line for line in lines if line.get("event") == "purchase step"]
+    assert [line["step"] for line in steps][:2] == ["refresh checkout", "account"]
+    assert all(line["purchase_id"] == "log-1" and line["provider"] == "atom" for line in steps)
+    assert all(line["temporal_workflow"]["workflow_id"] == "purchase-log-1" for line in steps)
+
+    # Replaying the same history (as a worker does after a restart) prints nothing again.
+    history = await handle.fetch_history()
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=SANDBOX)
+    await replayer.replay_workflow(history)
+    assert "purchase step" not in capsys.readouterr().err
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import structlog
+from temporalio import activity, workflow
 
 from activities.http import redact
 
@@ -42,5 +43,9 @@ def configure(log_format: str = "dev", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The workflow's and activity's ids travel as fields (temporal_workflow / temporal_activity),
+    # not appended to every message.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

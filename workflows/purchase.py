@@ -241,6 +241,9 @@ class PurchaseWorkflow:
         if self._step != name:
             self._steps_done.append(self._step)
         self._set_state(state or self._state, name)
+        # workflow.logger adds the workflow's ids and is silent while a history is replayed.
+        workflow.logger.info("purchase step", extra={"provider": self._provider, "purchase_id": self._purchase_id,
+                                                     "step": name, "state": self._state.value})
 
     def _set_state(self, state: PurchaseState, step: str) -> None:
         self._step = step
