@@ -12,10 +12,11 @@ from starlette.responses import JSONResponse, Response
 
 class Fault(BaseModel):
     """`times` requests to `endpoint` answer `status` (after `delay` seconds). With `lost`, the
-    request is carried out first and only its answer is replaced: the "response was lost" case."""
+    request is carried out first and only its answer is replaced: the "response was lost" case.
+    Without a status, the request is only slowed down by `delay`."""
 
     endpoint: str
-    status: int = 500
+    status: int | None = 500
     times: int = Field(default=1, ge=1)
     lost: bool = False
     retry_after: int | None = None
@@ -48,13 +49,14 @@ class Faults:
         fault = self.take(endpoint)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
-        if fault is not None and not fault.lost:
+        if fault is not None and fault.status is not None and not fault.lost:
             return answer(fault)
         response = await handle()
-        return response if fault is None else answer(fault)
+        return response if fault is None or fault.status is None else answer(fault)
 
 
 def answer(fault: Fault) -> Response:
+    assert fault.status is not None
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
     body = fault.body or {"errorCode": "SIMULATED_FAULT", "message": f"simulated {fault.status}"}
     return JSONResponse(body, status_code=fault.status, headers=headers)
