@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp
+from activities.http import ProviderHttp, attempt_timeout
 from workflows.models import (
     AcmePurchaseRequest,
     FailureReason,
@@ -157,7 +157,10 @@ class AcmeActivities:
 
     @activity.defn(name="acme.policy")
     async def policy(self) -> PurchasePolicy:
-        return PurchasePolicy(hold_margin_seconds=self.settings.hold_margin_seconds)
+        return PurchasePolicy(
+            call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
+            hold_margin_seconds=self.settings.hold_margin_seconds,
+        )
 
     @activity.defn(name="acme.reserve")
     async def reserve(self, request: AcmePurchaseRequest) -> Hold:

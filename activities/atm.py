@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp
+from activities.http import ProviderHttp, attempt_timeout
 from workflows.models import (
     AtmHold,
     AtmPurchaseRequest,
@@ -90,7 +90,11 @@ class AtmActivities:
 
     @activity.defn(name="atm.policy")
     async def policy(self) -> PurchasePolicy:
-        return PurchasePolicy(poll_budget_seconds=self.settings.issue_budget_seconds, hold_margin_seconds=0)
+        return PurchasePolicy(
+            call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
+            poll_budget_seconds=self.settings.issue_budget_seconds,
+            hold_margin_seconds=0,
+        )
 
     @activity.defn(name="atm.create_hold")
     async def create_hold(self, request: AtmPurchaseRequest, workflow_id: str) -> AtmHold:

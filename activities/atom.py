@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, Signer, not_yet, utc_now
+from activities.http import ProviderHttp, Signer, attempt_timeout, not_yet, utc_now
 from workflows.models import (
     AtomItem,
     AtomLogin,
@@ -265,6 +265,7 @@ class AtomActivities:
     @activity.defn(name="atom.policy")
     async def policy(self) -> PurchasePolicy:
         return PurchasePolicy(
+            call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
             poll_interval_seconds=self.settings.poll_interval_seconds,
             poll_budget_seconds=self.settings.poll_budget_seconds,
             hold_margin_seconds=self.settings.hold_margin_seconds,

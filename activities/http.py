@@ -46,6 +46,12 @@ _SECRET_KEYS = re.compile(
 )
 
 
+def attempt_timeout(http_timeout: float) -> float:
+    """An activity attempt's start-to-close timeout: room for a token fetch, the call and one
+    repeat (Onebox's 401 refresh), then a margin. A dead worker's attempt is retried after it."""
+    return 3 * http_timeout + 5
+
+
 def not_yet(message: str) -> ApplicationError:
     """What a polling activity raises while the answer is not final: retryable, so the workflow's
     retry policy is the poll loop, and BENIGN, so it is logged at debug level, not as a failure."""

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, utc_now
+from activities.http import ProviderHttp, attempt_timeout, utc_now
 from workflows.models import (
     Buyer,
     FailureReason,
@@ -222,7 +222,10 @@ class OneboxActivities:
     @activity.defn(name="onebox.policy")
     async def policy(self) -> PurchasePolicy:
         # Onebox confirm answers with the tickets: nothing to poll.
-        return PurchasePolicy(hold_margin_seconds=self.settings.hold_margin_seconds)
+        return PurchasePolicy(
+            call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
+            hold_margin_seconds=self.settings.hold_margin_seconds,
+        )
 
     @activity.defn(name="onebox.create_order")
     async def create_order(self) -> ProviderOrder:

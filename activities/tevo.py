@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, not_yet
+from activities.http import ProviderHttp, attempt_timeout, not_yet
 from workflows.models import (
     Buyer,
     EventInfo,
@@ -201,9 +201,13 @@ class TevoActivities:
 
     @activity.defn(name="tevo.policy")
     async def policy(self) -> PurchasePolicy:
-        return PurchasePolicy(poll_interval_seconds=self.settings.poll_interval_seconds,
-                              poll_budget_seconds=self.settings.poll_budget_seconds, hold_margin_seconds=0,
-                              confirm_window_seconds=self.settings.confirm_window_seconds)
+        return PurchasePolicy(
+            call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
+            poll_interval_seconds=self.settings.poll_interval_seconds,
+            poll_budget_seconds=self.settings.poll_budget_seconds,
+            hold_margin_seconds=0,
+            confirm_window_seconds=self.settings.confirm_window_seconds,
+        )
 
     @activity.defn(name="tevo.check_ticket_group")
     async def check_ticket_group(self, ticket_group_id: int, quantity: int, price: Decimal) -> EventInfo:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
@@ -206,3 +208,32 @@ def acme_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
     }
     request.update(overrides)
     return request
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter, ui=False
+    )
+    await ensure_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def atom_http() -> AsyncIterator[tuple[AtomSimulator, str]]:
+    sim = AtomSimulator(api_key="test-atom-key")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(sim.app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield sim, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task

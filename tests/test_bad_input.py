@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.conftest import acme_request, atm_request, atom_request, onebox_request, tevo_request
+from tests.conftest import (
+    acme_request,
+    atm_request,
+    atom_request,
+    onebox_request,
+    tevo_request,
+)
 from workers.client import parse_request
 
 EXAMPLES = [atom_request("p-1"), onebox_request("p-2"), tevo_request("p-3"), atm_request("p-4"), acme_request("p-5")]

@@ -6,16 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -28,42 +24,12 @@ from tests.conftest import (
     acme_settings,
     atom_request,
     atom_settings,
-    binary,
+    free_port,
 )
 from workers import client as purchases
-from workers.client import ensure_search_attributes
 from workers.settings import WorkerSettings
 from workers.worker import run_worker, serving
 from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter, ui=False
-    )
-    await ensure_search_attributes(env.client)
-    yield env
-    await env.shutdown()
-
-
-@pytest.fixture
-async def atom_http() -> AsyncIterator[tuple[AtomSimulator, str]]:
-    sim = AtomSimulator(api_key="test-atom-key")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(sim.app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    yield sim, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
 
 
 async def cli(env: WorkflowEnvironment, task_queue: str, *args: str) -> str:

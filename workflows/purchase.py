@@ -106,6 +106,7 @@ class PurchaseWorkflow:
         self._awaiting_confirm = False
         # Past a point of no return the purchase can no longer be cancelled.
         self._committed = False
+        self._call_timeout = CALL_TIMEOUT
         self._events: list[AtmEvent] = []
         self._deliveries: set[str] = set()
 
@@ -270,16 +271,18 @@ class PurchaseWorkflow:
             args=args,
             result_type=result_type,
             task_queue=provider_task_queue(workflow.info().task_queue, activity),
-            start_to_close_timeout=CALL_TIMEOUT,
+            start_to_close_timeout=self._call_timeout,
             schedule_to_close_timeout=UNDO_TIMEOUT if undo else STEP_TIMEOUT,
             retry_policy=UNDO_RETRY if undo else STEP_RETRY,
             summary=activity,
         )
 
     async def policy(self, provider: str) -> PurchasePolicy:
-        return await workflow.execute_local_activity(
+        policy = await workflow.execute_local_activity(
             f"{provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
         )
+        self._call_timeout = timedelta(seconds=policy.call_timeout_seconds)
+        return policy
 
     async def await_confirmation(self, hold: Hold, policy: PurchasePolicy) -> None:
         """Waits for the `confirm` update until a margin before the hold expires (timer vs update)."""
@@ -420,7 +423,7 @@ class PurchaseWorkflow:
                 args=args,
                 result_type=result_type,
                 task_queue=provider_task_queue(workflow.info().task_queue, activity),
-                start_to_close_timeout=CALL_TIMEOUT,
+                start_to_close_timeout=self._call_timeout,
                 retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
                 summary=activity,
             )
