@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout
+from activities.http import ProviderHttp, attempt_timeout, own_queue
 from workflows.models import (
     AcmePurchaseRequest,
     FailureReason,
@@ -159,6 +159,7 @@ class AcmeActivities:
     async def policy(self) -> PurchasePolicy:
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
+            activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
             hold_margin_seconds=self.settings.hold_margin_seconds,
         )
 

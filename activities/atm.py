@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout
+from activities.http import ProviderHttp, attempt_timeout, own_queue
 from workflows.models import (
     AtmHold,
     AtmPurchaseRequest,
@@ -92,6 +92,7 @@ class AtmActivities:
     async def policy(self) -> PurchasePolicy:
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
+            activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
             poll_budget_seconds=self.settings.issue_budget_seconds,
             hold_margin_seconds=0,
         )

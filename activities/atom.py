@@ -15,7 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, Signer, attempt_timeout, not_yet, utc_now
+from activities.http import (
+    ProviderHttp,
+    Signer,
+    attempt_timeout,
+    not_yet,
+    own_queue,
+    utc_now,
+)
 from workflows.models import (
     AtomItem,
     AtomLogin,
@@ -266,6 +273,7 @@ class AtomActivities:
     async def policy(self) -> PurchasePolicy:
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
+            activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
             poll_interval_seconds=self.settings.poll_interval_seconds,
             poll_budget_seconds=self.settings.poll_budget_seconds,
             hold_margin_seconds=self.settings.hold_margin_seconds,

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 import httpx
 import structlog
 from pydantic import BaseModel, ValidationError
+from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from workflows.models import FailureReason
+from workflows.models import FailureReason, provider_task_queue
 
 log = structlog.get_logger("boxoffice.http")
 
@@ -50,6 +51,14 @@ def attempt_timeout(http_timeout: float) -> float:
     """An activity attempt's start-to-close timeout: room for a token fetch, the call and one
     repeat (Onebox's 401 refresh), then a margin. A dead worker's attempt is retried after it."""
     return 3 * http_timeout + 5
+
+
+def own_queue(provider: str, activities_per_second: float | None) -> str | None:
+    """The provider's rate-limited task queue, named from the workflow's (this runs as a local
+    activity), or None: its activities share the workflow's queue and start eagerly."""
+    if activities_per_second is None:
+        return None
+    return provider_task_queue(activity.info().task_queue, provider)
 
 
 def not_yet(message: str) -> ApplicationError:

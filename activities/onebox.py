@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout, utc_now
+from activities.http import ProviderHttp, attempt_timeout, own_queue, utc_now
 from workflows.models import (
     Buyer,
     FailureReason,
@@ -224,6 +224,7 @@ class OneboxActivities:
         # Onebox confirm answers with the tickets: nothing to poll.
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
+            activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
             hold_margin_seconds=self.settings.hold_margin_seconds,
         )
 

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout, not_yet
+from activities.http import ProviderHttp, attempt_timeout, not_yet, own_queue
 from workflows.models import (
     Buyer,
     EventInfo,
@@ -203,6 +203,7 @@ class TevoActivities:
     async def policy(self) -> PurchasePolicy:
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
+            activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
             poll_interval_seconds=self.settings.poll_interval_seconds,
             poll_budget_seconds=self.settings.poll_budget_seconds,
             hold_margin_seconds=0,

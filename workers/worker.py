@@ -83,31 +83,31 @@ class Providers:
 async def serving(
     client: Client, task_queue: str, providers: Sequence[Any], roles: Collection[str] = ROLES, **options: Any
 ) -> AsyncIterator[None]:
-    """Runs the workflows on `task_queue` and each provider's activities on its own queue
-    (`{task_queue}-{provider}`), rate-limited by the provider's `activities_per_second`. `roles`
-    ("workflows" and provider names) picks what this process serves, e.g. one deployment per role."""
-    workers = [
-        Worker(
+    """The "workflows" role runs the workflows on `task_queue` with every provider's activities
+    (unlimited providers' calls land there and start eagerly). A rate-limited provider's role runs
+    its activities on `{task_queue}-{provider}`, where the server enforces `activities_per_second`
+    across all workers. `roles` picks what this process serves, e.g. one deployment per role."""
+    workers = []
+    if "workflows" in roles:
+        workers.append(Worker(
             client,
             task_queue=task_queue,
             workflows=WORKFLOWS,
-            # Local activities (each provider's policy) run where the workflow runs.
-            activities=[provider.policy for provider in providers],
+            activities=[activity for provider in providers for activity in provider.all()],
             workflow_runner=SANDBOX,
+            interceptors=[Telemetry()],
             **options,
-        )
-    ] if "workflows" in roles else []
-    for provider in (p for p in providers if p.name in roles):
-        workers.append(
-            Worker(
+        ))
+    for provider in providers:
+        if provider.name in roles and provider.settings.activities_per_second is not None:
+            workers.append(Worker(
                 client,
                 task_queue=provider_task_queue(task_queue, provider.name),
                 activities=provider.all(),
                 interceptors=[Telemetry()],
                 max_task_queue_activities_per_second=provider.settings.activities_per_second,
                 **options,
-            )
-        )
+            ))
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)

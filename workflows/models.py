@@ -28,10 +28,11 @@ def purchase_workflow_id(purchase_id: str) -> str:
     return f"purchase-{purchase_id}"
 
 
-def provider_task_queue(task_queue: str, activity: str) -> str:
-    """Each provider's activities run on their own queue (`boxoffice-atom`, ...), so each can be
-    rate-limited and scaled on its own."""
-    return f"{task_queue}-{activity.partition('.')[0]}"
+def provider_task_queue(task_queue: str, provider: str) -> str:
+    """Where a rate-limited provider's activities run (`boxoffice-atom`, ...): a queue of their own,
+    limited by the server. Unlimited providers' activities share the workflow's queue, where the
+    worker starts them eagerly (no matching round trip: half the latency, see bench/README.md)."""
+    return f"{task_queue}-{provider}"
 
 
 class Request(BaseModel):
@@ -349,6 +350,8 @@ class PurchasePolicy(Response):
     # How long one activity attempt may run before Temporal retries it elsewhere (e.g. its
     # worker died): a little more than the provider's HTTP timeouts allow.
     call_timeout_seconds: float = 30
+    # The provider's own (rate-limited) task queue, or None for the workflow's.
+    activity_task_queue: str | None = None
 
 
 class Failure(Response):

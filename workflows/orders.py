@@ -1,5 +1,6 @@
 """Order management for operators, run by the worker so every call to ACME is durable, retried and
-visible in the Temporal UI: RefundWorkflow (one per order, idempotent) and OrdersWorkflow (reads)."""
+visible in the Temporal UI: RefundWorkflow (one per order, idempotent) and OrdersWorkflow (reads).
+Their few calls run on the workflow's queue, outside ACME's rate limit."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ with workflow.unsafe.imports_passed_through():
         OrdersQuery,
         RefundRequest,
         RefundResult,
-        provider_task_queue,
     )
     from workflows.purchase import (
         CALL_TIMEOUT,
@@ -34,7 +34,6 @@ class RefundWorkflow:
         # skips an order already refunded in full, so a retry never refunds twice.
         return await workflow.execute_activity(
             "acme.refund", request, result_type=RefundResult, start_to_close_timeout=CALL_TIMEOUT,
-            task_queue=provider_task_queue(workflow.info().task_queue, "acme.refund"),
             schedule_to_close_timeout=UNDO_TIMEOUT, retry_policy=UNDO_RETRY, summary=f"refund {request.order_id}",
         )
 
@@ -45,6 +44,5 @@ class OrdersWorkflow:
     async def run(self, query: OrdersQuery) -> OrdersPage:
         return await workflow.execute_activity(
             "acme.search_orders", query, result_type=OrdersPage, start_to_close_timeout=CALL_TIMEOUT,
-            task_queue=provider_task_queue(workflow.info().task_queue, "acme.search_orders"),
             schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY,
         )

@@ -38,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
         PurchaseState,
         PurchaseStatus,
         Receipt,
-        provider_task_queue,
     )
     from workflows.saga import Saga
 
@@ -107,6 +106,7 @@ class PurchaseWorkflow:
         # Past a point of no return the purchase can no longer be cancelled.
         self._committed = False
         self._call_timeout = CALL_TIMEOUT
+        self._activity_queue: str | None = None
         self._events: list[AtmEvent] = []
         self._deliveries: set[str] = set()
 
@@ -270,7 +270,7 @@ class PurchaseWorkflow:
             activity,
             args=args,
             result_type=result_type,
-            task_queue=provider_task_queue(workflow.info().task_queue, activity),
+            task_queue=self._activity_queue,
             start_to_close_timeout=self._call_timeout,
             schedule_to_close_timeout=UNDO_TIMEOUT if undo else STEP_TIMEOUT,
             retry_policy=UNDO_RETRY if undo else STEP_RETRY,
@@ -282,6 +282,7 @@ class PurchaseWorkflow:
             f"{provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
         )
         self._call_timeout = timedelta(seconds=policy.call_timeout_seconds)
+        self._activity_queue = policy.activity_task_queue
         return policy
 
     async def await_confirmation(self, hold: Hold, policy: PurchasePolicy) -> None:
@@ -422,7 +423,7 @@ class PurchaseWorkflow:
                 activity,
                 args=args,
                 result_type=result_type,
-                task_queue=provider_task_queue(workflow.info().task_queue, activity),
+                task_queue=self._activity_queue,
                 start_to_close_timeout=self._call_timeout,
                 retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
                 summary=activity,

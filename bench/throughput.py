@@ -1,0 +1,184 @@
+"""Throughput and latency of Atom purchases on the dev server, beside two references in one run:
+
+- floor:    the same 7 provider HTTP calls made directly by asyncio (no Temporal, no durability);
+- ceiling:  a bare Temporal workflow with the same shape (1 local + 7 regular no-op activities);
+- boxoffice: PurchaseWorkflow, auto confirmation, against the Atom simulator (zero latency,
+             fulfilled at the first poll), worker in this process; once with the activities on the
+             workflow's task queue (unlimited provider: eager start), once on a queue of their own
+             (what a rate-limited provider gets; the limit here is too high to throttle).
+
+    python bench/throughput.py --purchases 200 --concurrency 1,10,50
+
+Prints a markdown table. CPU is this process's (driver, worker and simulator together); RSS is
+the process's peak so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from activities.atom import AtomActivities, AtomSettings  # noqa: E402
+from simulators.atom import AtomSimulator  # noqa: E402
+from workers.client import ensure_search_attributes, start_purchase  # noqa: E402
+from workers.worker import serving  # noqa: E402
+from workflows.models import AtomItem, Buyer  # noqa: E402
+
+STEPS = 7
+
+
+@activity.defn(name="noop")
+async def noop() -> None:
+    return None
+
+
+@workflow.defn(name="BareWorkflow", sandboxed=False)
+class BareWorkflow:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_local_activity("noop", start_to_close_timeout=timedelta(seconds=5))
+        for _ in range(STEPS):
+            await workflow.execute_activity("noop", start_to_close_timeout=timedelta(seconds=30))
+
+
+def request(n: int, run: str) -> dict:
+    return {"provider": "atom", "purchase_id": f"bench-{run}-{n}", "showtime_id": "ST-20260214-1930-AMC4",
+            "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [seat_for(n)]}],
+            "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}}
+
+
+def fresh_simulator() -> AtomSimulator:
+    sim = AtomSimulator(api_key="bench-key", fulfil_after_polls=0)
+    # Enough seats for any batch: every purchase takes its own.
+    sim.showtimes["ST-20260214-1930-AMC4"].seats = {f"{r}{n}": "available" for r in "ABCDEFGHIJ" for n in range(1, 101)}
+    return sim
+
+
+def seat_for(n: int) -> str:
+    return f"{'ABCDEFGHIJ'[n // 100 % 10]}{n % 100 + 1}"
+
+
+async def measure(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict:
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def timed(n: int) -> None:
+        async with gate:
+            started = time.perf_counter()
+            await one(n)
+            latencies.append(time.perf_counter() - started)
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(timed(n) for n in range(count)))
+    wall = time.perf_counter() - wall
+    latencies.sort()
+    return {"per_s": count / wall, "p50": statistics.median(latencies) * 1000,
+            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+            "cpu": time.process_time() - cpu, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+async def main(purchases: int, concurrencies: list[int]) -> None:
+    binary = Path(sys.executable).parent / "temporal"
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(binary), ui=False,
+                                                data_converter=pydantic_data_converter)
+    client: Client = env.client
+    await ensure_search_attributes(client)
+    rows = []
+    try:
+        for concurrency in concurrencies:
+            run = uuid.uuid4().hex[:6]
+
+            # floor: the calls themselves
+            sim = fresh_simulator()
+            direct = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key"),
+                                    transport=httpx.ASGITransport(app=sim.app))
+
+            async def direct_purchase(n: int) -> None:
+                items = [AtomItem(product_id="PROD-ADULT-001", offer_id="OFFER-STD-001", seat_ids=[seat_for(n)])]
+                await direct.refresh_checkout("ST-20260214-1930-AMC4", [], items)
+                session = await direct.create_guest_account(Buyer(email="g@example.com", first_name="J", last_name="D"))
+                key = f"req-{run}-{n}"
+                await direct.lease(session, items, key)
+                await direct.preview_order(session, items, key, True)
+                order = await direct.create_order(session, items, key, True)
+                await direct.order_status(session, order.order_id)
+                await direct.order_summary(session, order.order_id)
+
+            rows.append(("floor: direct HTTP", concurrency, await measure(purchases, concurrency, direct_purchase), 0))
+            await direct.aclose()
+
+            # ceiling: the engine with the same shape
+            queue = f"bare-{run}"
+            async with Worker(client, task_queue=queue, workflows=[BareWorkflow], activities=[noop],
+                              max_concurrent_workflow_tasks=100):
+                async def bare(n: int) -> None:
+                    await client.execute_workflow("BareWorkflow", id=f"bare-{run}-{n}", task_queue=queue)
+
+                result = await measure(purchases, concurrency, bare)
+                events = len((await client.get_workflow_handle(f"bare-{run}-0").fetch_history()).events)
+            rows.append(("ceiling: bare workflow", concurrency, result, events))
+
+            # boxoffice: activities on the workflow's queue (eager), and on a queue of their own
+            for name, limit in (("boxoffice", None), ("boxoffice, own queue", 1000.0)):
+                sim = fresh_simulator()
+                atom = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key",
+                                                   activities_per_second=limit),
+                                      transport=httpx.ASGITransport(app=sim.app))
+                queue = f"boxoffice-{run}-{limit}"
+                async with serving(client, queue, [atom]):
+                    async def purchase(n: int, tag: str = f"{run}{limit}") -> None:
+                        handle = await start_purchase(client, request(n, tag), queue)
+                        assert (await handle.result()).state == "FULFILLED"
+
+                    result = await measure(purchases, concurrency, purchase)
+                    first = f"purchase-bench-{run}{limit}-0"
+                    events = len((await client.get_workflow_handle(first).fetch_history()).events)
+                await atom.aclose()
+                assert len(sim.orders) == purchases
+                rows.append((name, concurrency, result, events))
+    finally:
+        await env.shutdown()
+
+    print(f"\n{purchases} purchases per row; dev server (SQLite in memory), 2 cores.\n")
+    print("| run | concurrency | purchases/s | p50 ms | p99 ms | CPU s | peak RSS MB | events/purchase |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, concurrency, r, events in rows:
+        print(f"| {name} | {concurrency} | {r['per_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['cpu']:.1f} | "
+              f"{r['rss']:.0f} | {events or '–'} |")
+    print("\n| concurrency | run | throughput / ceiling | throughput / floor | p50 / ceiling p50 |")
+    print("|---:|---|---:|---:|---:|")
+    for concurrency in concurrencies:
+        by = {name: r for name, c, r, _ in rows if c == concurrency}
+        top, bottom = by["ceiling: bare workflow"], by["floor: direct HTTP"]
+        for name in ("boxoffice", "boxoffice, own queue"):
+            box = by[name]
+            print(f"| {concurrency} | {name} | {box['per_s'] / top['per_s']:.2f} | "
+                  f"{box['per_s'] / bottom['per_s']:.3f} | {box['p50'] / top['p50']:.2f} |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--purchases", type=int, default=100)
+    parser.add_argument("--concurrency", default="1,10,50")
+    args = parser.parse_args()
+    asyncio.run(main(args.purchases, [int(c) for c in args.concurrency.split(",")]))
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: temporalio/sdk-python#300 can abort it
