@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from activities.atom import AtomActivities, AtomSettings  # noqa: E402
 from simulators.atom import AtomSimulator  # noqa: E402
 from workers.client import ensure_search_attributes, start_purchase  # noqa: E402
+from workers.logs import configure  # noqa: E402
 from workers.worker import serving  # noqa: E402
 from workflows.models import AtomItem, Buyer  # noqa: E402
 
@@ -96,6 +97,7 @@ async def measure(count: int, concurrency: int, one: Callable[[int], Awaitable[N
 
 
 async def main(purchases: int, concurrencies: list[int]) -> None:
+    configure("dev", "WARNING")  # per-call log lines would be measured too
     binary = Path(sys.executable).parent / "temporal"
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(binary), ui=False,
                                                 data_converter=pydantic_data_converter)

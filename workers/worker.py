@@ -39,9 +39,14 @@ from workflows.purchase import PurchaseWorkflow
 log = structlog.get_logger("boxoffice.worker")
 
 WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow]
-# Models and pydantic are imported once outside the sandbox, not re-imported for every workflow run.
+# Imported once outside the sandbox instead of for every workflow run: pydantic, the models, and the
+# step sequences (plain code without module state; they do no I/O by the project's rules). The
+# sandbox re-imports only workflows.purchase. Measured: ~10 % less CPU per purchase (bench/README.md).
 SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic", "pydantic_core", "workflows.models")
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "pydantic", "pydantic_core", "workflows.models", "workflows.saga",
+        "workflows.atom", "workflows.onebox", "workflows.tevo", "workflows.atm", "workflows.acme",
+    )
 )
 
 

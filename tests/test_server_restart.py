@@ -1,0 +1,63 @@
+"""The Temporal dev server (SQLite file) restarts in the middle of a batch: purchases resume from
+its file and finish, each with one order."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from activities.atom import AtomActivities
+from simulators.atom import AtomSimulator
+from tests.conftest import atom_request, atom_settings, binary, free_port
+from workers import client as purchases
+from workers.client import ensure_search_attributes
+from workers.worker import serving
+from workflows.models import PurchaseState
+
+
+async def dev_server(port: int, db: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
+        "--db-filename", str(db), "--log-level", "error",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def connect(port: int) -> Client:
+    for _ in range(200):
+        try:
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        except RuntimeError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("dev server did not start")
+
+
+async def test_purchases_resume_after_a_server_restart(tmp_path: Path) -> None:
+    port, db = free_port(), tmp_path / "temporal.db"
+    server = await dev_server(port, db)
+    client = await connect(port)
+    await ensure_search_attributes(client)
+    sim = AtomSimulator(api_key="test-atom-key", fulfil_after_polls=2)  # each purchase polls for ~4 s
+    atom = AtomActivities(atom_settings(), transport=httpx.ASGITransport(app=sim.app))
+    try:
+        async with serving(client, "restart", [atom]):
+            handles = [await purchases.start_purchase(client, atom_request(f"restart-{n}", items=[
+                {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"E{n + 1}"]}]),
+                "restart") for n in range(6)]
+            while len(sim.orders) < 3:  # mid-batch: some ordered, none fulfilled yet
+                await asyncio.sleep(0.02)
+            server.kill()
+            await server.wait()
+            server = await dev_server(port, db)  # same file, same port: the worker reconnects
+            results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
+    finally:
+        await atom.aclose()
+        server.terminate()
+        await server.wait()
+    assert [r.state for r in results] == [PurchaseState.FULFILLED] * 6
+    keys = [o["clientRequestId"] for o in sim.ledger()["orders"]]
+    assert len(keys) == len(set(keys)) == 6
