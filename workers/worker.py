@@ -1,4 +1,6 @@
-"""The worker process: PurchaseWorkflow plus every provider's activities on one task queue."""
+"""The worker process: the workflows with the activities of providers without a rate limit on one
+task queue, rate-limited providers on queues of their own (`serving`); health endpoint, graceful
+drain on SIGTERM (`run_worker`)."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ log = structlog.get_logger("boxoffice.worker")
 WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow]
 # Imported once outside the sandbox instead of for every workflow run: pydantic, the models, and the
 # step sequences (plain code without module state; they do no I/O by the project's rules). The
-# sandbox re-imports only workflows.purchase. Measured: ~10 % less CPU per purchase (bench/README.md).
+# sandbox re-imports only the workflow modules (purchase, orders). Measured: ~10 % less CPU per purchase (bench/README.md).
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
         "pydantic", "pydantic_core", "workflows.models", "workflows.saga",
