@@ -8,7 +8,7 @@ import random
 
 from temporalio.testing import WorkflowEnvironment
 
-from simulators.atom import AtomSimulator
+from simulators.atom import SHOWTIME, AtomSimulator
 from simulators.faults import Fault
 from tests.conftest import atom_request, atom_worker
 from workers.client import start_purchase
@@ -26,39 +26,54 @@ def inject(sim: AtomSimulator, rng: random.Random) -> None:
     sim.faults.add(Fault(endpoint="summary", status=500, lost=True, times=2))
 
 
-async def test_batch_under_faults_keeps_the_invariants(env: WorkflowEnvironment) -> None:
-    rng = random.Random(20261122)
-    sim = AtomSimulator()
-    inject(sim, rng)
-    sim.fulfilment = "ok"
-    purchases = 8
+async def batch_under_faults(env: WorkflowEnvironment, sim: AtomSimulator, count: int, seed: int) -> tuple[list, list]:
+    """`count` purchases (seats F1..F{count} must exist) while faults are injected again for each
+    quarter of the batch; the first half is fulfilled, the second half's fulfilment never comes."""
+    rng = random.Random(seed)
 
     async def batch(numbers: range) -> list:
+        inject(sim, rng)
         handles = [
             await start_purchase(env.client, atom_request(f"fault-{n}", items=[
-                {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"C{n + 1}"]}]), tq)
+                {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"F{n + 1}"]}]), tq)
             for n in numbers
         ]
         # One at a time: the time-skipping server refuses concurrent result waits. The others run on.
         return [await h.result() for h in handles]
 
+    half, quarter = count // 2, max(count // 4, 1)
     async with atom_worker(env.client, sim, timeout_seconds=1.0) as tq:
-        first = await batch(range(4))
+        sim.fulfilment = "ok"
+        first = [r for start in range(0, half, quarter) for r in await batch(range(start, min(start + quarter, half)))]
         sim.fulfilment = "never"  # the second half never gets its tickets: timed out and cancelled
-        rest = await batch(range(4, purchases))
-    results = first + rest
+        rest = [r for start in range(half, count, quarter) for r in await batch(range(start, min(start + quarter, count)))]
+    return first, rest
 
+
+def assert_invariants(sim: AtomSimulator, first: list, rest: list) -> None:
+    results = first + rest
     assert all(r.state.final for r in results)
     for result in results:
         if result.state != PurchaseState.FULFILLED:
             assert result.failure is not None and isinstance(result.failure.reason, FailureReason)
     ledger = sim.ledger()
     keys = [o["clientRequestId"] for o in ledger["orders"]]
-    assert len(keys) == len(set(keys)) <= purchases  # at most one order per purchase
+    assert len(keys) == len(set(keys)) <= len(results)  # at most one order per purchase
     fulfilled = {r.provider_order_id for r in results if r.state == PurchaseState.FULFILLED}
     for order in ledger["orders"]:
         assert order["status"] == ("fulfilled" if order["orderId"] in fulfilled else "cancelled"), order
     assert sorted(ledger["sold"]) == sorted(t.seat for r in results for t in r.tickets)
     assert all(r.state == PurchaseState.FULFILLED for r in first)
     assert all(r.failure and r.failure.reason == FailureReason.FULFILLMENT_TIMEOUT for r in rest)
+
+
+def seats(sim: AtomSimulator, count: int) -> AtomSimulator:
+    sim.showtimes[SHOWTIME].seats |= {f"F{n}": "available" for n in range(1, count + 1)}
+    return sim
+
+
+async def test_batch_under_faults_keeps_the_invariants(env: WorkflowEnvironment) -> None:
+    sim = seats(AtomSimulator(), 8)
+    first, rest = await batch_under_faults(env, sim, 8, seed=20261122)
+    assert_invariants(sim, first, rest)
     assert len(sim.faults.pending) == 0  # every injected fault was met

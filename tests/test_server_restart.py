@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.atom import AtomActivities
-from simulators.atom import AtomSimulator
+from simulators.atom import SHOWTIME, AtomSimulator
 from tests.conftest import atom_request, atom_settings, binary, free_port
 from workers import client as purchases
 from workers.client import ensure_search_attributes
@@ -36,28 +36,36 @@ async def connect(port: int) -> Client:
     raise AssertionError("dev server did not start")
 
 
-async def test_purchases_resume_after_a_server_restart(tmp_path: Path) -> None:
-    port, db = free_port(), tmp_path / "temporal.db"
+async def restart_during_batch(db: Path, sim: AtomSimulator, count: int, restarts: int) -> list:
+    """Runs `count` purchases and kills/restarts the server `restarts` times, each after a further
+    share of the orders was placed. Seats R1..R{count} must exist in `sim`."""
+    port = free_port()
     server = await dev_server(port, db)
     client = await connect(port)
     await ensure_search_attributes(client)
-    sim = AtomSimulator(api_key="test-atom-key", fulfil_after_polls=2)  # each purchase polls for ~4 s
     atom = AtomActivities(atom_settings(), transport=httpx.ASGITransport(app=sim.app))
     try:
         async with serving(client, "restart", [atom]):
             handles = [await purchases.start_purchase(client, atom_request(f"restart-{n}", items=[
-                {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"E{n + 1}"]}]),
-                "restart") for n in range(6)]
-            while len(sim.orders) < 3:  # mid-batch: some ordered, none fulfilled yet
-                await asyncio.sleep(0.02)
-            server.kill()
-            await server.wait()
-            server = await dev_server(port, db)  # same file, same port: the worker reconnects
-            results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 120)
+                {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"R{n + 1}"]}]),
+                "restart") for n in range(count)]
+            for restart in range(1, restarts + 1):
+                while len(sim.orders) < count * restart // (restarts + 1):  # mid-batch
+                    await asyncio.sleep(0.02)
+                server.kill()
+                await server.wait()
+                server = await dev_server(port, db)  # same file, same port: the worker reconnects
+            return await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 300)
     finally:
         await atom.aclose()
         server.terminate()
         await server.wait()
+
+
+async def test_purchases_resume_after_a_server_restart(tmp_path: Path) -> None:
+    sim = AtomSimulator(api_key="test-atom-key", fulfil_after_polls=2)  # each purchase polls for ~4 s
+    sim.showtimes[SHOWTIME].seats |= {f"R{n}": "available" for n in range(1, 7)}
+    results = await restart_during_batch(tmp_path / "temporal.db", sim, count=6, restarts=1)
     assert [r.state for r in results] == [PurchaseState.FULFILLED] * 6
     keys = [o["clientRequestId"] for o in sim.ledger()["orders"]]
     assert len(keys) == len(set(keys)) == 6
