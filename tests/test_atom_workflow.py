@@ -286,3 +286,17 @@ async def test_status_query_shows_progress(env: WorkflowEnvironment) -> None:
     assert status.steps_done == ["start", "refresh checkout", "account", "lease seats", "preview order"]
     assert status.provider_ids["account_id"].startswith("GUEST-")
     assert status.event is not None and status.event.title == "The Last Frontier"
+
+
+async def test_reads_of_an_unlimited_provider_run_as_local_activities(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim, activities_per_second=None) as tq:
+        handle = await start_purchase(env.client, atom_request("local-1"), tq)
+        result = await handle.result()
+        await record(handle, "atom_local_reads")
+    assert result.state == PurchaseState.FULFILLED and len(sim.ledger()["orders"]) == 1
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 async for e in handle.fetch_history_events() if e.HasField("activity_task_scheduled_event_attributes")]
+    # Only the calls that change provider state (and the poll) stay regular activities.
+    assert scheduled == ["atom.create_guest_account", "atom.lease", "atom.create_order", "atom.order_status"]
+    assert len((await handle.fetch_history()).events) < 53

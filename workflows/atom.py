@@ -32,14 +32,15 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
 
     flow.step("refresh checkout")
     flow.event = await flow.call(
-        "atom.refresh_checkout", request.showtime_id, request.promotions, request.items, result_type=EventInfo
+        "atom.refresh_checkout", request.showtime_id, request.promotions, request.items, result_type=EventInfo,
+        read=True,
     )
 
     items = request.items
     if any(not item.seat_ids for item in items):
         flow.step("choose seats")
         wanted = sum(item.count for item in items)
-        seats = await flow.call("atom.recommend_seats", request.showtime_id, wanted, result_type=list[str])
+        seats = await flow.call("atom.recommend_seats", request.showtime_id, wanted, result_type=list[str], read=True)
         items = _assign_seats(items, seats)
 
     flow.step("account")
@@ -62,7 +63,7 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
 
     flow.step("preview order")
     flow.receipt = await flow.call(
-        "atom.preview_order", session, items, client_request_id, is_guest, result_type=Receipt
+        "atom.preview_order", session, items, client_request_id, is_guest, result_type=Receipt, read=True
     )
 
     if request.confirmation == "manual":

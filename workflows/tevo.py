@@ -30,7 +30,8 @@ async def purchase(request: TevoPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     async def check_group() -> None:
         flow.step("check ticket group")
         flow.event = await flow.call(
-            "tevo.check_ticket_group", request.ticket_group_id, request.quantity, request.price, result_type=EventInfo
+            "tevo.check_ticket_group", request.ticket_group_id, request.quantity, request.price, result_type=EventInfo,
+            read=True,
         )
 
     await check_group()
