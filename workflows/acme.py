@@ -43,8 +43,8 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
     confirmation = flow.confirmation
     card_token = (confirmation.payment_reference if confirmation else None) or request.payment_token
 
-    # ACME's idempotency key for this checkout: stable across replays and activity retries.
-    request_uuid = str(workflow.uuid4())
+    # ACME's idempotency key for this checkout: stable across replays, activity retries and resets.
+    request_uuid = flow.idempotency_key("checkout")
 
     async def refund(order: OrderRecord) -> str:
         refunded = await flow.call(

@@ -50,9 +50,9 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         session = await flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession)
     flow.record_provider_id("account_id", session.account_id)
 
-    # One clientRequestId for lease, preview and create: Atom's idempotency key for this purchase.
-    # workflow.uuid4() is seeded by the run, so it is stable across replays and activity retries.
-    client_request_id = f"req-{workflow.uuid4()}"
+    # One clientRequestId for lease, preview and create: Atom's idempotency key for this purchase,
+    # the same across replays, activity retries and workflow resets.
+    client_request_id = f"req-{flow.idempotency_key('order')}"
     flow.record_provider_id("client_request_id", client_request_id)
     is_guest = request.login is None
 

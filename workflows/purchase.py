@@ -4,6 +4,7 @@ confirm and cancel); the provider modules hold the step sequences."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         PurchaseState,
         PurchaseStatus,
         Receipt,
+        purchase_workflow_id,
     )
     from workflows.saga import Saga
 
@@ -55,6 +57,10 @@ STEP_TIMEOUT = timedelta(minutes=2)
 UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1))
 UNDO_TIMEOUT = timedelta(hours=6)
 CALL_TIMEOUT = timedelta(seconds=30)
+# Idempotency keys are uuid5(KEYS, purchase id + purpose): the same after a workflow reset or a
+# second run of the same purchase, so the provider recognises a repeat.
+KEYS = uuid.UUID("6f1d7c3e-1b7a-4f0e-9a55-7c2d8b1e4a90")
+WRONG_WORKFLOW_ID = "WRONG_WORKFLOW_ID"
 
 SEQUENCES = {
     "atom": atom.purchase,
@@ -113,6 +119,15 @@ class PurchaseWorkflow:
 
     @workflow.run
     async def run(self, request: PurchaseRequest) -> PurchaseResult:
+        expected = purchase_workflow_id(request.purchase_id)
+        if workflow.info().workflow_id != expected:
+            # Two workflows for one purchase id would each place an order.
+            raise ApplicationError(
+                f"a purchase with purchase_id {request.purchase_id!r} must run as workflow {expected!r}, "
+                f"not {workflow.info().workflow_id!r}",
+                type=WRONG_WORKFLOW_ID,
+                non_retryable=True,
+            )
         self._purchase_id = request.purchase_id
         self._provider = request.provider
         self._main = asyncio.current_task()
@@ -338,6 +353,13 @@ class PurchaseWorkflow:
         if event is not None:
             self._events.remove(event)
         return event
+
+    def idempotency_key(self, purpose: str) -> str:
+        """The provider's idempotency key for one `purpose` of this purchase. Runs started before
+        keys were derived from the purchase id keep their random ones (patch "keys-from-purchase-id")."""
+        if workflow.patched("keys-from-purchase-id"):
+            return str(uuid.uuid5(KEYS, f"{self._purchase_id}:{purpose}"))
+        return str(workflow.uuid4())
 
     @property
     def confirmation(self) -> ConfirmRequest | None:
