@@ -5,6 +5,8 @@ no longer be running (or the change is patched/versioned)."""
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,11 @@ def test_histories_are_recorded() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay(path: Path) -> None:
-    history = WorkflowHistory.from_json(f"purchase-{path.stem}", path.read_text())
+    recorded = json.loads(path.read_text())
+    # The id it ran under: a purchase runs only as purchase-{purchase_id} (checked by the workflow).
+    started = recorded["events"][0]["workflowExecutionStartedEventAttributes"]
+    request = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+    history = WorkflowHistory.from_json(f"purchase-{request['purchase_id']}", recorded)
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=SANDBOX)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
