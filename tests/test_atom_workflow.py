@@ -258,7 +258,7 @@ async def test_duplicate_start_is_the_same_purchase(env: WorkflowEnvironment) ->
         await purchases.confirm(env.client, "dup-1", ConfirmRequest())
         result = await first.result()
         # Started again after it ended: still the same purchase, not a second order.
-        third = await start_purchase(env.client, atom_request("dup-1"), tq)
+        third = await start_purchase(env.client, atom_request("dup-1", confirmation="manual"), tq)
         assert (await third.result()) == result
     assert len(sim.ledger()["orders"]) == 1
 

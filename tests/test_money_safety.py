@@ -14,8 +14,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atom import AtomSimulator
-from tests.conftest import atom_request, atom_worker
-from workers.client import start_purchase
+from tests.conftest import atom_request, atom_worker, wait_for_state
+from workers import client as purchases
+from workers.client import PurchaseConflict, start_or_find_purchase, start_purchase
 from workflows.models import PurchaseResult, PurchaseState
 
 LOGIN = {"identity_value": "moviefan@example.com", "password": "userpassword123"}
@@ -55,3 +56,36 @@ async def test_i6_idempotency_keys_survive_a_workflow_reset(dev_env: WorkflowEnv
         second = await client.get_workflow_handle(handle.id, run_id=reset.run_id, result_type=PurchaseResult).result()
     assert len(sim.orders) == 1, [o.client_request_id for o in sim.orders.values()]
     assert second.state == PurchaseState.FULFILLED and second.provider_order_id == first.provider_order_id
+
+
+async def test_i11_same_purchase_id_with_a_different_request_is_refused(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        handle, started = await start_or_find_purchase(env.client, atom_request("same-1", confirmation="manual"), tq)
+        assert started
+        await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)
+        # Retried start, same request (another field order, defaults spelt out): the same purchase.
+        again, started = await start_or_find_purchase(
+            env.client, {**atom_request("same-1", confirmation="manual"), "promotions": []}, tq)
+        assert not started and again.id == handle.id
+        other = atom_request("same-1", confirmation="manual", items=[
+            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["B1"]}])
+        with pytest.raises(PurchaseConflict, match="same-1.*different request"):
+            await start_purchase(env.client, other, tq)
+        await purchases.cancel(env.client, "same-1", "test over")
+        # After the end too (REJECT_DUPLICATE keeps the id): still a conflict, still no new purchase.
+        with pytest.raises(PurchaseConflict):
+            await start_purchase(env.client, other, tq)
+        found, started = await start_or_find_purchase(env.client, atom_request("same-1", confirmation="manual"), tq)
+        assert not started and (await found.result()).state == PurchaseState.CANCELLED
+    assert [c["body"]["leaseItems"][0]["seatIds"] for c in sim.calls if c["endpoint"] == "lease"] == [["A1", "A2"]]
+
+
+async def test_cancel_sent_with_the_start_cancels_before_anything_is_held(env: WorkflowEnvironment) -> None:
+    """The update can reach the workflow in its first activation, before `run` has begun."""
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        await start_purchase(env.client, atom_request("early-cancel", confirmation="manual"), tq)
+        status = await purchases.cancel(env.client, "early-cancel", "changed my mind")
+    assert status.state == PurchaseState.CANCELLED and status.cancel_reason == "changed my mind"
+    assert [c["endpoint"] for c in sim.calls if c["endpoint"] in ("lease", "create")] == []

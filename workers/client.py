@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -31,6 +32,14 @@ from workflows.orders import refund_workflow_id
 from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
 
 REQUEST = TypeAdapter(PurchaseRequest)
+# Memo keys set when a purchase starts: the request's fingerprint, and who started it.
+REQUEST_SHA256 = "request_sha256"
+START_NONCE = "start_nonce"
+
+
+class PurchaseConflict(Exception):
+    """The purchase id is taken by a purchase with a different request (like reusing an
+    idempotency key with other parameters)."""
 # Upserted by PurchaseWorkflow; a namespace must have them before the first purchase runs.
 SEARCH_ATTRIBUTES = tuple(key.name for key in (PROVIDER, STATE, PROVIDER_ORDER_ID))
 
@@ -56,16 +65,32 @@ def parse_request(data: Any) -> PurchaseRequest:
     return REQUEST.validate_json(data) if isinstance(data, str | bytes) else REQUEST.validate_python(data)
 
 
+def request_fingerprint(request: PurchaseRequest) -> str:
+    """sha256 of the validated request: the same for the same purchase however its JSON was written."""
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+
+
 async def start_purchase(
     client: Client, request: PurchaseRequest | dict[str, Any] | str, task_queue: str, **options: Any
 ) -> WorkflowHandle[Any, PurchaseResult]:
-    """Starts the purchase, or returns the one already started for this purchase id: a retried
-    start never buys twice, while the purchase runs (USE_EXISTING) or after it ended (REJECT_DUPLICATE)."""
+    """Starts the purchase, or returns the one already started for this purchase id with the same
+    request (see `start_or_find_purchase`)."""
+    handle, _ = await start_or_find_purchase(client, request, task_queue, **options)
+    return handle
+
+
+async def start_or_find_purchase(
+    client: Client, request: PurchaseRequest | dict[str, Any] | str, task_queue: str, **options: Any
+) -> tuple[WorkflowHandle[Any, PurchaseResult], bool]:
+    """Starts the purchase (True), or finds the one already started for this purchase id (False): a
+    retried start never buys twice, while the purchase runs (USE_EXISTING) or after it ended
+    (REJECT_DUPLICATE). The same id with a different request raises PurchaseConflict."""
     if not isinstance(request, PurchaseBase):
         request = parse_request(request)
     workflow_id = purchase_workflow_id(request.purchase_id)
+    fingerprint, nonce = request_fingerprint(request), str(uuid.uuid4())
     try:
-        return await client.start_workflow(
+        handle = await client.start_workflow(
             WORKFLOW_TYPE,
             request,
             id=workflow_id,
@@ -73,12 +98,23 @@ async def start_purchase(
             result_type=PurchaseResult,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={REQUEST_SHA256: fingerprint, START_NONCE: nonce},
             # The line shown for the purchase in the UI's list (no buyer data).
             static_summary=f"{request.provider} purchase {request.purchase_id}",
             **options,
         )
     except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle(workflow_id, result_type=PurchaseResult)
+        handle = client.get_workflow_handle(workflow_id, result_type=PurchaseResult)
+    # USE_EXISTING answers a running purchase without saying so: the memo tells whose start it was.
+    memo = await (await handle.describe()).memo()
+    if memo.get(START_NONCE) == nonce:
+        return handle, True
+    if memo.get(REQUEST_SHA256, fingerprint) != fingerprint:  # started elsewhere without one: not comparable
+        raise PurchaseConflict(
+            f"purchase id {request.purchase_id!r} is already used by {workflow_id} with a different request; "
+            "use a new purchase id for a new purchase"
+        )
+    return handle, False
 
 
 def purchase_handle(client: Client, purchase_id: str) -> WorkflowHandle[Any, PurchaseResult]:

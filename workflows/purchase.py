@@ -255,6 +255,10 @@ class PurchaseWorkflow:
     # -- what provider sequences use --------------------------------------------------------
 
     def step(self, name: str, state: PurchaseState | None = None) -> None:
+        if self._cancel_reason is not None and not self._committed:
+            # A cancel whose task cancellation was lost (it arrived before `run` began, or while an
+            # awaited call resolved in the same activation) still stops the purchase before its next step.
+            raise asyncio.CancelledError(self._cancel_reason)
         if self._step != name:
             self._steps_done.append(self._step)
         self._set_state(state or self._state, name)
