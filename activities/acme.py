@@ -11,7 +11,6 @@ whose answer was lost can be found again by a documented search.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout, own_queue
+from activities.http import ProviderHttp, ProviderTimestamp, attempt_timeout, own_queue
 from workflows.models import (
     AcmePurchaseRequest,
     FailureReason,
@@ -66,7 +65,7 @@ class Wire(BaseModel):
 
 class Reservation(Wire):
     id: str
-    expiration_timestamp: datetime
+    expiration_timestamp: ProviderTimestamp
 
 
 class Cart(Wire):

@@ -51,6 +51,8 @@ class AcmeSimulator:
     tenant_id: str = "107"
     api_key: str = "dev-acme-key"
     reservation_seconds: int = 600
+    # Fault mode: `expirationTimestamp` in UTC but without a zone, a shape some APIs send.
+    naive_timestamps: bool = False
     clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
     events: dict[str, Event] = field(default_factory=lambda: {EVENT: Event(
@@ -126,6 +128,8 @@ class AcmeSimulator:
         self.reservations[reservation_id] = {"id": reservation_id, "items": items, "expires": expires,
                                              "status": "active"}
         stamp = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+        if self.naive_timestamps:
+            stamp = stamp.removesuffix("Z")
         return JSONResponse({"id": reservation_id, "expirationTimestamp": stamp, "reservationItems": items})
 
     async def release(self, request: Request, body: Any) -> Response:

@@ -153,6 +153,16 @@ async def test_reservation_expiry_deletes_it(env: WorkflowEnvironment) -> None:
     assert list(sim.ledger()["reservations"].values()) == ["deleted"] and sim.orders == {}
 
 
+async def test_naive_reservation_timestamp_still_expires(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator(naive_timestamps=True)
+    async with acme_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, acme_request("acme-naive", confirmation="manual"), tq)
+        result = await handle.result()
+    assert result.state == PurchaseState.EXPIRED
+    assert 560 <= (await purchase_duration(handle)).total_seconds() < 600
+    assert list(sim.ledger()["reservations"].values()) == ["deleted"]
+
+
 async def test_lost_checkout_answer_gives_one_order(env: WorkflowEnvironment) -> None:
     sim = AcmeSimulator()
     sim.faults.add(Fault(endpoint="checkout", status=502, lost=True))
