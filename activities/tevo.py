@@ -271,8 +271,16 @@ class TevoActivities:
             if waited < timedelta(seconds=self.settings.create_settle_seconds):
                 raise not_yet(f"tevo: no order with reference {request.purchase_id} yet, {waited} after the "
                               f"first create; waiting {self.settings.create_settle_seconds} s before ordering again")
-        data = await self._call("POST", "/v10/orders", json_body={"order": order_body(request, client_id)},
-                                errors={402: FailureReason.PAYMENT_FAILED, 409: FailureReason.SEAT_UNAVAILABLE})
+        try:
+            data = await self._call("POST", "/v10/orders", json_body={"order": order_body(request, client_id)},
+                                    errors={402: FailureReason.PAYMENT_FAILED, 409: FailureReason.SEAT_UNAVAILABLE})
+        except ApplicationError as err:
+            # On a retry, "no longer available" may mean our own earlier order took the tickets.
+            if info.attempt > 1 and err.type == FailureReason.SEAT_UNAVAILABLE:
+                existing = await self._find_order(request.purchase_id)
+                if existing is not None:
+                    return ProviderOrder(order_id=str(existing.id), event_id=existing.oid)
+            raise
         order = self.http.parse(Order, data, "create order")
         return ProviderOrder(order_id=str(order.id), event_id=order.oid)
 

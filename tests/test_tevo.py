@@ -263,3 +263,20 @@ async def test_tevo_find_order_reads_every_page() -> None:
     search = next(c for c in sim.calls if c["endpoint"] == "orders")
     assert (search["method"], search["path"], search["query"]) == (
         "GET", "/v9/orders", "page=1&per_page=100&reference=tevo-mine")
+
+
+async def test_tevo_retry_answered_409_takes_the_earlier_order() -> None:
+    # Clock reads: the first create, then two searches; the order reaches the search between them.
+    times = iter([1000.0, 1010.0, 1100.0])
+    sim = TevoSimulator(token="tok", secret=SECRET, search_delay=60, clock=lambda: next(times))
+    sim.groups[324466901].available = 2  # the first order takes every ticket
+    sim.clients[1507094] = {"id": 1507094}
+    sim.faults.add(Fault(endpoint="create", status=None, answer_delay=1.0))
+    request = parse_request(tevo_request("tevo-409"))
+    async with served(sim) as activities:
+        with pytest.raises(ApplicationError):
+            await attempt(1, 0).run(activities.create_order, request, "1507094")
+        order = await attempt(2, 121).run(activities.create_order, request, "1507094")
+    [placed] = sim.orders.values()
+    assert order.order_id == str(placed.id)
+    assert [c["endpoint"] for c in sim.calls] == ["create", "orders", "create", "orders"]
