@@ -43,8 +43,8 @@ from workflows.models import (
 
 SUCCEEDED = frozenset({"accepted", "completed"})
 FAILED = frozenset({"rejected", "cancelled", "canceled", "expired"})
-ORDERS_PER_PAGE = 100
 # pending, open (fraud review), pending_substitution, pending_consignment: still in progress.
+ORDERS_PER_PAGE = 100
 
 
 class TevoSettings(BaseSettings):
