@@ -280,3 +280,15 @@ async def test_tevo_retry_answered_409_takes_the_earlier_order() -> None:
     [placed] = sim.orders.values()
     assert order.order_id == str(placed.id)
     assert [c["endpoint"] for c in sim.calls] == ["create", "orders", "create", "orders"]
+
+
+def test_read_back_activities_are_registered() -> None:
+    """The workflow calls these by name after a commit with an unknown outcome."""
+    from temporalio.activity import _Definition
+
+    from activities.acme import AcmeActivities, AcmeSettings
+    from activities.onebox import OneboxActivities, OneboxSettings
+
+    providers = [OneboxActivities(OneboxSettings()), TevoActivities(TevoSettings()), AcmeActivities(AcmeSettings())]
+    names = {_Definition.from_callable(fn).name for provider in providers for fn in provider.all()}
+    assert {"onebox.find_order", "tevo.find_order", "acme.find_checkout"} <= names
