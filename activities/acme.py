@@ -5,13 +5,17 @@ refund). Amounts are strings in ACME's JSON; they are parsed as decimals.
 *Assumed* where the docs are silent: the reservation, cart and checkout answers' fields, the checkout
 body (`shoppingCartId`, `reservationId`, `contact`, `payment.cardToken`, `notes`), and the error body
 `{errorCode, message}`. The request uuid is also written into the order's `notes`, so a checkout
-whose answer was lost can be found again by a documented search.
+whose answer was lost can be found again by a documented search (every page of it).
+
+Also *assumed*, to make the non-idempotent calls safe to retry: a reservation keeps a
+`clientReference` given at creation and can be listed by it (`GET /v2/b2b/reservations?clientReference=`),
+and a refund's `notes` are copied onto the tickets it refunds (`ticketVos[].notes`, documented as
+"notes associated with the ticket").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout, own_queue
+from activities.http import ProviderHttp, ProviderTimestamp, attempt_timeout, own_queue, utc_now
 from workflows.models import (
     AcmePurchaseRequest,
     FailureReason,
@@ -44,6 +48,8 @@ CODES = {
     "SOLD_OUT": FailureReason.SEAT_UNAVAILABLE,
     "RESERVATION_EXPIRED": FailureReason.HOLD_EXPIRED,
 }
+SEARCH_PAGE_SIZE = 100
+REFUNDED = "Refund"
 
 
 class AcmeSettings(BaseSettings):
@@ -66,7 +72,7 @@ class Wire(BaseModel):
 
 class Reservation(Wire):
     id: str
-    expiration_timestamp: datetime
+    expiration_timestamp: ProviderTimestamp
 
 
 class Cart(Wire):
@@ -82,6 +88,7 @@ class TicketVo(Wire):
     id: int | str | None = None
     uuid: str
     ticket_status: str | None = None
+    notes: str | None = None
 
 
 class OrderItem(Wire):
@@ -132,6 +139,10 @@ class OrderList(Wire):
     pagination: Pagination = Pagination()
 
 
+class ReservationList(Wire):
+    reservations: list[Reservation] = Field(default_factory=list, alias="list")
+
+
 class AcmeActivities:
     name = "acme"
 
@@ -145,7 +156,8 @@ class AcmeActivities:
 
     def all(self) -> list[Any]:
         return [self.policy, self.reserve, self.release_reservation, self.create_cart, self.checkout,
-                self.search_orders, self.get_order, self.update_order, self.delete_order, self.refund]
+                self.find_checkout, self.search_orders, self.get_order, self.update_order, self.delete_order,
+                self.refund]
 
     async def _call(self, method: str, path: str, checkout: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
         """`checkout`: the headers only checkout takes (browser IP, request uuid)."""
@@ -165,11 +177,23 @@ class AcmeActivities:
 
     @activity.defn(name="acme.reserve")
     async def reserve(self, request: AcmePurchaseRequest) -> Hold:
-        body = {"reservationItems": [{"eventId": i.event_id, "quantity": i.quantity} for i in request.items]}
+        """Tagged with the purchase id: a retry after a lost answer takes the reservation the
+        earlier attempt made (if still unexpired) instead of holding the seats twice."""
+        if activity.info().attempt > 1:
+            earlier = await self._reservation_for(request.purchase_id)
+            if earlier is not None:
+                return Hold(expires_at=earlier.expiration_timestamp, item_ids=[earlier.id])
+        body = {"reservationItems": [{"eventId": i.event_id, "quantity": i.quantity} for i in request.items],
+                "clientReference": request.purchase_id}
         data = await self._call("POST", "/v2/b2b/reservations", json_body=body,
                                 errors={409: FailureReason.SEAT_UNAVAILABLE})
         reservation = self.http.parse(Reservation, data, "create reservation")
         return Hold(expires_at=reservation.expiration_timestamp, item_ids=[reservation.id])
+
+    async def _reservation_for(self, reference: str) -> Reservation | None:
+        data = await self._call("GET", "/v2/b2b/reservations", params={"clientReference": reference})
+        found = self.http.parse(ReservationList, data, "list reservations").reservations
+        return next((r for r in found if r.expiration_timestamp > utc_now()), None)
 
     @activity.defn(name="acme.release_reservation")
     async def release_reservation(self, reservation_id: str) -> str:
@@ -220,13 +244,27 @@ class AcmeActivities:
             return found
         return self.http.parse(Order, data, "checkout").record()
 
+    @activity.defn(name="acme.find_checkout")
+    async def find_checkout(self, email: str, request_uuid: str) -> OrderRecord | None:
+        """The order a checkout with `request_uuid` placed, or None: the read-back after a
+        checkout whose outcome is unknown."""
+        return await self._find_checkout(email, request_uuid)
+
     async def _find_checkout(self, email: str, request_uuid: str) -> OrderRecord | None:
-        """The order a checkout with `request_uuid` placed, from the documented search by e-mail."""
-        params = {"email": email, "sortField": "createdOn", "sortDirection": "desc", "pageSize": -1}
-        found = self.http.parse(OrderList, await self._call("GET", "/v2/b2c/orders/search", params=params),
-                                "search orders")
-        match = next((o for o in found.orders if o.notes and request_uuid in o.notes), None)
-        return None if match is None else (await self._order(match.id)).record()
+        """From the documented search by e-mail, newest first, page by page: a buyer with many
+        orders may have this one beyond the first page (and a server may cap `pageSize=-1`)."""
+        page = 1
+        while True:
+            params = {"email": email, "sortField": "createdOn", "sortDirection": "desc", "page": page,
+                      "pageSize": SEARCH_PAGE_SIZE}
+            found = self.http.parse(OrderList, await self._call("GET", "/v2/b2c/orders/search", params=params),
+                                    "search orders")
+            match = next((o for o in found.orders if o.notes and request_uuid in o.notes), None)
+            if match is not None:
+                return (await self._order(match.id)).record()
+            if not found.orders or not found.pagination.has_more:
+                return None
+            page += 1
 
     @activity.defn(name="acme.search_orders")
     async def search_orders(self, query: OrdersQuery) -> OrdersPage:
@@ -259,13 +297,20 @@ class AcmeActivities:
 
     @activity.defn(name="acme.refund")
     async def refund(self, request: RefundRequest) -> RefundResult:
-        """Idempotent: an order already refunded in full is not refunded again."""
+        """Idempotent: an order already refunded in full is not refunded again, and a refund whose
+        mark (`refund_id`, in its notes) is on the order's tickets was applied by an earlier attempt
+        whose answer was lost: repeating a partial refund would refund other tickets too."""
+        info = activity.info()
+        mark = f"[boxoffice refund {request.refund_id or f'{info.workflow_id}/{info.activity_id}'}]"
         order = await self._order(request.order_id)
         total = order.total_amount or Decimal(0)
-        if order.refund_amount is not None and order.refund_amount >= total:
-            return RefundResult(order_id=order.id, refunded=order.refund_amount, total=total, already_refunded=True)
+        applied = any(vo.ticket_status == REFUNDED and vo.notes and mark in vo.notes
+                      for item in order.order_items for vo in item.ticket_vos)
+        if applied or (order.refund_amount is not None and order.refund_amount >= total):
+            return RefundResult(order_id=order.id, refunded=order.refund_amount or Decimal(0), total=total,
+                                already_refunded=True)
         items = request.items or {item.item_id: item.quantity for item in order.order_items if item.quantity}
-        body = {"orderId": order.id, "incidentReasonCode": request.reason_code, "notes": request.notes,
+        body = {"orderId": order.id, "incidentReasonCode": request.reason_code, "notes": f"{request.notes} {mark}",
                 "noEmail": request.no_email,
                 "refundItems": [{"orderItemId": item, "quantity": quantity} for item, quantity in items.items()]}
         await self._call("POST", "/v2/b2b/b2b/refunds", json_body=body)  # the documented path, b2b twice

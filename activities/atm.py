@@ -7,7 +7,6 @@ ticket holds. Payment and issuance arrive as signed webhooks (workers/webhooks.p
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout, own_queue
+from activities.http import ProviderHttp, ProviderTimestamp, attempt_timeout, own_queue
 from workflows.models import (
     AtmHold,
     AtmPurchaseRequest,
@@ -60,7 +59,7 @@ class Wire(BaseModel):
 class CreateHoldResponse(Wire):
     hold_id: str
     url: str
-    expires_at: datetime
+    expires_at: ProviderTimestamp
     amount_cents: int
     currency: str
     reused: bool = False

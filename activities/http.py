@@ -15,11 +15,11 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -78,6 +78,15 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _assume_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# A provider timestamp; one sent without a zone is taken as UTC, since a naive value would make the
+# workflow's `expires_at - workflow.now()` raise TypeError and fail its task forever.
+ProviderTimestamp = Annotated[datetime, AfterValidator(_assume_utc)]
 
 
 def retry_after(value: str | None) -> timedelta | None:

@@ -1,7 +1,11 @@
 """Onebox distribution API (../shared/provider-docs/onebox-purchase-flow.txt, FACTS.md).
 
 The excerpt gives requests, not answers: the order object parsed here (id, code, status, items
-with seat and barcode, price) is *assumed* from Onebox's public docs and kept lenient.
+with seat and barcode, price) is *assumed* from Onebox's public docs and kept lenient. Also
+*assumed*: `GET /distribution-api/v1/orders` with `ob-order-id` reads the basket (the excerpt
+documents no read of a basket; a retried add-seats needs one to find what an unanswered attempt
+added). The orders API answers only confirmed orders ("for confirmed orders, ... api-orders with
+this code"): a 404 there means "not confirmed (yet)".
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout, own_queue, utc_now
+from activities.http import ProviderHttp, attempt_timeout, not_yet, own_queue, utc_now
 from workflows.models import (
     Buyer,
     FailureReason,
@@ -178,6 +182,7 @@ class OneboxActivities:
             self.confirm,
             self.release_seats,
             self.read_order,
+            self.find_order,
         ]
 
     async def _access_token(self, stale: str | None = None) -> str:
@@ -236,9 +241,25 @@ class OneboxActivities:
                                    non_retryable=True)
         return ProviderOrder(order_id=order.id)
 
+    async def _earlier_attempt(self, order_id: str) -> tuple[Order, datetime] | None:
+        """On a retry: the basket as an earlier attempt may have left it (adding seats is not
+        idempotent), and when that attempt started, since its seats' hold runs from then."""
+        info = activity.info()
+        if info.attempt == 1:
+            return None
+        basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
+        return basket, utc_now() - (info.current_attempt_scheduled_time - info.scheduled_time)
+
     @activity.defn(name="onebox.add_seats")
     async def add_seats(self, order_id: str, session_id: int, seat_ids: list[int]) -> Hold:
         sent_at = utc_now()
+        earlier = await self._earlier_attempt(order_id)
+        if earlier is not None:
+            basket, sent_at = earlier
+            in_basket = {item.seat.id for item in basket.items if item.seat is not None}
+            seat_ids = [seat for seat in seat_ids if seat not in in_basket]
+            if not seat_ids:
+                return self._hold(basket, sent_at)
         body = {"seats": [{"id": seat, "session_id": session_id} for seat in seat_ids]}
         data = await self._call("POST", f"{ORDERS}/seats", order_id, json_body=body)
         return self._hold(self.http.parse(Order, data, "add seats"), sent_at)
@@ -246,6 +267,13 @@ class OneboxActivities:
     @activity.defn(name="onebox.add_seats_auto")
     async def add_seats_auto(self, order_id: str, session_id: int, price_type_id: int, quantity: int) -> Hold:
         sent_at = utc_now()
+        earlier = await self._earlier_attempt(order_id)
+        if earlier is not None:
+            basket, sent_at = earlier
+            # Only this step adds seats to the purchase's basket: what is in it, an earlier attempt added.
+            quantity -= len(basket.items)
+            if quantity <= 0:
+                return self._hold(basket, sent_at)
         body = {"price_type_id": price_type_id, "session_id": session_id, "quantity": quantity}
         data = await self._call("POST", f"{ORDERS}/seats-auto", order_id, json_body=body)
         return self._hold(self.http.parse(Order, data, "add seats automatically"), sent_at)
@@ -267,13 +295,22 @@ class OneboxActivities:
     @activity.defn(name="onebox.confirm")
     async def confirm(self, order_id: str, code: str) -> OrderSummary:
         """Confirm has no idempotency key: a retry first reads the order, and an order already
-        confirmed (the earlier answer was lost) is taken as the result instead of confirming twice."""
-        if activity.info().attempt > 1:
-            existing = await self.read_order(code)
-            if existing.fulfilled:
+        confirmed (the earlier answer was lost) is taken as the result instead of confirming twice.
+        Not found (404: not confirmed) or not confirmed, the confirm is sent again. A 409 to that
+        repeat may mean the first went through but is not readable yet: retried, never final."""
+        retry = activity.info().attempt > 1
+        if retry:
+            existing = await self._find_order(code)
+            if existing is not None and existing.fulfilled:
                 activity.logger.info("order already confirmed by an earlier attempt", extra={"code": code})
                 return existing
-        data = await self._call("POST", f"{ORDERS}/confirm", order_id, json_body={})
+        try:
+            data = await self._call("POST", f"{ORDERS}/confirm", order_id, json_body={})
+        except ApplicationError as err:
+            if not retry or not err.details or err.details[0].get("status") != 409:
+                raise
+            raise not_yet(f"onebox: confirm of {code} repeated after an unanswered one answered 409; "
+                          "its outcome is not known yet") from None
         return self.http.parse(Order, data, "confirm").summary()
 
     @activity.defn(name="onebox.release_seats")
@@ -293,3 +330,17 @@ class OneboxActivities:
     async def read_order(self, code: str) -> OrderSummary:
         data = await self._call("GET", f"/orders-mgmt-api/v1/orders/{code}")
         return self.http.parse(Order, data, "read order").summary()
+
+    @activity.defn(name="onebox.find_order")
+    async def find_order(self, code: str) -> OrderSummary | None:
+        """The order by its code, or None (404): the read-back after a confirm whose outcome is
+        unknown. None means not confirmed (yet); other errors are raised as usual."""
+        return await self._find_order(code)
+
+    async def _find_order(self, code: str) -> OrderSummary | None:
+        try:
+            return await self.read_order(code)
+        except ApplicationError as err:
+            if err.details and err.details[0].get("status") == 404:
+                return None
+            raise

@@ -3,7 +3,10 @@ requests, ticket group re-read (TEvo has no holds), clients, affiliate orders, s
 
 *Assumed* where the docs are silent: the ticket group fields read (`available_quantity`,
 `retail_price`, `splits`), and the list filters `GET /v9/clients?email=` and
-`GET /v9/orders?reference=` used to find what an earlier, unanswered attempt created.
+`GET /v9/orders?reference=` used to find what an earlier, unanswered attempt created. The order
+search is paginated like TEvo's other lists (`page`, `per_page` in; `total_entries`, `per_page`
+out, *assumed*): every page is read, and an order counts only if its own `reference` matches, so
+a search that ignored the filter still finds the right one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import hmac
 import urllib.parse
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -40,6 +44,7 @@ from workflows.models import (
 SUCCEEDED = frozenset({"accepted", "completed"})
 FAILED = frozenset({"rejected", "cancelled", "canceled", "expired"})
 # pending, open (fraud review), pending_substitution, pending_consignment: still in progress.
+ORDERS_PER_PAGE = 100
 
 
 class TevoSettings(BaseSettings):
@@ -59,6 +64,9 @@ class TevoSettings(BaseSettings):
     poll_interval_seconds: float = Field(default=15, gt=0)
     poll_budget_seconds: float = Field(default=1800, gt=0)
     confirm_window_seconds: float = Field(default=600, gt=0)
+    # After an unanswered create, TEvo may still be processing it and its order may reach the
+    # search late: a retry orders again only once this long has passed since the first attempt.
+    create_settle_seconds: float = Field(default=120, ge=0)
 
 
 def sign(secret: str, method: str, host: str, path_and_query: str, body: bytes) -> str:
@@ -166,6 +174,8 @@ class Order(Wire):
 
 class OrderList(Wire):
     orders: list[Order] = Field(default_factory=list)
+    total_entries: int | None = None
+    per_page: int | None = None
 
 
 # -- activities ------------------------------------------------------------------------------------
@@ -191,7 +201,7 @@ class TevoActivities:
 
     def all(self) -> list[Any]:
         return [self.policy, self.check_ticket_group, self.find_or_create_client, self.create_order,
-                self.order_state, self.show_order, self.cancel_order]
+                self.find_order, self.order_state, self.show_order, self.cancel_order]
 
     async def _call(self, method: str, path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         # Sorted, so the query sent is the query signed.
@@ -248,20 +258,55 @@ class TevoActivities:
     @activity.defn(name="tevo.create_order")
     async def create_order(self, request: TevoPurchaseRequest, client_id: str) -> ProviderOrder:
         """TEvo has no idempotency key: the purchase id goes in `reference`, and a retry first
-        looks for an order with that reference, so an unanswered create is not repeated."""
-        if activity.info().attempt > 1:
+        looks for an order with that reference, so an unanswered create is not repeated. Not
+        found yet, it orders again only after `create_settle_seconds` since the first attempt
+        (server times, so time-skipping tests see the same clock); until then it raises a
+        retryable ORDER_PENDING."""
+        info = activity.info()
+        if info.attempt > 1:
             existing = await self._find_order(request.purchase_id)
             if existing is not None:
                 return ProviderOrder(order_id=str(existing.id), event_id=existing.oid)
-        data = await self._call("POST", "/v10/orders", json_body={"order": order_body(request, client_id)},
-                                errors={402: FailureReason.PAYMENT_FAILED, 409: FailureReason.SEAT_UNAVAILABLE})
+            waited = info.current_attempt_scheduled_time - info.scheduled_time
+            if waited < timedelta(seconds=self.settings.create_settle_seconds):
+                raise not_yet(f"tevo: no order with reference {request.purchase_id} yet, {waited} after the "
+                              f"first create; waiting {self.settings.create_settle_seconds} s before ordering again")
+        try:
+            data = await self._call("POST", "/v10/orders", json_body={"order": order_body(request, client_id)},
+                                    errors={402: FailureReason.PAYMENT_FAILED, 409: FailureReason.SEAT_UNAVAILABLE})
+        except ApplicationError as err:
+            # On a retry, "no longer available" may mean our own earlier order took the tickets.
+            if info.attempt > 1 and err.type == FailureReason.SEAT_UNAVAILABLE:
+                existing = await self._find_order(request.purchase_id)
+                if existing is not None:
+                    return ProviderOrder(order_id=str(existing.id), event_id=existing.oid)
+            raise
         order = self.http.parse(Order, data, "create order")
         return ProviderOrder(order_id=str(order.id), event_id=order.oid)
 
+    @activity.defn(name="tevo.find_order")
+    async def find_order(self, reference: str) -> ProviderOrder | None:
+        """The order created with `reference` (the purchase id), or None: the read-back after a
+        create whose outcome is unknown."""
+        order = await self._find_order(reference)
+        return None if order is None else ProviderOrder(order_id=str(order.id), event_id=order.oid)
+
     async def _find_order(self, reference: str) -> Order | None:
-        data = await self._call("GET", "/v9/orders", params={"reference": reference})
-        orders = [o for o in self.http.parse(OrderList, data, "order search").orders if o.reference == reference]
-        return orders[0] if orders else None
+        page, seen = 1, 0
+        while True:
+            data = await self._call("GET", "/v9/orders",
+                                    params={"reference": reference, "page": page, "per_page": ORDERS_PER_PAGE})
+            found = self.http.parse(OrderList, data, "order search")
+            match = next((o for o in found.orders if o.reference == reference), None)
+            if match is not None:
+                return match
+            seen += len(found.orders)
+            # TEvo may cap per_page; without total_entries, a short page is the last.
+            full_page = found.per_page or ORDERS_PER_PAGE
+            last = seen >= found.total_entries if found.total_entries is not None else len(found.orders) < full_page
+            if not found.orders or last:
+                return None
+            page += 1
 
     @activity.defn(name="tevo.order_state")
     async def order_state(self, order_id: str) -> OrderProgress:

@@ -2,7 +2,10 @@
 checkout with `x-acme-request-uuid` idempotency (a repeat answers 409) and the 16003
 DUPLICATE_TRANSACTION_FOUND error (same card and amount within 5 minutes), orders in the documented
 Order shape (amounts as strings), search with pagination, update, delete, refunds, and fault
-injection (simulators/faults.py).
+injection (simulators/faults.py). As assumed by activities/acme.py: reservations keep a
+`clientReference` and are listed by it, and a refund's notes land on the tickets it refunds.
+Fault modes besides faults.py: `naive_timestamps`, and `max_page_size` (a server that caps search
+pages, `pageSize=-1` included).
 
 Admin endpoints under /_sim: GET state, POST faults.
 """
@@ -51,6 +54,9 @@ class AcmeSimulator:
     tenant_id: str = "107"
     api_key: str = "dev-acme-key"
     reservation_seconds: int = 600
+    # Fault mode: `expirationTimestamp` in UTC but without a zone, a shape some APIs send.
+    naive_timestamps: bool = False
+    max_page_size: int | None = None
     clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
     events: dict[str, Event] = field(default_factory=lambda: {EVENT: Event(
@@ -70,6 +76,7 @@ class AcmeSimulator:
         route = self._route
         return Starlette(routes=[
             route("POST", "/v2/b2b/reservations", "reserve", self.reserve),
+            route("GET", "/v2/b2b/reservations", "reservations", self.list_reservations),
             route("DELETE", "/v2/b2b/reservations/{id}", "release", self.release),
             route("POST", "/v2/b2c/carts", "cart", self.create_cart),
             route("GET", "/v2/b2c/carts/{id}", "get-cart", self.get_cart),
@@ -122,11 +129,22 @@ class AcmeSimulator:
             if self._held(item["eventId"]) + item["quantity"] > event.capacity:
                 return error(409, "SOLD_OUT", f"not enough capacity for {item['eventId']}")
         reservation_id = f"res_{next(self._ids)}"
-        expires = self.clock() + self.reservation_seconds
-        self.reservations[reservation_id] = {"id": reservation_id, "items": items, "expires": expires,
-                                             "status": "active"}
-        stamp = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
-        return JSONResponse({"id": reservation_id, "expirationTimestamp": stamp, "reservationItems": items})
+        self.reservations[reservation_id] = {"id": reservation_id, "items": items,
+                                             "expires": self.clock() + self.reservation_seconds, "status": "active",
+                                             "clientReference": (body or {}).get("clientReference")}
+        return JSONResponse(self._reservation_json(self.reservations[reservation_id]))
+
+    def _reservation_json(self, reservation: dict[str, Any]) -> dict[str, Any]:
+        stamp = datetime.fromtimestamp(reservation["expires"], UTC).isoformat().replace("+00:00", "Z")
+        if self.naive_timestamps:
+            stamp = stamp.removesuffix("Z")
+        return {"id": reservation["id"], "expirationTimestamp": stamp, "reservationItems": reservation["items"],
+                "clientReference": reservation["clientReference"]}
+
+    async def list_reservations(self, request: Request, body: Any) -> Response:
+        reference = request.query_params.get("clientReference")
+        return JSONResponse({"list": [self._reservation_json(r) for r in self.reservations.values()
+                                      if r["status"] == "active" and r["clientReference"] == reference]})
 
     async def release(self, request: Request, body: Any) -> Response:
         reservation = self.reservations.get(request.path_params["id"])
@@ -212,6 +230,8 @@ class AcmeSimulator:
         field_name, direction = params.get("sortField", "createdOn"), params.get("sortDirection", "asc")
         orders = sorted(orders, key=lambda o: str(o.get(field_name, "")), reverse=direction == "desc")
         page, size = int(params.get("page", 1)), int(params.get("pageSize", 100))
+        if self.max_page_size is not None and (size == -1 or size > self.max_page_size):
+            size = self.max_page_size
         chunk = orders if size == -1 else orders[(page - 1) * size: page * size]
         has_more = size != -1 and page * size < len(orders)
         return JSONResponse({"list": chunk, "pagination": {"page": page, "pageSize": size, "sortDirection": direction,
@@ -267,7 +287,7 @@ class AcmeSimulator:
             if line["quantity"] > len(normal):
                 return error(400, "INVALID_REFUND", "more than was bought is refunded")
             for ticket in normal[: line["quantity"]]:
-                ticket["ticketStatus"] = "Refund"
+                ticket["ticketStatus"], ticket["notes"] = "Refund", body.get("notes")
             amount += Decimal(item["unitPrice"]) * line["quantity"]
         if all(t["ticketStatus"] == "Refund" for i in order["orderItems"] for t in i["ticketVos"]):
             amount = Decimal(order["totalAmount"]) - Decimal(order["refundAmount"])  # fees too

@@ -13,7 +13,9 @@ from starlette.responses import JSONResponse, Response
 class Fault(BaseModel):
     """`times` requests to `endpoint` answer `status` (after `delay` seconds). With `lost`, the
     request is carried out first and only its answer is replaced: the "response was lost" case.
-    Without a status, the request is only slowed down by `delay`."""
+    Without a status, the request is only slowed down by `delay`. `answer_delay` holds the answer
+    back after the request was carried out: longer than the client's timeout, the work is done but
+    the client never hears of it."""
 
     endpoint: str
     status: int | None = 500
@@ -21,6 +23,7 @@ class Fault(BaseModel):
     lost: bool = False
     retry_after: int | None = None
     delay: float = Field(default=0, ge=0)
+    answer_delay: float = Field(default=0, ge=0)
     body: dict[str, str] | None = None
 
 
@@ -52,6 +55,8 @@ class Faults:
         if fault is not None and fault.status is not None and not fault.lost:
             return answer(fault)
         response = await handle()
+        if fault is not None and fault.answer_delay:
+            await asyncio.sleep(fault.answer_delay)
         return response if fault is None or fault.status is None else answer(fault)
 
 

@@ -1,7 +1,9 @@
 """A stateful stand-in for Onebox's distribution API: OAuth client-credentials tokens that expire,
 baskets BASKET → PRE_CONFIRM → CONFIRM (adding or removing seats falls back to BASKET), seat
 inventory, idle expiry of baskets, `ob-audit-trace-id` on every answer, and fault injection
-(simulators/faults.py; `lost` on confirm is "confirmed, but the answer was lost").
+(simulators/faults.py; `lost` on confirm is "confirmed, but the answer was lost"). The orders API
+(`GET /orders-mgmt-api/v1/orders/{code}`) knows confirmed orders only; the basket is read with
+`GET /distribution-api/v1/orders` and `ob-order-id` (as activities/onebox.py assumes).
 
 Admin endpoints under /_sim: GET state (the ledger), POST faults, POST expire-tokens, POST reset.
 """
@@ -30,7 +32,7 @@ PRICE_TYPES = {1: ("General", Decimal("25.00"))}
 CHARGE_PER_SEAT = Decimal("1.50")
 CURRENCY = "EUR"
 ORDERS = "/distribution-api/v1/orders"
-BASKET_ENDPOINTS = {"seats", "seats-auto", "buyer-data", "pre-confirm", "confirm", "release"}
+BASKET_ENDPOINTS = {"basket", "seats", "seats-auto", "buyer-data", "pre-confirm", "confirm", "release"}
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
@@ -84,6 +86,7 @@ class OneboxSimulator:
             routes=[
                 Route("/oauth/token", self.token, methods=["POST"]),
                 route("POST", ORDERS, "create", self.create),
+                route("GET", ORDERS, "basket", self.show_basket),
                 route("POST", f"{ORDERS}/seats", "seats", self.add_seats),
                 route("DELETE", f"{ORDERS}/seats", "release", self.release),
                 route("POST", f"{ORDERS}/seats-auto", "seats-auto", self.add_seats_auto),
@@ -121,7 +124,7 @@ class OneboxSimulator:
                     return self._trace(error(404, "ORDER_NOT_FOUND", f"no order {order_id}"))
             async def handle() -> Response:
                 response = await handler(request, body, basket)
-                if basket is not None and response.status_code < 300:
+                if basket is not None and response.status_code < 300 and method != "GET":
                     basket.touched = self.clock()
                 return response
 
@@ -178,6 +181,10 @@ class OneboxSimulator:
     async def create(self, request: Request, body: Any, _: Basket | None) -> Response:
         basket = Basket(id=secrets.token_hex(12), touched=self.clock())
         self.baskets[basket.id] = basket
+        return JSONResponse(self.order(basket))
+
+    async def show_basket(self, request: Request, body: Any, basket: Basket | None) -> Response:
+        assert basket is not None
         return JSONResponse(self.order(basket))
 
     def _take(self, basket: Basket, seats: list[int], price_type: int) -> Response:
@@ -248,7 +255,7 @@ class OneboxSimulator:
     async def read(self, request: Request, body: Any, _: Basket | None) -> Response:
         code = request.path_params["code"]
         basket = next((b for b in self.baskets.values() if b.code == code), None)
-        if basket is None:
+        if basket is None or basket.status != "CONFIRM":
             return error(404, "ORDER_NOT_FOUND", f"no order {code}")
         return JSONResponse(self.order(basket))
 

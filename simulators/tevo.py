@@ -1,6 +1,9 @@
 """A stateful stand-in for Ticket Evolution: verifies X-Token / X-Signature on every request (401 on
 mismatch, as the API does), ticket groups, clients, affiliate orders whose state moves
 pending → accepted | rejected with each poll, cancel, and fault injection (simulators/faults.py).
+The order search is paginated (`page`, `per_page` up to `max_per_page`; `total_entries`); fault
+modes: `search_delay` (a new order reaches the search late) and `reference_filter=False` (the
+search ignores `reference` and lists every order).
 
 Admin endpoints under /_sim: GET state, POST faults.
 """
@@ -12,6 +15,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -64,6 +68,7 @@ class Order:
     state: str = "pending"
     polls: int = 0
     rejection: str | None = None
+    created: float = 0.0
 
 
 @dataclass
@@ -72,6 +77,10 @@ class TevoSimulator:
     secret: str = "dev-tevo-secret"
     outcome: Outcome = "accept"
     accept_after_polls: int = 1
+    max_per_page: int = 100
+    search_delay: float = 0.0
+    reference_filter: bool = True
+    clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
     groups: dict[int, Group] = field(default_factory=lambda: {
         GROUP: Group(GROUP, 4, Decimal("145.48"), [1, 2, 4], ["9", "10", "11", "12"])})
@@ -173,14 +182,19 @@ class TevoSimulator:
         seats, group.seats = group.seats[:quantity], group.seats[quantity:]
         group.available -= quantity
         order = Order(id=next(self._ids), reference=order_body.get("reference"), group=group.id, quantity=quantity,
-                      price=group.price, body=order_body, seats=seats)
+                      price=group.price, body=order_body, seats=seats, created=self.clock())
         self.orders[order.id] = order
         return JSONResponse(self._order_json(order))
 
     async def list_orders(self, request: Request, body: Any) -> Response:
-        reference = request.query_params.get("reference")
-        found = [self._order_json(o) for o in self.orders.values() if reference is None or o.reference == reference]
-        return JSONResponse({"orders": found, "total_entries": len(found)})
+        reference = request.query_params.get("reference") if self.reference_filter else None
+        visible = self.clock() - self.search_delay
+        found = [self._order_json(o) for o in self.orders.values()
+                 if o.created <= visible and (reference is None or o.reference == reference)]
+        page = int(request.query_params.get("page", 1))
+        per_page = min(int(request.query_params.get("per_page", 100)), self.max_per_page)
+        return JSONResponse({"orders": found[(page - 1) * per_page: page * per_page], "total_entries": len(found),
+                             "current_page": page, "per_page": per_page})
 
     async def show_order(self, request: Request, body: Any) -> Response:
         order = self.orders.get(request.path_params["order_id"])

@@ -108,7 +108,7 @@ async def test_refund_posts_the_documented_body_once() -> None:
     assert (refund.method, refund.url.path) == ("POST", "/v2/b2b/b2b/refunds")
     body = json.loads(refund.content)
     assert body["orderId"] == "30263798" and body["incidentReasonCode"] == "CUSTOMER_REQUEST"
-    assert body["noEmail"] is True and body["notes"] == "n"
+    assert body["noEmail"] is True and body["notes"] == "n [boxoffice refund test/test]"
     assert body["refundItems"][:2] == [{"orderItemId": "43371676", "quantity": 1},
                                        {"orderItemId": "43371677", "quantity": 2}]
     assert result.refunded == Decimal("255.00")
@@ -139,7 +139,8 @@ async def test_acme_purchase(env: WorkflowEnvironment) -> None:
     assert re.fullmatch(r"[0-9a-f-]{36}", checkout["headers"]["x-acme-request-uuid"])
     assert checkout["body"]["payment"] == {"cardToken": "tok_visa_4242"}
     reserve = next(c for c in sim.calls if c["endpoint"] == "reserve")
-    assert reserve["body"] == {"reservationItems": [{"eventId": "5ff74342210cbe0c44913be2", "quantity": 2}]}
+    assert reserve["body"] == {"reservationItems": [{"eventId": "5ff74342210cbe0c44913be2", "quantity": 2}],
+                               "clientReference": "acme-1"}
     assert list(sim.ledger()["reservations"].values()) == ["used"]
 
 
@@ -151,6 +152,16 @@ async def test_reservation_expiry_deletes_it(env: WorkflowEnvironment) -> None:
     assert result.state == PurchaseState.EXPIRED
     assert 560 <= (await purchase_duration(handle)).total_seconds() < 600
     assert list(sim.ledger()["reservations"].values()) == ["deleted"] and sim.orders == {}
+
+
+async def test_naive_reservation_timestamp_still_expires(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator(naive_timestamps=True)
+    async with acme_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, acme_request("acme-naive", confirmation="manual"), tq)
+        result = await handle.result()
+    assert result.state == PurchaseState.EXPIRED
+    assert 560 <= (await purchase_duration(handle)).total_seconds() < 600
+    assert list(sim.ledger()["reservations"].values()) == ["deleted"]
 
 
 async def test_lost_checkout_answer_gives_one_order(env: WorkflowEnvironment) -> None:
@@ -210,3 +221,49 @@ async def test_refund_workflow_is_idempotent_and_orders_paginate(env: WorkflowEn
         shown = await purchases.orders(env.client, OrdersQuery(order_id=order_id), tq)
     assert refunded.refunded == refunded.total == Decimal("205.00") and again == refunded
     assert len(sim.refunds) == 1 and shown.orders[0].refunded == Decimal("205.00")
+
+
+# -- unknown outcomes: read back before acting again ------------------------------------------
+
+
+async def test_acme_find_checkout_reads_every_page() -> None:
+    sim = AcmeSimulator(api_key="test-acme-key", max_page_size=2)  # any pageSize answers 2 per page
+    for n in range(5):
+        sim.orders[str(n)] = {"id": str(n), "email": "janedoe@gmail.com", "createdOn": f"2026-11-0{n + 1}",
+                              "notes": f"boxoffice purchase p-{n} request uuid-{n}", "orderItems": []}
+    activities = AcmeActivities(acme_settings(), transport=httpx.ASGITransport(app=sim.app))
+    oldest = await run(activities.find_checkout, "janedoe@gmail.com", "uuid-0")
+    missing = await run(activities.find_checkout, "janedoe@gmail.com", "uuid-9")
+    assert oldest is not None and oldest.order_id == "0" and missing is None
+    searches = [c for c in sim.calls if c["endpoint"] == "search"]
+    assert [c["query"] for c in searches[:3]] == [
+        f"email=janedoe%40gmail.com&sortField=createdOn&sortDirection=desc&page={p}&pageSize=100" for p in (1, 2, 3)]
+    assert len(searches) == 6 and [c["endpoint"] for c in sim.calls].count("get") == 1
+
+
+async def test_acme_lost_reserve_answer_leaks_no_reservation(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator()
+    sim.faults.add(Fault(endpoint="reserve", status=502, lost=True))
+    async with acme_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, acme_request("acme-r"), tq)).result()
+    assert result.state == PurchaseState.FULFILLED
+    assert list(sim.ledger()["reservations"].values()) == ["used"]  # one reservation, the one checked out
+    endpoints = [c["endpoint"] for c in sim.calls]
+    assert endpoints[:3] == ["reserve", "reservations", "cart"]
+    lookup = sim.calls[1]
+    assert (lookup["method"], lookup["path"], lookup["query"]) == ("GET", "/v2/b2b/reservations",
+                                                                   "clientReference=acme-r")
+
+
+async def test_acme_partial_refund_with_lost_answer_refunds_once(env: WorkflowEnvironment) -> None:
+    sim = AcmeSimulator()
+    async with acme_worker(env.client, sim) as tq:
+        bought = await (await start_purchase(env.client, acme_request("acme-pr"), tq)).result()
+        [item_id] = {i["itemId"] for i in sim.orders[bought.provider_order_id]["orderItems"]}
+        sim.faults.add(Fault(endpoint="refund", status=502, lost=True))  # applied, answer lost
+        refunded = await purchases.refund(
+            env.client, RefundRequest(order_id=bought.provider_order_id, items={item_id: 1}), tq)
+    [order] = sim.ledger()["orders"]
+    assert (order["total"], order["refunded"]) == ("205.00", "100.00")  # one ticket, not the whole order
+    assert len(sim.refunds) == 1 and refunded.already_refunded and refunded.refunded == Decimal("100.00")
+    assert [c["endpoint"] for c in sim.calls].count("refund") == 1

@@ -106,3 +106,16 @@ def test_redact_masks_secret_fields_and_emails() -> None:
     assert redact(text) == (
         '{"authToken": "***", "password": "***", "x-api-key": "***", "vendorQrCodeData": "***", "email": "a***@c.io"}'
     )
+
+
+def test_provider_timestamps_without_a_zone_are_utc() -> None:
+    from datetime import UTC, datetime, timezone
+
+    from activities.atm import CreateHoldResponse
+
+    hold = {"holdId": "h", "url": "https://x", "amountCents": 1, "currency": "USD"}
+    naive = CreateHoldResponse.model_validate({**hold, "expiresAt": "2026-11-23T12:10:00"})
+    assert naive.expires_at == datetime(2026, 11, 23, 12, 10, tzinfo=UTC)
+    offset = CreateHoldResponse.model_validate({**hold, "expiresAt": "2026-11-23T14:10:00+02:00"})
+    assert offset.expires_at.utcoffset() == timezone(timedelta(hours=2)).utcoffset(None)
+    assert offset.expires_at == naive.expires_at

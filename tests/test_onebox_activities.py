@@ -3,8 +3,10 @@ and FACTS.md's token call; the token is cached and refreshed, never returned to 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.parse
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,6 +14,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.http import utc_now
 from activities.onebox import OneboxActivities
 from tests.conftest import onebox_settings
 from workflows.models import Buyer
@@ -51,6 +54,14 @@ def acts(fake: FakeOnebox) -> OneboxActivities:
 
 async def run(fn: Any, *args: Any) -> Any:
     return await ActivityEnvironment().run(fn, *args)
+
+
+async def retry(fn: Any, *args: Any) -> Any:
+    """Runs `fn` as attempt 2, scheduled 3 s after the first."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2,
+                                   current_attempt_scheduled_time=env.info.scheduled_time + timedelta(seconds=3))
+    return await env.run(fn, *args)
 
 
 def assert_basket_call(request: httpx.Request, method: str, path: str, token: str = "tok-1") -> None:
@@ -153,3 +164,62 @@ async def test_error_codes_are_typed_with_the_audit_trace_id() -> None:
 async def test_release_of_a_basket_already_gone_is_done() -> None:
     fake = FakeOnebox((404, {"code": "ORDER_NOT_FOUND", "message": "gone"}))
     assert "already gone" in await run(acts(fake).release_seats, ORDER_ID, ["501"])
+
+
+CONFIRMED = {**BASKET, "status": "CONFIRM", "code": "AX59SJ29392X"}
+NOT_FOUND = (404, {"code": "ORDER_NOT_FOUND", "message": "no order AX59SJ29392X"})
+
+
+async def test_find_order_is_none_on_404_and_raises_other_errors() -> None:
+    fake = FakeOnebox(NOT_FOUND, (200, CONFIRMED), (500, {"code": "INTERNAL"}))
+    activities = acts(fake)
+    assert await run(activities.find_order, "AX59SJ29392X") is None
+    found = await run(activities.find_order, "AX59SJ29392X")
+    assert found is not None and found.fulfilled and found.order_id == "AX59SJ29392X"
+    with pytest.raises(ApplicationError) as failed:
+        await run(activities.find_order, "AX59SJ29392X")
+    assert failed.value.type == "PROVIDER_UNAVAILABLE"
+    assert {(r.method, r.url.path) for r in fake.api} == {("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X")}
+
+
+async def test_confirm_retry_resends_the_confirm_after_a_404_read_back() -> None:
+    fake = FakeOnebox(NOT_FOUND, (200, CONFIRMED))
+    result = await retry(acts(fake).confirm, ORDER_ID, "AX59SJ29392X")
+    read, confirm = fake.api
+    assert (read.method, read.url.path) == ("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X")
+    assert_basket_call(confirm, "POST", "/distribution-api/v1/orders/confirm")
+    assert result.fulfilled
+
+
+async def test_confirm_retry_takes_a_confirmed_order_without_confirming() -> None:
+    fake = FakeOnebox((200, CONFIRMED))
+    assert (await retry(acts(fake).confirm, ORDER_ID, "AX59SJ29392X")).fulfilled
+    assert [r.method for r in fake.api] == ["GET"]
+
+
+async def test_confirm_retry_answered_409_is_an_unknown_outcome_not_a_failure() -> None:
+    fake = FakeOnebox(NOT_FOUND, (409, {"code": "ORDER_INVALID_STATUS", "message": "order is CONFIRM"}))
+    with pytest.raises(ApplicationError) as unknown:
+        await retry(acts(fake).confirm, ORDER_ID, "AX59SJ29392X")
+    assert unknown.value.type == "ORDER_PENDING" and not unknown.value.non_retryable
+
+
+async def test_add_seats_retry_reads_the_basket_and_adds_only_what_is_missing() -> None:
+    half = {**BASKET, "items": BASKET["items"][:1]}
+    fake = FakeOnebox((200, half), (200, BASKET))
+    hold = await retry(acts(fake).add_seats, ORDER_ID, 1001, [11, 12])
+    read, add = fake.api
+    assert_basket_call(read, "GET", "/distribution-api/v1/orders")
+    assert_basket_call(add, "POST", "/distribution-api/v1/orders/seats")
+    assert json.loads(add.content) == {"seats": [{"id": 12, "session_id": 1001}]}
+    assert hold.item_ids == ["501", "502"]
+
+
+async def test_add_seats_retry_takes_a_basket_already_complete() -> None:
+    for name, args in (("add_seats", (ORDER_ID, 1001, [11, 12])), ("add_seats_auto", (ORDER_ID, 1001, 1, 2))):
+        fake = FakeOnebox((200, BASKET))
+        hold = await retry(getattr(acts(fake), name), *args)
+        assert [(r.method, r.url.path) for r in fake.api] == [("GET", "/distribution-api/v1/orders")]
+        assert hold.item_ids == ["501", "502"] and hold.seat_ids == ["B-1", "B-2"]
+        # The hold runs from the first attempt, 3 s earlier, not from this one.
+        assert hold.expires_at <= utc_now() + timedelta(seconds=600 - 3)

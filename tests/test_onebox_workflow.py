@@ -130,3 +130,33 @@ async def test_expired_token_is_refreshed_mid_purchase(env: WorkflowEnvironment)
 def test_onebox_request_needs_seats_or_automatic_choice(fields: dict) -> None:
     with pytest.raises(ValidationError):
         parse_request(onebox_request("ob-bad", **fields))
+
+
+async def test_onebox_unanswered_confirm_is_resent_after_a_404_read_back(env: WorkflowEnvironment) -> None:
+    sim = OneboxSimulator()
+    sim.faults.add(Fault(endpoint="confirm", status=502))  # failed before confirming anything
+    async with onebox_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, onebox_request("ob-resend"), tq)).result()
+    assert result.state == PurchaseState.FULFILLED and sim.confirmations == 1
+    # The orders API does not know an order that is not confirmed: 404, so the confirm is sent again.
+    assert endpoints(sim)[-3:] == ["confirm", "read", "confirm"]
+    assert sim.ledger()["sold"] == [11, 12]
+
+
+@pytest.mark.parametrize(("endpoint", "fields"), [
+    ("seats", {}),
+    ("seats-auto", {"seat_ids": [], "price_type_id": 1, "quantity": 3}),
+])
+async def test_onebox_lost_add_seats_answer_leaks_no_hold(env: WorkflowEnvironment, endpoint: str,
+                                                          fields: dict) -> None:
+    sim = OneboxSimulator()
+    sim.faults.add(Fault(endpoint=endpoint, status=502, lost=True))  # seats added, answer lost
+    async with onebox_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, onebox_request(f"ob-{endpoint}", **fields), tq)).result()
+    assert result.state == PurchaseState.FULFILLED
+    # The retry read the basket and took the seats the lost attempt added, instead of adding more.
+    assert endpoints(sim)[:4] == ["token", "create", endpoint, "basket"]
+    assert endpoints(sim).count(endpoint) == 1
+    [basket] = sim.ledger()["baskets"]
+    assert sim.ledger()["held"] == [] and sim.ledger()["sold"] == basket["seats"]
+    assert len(basket["seats"]) == len(result.tickets) == (fields.get("quantity") or 2)

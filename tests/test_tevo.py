@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
+import uvicorn
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.tevo import TevoActivities, TevoSettings, order_body, sign
 from simulators.faults import Fault
-from simulators.tevo import TevoSimulator
-from tests.conftest import tevo_request, tevo_worker, wait_for_state
+from simulators.tevo import Order, TevoSimulator
+from tests.conftest import free_port, tevo_request, tevo_worker, wait_for_state
 from tests.test_atom_workflow import record
 from workers import client as purchases
 from workers.client import parse_request, start_purchase
@@ -163,3 +170,125 @@ async def test_manual_confirmation_rereads_the_group(env: WorkflowEnvironment) -
         result = await handle.result()
     assert result.failure is not None and result.failure.reason == "PRICE_CHANGED"
     assert [c["endpoint"] for c in sim.calls].count("group") == 2 and sim.orders == {}
+
+
+# -- unknown create outcome: read back by reference, settle before ordering again -------------
+
+
+@asynccontextmanager
+async def served(sim: TevoSimulator) -> AsyncIterator[TevoActivities]:
+    """TEvo activities talking to `sim` over a real socket, so the client's timeout applies."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(sim.app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    settings = TevoSettings(base_url=f"http://127.0.0.1:{port}", api_token="tok", api_secret=SECRET,
+                            timeout_seconds=0.3)
+    activities = TevoActivities(settings)
+    try:
+        yield activities
+    finally:
+        await activities.aclose()
+        server.should_exit = True
+        await task
+
+
+FIRST = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def attempt(number: int, after_seconds: float) -> ActivityEnvironment:
+    """An activity environment for retry `number`, scheduled `after_seconds` after the first."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=number, scheduled_time=FIRST,
+                                   current_attempt_scheduled_time=FIRST + timedelta(seconds=after_seconds))
+    return env
+
+
+def search_queries(sim: TevoSimulator) -> list[dict[str, str]]:
+    return [dict(urllib.parse.parse_qsl(c["query"])) for c in sim.calls if c["endpoint"] == "orders"]
+
+
+async def test_tevo_retry_after_timeout_places_one_order() -> None:
+    now = [1000.0]
+    sim = TevoSimulator(token="tok", secret=SECRET, search_delay=60, clock=lambda: now[0])
+    sim.clients[1507094] = {"id": 1507094}
+    # TEvo places the order but answers after the client gave up; the search shows it a minute later.
+    sim.faults.add(Fault(endpoint="create", status=None, answer_delay=1.0))
+    request = parse_request(tevo_request("tevo-late"))
+    async with served(sim) as activities:
+        with pytest.raises(ApplicationError) as timed_out:
+            await attempt(1, 0).run(activities.create_order, request, "1507094")
+        assert timed_out.value.type == "PROVIDER_UNREACHABLE" and len(sim.orders) == 1
+        with pytest.raises(ApplicationError) as settling:
+            await attempt(2, 20).run(activities.create_order, request, "1507094")
+        assert settling.value.type == "ORDER_PENDING" and not settling.value.non_retryable
+        now[0] += 60
+        order = await attempt(3, 45).run(activities.create_order, request, "1507094")
+    [placed] = sim.orders.values()
+    assert order.order_id == str(placed.id) and placed.reference == "tevo-late"
+    assert [c["endpoint"] for c in sim.calls] == ["create", "orders", "orders"]
+    assert search_queries(sim) == [{"page": "1", "per_page": "100", "reference": "tevo-late"}] * 2
+
+
+async def test_tevo_retry_orders_again_once_the_settle_window_passed() -> None:
+    sim = TevoSimulator(token="tok", secret=SECRET)
+    sim.clients[1507094] = {"id": 1507094}
+    sim.faults.add(Fault(endpoint="create", status=503))  # refused before anything was placed
+    request = parse_request(tevo_request("tevo-refused"))
+    async with served(sim) as activities:
+        with pytest.raises(ApplicationError):
+            await attempt(1, 0).run(activities.create_order, request, "1507094")
+        with pytest.raises(ApplicationError) as settling:
+            await attempt(2, 119).run(activities.create_order, request, "1507094")
+        assert settling.value.type == "ORDER_PENDING"
+        order = await attempt(3, 121).run(activities.create_order, request, "1507094")
+    assert [c["endpoint"] for c in sim.calls] == ["create", "orders", "orders", "create"]
+    assert list(sim.orders) == [int(order.order_id)]
+
+
+async def test_tevo_find_order_reads_every_page() -> None:
+    sim = TevoSimulator(token="tok", secret=SECRET, max_per_page=40, reference_filter=False)
+    for n in range(90):  # other purchases' orders come first, and the search ignores the filter
+        sim.orders[n] = Order(id=n, reference=f"other-{n}", group=1, quantity=1, price=Decimal(1), body={}, seats=[])
+    sim.orders[500] = Order(id=500, reference="tevo-mine", group=1, quantity=1, price=Decimal(1), body={},
+                            seats=[])
+    async with served(sim) as activities:
+        found = await ActivityEnvironment().run(activities.find_order, "tevo-mine")
+        missing = await ActivityEnvironment().run(activities.find_order, "tevo-none")
+    assert found is not None and found.order_id == "500" and found.event_id == "388214-500"
+    assert missing is None
+    pages = [(q["page"], q["per_page"], q["reference"]) for q in search_queries(sim)]
+    assert pages == [(p, "100", r) for r in ("tevo-mine", "tevo-none") for p in ("1", "2", "3")]
+    search = next(c for c in sim.calls if c["endpoint"] == "orders")
+    assert (search["method"], search["path"], search["query"]) == (
+        "GET", "/v9/orders", "page=1&per_page=100&reference=tevo-mine")
+
+
+async def test_tevo_retry_answered_409_takes_the_earlier_order() -> None:
+    # Clock reads: the first create, then two searches; the order reaches the search between them.
+    times = iter([1000.0, 1010.0, 1100.0])
+    sim = TevoSimulator(token="tok", secret=SECRET, search_delay=60, clock=lambda: next(times))
+    sim.groups[324466901].available = 2  # the first order takes every ticket
+    sim.clients[1507094] = {"id": 1507094}
+    sim.faults.add(Fault(endpoint="create", status=None, answer_delay=1.0))
+    request = parse_request(tevo_request("tevo-409"))
+    async with served(sim) as activities:
+        with pytest.raises(ApplicationError):
+            await attempt(1, 0).run(activities.create_order, request, "1507094")
+        order = await attempt(2, 121).run(activities.create_order, request, "1507094")
+    [placed] = sim.orders.values()
+    assert order.order_id == str(placed.id)
+    assert [c["endpoint"] for c in sim.calls] == ["create", "orders", "create", "orders"]
+
+
+def test_read_back_activities_are_registered() -> None:
+    """The workflow calls these by name after a commit with an unknown outcome."""
+    from temporalio.activity import _Definition
+
+    from activities.acme import AcmeActivities, AcmeSettings
+    from activities.onebox import OneboxActivities, OneboxSettings
+
+    providers = [OneboxActivities(OneboxSettings()), TevoActivities(TevoSettings()), AcmeActivities(AcmeSettings())]
+    names = {_Definition.from_callable(fn).name for provider in providers for fn in provider.all()}
+    assert {"onebox.find_order", "tevo.find_order", "acme.find_checkout"} <= names

@@ -425,6 +425,10 @@ class RefundRequest(Request):
     no_email: bool = False
     # order item id → quantity; empty refunds every item in full.
     items: dict[str, int] = Field(default_factory=dict)
+    # Marks the refund at ACME so a retry whose earlier answer was lost finds it instead of refunding
+    # again; stable for one refund (e.g. derived from the workflow). Unset: the activity's
+    # workflow id and activity id, stable across that activity's retries.
+    refund_id: str | None = Field(default=None, min_length=1, max_length=100)
 
 
 class RefundResult(Response):
