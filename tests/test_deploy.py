@@ -18,7 +18,7 @@ from activities.atom import AtomSettings
 from activities.onebox import OneboxSettings
 from activities.tevo import TevoSettings
 from workers.codec import CodecSettings
-from workers.settings import ROLES, WebhookSettings, WorkerSettings
+from workers.settings import ROLES, TEMPORAL_VARIABLES, WebhookSettings, WorkerSettings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 SETTINGS: list[type[BaseSettings]] = [WorkerSettings, WebhookSettings, CodecSettings, AtomSettings, OneboxSettings,
@@ -35,7 +35,8 @@ def variables(settings: type[BaseSettings]) -> dict[str, bool]:
     return found
 
 
-ALL = {name: secret for settings in SETTINGS for name, secret in variables(settings).items()}
+# Temporal's connection variables are read by the SDK's environment configuration, not by a settings class.
+ALL = {name: secret for settings in SETTINGS for name, secret in variables(settings).items()} | TEMPORAL_VARIABLES
 SECRETS = {name for name, secret in ALL.items() if secret}
 
 

@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.runtime import Runtime
-from temporalio.service import RPCError, TLSConfig
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
@@ -54,16 +54,8 @@ SANDBOX = SandboxedWorkflowRunner(
 
 async def connect(settings: WorkerSettings, runtime: Runtime | None = None) -> Client:
     # Encrypted payloads when BOXOFFICE_CODEC_KEYS is set (workers/codec.py).
-    tls: TLSConfig | bool = False
-    if settings.temporal_tls_cert and settings.temporal_tls_key:
-        tls = TLSConfig(client_cert=settings.temporal_tls_cert.read_bytes(),
-                        client_private_key=settings.temporal_tls_key.read_bytes())
-    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        api_key=api_key,
-        tls=tls or api_key is not None,  # Temporal Cloud's API keys need TLS
+        **settings.temporal,
         data_converter=data_converter(CodecSettings().codec()),
         runtime=runtime,
     )
