@@ -8,7 +8,9 @@ from pathlib import Path
 
 from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
+from temporalio.worker import WorkerDeploymentConfig
 
 from workflows.models import DEFAULT_TASK_QUEUE
 
@@ -57,6 +59,11 @@ class WorkerSettings(BaseSettings):
     health_bind: str | None = Field(default=None, validation_alias="BOXOFFICE_HEALTH_BIND")
     # What this process serves: "all", or a comma list of "workflows" and provider names.
     roles: str = Field(default="all", validation_alias="BOXOFFICE_WORKER_ROLES")
+    # Worker Versioning: this process serves build `build_id` of the Worker Deployment `deployment_name`
+    # (both set), or runs unversioned (both unset: `boxoffice dev`, the tests).
+    deployment_name: str | None = Field(default=None, validation_alias="BOXOFFICE_DEPLOYMENT_NAME",
+                                        pattern=r"^[^.]+$")
+    build_id: str | None = Field(default=None, validation_alias="BOXOFFICE_BUILD_ID")
 
     @property
     def temporal(self) -> ClientConnectConfig:
@@ -69,6 +76,20 @@ class WorkerSettings(BaseSettings):
     @property
     def temporal_namespace(self) -> str:
         return self._temporal["namespace"]
+
+    def deployment_config(self) -> WorkerDeploymentConfig | None:
+        """Every workflow is PINNED: it runs to its end on the build that started it. A purchase holds
+        seats for minutes and must not meet code it did not start with; refunds and order reads are
+        short, so pinning them only delays retiring a build by seconds and never needs a patch."""
+        if (self.deployment_name is None) != (self.build_id is None):
+            raise ValueError("set both BOXOFFICE_DEPLOYMENT_NAME and BOXOFFICE_BUILD_ID, or neither")
+        if self.deployment_name is None or self.build_id is None:
+            return None
+        return WorkerDeploymentConfig(
+            version=WorkerDeploymentVersion(deployment_name=self.deployment_name, build_id=self.build_id),
+            use_worker_versioning=True,
+            default_versioning_behavior=VersioningBehavior.PINNED,
+        )
 
     def role_set(self) -> frozenset[str]:
         if self.roles.strip() == "all":

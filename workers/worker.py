@@ -146,13 +146,15 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
         providers.providers,
         settings.role_set(),
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+        deployment_config=settings.deployment_config(),
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
-             task_queue=settings.task_queue, roles=sorted(settings.role_set()))
+             task_queue=settings.task_queue, roles=sorted(settings.role_set()),
+             deployment=settings.deployment_name, build_id=settings.build_id)
     try:
         async with worker, health(settings.health_bind):
             await stop.wait()
