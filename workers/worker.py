@@ -30,6 +30,7 @@ from activities.atm import AtmActivities, AtmSettings
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
 from activities.tevo import TevoActivities, TevoSettings
+from workers import tracing
 from workers.client import ensure_search_attributes
 from workers.codec import CodecSettings, data_converter
 from workers.settings import ROLES, WorkerSettings
@@ -46,17 +47,19 @@ WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow]
 # sandbox re-imports only the workflow modules (purchase, orders). Measured: ~10 % less CPU per purchase (bench/README.md).
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "pydantic", "pydantic_core", "workflows.models", "workflows.saga",
+        "pydantic", "pydantic_core", "opentelemetry", "workflows.models", "workflows.saga",
         "workflows.atom", "workflows.onebox", "workflows.tevo", "workflows.atm", "workflows.acme",
     )
 )
 
 
 async def connect(settings: WorkerSettings, runtime: Runtime | None = None) -> Client:
-    # Encrypted payloads when BOXOFFICE_CODEC_KEYS is set (workers/codec.py).
+    # Encrypted payloads when BOXOFFICE_CODEC_KEYS is set (workers/codec.py); traces when OTEL_* ask
+    # (workers/tracing.py), for this client's calls and every worker built on it.
     return await Client.connect(
         **settings.temporal,
         data_converter=data_converter(CodecSettings().codec()),
+        interceptors=tracing.interceptors(),
         runtime=runtime,
     )
 
