@@ -4,6 +4,7 @@ started it while a new build takes the new purchases (deploy/README.md, "Rolling
 from __future__ import annotations
 
 import asyncio
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,14 +12,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType, VersioningBehavior
-from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
 from temporalio.client import Client
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.atom import AtomActivities
 from simulators.atom import AtomSimulator
-from tests.conftest import atom_request, atom_settings, wait_for_state
+from tests.conftest import atom_request, atom_settings, binary, wait_for_state
 from workers import client as purchases
 from workers.settings import WorkerSettings
 from workers.worker import serving
@@ -42,16 +41,17 @@ async def build(client: Client, build_id: str, sim: AtomSimulator) -> AsyncItera
 
 
 async def set_current(client: Client, build_id: str) -> None:
-    """What `temporal worker deployment set-current-version` does; the version exists once its workers poll."""
-    request = SetWorkerDeploymentCurrentVersionRequest(
-        namespace=client.namespace, deployment_name=DEPLOYMENT, build_id=build_id, identity="test")
-    for _ in range(200):
-        try:
-            await client.workflow_service.set_worker_deployment_current_version(request)
+    """The rollout step deploy/README.md documents, with the CLI; it fails until the build's workers poll."""
+    command = [binary("temporal"), "worker", "deployment", "set-current-version", "--yes",
+               "--address", client.service_client.config.target_host, "--namespace", client.namespace,
+               "--deployment-name", DEPLOYMENT, "--build-id", build_id]
+    for _ in range(100):
+        process = await asyncio.create_subprocess_exec(*command, stdout=PIPE, stderr=PIPE)
+        out, err = await process.communicate()
+        if process.returncode == 0:
             return
-        except RPCError:
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{build_id} never became current")
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{build_id} never became current: {out.decode()} {err.decode()}")
 
 
 async def builds_that_ran(client: Client, purchase_id: str) -> set[str]:
