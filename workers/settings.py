@@ -79,8 +79,8 @@ class WorkerSettings(BaseSettings):
 
     def deployment_config(self) -> WorkerDeploymentConfig | None:
         """Every workflow is PINNED: it runs to its end on the build that started it. A purchase holds
-        seats for minutes and must not meet code it did not start with; refunds and order reads are
-        short, so pinning them only delays retiring a build by seconds and never needs a patch."""
+        seats for minutes and must not meet code it did not start with; refunds and order reads last
+        seconds, so pinning them too delays retiring a build by no more than that."""
         if (self.deployment_name is None) != (self.build_id is None):
             raise ValueError("set both BOXOFFICE_DEPLOYMENT_NAME and BOXOFFICE_BUILD_ID, or neither")
         if self.deployment_name is None or self.build_id is None:
