@@ -1,9 +1,10 @@
 """What turning tracing on costs: Atom purchases on the dev server (auto confirmation, simulator with
 zero latency, fulfilled at the first poll, activities on the workflow's queue), first with tracing
-off, then on through the production path (`connect()` with OTEL_TRACES_EXPORTER set, so the SDK's
-TracingInterceptor and the httpx instrumentation run). Spans go through a BatchSpanProcessor to an
-exporter that counts and drops them: the cost measured is making and propagating spans in this
-process, not shipping them to a collector.
+off, then on through the production path (`connect()` with OTEL_TRACES_EXPORTER set: the SDK's
+TracingInterceptor on client and worker; httpx is instrumented too, but the in-process simulator's
+ASGI transport makes no HTTP spans). Spans go through a BatchSpanProcessor to an exporter that
+counts and drops them: the cost measured is making and propagating spans in this process, not
+shipping them to a collector.
 
     python bench/tracing.py --purchases 100 --concurrency 1,10
 
