@@ -4,7 +4,7 @@ nothing is traced unless the standard OTEL_* variables ask for it."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
@@ -22,7 +22,6 @@ from workers import tracing
 from workers.client import start_purchase
 from workers.settings import WorkerSettings
 from workers.worker import connect, serving
-
 
 EXPORTER = InMemorySpanExporter()
 
@@ -68,7 +67,7 @@ def test_asking_for_traces_without_the_extra_says_which_to_install(monkeypatch: 
         tracing.interceptors()
 
 
-def by_name(spans: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
+def by_name(spans: Sequence[ReadableSpan], prefix: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name.startswith(prefix)]
 
 

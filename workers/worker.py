@@ -68,7 +68,7 @@ class Providers:
     """The activity objects of every provider, with their HTTP clients, from the environment."""
 
     def __init__(self) -> None:
-        self.providers = [
+        self.providers: list[Any] = [
             AcmeActivities(AcmeSettings()),
             AtmActivities(AtmSettings()),
             AtomActivities(AtomSettings()),

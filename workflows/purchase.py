@@ -56,7 +56,7 @@ UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval
 UNDO_TIMEOUT = timedelta(hours=6)
 CALL_TIMEOUT = timedelta(seconds=30)
 
-SEQUENCES = {
+SEQUENCES: dict[str, Any] = {
     "atom": atom.purchase,
     "onebox": onebox.purchase,
     "tevo": tevo.purchase,
@@ -70,11 +70,11 @@ def failure_from(err: ActivityError | ApplicationError) -> Failure:
     an ActivityError, or itself when a local activity's failure arrives unwrapped."""
     cause: BaseException | None = err
     while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.cause
+        cause = cause.__cause__
     if cause is None:
         return Failure(reason=FailureReason.PROVIDER_ERROR, message=str(getattr(err, "cause", None) or err))
     details: dict[str, Any] = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
-    reason = cause.type if cause.type in FailureReason.__members__ else FailureReason.PROVIDER_ERROR
+    reason = cause.type if cause.type and cause.type in FailureReason.__members__ else FailureReason.PROVIDER_ERROR
     return Failure(
         reason=FailureReason(reason),
         message=cause.message,
@@ -94,7 +94,7 @@ class PurchaseWorkflow:
         self._state = PurchaseState.HOLDING
         self._step = "start"
         self._steps_done: list[str] = []
-        self._hold_expires_at = None
+        self._hold_expires_at: datetime | None = None
         self._provider_ids: dict[str, str] = {}
         self.event: EventInfo | None = None
         self.receipt: Receipt | None = None
@@ -310,9 +310,9 @@ class PurchaseWorkflow:
         self._awaiting_confirm = True
         try:
             if remaining <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             await workflow.wait_condition(lambda: self._confirmation is not None, timeout=remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PurchaseFailed(
                 PurchaseState.EXPIRED,
                 Failure(
@@ -332,7 +332,7 @@ class PurchaseWorkflow:
         if remaining > 0:
             try:
                 await workflow.wait_condition(lambda: arrived() is not None, timeout=remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         event = arrived()
         if event is not None:
