@@ -270,6 +270,7 @@ class AcmeActivities:
     async def search_orders(self, query: OrdersQuery) -> OrdersPage:
         if query.order_id:
             return OrdersPage(orders=[(await self._order(query.order_id)).record()])
+        params: dict[str, Any]
         if query.event_id:
             path, params = f"/v2/b2c/orders/event/{query.event_id}", {}
         else:

@@ -66,7 +66,8 @@ class AtomSettings(BaseSettings):
     # X-Atom-DeviceSignature. Atom does not publish how those are computed, so off unless set.
     signer: str | None = None
     timeout_seconds: float = Field(default=10, gt=0)
-    # Activity tasks per second the provider's task queue hands out, across all workers. Atom beta allows 25 requests/s (bursts to 50): queue above that instead of meeting 429s.
+    # Activity tasks per second the provider's task queue hands out, across all workers. Atom beta allows
+    # 25 requests/s (bursts to 50): queue above that instead of meeting 429s.
     activities_per_second: float | None = Field(default=25, gt=0)
     poll_interval_seconds: float = Field(default=2, gt=0)
     poll_budget_seconds: float = Field(default=10, gt=0)

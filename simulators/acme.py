@@ -107,7 +107,7 @@ class AcmeSimulator:
         return Route(path, serve, methods=[method])
 
     def _expire(self) -> None:
-        for key, reservation in list(self.reservations.items()):
+        for reservation in list(self.reservations.values()):
             if reservation["status"] == "active" and reservation["expires"] <= self.clock():
                 reservation["status"] = "expired"
 

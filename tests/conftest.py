@@ -119,7 +119,7 @@ async def wait_for_state(handle: Any, state: str, timeout: float = 10.0) -> Purc
     """Queries until the purchase reaches `state` (queries do not skip time)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    seen: object = None
+    seen: Any = None
     while True:
         try:
             seen = await handle.query("status", result_type=PurchaseStatus)

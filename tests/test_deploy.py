@@ -17,8 +17,9 @@ from activities.atm import AtmSettings
 from activities.atom import AtomSettings
 from activities.onebox import OneboxSettings
 from activities.tevo import TevoSettings
+from workers.client import SEARCH_ATTRIBUTES
 from workers.codec import CodecSettings
-from workers.settings import ROLES, WebhookSettings, WorkerSettings
+from workers.settings import ROLES, TEMPORAL_VARIABLES, WebhookSettings, WorkerSettings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 SETTINGS: list[type[BaseSettings]] = [WorkerSettings, WebhookSettings, CodecSettings, AtomSettings, OneboxSettings,
@@ -35,7 +36,8 @@ def variables(settings: type[BaseSettings]) -> dict[str, bool]:
     return found
 
 
-ALL = {name: secret for settings in SETTINGS for name, secret in variables(settings).items()}
+# Temporal's connection variables are read by the SDK's environment configuration, not by a settings class.
+ALL = {name: secret for settings in SETTINGS for name, secret in variables(settings).items()} | TEMPORAL_VARIABLES
 SECRETS = {name for name, secret in ALL.items() if secret}
 
 
@@ -69,9 +71,15 @@ def images(node: Any) -> list[str]:
     return []
 
 
+# boxoffice's own image in compose is tagged with the build being deployed (its Worker Deployment build id).
+BUILD_IMAGE = "boxoffice:${BOXOFFICE_BUILD_ID:?the build being deployed, e.g. the git commit}"
+
+
 @pytest.mark.parametrize("path", ["compose.yaml", "k8s/config.yaml", "k8s/workers.yaml", "k8s/edge.yaml"])
 def test_images_are_pinned(path: str) -> None:
     for image in images(load(path)):
+        if image == BUILD_IMAGE:
+            continue
         assert re.fullmatch(r"[\w./-]+:[\w.-]+", image) and not image.endswith(":latest"), image
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11\.\d+-slim", dockerfile, re.M)
@@ -88,9 +96,9 @@ def test_kubernetes_provides_every_variable_from_config_or_secret() -> None:
         for entry in container.get("env", []):
             if "valueFrom" in entry:
                 assert entry["valueFrom"]["secretKeyRef"]["name"] == "boxoffice-secrets"
-                referenced.add(entry["name"])
             else:
                 assert entry["name"] not in SECRETS
+            referenced.add(entry["name"])
     assert set(ALL) <= set(config) | referenced, sorted(set(ALL) - set(config) - referenced)
 
 
@@ -109,3 +117,56 @@ def test_one_worker_deployment_per_role_with_readiness_and_autoscaling() -> None
                     "acme": AcmeSettings}.get(role)
         needed = {n for n, secret in variables(provider).items() if secret} if provider else set()
         assert needed | {"BOXOFFICE_CODEC_KEYS"} <= secrets, f"{name} lacks its provider's credentials"
+
+
+def test_compose_runs_the_current_temporal_server_with_admin_tools_jobs() -> None:
+    services = load("compose.yaml")[0]["services"]
+    assert not [i for i in images(services) if "auto-setup" in i], "temporalio/auto-setup is deprecated"
+    server, schema, namespace = services["temporal"], services["temporal-schema"], services["temporal-namespace"]
+    version = server["image"].removeprefix("temporalio/server:")
+    # Worker Versioning (Worker Deployments) needs server 1.29.1 or later; tools match the server.
+    assert tuple(int(n) for n in version.split(".")) >= (1, 29, 1)
+    assert schema["image"] == namespace["image"] == services["worker-set-current"]["image"] == (
+        f"temporalio/admin-tools:{version}")
+    assert server["depends_on"] == {"temporal-schema": {"condition": "service_completed_successfully"}}
+    assert server["environment"]["DB"] == schema["environment"]["DB"] == "postgres12"
+    [script] = schema["command"]
+    for step in ("create", "setup-schema -v 0.0", "update-schema"):
+        assert f'--db "$$db" {step}' in script
+    assert "temporal temporal_visibility" in script and "v12/$$dir/versioned" in script
+    # The server reads its dynamic config from the file in deploy/temporal/.
+    mount = next(v for v in server["volumes"] if "dynamicconfig" in v)
+    source, target, _ = mount.split(":")
+    assert (DEPLOY / source).is_file()
+    assert target == "/etc/temporal/config/" + server["environment"]["DYNAMIC_CONFIG_FILE_PATH"].removeprefix("config/")
+
+
+def test_compose_registers_the_namespace_and_every_search_attribute_the_code_upserts() -> None:
+    compose = load("compose.yaml")[0]
+    services = compose["services"]
+    job = services["temporal-namespace"]
+    assert job["environment"]["NAMESPACE"] == compose["x-boxoffice"]["environment"]["TEMPORAL_NAMESPACE"]
+    [script] = job["command"]
+    registered = set(re.search(r"for name in ([\w ]+); do", script)[1].split())  # type: ignore[index]
+    assert registered == set(SEARCH_ATTRIBUTES)
+    assert "--type Keyword" in script and "namespace create" in script
+    for name in ("worker", "webhooks", "codec-server"):
+        assert services[name]["depends_on"] == {"temporal-namespace": {"condition": "service_completed_successfully"}}
+
+
+def test_workers_are_one_build_of_a_worker_deployment() -> None:
+    compose = load("compose.yaml")[0]
+    worker = compose["services"]["worker"]
+    env = worker["environment"]
+    assert env["BOXOFFICE_DEPLOYMENT_NAME"] == "boxoffice"
+    assert env["BOXOFFICE_BUILD_ID"].startswith("${BOXOFFICE_BUILD_ID:?")
+    assert worker["image"] == BUILD_IMAGE  # a new build is a new image
+    promote = compose["services"]["worker-set-current"]
+    [script] = promote["command"]
+    assert "set-current-version" in script and "--deployment-name boxoffice" in script
+    assert promote["environment"]["BUILD_ID"] == "${BOXOFFICE_BUILD_ID:?}"
+    assert load("k8s/config.yaml")[0]["data"]["BOXOFFICE_DEPLOYMENT_NAME"] == "boxoffice"
+    for deployment in (d for d in load("k8s/workers.yaml") if d["kind"] == "Deployment"):
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        build_id = next(e["value"] for e in container["env"] if e["name"] == "BOXOFFICE_BUILD_ID")
+        assert container["image"].rpartition(":")[2] == build_id, deployment["metadata"]["name"]

@@ -134,10 +134,12 @@ async def test_provider_rate_limit_queues_a_burst(dev_env: WorkflowEnvironment) 
     assert busiest <= 8  # unlimited, the same burst makes ~20 calls within one second
 
 
-async def test_worker_reports_health_and_stops_cleanly(dev_env: WorkflowEnvironment) -> None:
+async def test_worker_reports_health_and_stops_cleanly(
+    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = free_port()
-    settings = WorkerSettings(TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
-                              BOXOFFICE_TASK_QUEUE="health", BOXOFFICE_HEALTH_BIND=f"127.0.0.1:{port}")
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
+    settings = WorkerSettings(BOXOFFICE_TASK_QUEUE="health", BOXOFFICE_HEALTH_BIND=f"127.0.0.1:{port}")
     stop = asyncio.Event()
     running = asyncio.create_task(run_worker(settings, stop=stop))
     async with httpx.AsyncClient() as http:

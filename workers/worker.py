@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.runtime import Runtime
-from temporalio.service import RPCError, TLSConfig
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
@@ -30,6 +30,7 @@ from activities.atm import AtmActivities, AtmSettings
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
 from activities.tevo import TevoActivities, TevoSettings
+from workers import tracing
 from workers.client import ensure_search_attributes
 from workers.codec import CodecSettings, data_converter
 from workers.settings import ROLES, WorkerSettings
@@ -46,25 +47,19 @@ WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow]
 # sandbox re-imports only the workflow modules (purchase, orders). Measured: ~10 % less CPU per purchase (bench/README.md).
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "pydantic", "pydantic_core", "workflows.models", "workflows.saga",
+        "pydantic", "pydantic_core", "opentelemetry", "workflows.models", "workflows.saga",
         "workflows.atom", "workflows.onebox", "workflows.tevo", "workflows.atm", "workflows.acme",
     )
 )
 
 
 async def connect(settings: WorkerSettings, runtime: Runtime | None = None) -> Client:
-    # Encrypted payloads when BOXOFFICE_CODEC_KEYS is set (workers/codec.py).
-    tls: TLSConfig | bool = False
-    if settings.temporal_tls_cert and settings.temporal_tls_key:
-        tls = TLSConfig(client_cert=settings.temporal_tls_cert.read_bytes(),
-                        client_private_key=settings.temporal_tls_key.read_bytes())
-    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    # Encrypted payloads when BOXOFFICE_CODEC_KEYS is set (workers/codec.py); traces when OTEL_* ask
+    # (workers/tracing.py), for this client's calls and every worker built on it.
     return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        api_key=api_key,
-        tls=tls or api_key is not None,  # Temporal Cloud's API keys need TLS
+        **settings.temporal,
         data_converter=data_converter(CodecSettings().codec()),
+        interceptors=tracing.interceptors(),
         runtime=runtime,
     )
 
@@ -73,7 +68,7 @@ class Providers:
     """The activity objects of every provider, with their HTTP clients, from the environment."""
 
     def __init__(self) -> None:
-        self.providers = [
+        self.providers: list[Any] = [
             AcmeActivities(AcmeSettings()),
             AtmActivities(AtmSettings()),
             AtomActivities(AtomSettings()),
@@ -154,13 +149,15 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
         providers.providers,
         settings.role_set(),
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+        deployment_config=settings.deployment_config(),
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
-             task_queue=settings.task_queue, roles=sorted(settings.role_set()))
+             task_queue=settings.task_queue, roles=sorted(settings.role_set()),
+             deployment=settings.deployment_name, build_id=settings.build_id)
     try:
         async with worker, health(settings.health_bind):
             await stop.wait()

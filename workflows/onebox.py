@@ -31,6 +31,7 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
     async def release_seats(hold: Hold) -> str:
         return await flow.call("onebox.release_seats", basket.order_id, hold.item_ids, result_type=str, undo=True)
 
+    how: list[object]  # the seats, or a price type and quantity
     if request.seat_ids:
         adding, how = "onebox.add_seats", [request.seat_ids]
     else:

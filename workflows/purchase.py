@@ -62,7 +62,7 @@ CALL_TIMEOUT = timedelta(seconds=30)
 KEYS = uuid.UUID("6f1d7c3e-1b7a-4f0e-9a55-7c2d8b1e4a90")
 WRONG_WORKFLOW_ID = "WRONG_WORKFLOW_ID"
 
-SEQUENCES = {
+SEQUENCES: dict[str, Any] = {
     "atom": atom.purchase,
     "onebox": onebox.purchase,
     "tevo": tevo.purchase,
@@ -76,11 +76,11 @@ def failure_from(err: ActivityError | ApplicationError) -> Failure:
     an ActivityError, or itself when a local activity's failure arrives unwrapped."""
     cause: BaseException | None = err
     while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.cause
+        cause = cause.__cause__
     if cause is None:
         return Failure(reason=FailureReason.PROVIDER_ERROR, message=str(getattr(err, "cause", None) or err))
     details: dict[str, Any] = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
-    reason = cause.type if cause.type in FailureReason.__members__ else FailureReason.PROVIDER_ERROR
+    reason = cause.type if cause.type and cause.type in FailureReason.__members__ else FailureReason.PROVIDER_ERROR
     return Failure(
         reason=FailureReason(reason),
         message=cause.message,
@@ -100,7 +100,7 @@ class PurchaseWorkflow:
         self._state = PurchaseState.HOLDING
         self._step = "start"
         self._steps_done: list[str] = []
-        self._hold_expires_at = None
+        self._hold_expires_at: datetime | None = None
         self._provider_ids: dict[str, str] = {}
         self.event: EventInfo | None = None
         self.receipt: Receipt | None = None
@@ -329,9 +329,9 @@ class PurchaseWorkflow:
         self._awaiting_confirm = True
         try:
             if remaining <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             await workflow.wait_condition(lambda: self._confirmation is not None, timeout=remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PurchaseFailed(
                 PurchaseState.EXPIRED,
                 Failure(
@@ -351,7 +351,7 @@ class PurchaseWorkflow:
         if remaining > 0:
             try:
                 await workflow.wait_condition(lambda: arrived() is not None, timeout=remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         event = arrived()
         if event is not None:
