@@ -259,6 +259,7 @@ async def test_acme_partial_refund_with_lost_answer_refunds_once(env: WorkflowEn
     sim = AcmeSimulator()
     async with acme_worker(env.client, sim) as tq:
         bought = await (await start_purchase(env.client, acme_request("acme-pr"), tq)).result()
+        assert bought.provider_order_id is not None
         [item_id] = {i["itemId"] for i in sim.orders[bought.provider_order_id]["orderItems"]}
         sim.faults.add(Fault(endpoint="refund", status=502, lost=True))  # applied, answer lost
         refunded = await purchases.refund(

@@ -20,7 +20,7 @@ from tests.conftest import onebox_settings
 from workflows.models import Buyer
 
 ORDER_ID = "5f1c0a7e9b2d4c6e8f0a1b2c"
-BASKET = {"id": ORDER_ID, "code": None, "status": "BASKET", "items": [
+BASKET: dict[str, Any] = {"id": ORDER_ID, "code": None, "status": "BASKET", "items": [
     {"id": 501, "session_id": 1001, "seat": {"id": 11, "row": "B", "number": "1"}, "price": {"total": 26.5, "currency": "EUR"}},
     {"id": 502, "session_id": 1001, "seat": {"id": 12, "row": "B", "number": "2"}, "price": {"total": 26.5, "currency": "EUR"}},
 ], "price": {"total": 53.0, "charges": 3.0, "currency": "EUR"}}

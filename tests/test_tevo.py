@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -289,6 +290,6 @@ def test_read_back_activities_are_registered() -> None:
     from activities.acme import AcmeActivities, AcmeSettings
     from activities.onebox import OneboxActivities, OneboxSettings
 
-    providers = [OneboxActivities(OneboxSettings()), TevoActivities(TevoSettings()), AcmeActivities(AcmeSettings())]
+    providers: list[Any] = [OneboxActivities(OneboxSettings()), TevoActivities(TevoSettings()), AcmeActivities(AcmeSettings())]
     names = {_Definition.from_callable(fn).name for provider in providers for fn in provider.all()}
     assert {"onebox.find_order", "tevo.find_order", "acme.find_checkout"} <= names
