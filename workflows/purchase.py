@@ -116,6 +116,8 @@ class PurchaseWorkflow:
         self._activity_queue: str | None = None
         self._events: list[AtmEvent] = []
         self._deliveries: set[str] = set()
+        self._reads_decided_at_start = False
+        self._keys_from_purchase_id = False
 
     @workflow.run
     async def run(self, request: PurchaseRequest) -> PurchaseResult:
@@ -130,6 +132,10 @@ class PurchaseWorkflow:
             )
         self._purchase_id = request.purchase_id
         self._provider = request.provider
+        # Patches are decided before the first local activity: a patch marker recorded after one can
+        # land in another workflow task than on replay (a non-determinism error for a running purchase).
+        self._reads_decided_at_start = workflow.patched("local-reads-at-start")
+        self._keys_from_purchase_id = workflow.patched("keys-from-purchase-id")
         self._main = asyncio.current_task()
         self._meter().create_counter("boxoffice_purchases_started", "Purchases started").add(1)
         workflow.upsert_search_attributes([PROVIDER.value_set(request.provider), STATE.value_set(self._state)])
@@ -291,8 +297,8 @@ class PurchaseWorkflow:
         """Runs a provider call. `read`: a short idempotent read, run as a local activity (no
         matching round trip: a purchase's latency about halves, bench/README.md) unless the provider
         is rate-limited (local activities would bypass its queue's limit). Runs started before
-        this change keep regular activities (patch "local-reads"), so their histories replay."""
-        if read and self._activity_queue is None and workflow.patched("local-reads"):
+        local reads keep regular activities (`_local_reads`), so their histories replay."""
+        if read and self._activity_queue is None and self._local_reads():
             return await workflow.execute_local_activity(
                 activity,
                 args=args,
@@ -312,6 +318,10 @@ class PurchaseWorkflow:
             retry_policy=UNDO_RETRY if undo else STEP_RETRY,
             summary=activity,
         )
+
+    def _local_reads(self) -> bool:
+        # Runs started before the decision moved to the start decide where they did.
+        return self._reads_decided_at_start or workflow.patched("local-reads")
 
     async def policy(self, provider: str) -> PurchasePolicy:
         policy = await workflow.execute_local_activity(
@@ -361,7 +371,7 @@ class PurchaseWorkflow:
     def idempotency_key(self, purpose: str) -> str:
         """The provider's idempotency key for one `purpose` of this purchase. Runs started before
         keys were derived from the purchase id keep their random ones (patch "keys-from-purchase-id")."""
-        if workflow.patched("keys-from-purchase-id"):
+        if self._keys_from_purchase_id:
             return str(uuid.uuid5(KEYS, f"{self._purchase_id}:{purpose}"))
         return str(workflow.uuid4())
 
