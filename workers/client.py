@@ -8,9 +8,9 @@ from typing import Any
 from pydantic import TypeAdapter
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import (
@@ -60,25 +60,37 @@ async def start_purchase(
     client: Client, request: PurchaseRequest | dict[str, Any] | str, task_queue: str, **options: Any
 ) -> WorkflowHandle[Any, PurchaseResult]:
     """Starts the purchase, or returns the one already started for this purchase id: a retried
-    start never buys twice, while the purchase runs (USE_EXISTING) or after it ended (REJECT_DUPLICATE)."""
+    start never buys twice, while the purchase runs or after it ended."""
+    handle, _ = await start_or_find_purchase(client, request, task_queue, **options)
+    return handle
+
+
+async def start_or_find_purchase(
+    client: Client, request: PurchaseRequest | dict[str, Any] | str, task_queue: str, **options: Any
+) -> tuple[WorkflowHandle[Any, PurchaseResult], bool]:
+    """start_purchase, also saying whether this call started it (False: the purchase id was
+    started earlier, and the handle is that purchase). The start fails on any existing run (FAIL
+    + REJECT_DUPLICATE), which is how the server tells which one happened; other languages get the
+    same purchase with USE_EXISTING."""
     if not isinstance(request, PurchaseBase):
         request = parse_request(request)
     workflow_id = purchase_workflow_id(request.purchase_id)
     try:
-        return await client.start_workflow(
+        handle = await client.start_workflow(
             WORKFLOW_TYPE,
             request,
             id=workflow_id,
             task_queue=task_queue,
             result_type=PurchaseResult,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             # The line shown for the purchase in the UI's list (no buyer data).
             static_summary=f"{request.provider} purchase {request.purchase_id}",
             **options,
         )
+        return handle, True
     except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle(workflow_id, result_type=PurchaseResult)
+        return client.get_workflow_handle(workflow_id, result_type=PurchaseResult), False
 
 
 def purchase_handle(client: Client, purchase_id: str) -> WorkflowHandle[Any, PurchaseResult]:
@@ -87,6 +99,23 @@ def purchase_handle(client: Client, purchase_id: str) -> WorkflowHandle[Any, Pur
 
 async def status(client: Client, purchase_id: str) -> PurchaseStatus:
     return await purchase_handle(client, purchase_id).query("status", result_type=PurchaseStatus)
+
+
+async def purchase_result(client: Client, purchase_id: str) -> PurchaseResult:
+    """The purchase's outcome once it has ended (waits while it runs). A purchase cancelled through
+    Temporal (UI, `temporal workflow cancel`) has no workflow result: its final status stands in."""
+    handle = purchase_handle(client, purchase_id)
+    try:
+        return await handle.result()
+    except WorkflowFailureError as err:
+        if not isinstance(err.cause, CancelledError):
+            raise
+    final = await handle.query("status", result_type=PurchaseStatus)
+    return PurchaseResult(
+        purchase_id=final.purchase_id, provider=final.provider, state=final.state,
+        provider_order_id=final.provider_ids.get("order_id"), event=final.event, receipt=final.receipt,
+        failure=final.failure,
+    )
 
 
 async def confirm(client: Client, purchase_id: str, confirmation: ConfirmRequest) -> PurchaseStatus:
