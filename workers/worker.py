@@ -178,36 +178,37 @@ async def health(bind: str | None) -> AsyncIterator[None]:
 
 async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
     """Runs until SIGTERM/SIGINT (or `stop`), then drains: running activities get
-    shutdown_grace_seconds to finish before they are cancelled and retried elsewhere."""
-    runtime = prometheus_runtime(settings.metrics_bind) if settings.metrics_bind else None
-    client = client or await connect(settings, runtime)
-    try:
-        await ensure_search_attributes(client)
-    except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly
-        log.error("cannot register search attributes; register them as README says", error=err.message)
+    shutdown_grace_seconds to finish before they are cancelled and retried elsewhere.
+    Refuses to start when a provider named in BOXOFFICE_WORKER_ROLES is not configured."""
     providers = Providers()
-    unconfigured = {p.name: missing_settings(p.settings) for p in providers.providers if missing_settings(p.settings)}
+    unconfigured = {p.name: missing for p in providers.providers if (missing := missing_settings(p.settings))}
     named = {role.strip() for role in settings.roles.split(",")} & set(unconfigured)
-    if named:  # a process asked for a provider by name must be able to serve it
+    if named:
         await providers.aclose()
         raise SystemExit("\n".join(f"{name} is not configured: set {', '.join(unconfigured[name])}"
                                     for name in sorted(named)))
     for name, missing in unconfigured.items():
         log.warning("provider not configured: not served here", provider=name, missing=missing)
-    worker = serving(
-        client,
-        settings.task_queue,
-        providers.providers,
-        settings.role_set(),
-        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
-    )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
-             task_queue=settings.task_queue, roles=sorted(settings.role_set()))
     try:
+        runtime = prometheus_runtime(settings.metrics_bind) if settings.metrics_bind else None
+        client = client or await connect(settings, runtime)
+        try:
+            await ensure_search_attributes(client)
+        except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly
+            log.error("cannot register search attributes; register them as README says", error=err.message)
+        worker = serving(
+            client,
+            settings.task_queue,
+            providers.providers,
+            settings.role_set(),
+            graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
+                 task_queue=settings.task_queue, roles=sorted(settings.role_set()))
         async with worker, health(settings.health_bind):
             await stop.wait()
             log.info("worker stopping")
