@@ -19,7 +19,7 @@ import binascii
 import hmac
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf import json_format
@@ -40,6 +40,8 @@ from temporalio.converter import (
 )
 from temporalio.exceptions import ApplicationError
 
+from workflows.models import PurchaseRequest
+
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
@@ -47,6 +49,7 @@ NONCE_BYTES = 12
 INVALID_REQUEST = "INVALID_REQUEST"
 # Fields named in a validation failure's one line; the rest are counted.
 FIELDS_SHOWN = 5
+REQUEST_UNION = get_args(PurchaseRequest)[0]
 
 
 class CodecSettings(BaseSettings):
@@ -133,6 +136,11 @@ class PayloadConverter(PydanticPayloadConverter):
     workflow at once with that line instead of pydantic's message with the input values."""
 
     def from_payloads(self, payloads: Sequence[Payload], type_hints: list[type] | None = None) -> list[Any]:
+        # The SDK reads a workflow's type hints without their Annotated extras: the request union
+        # arrives without its discriminator. Validated as the tagged union, a bad request names its
+        # bad fields, not every field of every provider's request.
+        if type_hints:
+            type_hints = [PurchaseRequest if hint == REQUEST_UNION else hint for hint in type_hints]
         try:
             return super().from_payloads(payloads, type_hints)
         except ValidationError as err:

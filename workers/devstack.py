@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 import uvicorn
 from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 
 from simulators.acme import AcmeSimulator
@@ -47,6 +47,8 @@ SIMULATORS = {
 
 
 class DevSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_ignore_empty=True)
+
     # "dev": commands use the simulators' settings where none are set (never in production).
     environment: str = Field(default="production", validation_alias="BOXOFFICE_ENV")
     simulators_port: int = Field(default=8701, validation_alias="BOXOFFICE_SIMULATORS_PORT")
