@@ -109,3 +109,21 @@ def test_one_worker_deployment_per_role_with_readiness_and_autoscaling() -> None
                     "acme": AcmeSettings}.get(role)
         needed = {n for n, secret in variables(provider).items() if secret} if provider else set()
         assert needed | {"BOXOFFICE_CODEC_KEYS"} <= secrets, f"{name} lacks its provider's credentials"
+
+
+def test_provider_calls_run_only_where_their_credentials_are() -> None:
+    """Fail closed: the workflows pods hold no provider credentials, so every provider's calls,
+    ACME's order management included, must go to its own role's queue (a rate limit set), and
+    each provider role must get every setting its provider requires."""
+    config = load("k8s/config.yaml")[0]["data"]
+    deployments = {d["metadata"]["name"]: d for d in load("k8s/workers.yaml") if d["kind"] == "Deployment"}
+    for settings in (AtomSettings, OneboxSettings, TevoSettings, AtmSettings, AcmeSettings):
+        prefix = settings.model_config["env_prefix"]
+        assert config.get(f"{prefix}ACTIVITIES_PER_SECOND"), f"{prefix}*: calls would run in the workflows pods"
+        [container] = deployments[f"boxoffice-{prefix.split('_')[1].lower()}"]["spec"]["template"]["spec"]["containers"]
+        given = {e["name"] for e in container["env"]} | {name for name, value in config.items() if value}
+        required = {f"{prefix}{name}".upper() for name in settings.required}
+        assert required <= given, sorted(required - given)
+    [workflows] = deployments["boxoffice-workflows"]["spec"]["template"]["spec"]["containers"]
+    assert not any(e["name"].startswith(("BOXOFFICE_ATOM", "BOXOFFICE_ONEBOX", "BOXOFFICE_TEVO", "BOXOFFICE_ATM",
+                                         "BOXOFFICE_ACME")) for e in workflows["env"])

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import uvicorn
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -167,6 +167,8 @@ def explain(err: Exception, args: argparse.Namespace, address: str) -> tuple[str
                 return f"purchase {purchase_id} has ended: see `boxoffice result {purchase_id}`", EXIT_ERROR
             return f"no purchase {purchase_id} (no workflow {purchase_workflow_id(purchase_id)})", EXIT_ERROR
         return f"Temporal refused: {err.message}", EXIT_ERROR
+    if isinstance(err, WorkflowQueryFailedError):
+        return f"the worker could not answer for {purchase_id or 'the purchase'}: {err.message}", EXIT_ERROR
     if isinstance(err, WorkflowUpdateFailedError):
         return f"refused: {getattr(err.cause, 'message', err.cause)}", EXIT_ERROR
     if isinstance(err, WorkflowFailureError):

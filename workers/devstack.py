@@ -158,6 +158,7 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
         ports = DevSettings().simulator_ports()
         simulators = {name: simulator() for name, simulator in SIMULATORS.items()}
         simulators["atm"].webhook_url = f"http://127.0.0.1:{webhooks.port}/webhooks/atm"
+        simulators["atm"].checkout_base = f"http://127.0.0.1:{ports['atm']}/checkout"
         apps = {f"{name} simulator": (sim.app, ports[name]) for name, sim in simulators.items()}
         apps["webhook receiver"] = (atm_receiver(webhooks.atm_secret_list(), temporal_delivery(client)), webhooks.port)
         servers = await _serve(apps)
