@@ -265,7 +265,8 @@ def show(view: PurchaseStatus | PurchaseResult) -> None:
     """A status or a result, one fact a line: what an operator reads at a glance."""
     print(f"{purchase_workflow_id(view.purchase_id)}  {view.provider}  {view.state}")
     if isinstance(view, PurchaseStatus):
-        print(f"  step          {view.step}  (done: {', '.join(view.steps_done) or '-'})")
+        print(f"  step          {view.step}")
+        print(f"  steps done    {', '.join(view.steps_done) or '-'}")
         if view.hold_expires_at and not view.state.final:
             print(f"  held until    {view.hold_expires_at:%Y-%m-%d %H:%M:%S} UTC")
         for name, value in view.provider_ids.items():
