@@ -89,8 +89,8 @@ async def start_or_find_purchase(
             **options,
         )
         return handle, True
-    except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle(workflow_id, result_type=PurchaseResult), False
+    except WorkflowAlreadyStartedError as existing:
+        return client.get_workflow_handle(workflow_id, run_id=existing.run_id, result_type=PurchaseResult), False
 
 
 def purchase_handle(client: Client, purchase_id: str) -> WorkflowHandle[Any, PurchaseResult]:
