@@ -280,6 +280,7 @@ def show(view: PurchaseStatus | PurchaseResult) -> None:
     if view.receipt:
         r = view.receipt
         print(f"  total         {r.total} {r.currency} (subtotal {r.subtotal}, fees {r.fees}, tax {r.tax})")
+    # Tickets and compensations: shown for whichever of status and result carries them.
     for ticket in getattr(view, "tickets", []):
         print(f"  ticket        seat {ticket.seat:<5} {ticket.ticket_type or '':<8} "
               f"barcode {ticket.barcode or '(e-ticket to follow)'}")
