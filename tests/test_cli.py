@@ -29,7 +29,8 @@ from tests.conftest import (
     provider_worker,
 )
 
-PROVIDER_VARIABLES = ("BOXOFFICE_ENV", "BOXOFFICE_ATM_WEBHOOK_SECRETS", "BOXOFFICE_CODEC_KEYS")
+# Set in a developer's shell, these would change what the commands under test do.
+SHELL_SETTINGS = ("BOXOFFICE_ENV", "BOXOFFICE_ATM_WEBHOOK_SECRETS", "BOXOFFICE_CODEC_KEYS")
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Ran:
 
 
 async def boxoffice(*args: str, address: str | None = None, stdin: str = "", **env: str) -> Ran:
-    environment = {k: v for k, v in os.environ.items() if k not in PROVIDER_VARIABLES}
+    environment = {k: v for k, v in os.environ.items() if k not in SHELL_SETTINGS}
     environment.update(TEMPORAL_ADDRESS=address or f"127.0.0.1:{free_port()}", **env)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "workers.cli", *args, env=environment,
