@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -53,13 +53,15 @@ REFUNDED = "Refund"
 
 
 class AcmeSettings(BaseSettings):
-    """From BOXOFFICE_ACME_*; the defaults talk to the local simulator (`boxoffice dev`)."""
+    """From BOXOFFICE_ACME_*. No defaults for where and who: unset (or empty), the worker does not
+    serve ACME; `boxoffice dev` sets the simulator's (workers/devstack.py)."""
 
     model_config = SettingsConfigDict(env_prefix="BOXOFFICE_ACME_")
+    required: ClassVar[tuple[str, ...]] = ("base_url", "tenant_id", "api_key")
 
-    base_url: str = "http://127.0.0.1:8705"
-    tenant_id: str = "107"
-    api_key: SecretStr = SecretStr("dev-acme-key")
+    base_url: str = ""
+    tenant_id: str = ""
+    api_key: SecretStr = SecretStr("")
     timeout_seconds: float = Field(default=10, gt=0)
     # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
     activities_per_second: float | None = Field(default=None, gt=0)

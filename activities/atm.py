@@ -8,7 +8,7 @@ ticket holds. Payment and issuance arrive as signed webhooks (workers/webhooks.p
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -38,12 +38,14 @@ CODES = {
 
 
 class AtmSettings(BaseSettings):
-    """From BOXOFFICE_ATM_*; the defaults talk to the local simulator (`boxoffice dev`)."""
+    """From BOXOFFICE_ATM_*. No defaults for where and who: unset (or empty), the worker does not
+    serve ATM; `boxoffice dev` sets the simulator's (workers/devstack.py)."""
 
     model_config = SettingsConfigDict(env_prefix="BOXOFFICE_ATM_")
+    required: ClassVar[tuple[str, ...]] = ("base_url", "service_token")
 
-    base_url: str = "http://127.0.0.1:8704"  # the XRPC broker
-    service_token: SecretStr = SecretStr("dev-atm-service-token")  # service-auth JWT
+    base_url: str = ""  # the XRPC broker
+    service_token: SecretStr = SecretStr("")  # service-auth JWT
     environment: str = Field(default="test", pattern="^(test|live)$")
     timeout_seconds: float = Field(default=10, gt=0)
     # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -48,12 +48,14 @@ UNFULFILLED_FINAL = frozenset({"failed", "cancelled", "canceled", "rejected", "r
 
 
 class AtomSettings(BaseSettings):
-    """From BOXOFFICE_ATOM_*; the defaults talk to the local simulator (`boxoffice dev`)."""
+    """From BOXOFFICE_ATOM_*. No defaults for where and who: unset (or empty), the worker does not
+    serve Atom; `boxoffice dev` sets the simulator's (workers/devstack.py)."""
 
     model_config = SettingsConfigDict(env_prefix="BOXOFFICE_ATOM_")
+    required: ClassVar[tuple[str, ...]] = ("base_url", "api_key")
 
-    base_url: str = "http://127.0.0.1:8701"
-    api_key: SecretStr = SecretStr("dev-atom-key")
+    base_url: str = ""
+    api_key: SecretStr = SecretStr("")
     device_id: str = "boxoffice"
     ad_id: str | None = None
     channel: str = "Partner"

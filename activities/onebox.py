@@ -14,7 +14,7 @@ import asyncio
 import time
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -49,16 +49,18 @@ CODES = {
 
 
 class OneboxSettings(BaseSettings):
-    """From BOXOFFICE_ONEBOX_*; the defaults talk to the local simulator (`boxoffice dev`)."""
+    """From BOXOFFICE_ONEBOX_*. No defaults for where and who: unset (or empty), the worker does not
+    serve Onebox; `boxoffice dev` sets the simulator's (workers/devstack.py)."""
 
     model_config = SettingsConfigDict(env_prefix="BOXOFFICE_ONEBOX_")
+    required: ClassVar[tuple[str, ...]] = ("base_url", "oauth_url", "channel_id", "client_id", "client_secret")
 
-    base_url: str = "http://127.0.0.1:8702"
+    base_url: str = ""
     # The OAuth server; Onebox runs it on its own domain.
-    oauth_url: str = "http://127.0.0.1:8702"
-    channel_id: str = "dev-channel"
-    client_id: str = "dev-client"
-    client_secret: SecretStr = SecretStr("dev-onebox-secret")
+    oauth_url: str = ""
+    channel_id: str = ""
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
     timeout_seconds: float = Field(default=10, gt=0)
     # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
     activities_per_second: float | None = Field(default=None, gt=0)

@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -48,13 +48,15 @@ ORDERS_PER_PAGE = 100
 
 
 class TevoSettings(BaseSettings):
-    """From BOXOFFICE_TEVO_*; the defaults talk to the local simulator (`boxoffice dev`)."""
+    """From BOXOFFICE_TEVO_*. No defaults for where and who: unset (or empty), the worker does not
+    serve TEvo; `boxoffice dev` sets the simulator's (workers/devstack.py)."""
 
     model_config = SettingsConfigDict(env_prefix="BOXOFFICE_TEVO_")
+    required: ClassVar[tuple[str, ...]] = ("base_url", "api_token", "api_secret")
 
-    base_url: str = "http://127.0.0.1:8703"
-    api_token: SecretStr = SecretStr("dev-tevo-token")
-    api_secret: SecretStr = SecretStr("dev-tevo-secret")
+    base_url: str = ""
+    api_token: SecretStr = SecretStr("")
+    api_secret: SecretStr = SecretStr("")
     # Who cancels, in POST /v9/orders/{id}/cancel.
     reviewer_id: int = 0
     timeout_seconds: float = Field(default=10, gt=0)

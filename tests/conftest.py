@@ -15,7 +15,6 @@ import httpx
 import pytest
 import uvicorn
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -30,6 +29,7 @@ from simulators.atom import AtomSimulator
 from simulators.onebox import OneboxSimulator
 from simulators.tevo import TevoSimulator
 from workers.client import ensure_search_attributes
+from workers.codec import data_converter
 from workers.worker import serving
 from workflows.models import PurchaseStatus
 
@@ -47,7 +47,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server per test: after an update, this test server (1.40) keeps skipping
     time for the rest of its life, so one server per test keeps tests independent (~0.3 s each)."""
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
+        test_server_existing_path=binary("temporal-test-server"), data_converter=data_converter(None)
     )
     await ensure_search_attributes(environment.client)
     yield environment
@@ -219,7 +219,7 @@ def free_port() -> int:
 @pytest.fixture
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"), data_converter=pydantic_data_converter, ui=False
+        dev_server_existing_path=binary("temporal"), data_converter=data_converter(None), ui=False
     )
     await ensure_search_attributes(env.client)
     yield env

@@ -14,6 +14,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atom import AtomSimulator
@@ -271,7 +272,9 @@ async def test_invalid_input_from_another_language_fails_fast(env: WorkflowEnvir
         )
         with pytest.raises(WorkflowFailureError) as failure:
             await asyncio.wait_for(handle.result(), 10)
-    assert "validation error" in str(failure.value.cause)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "INVALID_REQUEST"
+    assert "atom.showtime_id: Field required" in cause.message
     assert sim.calls == []
 
 

@@ -170,3 +170,21 @@ def test_workers_are_one_build_of_a_worker_deployment() -> None:
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         build_id = next(e["value"] for e in container["env"] if e["name"] == "BOXOFFICE_BUILD_ID")
         assert container["image"].rpartition(":")[2] == build_id, deployment["metadata"]["name"]
+
+
+def test_provider_calls_run_only_where_their_credentials_are() -> None:
+    """Fail closed: the workflows pods hold no provider credentials, so every provider's calls,
+    ACME's order management included, must go to its own role's queue (a rate limit set), and
+    each provider role must get every setting its provider requires."""
+    config = load("k8s/config.yaml")[0]["data"]
+    deployments = {d["metadata"]["name"]: d for d in load("k8s/workers.yaml") if d["kind"] == "Deployment"}
+    for settings in (AtomSettings, OneboxSettings, TevoSettings, AtmSettings, AcmeSettings):
+        prefix = settings.model_config["env_prefix"]
+        assert config.get(f"{prefix}ACTIVITIES_PER_SECOND"), f"{prefix}*: calls would run in the workflows pods"
+        [container] = deployments[f"boxoffice-{prefix.split('_')[1].lower()}"]["spec"]["template"]["spec"]["containers"]
+        given = {e["name"] for e in container["env"]} | {name for name, value in config.items() if value}
+        required = {f"{prefix}{name}".upper() for name in settings.required}
+        assert required <= given, sorted(required - given)
+    [workflows] = deployments["boxoffice-workflows"]["spec"]["template"]["spec"]["containers"]
+    assert not any(e["name"].startswith(("BOXOFFICE_ATOM", "BOXOFFICE_ONEBOX", "BOXOFFICE_TEVO", "BOXOFFICE_ATM",
+                                         "BOXOFFICE_ACME")) for e in workflows["env"])

@@ -55,13 +55,13 @@ async def test_purchase_through_the_cli_on_the_dev_server(
         assert (await cli(dev_env, "e2e", "buy", request)).strip() == "purchase-e2e-1"
 
         for _ in range(100):
-            status = json.loads(await cli(dev_env, "e2e", "status", "e2e-1"))
+            status = json.loads(await cli(dev_env, "e2e", "status", "e2e-1", "--json"))
             if status["state"] == "AWAITING_CONFIRMATION":
                 break
             await asyncio.sleep(0.1)
         assert status["receipt"]["total"] == "36.18"
 
-        confirmed = json.loads(await cli(dev_env, "e2e", "confirm", "e2e-1", "--total", "36.18"))
+        confirmed = json.loads(await cli(dev_env, "e2e", "confirm", "e2e-1", "--total", "36.18", "--json"))
         assert confirmed["state"] in ("AWAITING_FULFILLMENT", "FULFILLED")
         result: PurchaseResult = await purchases.purchase_handle(client, "e2e-1").result()
         assert result.state == PurchaseState.FULFILLED
@@ -138,6 +138,7 @@ async def test_worker_reports_health_and_stops_cleanly(
     dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
+    # No provider is configured here: the worker starts all the same and serves none of them.
     monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
     settings = WorkerSettings(BOXOFFICE_TASK_QUEUE="health", BOXOFFICE_HEALTH_BIND=f"127.0.0.1:{port}")
     stop = asyncio.Event()

@@ -5,20 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 import time
-from decimal import Decimal
+import traceback
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
 import uvicorn
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from workers import client as purchases
-from workers.codec import CodecSettings, codec_server
-from workers.devstack import dev_stack, port_open, split_address
+from workers.codec import CodecSettings, codec_server, validation_summary
+from workers.devstack import dev_mode, dev_stack, port_open, public_webhook_secret, split_address, use_simulators
 from workers.logs import configure
 from workers.settings import WebhookSettings, WorkerSettings
 from workers.webhooks import atm_receiver, temporal_delivery
@@ -30,6 +33,7 @@ from workflows.models import (
     PurchaseState,
     PurchaseStatus,
     RefundRequest,
+    purchase_workflow_id,
 )
 
 # No seat ids: the simulators choose free seats, so repeated demos do not collide.
@@ -48,6 +52,27 @@ DEMO_REQUESTS: dict[str, dict[str, Any]] = {
                         "quantity": 2}]},
 }
 DEMO_BUYER = {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}
+
+
+# Exit codes (README, "The command line"); argparse exits 2 on a usage mistake.
+EXIT_ERROR = 1  # the command could not do what was asked: no server, unknown id, refused, bad input
+EXIT_UNSUCCESSFUL = 3  # the purchase ended FAILED, CANCELLED or EXPIRED (`result`, `buy --wait`)
+UNSUCCESSFUL = frozenset({PurchaseState.FAILED, PurchaseState.CANCELLED, PurchaseState.EXPIRED})
+
+
+class CommandError(Exception):
+    """An ordinary mistake or refusal: its message is printed, without a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def decimal_argument(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,39 +102,90 @@ def main(argv: list[str] | None = None) -> None:
     refund.add_argument("--no-email", action="store_true", help="do not e-mail the buyer")
     buy = commands.add_parser("buy", help="start a purchase from a JSON request")
     buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
-    buy.add_argument("--wait", action="store_true", help="wait for the result")
-    for name, text in (("status", "show a purchase"), ("confirm", "confirm a held purchase"),
-                       ("cancel", "cancel a purchase and compensate")):
+    buy.add_argument("--wait", action="store_true", help="wait for the result (exit 3 if it ends unsuccessfully)")
+    buy.add_argument("--json", action="store_true", help="print the result as JSON")
+    for name, text in (("status", "show a purchase"), ("result", "wait for a purchase's outcome: tickets, "
+                       "failure, compensations (exit 3 if it ended unsuccessfully)"),
+                       ("confirm", "confirm a held purchase"), ("cancel", "cancel a purchase and compensate")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("purchase_id")
+        sub.add_argument("--json", action="store_true", help="print JSON instead of text")
         if name == "confirm":
-            sub.add_argument("--total", type=Decimal, help="the total the buyer accepted (must match the preview)")
+            sub.add_argument("--total", type=decimal_argument,
+                             help="the total the buyer accepted (must match the preview)")
         if name == "cancel":
             sub.add_argument("--reason", default="cancelled from the command line")
     args = parser.parse_args(argv)
 
-    settings = WorkerSettings()
-    configure(settings.log_format, settings.log_level if args.command in ("dev", "worker") else "WARNING")
-    problem: str | None = None
+    address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+    code = 0
     try:
+        if args.command in ("dev", "demo") or dev_mode():
+            use_simulators()
+        settings = WorkerSettings()
+        address = settings.temporal_address
+        configure(settings.log_format, settings.log_level if args.command in ("dev", "worker") else "WARNING")
         asyncio.run(COMMANDS[args.command](args, settings))
     except KeyboardInterrupt:
         pass
-    except SystemExit as err:
-        problem = str(err.code) if err.code else None
-    except ValidationError as err:
-        problem = f"invalid request:\n{err}"
-    except WorkflowUpdateFailedError as err:
-        problem = f"refused: {err.cause}"
-    except RPCError as err:
-        problem = f"Temporal said: {err.message}"
-    if problem:
-        print(problem, file=sys.stderr)
+    except SystemExit as err:  # an int: the exit code; a message: a refusal to start
+        if isinstance(err.code, int):
+            code = err.code
+        elif err.code:
+            print(err.code, file=sys.stderr)
+            code = EXIT_ERROR
+    except Exception as err:  # noqa: BLE001 -- ordinary mistakes get a line, the unforeseen a traceback
+        problem = explain(err, args, address)
+        if problem is None:
+            traceback.print_exc()
+            code = EXIT_ERROR
+        else:
+            print(problem[0], file=sys.stderr)
+            code = problem[1]
     sys.stdout.flush()
     sys.stderr.flush()
     # The SDK's Rust threads can abort the interpreter teardown of a short-lived client process
     # ("PyGILState_Release ... must be current", temporalio/sdk-python#300): skip the teardown.
-    os._exit(1 if problem else 0)
+    os._exit(code)
+
+
+def explain(err: Exception, args: argparse.Namespace, address: str) -> tuple[str, int] | None:
+    """One or two lines and the exit code for an ordinary mistake; None for anything else."""
+    purchase_id = getattr(args, "purchase_id", None)
+    if isinstance(err, CommandError):
+        return str(err), err.code
+    if isinstance(err, ValidationError):
+        # Settings classes are named *Settings; everything else validated here is a request.
+        what = "configuration" if err.title.endswith("Settings") else "request"
+        return f"invalid {what}: {validation_summary(err)}", EXIT_ERROR
+    if isinstance(err, RuntimeError) and str(err).startswith("Failed client connect"):
+        return (f"no Temporal server at {address}: start one with `boxoffice dev`, "
+                "or set TEMPORAL_ADDRESS to yours"), EXIT_ERROR
+    if isinstance(err, RPCError):
+        if err.status == RPCStatusCode.NOT_FOUND and purchase_id is not None:
+            if "completed" in err.message:  # an update to a purchase that has ended
+                return f"purchase {purchase_id} has ended: see `boxoffice result {purchase_id}`", EXIT_ERROR
+            return f"no purchase {purchase_id} (no workflow {purchase_workflow_id(purchase_id)})", EXIT_ERROR
+        return f"Temporal refused: {err.message}", EXIT_ERROR
+    if isinstance(err, WorkflowQueryFailedError):
+        return f"the worker could not answer for {purchase_id or 'the purchase'}: {err.message}", EXIT_ERROR
+    if isinstance(err, WorkflowUpdateFailedError):
+        return f"refused: {getattr(err.cause, 'message', err.cause)}", EXIT_ERROR
+    if isinstance(err, WorkflowFailureError):
+        cause = root_cause(err.cause)
+        details = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else {}
+        order_id = getattr(args, "order_id", None)
+        if order_id is not None and isinstance(details, dict) and details.get("status") == 404:
+            return f"no ACME order {order_id}", EXIT_ERROR
+        code = EXIT_UNSUCCESSFUL if purchase_id is not None else EXIT_ERROR
+        return f"failed: {getattr(cause, 'message', None) or cause}", code
+    return None
+
+
+def root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
 
 
 async def cmd_dev(args: argparse.Namespace, settings: WorkerSettings) -> None:
@@ -129,13 +205,15 @@ async def cmd_demo(args: argparse.Namespace, settings: WorkerSettings) -> None:
         return
     print("Starting the dev stack (Temporal dev server, simulators, worker)...", flush=True)
     async with dev_stack(settings) as stack:
-        print(f"Temporal UI: {stack.ui_url}  (the purchase stays there while the stack runs)")
         providers = Providers()
         try:
             async with serving(stack.client, settings.task_queue, providers.providers):
                 await _demo(stack.client, settings, args)
         finally:
             await providers.aclose()
+    # The UI stopped with the stack: say how to keep one to look at.
+    print(f"The dev stack stopped with the demo. To see purchases in the Temporal UI ({stack.ui_url}),\n"
+          "run `boxoffice dev` in another shell and `boxoffice demo` again.")
 
 
 async def _demo(client: Client, settings: WorkerSettings, args: argparse.Namespace) -> None:
@@ -166,7 +244,7 @@ async def _demo(client: Client, settings: WorkerSettings, args: argparse.Namespa
         if status.state.final:
             break
         await asyncio.sleep(0.2)
-    _print_result(await handle.result())
+    show(await purchases.purchase_result(client, request["purchase_id"]))
 
 
 async def _answer(client: Client, purchase_id: str, status: PurchaseStatus) -> None:
@@ -183,38 +261,87 @@ async def _answer(client: Client, purchase_id: str, status: PurchaseStatus) -> N
         await purchases.confirm(client, purchase_id, ConfirmRequest(accepted_total=receipt.total))
 
 
-def _print_result(result: PurchaseResult) -> None:
-    print(f"{result.state}: order {result.provider_order_id or '-'}")
-    if result.receipt:
-        print(f"  charged {result.receipt.total} {result.receipt.currency}")
-    for ticket in result.tickets:
-        print(f"  seat {ticket.seat:<5} {ticket.ticket_type or '':<8} barcode {ticket.barcode or '(e-ticket to follow)'}")
-    if result.failure:
-        print(f"  {result.failure.reason}: {result.failure.message}")
-    for undo in result.compensations:
-        print(f"  compensated: {undo.action} ({'ok' if undo.ok else 'FAILED'}: {undo.detail})")
+def show(view: PurchaseStatus | PurchaseResult) -> None:
+    """A status or a result, one fact a line: what an operator reads at a glance."""
+    print(f"{purchase_workflow_id(view.purchase_id)}  {view.provider}  {view.state}")
+    if isinstance(view, PurchaseStatus):
+        print(f"  step          {view.step}")
+        print(f"  steps done    {', '.join(view.steps_done) or '-'}")
+        if view.hold_expires_at and not view.state.final:
+            print(f"  held until    {view.hold_expires_at:%Y-%m-%d %H:%M:%S} UTC")
+        for name, value in view.provider_ids.items():
+            print(f"  {name:<13} {value}")
+    else:
+        status = f" ({view.provider_status})" if view.provider_status else ""
+        print(f"  order         {view.provider_order_id or '-'}{status}")
+    if view.event:
+        starts = f", {view.event.starts_at:%Y-%m-%d %H:%M}" if view.event.starts_at else ""
+        print(f"  event         {view.event.title or '-'}, {view.event.venue or '-'}{starts}")
+    if view.receipt:
+        r = view.receipt
+        print(f"  total         {r.total} {r.currency} (subtotal {r.subtotal}, fees {r.fees}, tax {r.tax})")
+    # Tickets and compensations: shown for whichever of status and result carries them.
+    for ticket in getattr(view, "tickets", []):
+        print(f"  ticket        seat {ticket.seat:<5} {ticket.ticket_type or '':<8} "
+              f"barcode {ticket.barcode or '(e-ticket to follow)'}")
+    if view.failure:
+        f = view.failure
+        extra = ", ".join(f"{label} {value}" for label, value in
+                          (("code", f.provider_code), ("HTTP", f.provider_status), ("trace", f.trace_id)) if value)
+        print(f"  failure       {f.reason}: {f.message}" + (f" ({extra})" if extra else ""))
+    for undo in getattr(view, "compensations", []):
+        print(f"  compensated   {undo.action}: {'ok' if undo.ok else 'FAILED'}" + (f" ({undo.detail})" if undo.detail else ""))
+
+
+def show_or_dump(view: PurchaseStatus | PurchaseResult, as_json: bool) -> None:
+    if as_json:
+        print(view.model_dump_json(indent=2))
+    else:
+        show(view)
 
 
 async def cmd_worker(args: argparse.Namespace, settings: WorkerSettings) -> None:
     await run_worker(settings)
 
 
+def bound_socket(host: str, port: int, variable: str) -> socket.socket:
+    """Binds before serving, so a port in use is one clear line instead of uvicorn's exit."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise CommandError(f"cannot listen on {host}:{port}: {err.strerror}; set {variable} to another port") from None
+    return sock
+
+
+async def serve(app: Any, sock: socket.socket) -> None:
+    await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
+
+
 async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> None:
     webhooks = WebhookSettings()
-    app = atm_receiver(webhooks.atm_secret_list(), temporal_delivery(await connect(settings)))
-    await uvicorn.Server(uvicorn.Config(app, host=webhooks.host, port=webhooks.port, log_level="warning")).serve()
+    secrets = webhooks.atm_secret_list()
+    if not secrets:
+        raise CommandError("set BOXOFFICE_ATM_WEBHOOK_SECRETS to ATM's webhook signing secret(s)")
+    if not dev_mode() and public_webhook_secret() in secrets:
+        raise CommandError("BOXOFFICE_ATM_WEBHOOK_SECRETS holds the simulator's public secret: anyone could sign "
+                           "webhooks.\nSet ATM's secret, or BOXOFFICE_ENV=dev to receive the simulator's.")
+    sock = bound_socket(webhooks.host, webhooks.port, "BOXOFFICE_WEBHOOKS_PORT")
+    await serve(atm_receiver(secrets, temporal_delivery(await connect(settings))), sock)
 
 
 async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -> None:
     codec_settings = CodecSettings()
     codec = codec_settings.codec()
     if codec is None or codec_settings.auth_token is None:
-        raise SystemExit("set BOXOFFICE_CODEC_KEYS and BOXOFFICE_CODEC_AUTH_TOKEN")
+        raise CommandError("set BOXOFFICE_CODEC_KEYS and BOXOFFICE_CODEC_AUTH_TOKEN")
     origins = [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
     app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins)
+    sock = bound_socket(codec_settings.host, codec_settings.port, "BOXOFFICE_CODEC_PORT")
     print(f"codec server on http://{codec_settings.host}:{codec_settings.port} for {', '.join(origins)}", flush=True)
-    config = uvicorn.Config(app, host=codec_settings.host, port=codec_settings.port, log_level="warning")
-    await uvicorn.Server(config).serve()
+    await serve(app, sock)
 
 
 async def cmd_orders(args: argparse.Namespace, settings: WorkerSettings) -> None:
@@ -232,37 +359,54 @@ async def cmd_orders(args: argparse.Namespace, settings: WorkerSettings) -> None
     print((await purchases.orders(client, query, settings.task_queue)).model_dump_json(indent=2))
 
 
+def read_request(argument: str) -> str:
+    if argument == "-":
+        return sys.stdin.read()
+    if argument.startswith("@"):
+        try:
+            with open(argument[1:]) as file:
+                return file.read()
+        except OSError as err:
+            raise CommandError(f"cannot read the request from {argument[1:]}: {err.strerror}") from None
+    return argument
+
+
 async def cmd_buy(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    if args.request == "-":
-        text = sys.stdin.read()
-    elif args.request.startswith("@"):
-        with open(args.request[1:]) as file:
-            text = file.read()
-    else:
-        text = args.request
-    request = purchases.parse_request(text)
+    request = purchases.parse_request(read_request(args.request))
     client = await connect(settings)
-    handle = await purchases.start_purchase(client, request, settings.task_queue)
-    print(handle.id)
+    handle, started = await purchases.start_or_find_purchase(client, request, settings.task_queue)
+    if started:
+        print(handle.id)
+    else:
+        print(f"{handle.id} already exists (started earlier); showing it")
+        if not args.wait:
+            show(await purchases.status(client, request.purchase_id))
     if args.wait:
-        result = await handle.result()
-        print(result.model_dump_json(indent=2))
+        await print_result(client, request.purchase_id, args.json)
+
+
+async def print_result(client: Client, purchase_id: str, as_json: bool) -> None:
+    result = await purchases.purchase_result(client, purchase_id)
+    show_or_dump(result, as_json)
+    if result.state in UNSUCCESSFUL:
+        raise SystemExit(EXIT_UNSUCCESSFUL)
+
+
+async def cmd_result(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    await print_result(await connect(settings), args.purchase_id, args.json)
 
 
 async def cmd_status(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    status = await purchases.status(await connect(settings), args.purchase_id)
-    print(status.model_dump_json(indent=2))
+    show_or_dump(await purchases.status(await connect(settings), args.purchase_id), args.json)
 
 
 async def cmd_confirm(args: argparse.Namespace, settings: WorkerSettings) -> None:
     confirmation = ConfirmRequest(accepted_total=args.total)
-    status = await purchases.confirm(await connect(settings), args.purchase_id, confirmation)
-    print(status.model_dump_json(indent=2))
+    show_or_dump(await purchases.confirm(await connect(settings), args.purchase_id, confirmation), args.json)
 
 
 async def cmd_cancel(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    status = await purchases.cancel(await connect(settings), args.purchase_id, args.reason)
-    print(status.model_dump_json(indent=2))
+    show_or_dump(await purchases.cancel(await connect(settings), args.purchase_id, args.reason), args.json)
 
 
 COMMANDS = {
@@ -274,6 +418,7 @@ COMMANDS = {
     "codec-server": cmd_codec_server,
     "buy": cmd_buy,
     "status": cmd_status,
+    "result": cmd_result,
     "confirm": cmd_confirm,
     "cancel": cmd_cancel,
 }

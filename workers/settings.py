@@ -106,8 +106,9 @@ class WebhookSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", validation_alias="BOXOFFICE_WEBHOOKS_HOST")
     port: int = Field(default=8780, validation_alias="BOXOFFICE_WEBHOOKS_PORT")
     # ATM's webhook signing secrets, comma-separated: more than one while a secret is rotated.
-    atm_secrets: SecretStr = Field(default=SecretStr("dev-atm-webhook-secret"),
-                                   validation_alias="BOXOFFICE_ATM_WEBHOOK_SECRETS")
+    # No default: `boxoffice webhooks` refuses to start without one (BOXOFFICE_ENV=dev: the simulator's).
+    atm_secrets: SecretStr | None = Field(default=None, validation_alias="BOXOFFICE_ATM_WEBHOOK_SECRETS")
 
     def atm_secret_list(self) -> list[str]:
-        return [s.strip() for s in self.atm_secrets.get_secret_value().split(",") if s.strip()]
+        value = self.atm_secrets.get_secret_value() if self.atm_secrets else ""
+        return [s.strip() for s in value.split(",") if s.strip()]

@@ -7,16 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
 import structlog
 import uvicorn
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 from temporalio.worker import Worker
@@ -35,7 +39,7 @@ from workers.client import ensure_search_attributes
 from workers.codec import CodecSettings, data_converter
 from workers.settings import ROLES, WorkerSettings
 from workers.telemetry import Telemetry, prometheus_runtime
-from workflows.models import provider_task_queue
+from workflows.models import FailureReason, PurchasePolicy, provider_task_queue
 from workflows.orders import OrdersWorkflow, RefundWorkflow
 from workflows.purchase import PurchaseWorkflow
 
@@ -81,6 +85,28 @@ class Providers:
             await provider.aclose()
 
 
+def missing_settings(settings: BaseSettings) -> list[str]:
+    """The environment variables a provider needs (its settings' `required`) and lacks; empty is unset."""
+    prefix = settings.model_config.get("env_prefix", "")
+
+    def unset(value: Any) -> bool:
+        return not (value.get_secret_value() if isinstance(value, SecretStr) else value)
+
+    return [f"{prefix}{name}".upper() for name in getattr(settings, "required", ()) if unset(getattr(settings, name))]
+
+
+def not_configured(provider: str, missing: Sequence[str]) -> Callable[[], Awaitable[PurchasePolicy]]:
+    """Stands in for an unconfigured provider's `policy`, the first call of each of its purchases:
+    they fail at once, naming what to set, and nothing is sent anywhere."""
+
+    @activity.defn(name=f"{provider}.policy")
+    async def policy() -> PurchasePolicy:
+        raise ApplicationError(f"{provider} is not configured on this worker: set {', '.join(missing)}",
+                               type=FailureReason.PROVIDER_NOT_CONFIGURED, non_retryable=True)
+
+    return policy
+
+
 @contextlib.asynccontextmanager
 async def serving(
     client: Client, task_queue: str, providers: Sequence[Any], roles: Collection[str] = ROLES, **options: Any
@@ -88,20 +114,32 @@ async def serving(
     """The "workflows" role runs the workflows on `task_queue` with every provider's activities
     (unlimited providers' calls land there and start eagerly). A rate-limited provider's role runs
     its activities on `{task_queue}-{provider}`, where the server enforces `activities_per_second`
-    across all workers. `roles` picks what this process serves, e.g. one deployment per role."""
+    across all workers. `roles` picks what this process serves, e.g. one deployment per role.
+    A provider whose settings lack URL or credentials is not served here (fail closed): its
+    purchases fail at once, unless it is rate-limited and this process lacks its role: then its
+    calls go to its queue, for the processes that have the role (the workflows pods in deploy/k8s)."""
     workers = []
+    activities: list[Any] = []
+    for provider in providers:
+        missing = missing_settings(provider.settings)
+        own_queue = provider.settings.activities_per_second is not None
+        if missing and (not own_queue or provider.name in roles):
+            activities.append(not_configured(provider.name, missing))
+        else:  # configured, or here only its `policy` runs, routing the calls to its queue
+            activities += provider.all()
     if "workflows" in roles:
         workers.append(Worker(
             client,
             task_queue=task_queue,
             workflows=WORKFLOWS,
-            activities=[activity for provider in providers for activity in provider.all()],
+            activities=activities,
             workflow_runner=SANDBOX,
             interceptors=[Telemetry()],
             **options,
         ))
     for provider in providers:
-        if provider.name in roles and provider.settings.activities_per_second is not None:
+        if (provider.name in roles and provider.settings.activities_per_second is not None
+                and not missing_settings(provider.settings)):
             workers.append(Worker(
                 client,
                 task_queue=provider_task_queue(task_queue, provider.name),
@@ -135,30 +173,39 @@ async def health(bind: str | None) -> AsyncIterator[None]:
 
 async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
     """Runs until SIGTERM/SIGINT (or `stop`), then drains: running activities get
-    shutdown_grace_seconds to finish before they are cancelled and retried elsewhere."""
-    runtime = prometheus_runtime(settings.metrics_bind) if settings.metrics_bind else None
-    client = client or await connect(settings, runtime)
-    try:
-        await ensure_search_attributes(client)
-    except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly
-        log.error("cannot register search attributes; register them as README says", error=err.message)
+    shutdown_grace_seconds to finish before they are cancelled and retried elsewhere.
+    Refuses to start when a provider named in BOXOFFICE_WORKER_ROLES is not configured."""
     providers = Providers()
-    worker = serving(
-        client,
-        settings.task_queue,
-        providers.providers,
-        settings.role_set(),
-        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
-        deployment_config=settings.deployment_config(),
-    )
+    unconfigured = {p.name: missing for p in providers.providers if (missing := missing_settings(p.settings))}
+    named = {role.strip() for role in settings.roles.split(",")} & set(unconfigured)
+    if named:
+        await providers.aclose()
+        raise SystemExit("\n".join(f"{name} is not configured: set {', '.join(unconfigured[name])}"
+                                    for name in sorted(named)))
+    for name, missing in unconfigured.items():
+        log.warning("provider not configured: not served here", provider=name, missing=missing)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
-             task_queue=settings.task_queue, roles=sorted(settings.role_set()),
-             deployment=settings.deployment_name, build_id=settings.build_id)
     try:
+        runtime = prometheus_runtime(settings.metrics_bind) if settings.metrics_bind else None
+        client = client or await connect(settings, runtime)
+        try:
+            await ensure_search_attributes(client)
+        except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly
+            log.error("cannot register search attributes; register them as README says", error=err.message)
+        worker = serving(
+            client,
+            settings.task_queue,
+            providers.providers,
+            settings.role_set(),
+            graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+            deployment_config=settings.deployment_config(),
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
+                 task_queue=settings.task_queue, roles=sorted(settings.role_set()),
+                 deployment=settings.deployment_name, build_id=settings.build_id)
         async with worker, health(settings.health_bind):
             await stop.wait()
             log.info("worker stopping")

@@ -228,6 +228,8 @@ class FailureReason(StrEnum):
     PROVIDER_BAD_RESPONSE = "PROVIDER_BAD_RESPONSE"
     PROVIDER_ERROR = "PROVIDER_ERROR"
     CANCELLED = "CANCELLED"
+    # The worker lacks the provider's URL or credentials (README, Configuration).
+    PROVIDER_NOT_CONFIGURED = "PROVIDER_NOT_CONFIGURED"
 
 
 class Response(BaseModel):
