@@ -52,6 +52,9 @@ class AtmSettings(BaseSettings):
     activities_per_second: float | None = Field(default=None, gt=0)
     # After payment, how long ATM may take to issue the tickets before the purchase fails.
     issue_budget_seconds: float = Field(default=600, gt=0)
+    # How long past `expiresAt` a payment event may still arrive (webhooks trail ATM's clock) before
+    # the hold is released; the release's answer then still says whether it was paid.
+    expiry_grace_seconds: float = Field(default=120, ge=0)
 
 
 class Wire(BaseModel):
@@ -67,8 +70,20 @@ class CreateHoldResponse(Wire):
     reused: bool = False
 
 
-class ReleaseHoldResponse(Wire):
+class ReleasedHold(Wire):
+    id: str | None = None
     status: str
+
+
+class ReleaseHoldResponse(Wire):
+    """The lexicon and SDK answer `{"hold": {"id", "status"}}`; a flat `{"status"}` is accepted too."""
+
+    hold: ReleasedHold | None = None
+    status: str | None = None
+
+    @property
+    def hold_status(self) -> str | None:
+        return self.hold.status if self.hold is not None else self.status
 
 
 class AtmActivities:
@@ -96,6 +111,7 @@ class AtmActivities:
             activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
             poll_budget_seconds=self.settings.issue_budget_seconds,
             hold_margin_seconds=0,
+            expiry_grace_seconds=self.settings.expiry_grace_seconds,
         )
 
     @activity.defn(name="atm.create_hold")
@@ -126,11 +142,16 @@ class AtmActivities:
 
     @activity.defn(name="atm.release_hold")
     async def release_hold(self, hold_id: str) -> str:
-        """Returns ATM's hold status: released, or expired/completed/failed when it already ended."""
+        """Returns ATM's hold status: released, or expired/completed/failed when it already ended.
+        `completed` means the buyer paid: nothing was released, and the tickets are owed."""
         try:
             data = await self._xrpc(RELEASE_HOLD, {"holdId": hold_id, "reason": "purchase not completed"})
         except ApplicationError as err:
             if not err.details or err.details[0].get("code") != HOLD_NOT_FOUND:
                 raise
             return "not found (nothing held)"
-        return self.http.parse(ReleaseHoldResponse, data, "release ticket hold").status
+        status = self.http.parse(ReleaseHoldResponse, data, "release ticket hold").hold_status
+        if status is None:
+            raise ApplicationError(f"atm: release ticket hold {hold_id}: the answer has no hold status",
+                                   {"provider": "atm"}, type=FailureReason.PROVIDER_BAD_RESPONSE, non_retryable=True)
+        return status

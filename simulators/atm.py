@@ -2,6 +2,11 @@
 checkout endpoint that "pays" (or fails), and a webhook sender that signs events as ATM does, keeps
 undelivered ones for redelivery, and can send every delivery twice (at-least-once).
 
+Shapes the docs show more than one of, each a mode: `release_shape` "hold" (the lexicon's
+`{"hold": {"id", "status"}}`) or "flat" (`{"holdId", "status"}`); `event_shape`, where an event
+names its hold and metadata: "metadata" (`data.holdId` + `data.metadata`), "hold" (`data.hold.id`
+only), "holdId" (`data.holdId` only), "payment" (`data.payment.metadata` only).
+
 Admin endpoints under /_sim: GET state, POST faults, POST redeliver.
 """
 
@@ -53,6 +58,8 @@ class AtmSimulator:
     environment: str = "test"
     hold_seconds: int = 600
     duplicate_sends: bool = False
+    release_shape: str = "hold"
+    event_shape: str = "metadata"
     clock: Callable[[], float] = time.time
     webhook_transport: httpx.AsyncBaseTransport | None = None
     faults: Faults = field(default_factory=Faults)
@@ -135,7 +142,9 @@ class AtmSimulator:
         if hold.status == "active":
             hold.status = "released"
             self._free(hold)
-        return JSONResponse({"holdId": hold.hold_id, "status": hold.status})
+        if self.release_shape == "flat":
+            return JSONResponse({"holdId": hold.hold_id, "status": hold.status})
+        return JSONResponse({"hold": {"id": hold.hold_id, "status": hold.status}})
 
     async def checkout(self, request: Request) -> Response:
         """What the buyer's payment on the hosted checkout does: events to the app's webhook."""
@@ -144,7 +153,7 @@ class AtmSimulator:
         if hold is None or hold.status != "active":
             return error(409, "HoldNotActive", "the hold is not active")
         outcome = (await request.json()).get("outcome", "paid")
-        data: dict[str, Any] = {"holdId": hold.hold_id, "metadata": hold.metadata}
+        data = self._event_data(hold)
         if outcome == "failed":
             hold.status = "failed"
             self._free(hold)
@@ -156,6 +165,16 @@ class AtmSimulator:
                        for item in hold.items for n in range(item["quantity"])]
             await self.send("tickets_issued", {**data, "tickets": tickets})  # ATM uses both spellings
         return JSONResponse({"holdId": hold.hold_id, "status": hold.status})
+
+    def _event_data(self, hold: HeldTickets) -> dict[str, Any]:
+        """Where the event names its hold and our metadata, by `event_shape`."""
+        shapes: dict[str, dict[str, Any]] = {
+            "metadata": {"holdId": hold.hold_id, "metadata": hold.metadata},
+            "hold": {"hold": {"id": hold.hold_id, "status": hold.status}},
+            "holdId": {"holdId": hold.hold_id},
+            "payment": {"payment": {"id": f"pay_{hold.hold_id}", "metadata": hold.metadata}},
+        }
+        return shapes[self.event_shape]
 
     # -- webhooks ------------------------------------------------------------------------------
 

@@ -3,21 +3,30 @@ README's "Guarantees" section. Time-skipping server unless a real server is need
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
-from tests.conftest import atom_request, atom_worker, wait_for_state
+from tests.conftest import ATM_WEBHOOK_SECRET, atm_request, atm_worker, atom_request, atom_worker, wait_for_state
+from tests.test_atm import NOW, Recorder, event_body, headers, pay, post, wire
 from workers import client as purchases
 from workers.client import PurchaseConflict, start_or_find_purchase, start_purchase
-from workflows.models import PurchaseResult, PurchaseState
+from workers.webhooks import MAX_BODY_BYTES, Deliver, atm_receiver, temporal_delivery
+from workflows.models import AtmEvent, CancelRequest, PurchaseResult, PurchaseState
 
 LOGIN = {"identity_value": "moviefan@example.com", "password": "userpassword123"}
 TWO_RECOMMENDED = [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 2}]
@@ -89,3 +98,182 @@ async def test_cancel_sent_with_the_start_cancels_before_anything_is_held(env: W
         status = await purchases.cancel(env.client, "early-cancel", "changed my mind")
     assert status.state == PurchaseState.CANCELLED and status.cancel_reason == "changed my mind"
     assert [c["endpoint"] for c in sim.calls if c["endpoint"] in ("lease", "create")] == []
+
+
+# -- ATM: a paid hold is never released; every event shape routes; nothing is dropped ------------
+
+
+class Outage:
+    """Temporal delivery behind a switch: while down, the receiver answers 503 and ATM keeps the events."""
+
+    def __init__(self, deliver: Deliver) -> None:
+        self.deliver, self.down = deliver, True
+
+    async def __call__(self, workflow_id: str | None, event: AtmEvent) -> str:
+        if self.down:
+            raise ConnectionError("temporal unreachable")
+        return await self.deliver(workflow_id, event)
+
+
+async def held_atm_purchase(env: WorkflowEnvironment, sim: AtmSimulator, tq: str, purchase_id: str) -> tuple[Any, str]:
+    handle = await start_purchase(env.client, atm_request(purchase_id), tq)
+    status = await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)
+    return handle, status.provider_ids["order_id"]
+
+
+@pytest.mark.parametrize("shape", ["hold", "flat"])
+async def test_i2_release_answers_in_either_shape_are_successful_compensations(
+    env: WorkflowEnvironment, shape: str
+) -> None:
+    sim = AtmSimulator(release_shape=shape)
+    async with atm_worker(env.client, sim) as tq:
+        wire(sim, temporal_delivery(env.client, tq))
+        handle, hold = await held_atm_purchase(env, sim, tq, f"atm-release-{shape}")
+        await pay(sim, hold, "failed")
+        result = await handle.result()
+    assert result.failure is not None and result.failure.reason == "PAYMENT_FAILED"
+    assert [(c.action, c.ok, c.detail) for c in result.compensations] == [
+        ("release hold", True, f"hold {hold} failed")]  # ATM freed it when the payment failed
+
+
+async def test_i1_hold_paid_while_webhooks_lag_is_not_released_at_expiry(env: WorkflowEnvironment) -> None:
+    """Paid at ATM, events stuck: at expiry + grace the release answers `completed`, so the purchase
+    awaits its tickets instead of ending EXPIRED with the buyer charged."""
+    sim = AtmSimulator()
+    async with atm_worker(env.client, sim) as tq:
+        outage = Outage(temporal_delivery(env.client, tq))
+        wire(sim, outage)
+        handle, hold = await held_atm_purchase(env, sim, tq, "atm-lag")
+        await pay(sim, hold)
+        assert sim.ledger()["undelivered"] == 2
+        await env.sleep(timedelta(seconds=730))  # past expiresAt (600 s) + grace (120 s)
+        status = await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
+        assert status.step == "await tickets"
+        outage.down = False
+        assert await sim.redeliver() == 0
+        result = await handle.result()
+    assert result.state == PurchaseState.FULFILLED and len(result.tickets) == 2
+    assert [(c.action, c.ok) for c in result.compensations] == [("release hold", True)]
+    assert "completed" in (result.compensations[0].detail or "")
+    assert sim.ledger()["holds"][0]["status"] == "completed"
+
+
+async def test_i1_payment_event_within_the_grace_period_is_kept(env: WorkflowEnvironment) -> None:
+    sim = AtmSimulator()
+    async with atm_worker(env.client, sim) as tq:
+        outage = Outage(temporal_delivery(env.client, tq))
+        wire(sim, outage)
+        handle, hold = await held_atm_purchase(env, sim, tq, "atm-grace")
+        await pay(sim, hold)
+        await env.sleep(timedelta(seconds=650))  # past expiresAt, within the grace period
+        outage.down = False
+        assert await sim.redeliver() == 0
+        result = await handle.result()
+    assert result.state == PurchaseState.FULFILLED and result.compensations == []
+    assert [c["endpoint"] for c in sim.calls] == ["create"]  # never released
+
+
+async def test_i1_cancel_of_a_paid_hold_awaits_the_tickets(env: WorkflowEnvironment) -> None:
+    """Pay-then-cancel: the cancel's release meets a paid hold; the purchase goes on, never CANCELLED."""
+    sim = AtmSimulator()
+    async with atm_worker(env.client, sim) as tq:
+        outage = Outage(temporal_delivery(env.client, tq))
+        wire(sim, outage)
+        handle, hold = await held_atm_purchase(env, sim, tq, "atm-pay-cancel")
+        await pay(sim, hold)
+        await handle.signal("cancel", CancelRequest(reason="buyer left"))
+        await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
+        with pytest.raises(WorkflowUpdateFailedError):  # paid: past the point of no return
+            await purchases.cancel(env.client, "atm-pay-cancel", "again")
+        outage.down = False
+        await sim.redeliver()
+        result = await handle.result()
+    assert result.state == PurchaseState.FULFILLED and len(result.tickets) == 2
+    assert sim.ledger()["holds"][0]["status"] == "completed"
+
+
+async def test_i1_payment_for_an_ended_purchase_goes_to_reconciliation(env: WorkflowEnvironment) -> None:
+    sim = AtmSimulator()
+    async with atm_worker(env.client, sim) as tq:
+        deliver = temporal_delivery(env.client, tq)
+        wire(sim, deliver)
+        handle, hold = await held_atm_purchase(env, sim, tq, "atm-late")
+        assert (await handle.result()).state == PurchaseState.EXPIRED
+        late = event_body("dlv_late", "payment.completed", holdId=hold, metadata={"workflowId": handle.id})
+        response = await post(deliver, late, headers(late, "dlv_late", "payment.completed"))
+        assert response.status_code == 200 and response.json()["outcome"] == "reconciliation"
+        reconcile = env.client.get_workflow_handle(f"reconcile-{handle.id}")
+        [kept] = await reconcile.query("events", result_type=list[AtmEvent])
+        assert (kept.delivery_id, kept.hold_id) == ("dlv_late", hold)
+        assert (await reconcile.describe()).search_attributes["BoxofficeState"] == ["NEEDS_ATTENTION"]
+        await reconcile.signal("resolve", "refunded by hand")
+        assert await reconcile.result() == "refunded by hand"
+
+
+async def test_i1_repeat_of_a_fulfilled_purchases_event_is_a_duplicate(env: WorkflowEnvironment) -> None:
+    sim = AtmSimulator()
+    async with atm_worker(env.client, sim) as tq:
+        deliver = temporal_delivery(env.client, tq)
+        wire(sim, deliver)
+        handle, hold = await held_atm_purchase(env, sim, tq, "atm-again")
+        await pay(sim, hold)
+        assert (await handle.result()).state == PurchaseState.FULFILLED
+        again = event_body("dlv_again", "tickets.issued", holdId=hold, metadata={"workflowId": handle.id})
+        response = await post(deliver, again, headers(again, "dlv_again"))
+    assert response.status_code == 200 and response.json()["outcome"] == "duplicate: purchase fulfilled"
+
+
+@pytest.mark.parametrize("shape", ["metadata", "payment", "hold", "holdId"])
+async def test_i3_events_in_every_documented_shape_reach_their_purchase(dev_env: WorkflowEnvironment, shape: str) -> None:
+    """`hold` and `holdId` carry no metadata: the purchase is found by its hold id (the
+    BoxofficeProviderOrderId search attribute, on a real server's visibility)."""
+    sim = AtmSimulator(event_shape=shape)
+    async with atm_worker(dev_env.client, sim) as tq:
+        wire(sim, temporal_delivery(dev_env.client, tq))
+        handle, hold = await held_atm_purchase(dev_env, sim, tq, f"atm-shape-{shape}")
+        for _ in range(100):  # visibility trails the search attribute's upsert
+            if [e async for e in dev_env.client.list_workflows(f'BoxofficeProviderOrderId = "{hold}"')]:
+                break
+            await asyncio.sleep(0.1)
+        await pay(sim, hold)
+        result = await asyncio.wait_for(handle.result(), 30)
+    assert result.state == PurchaseState.FULFILLED and len(result.tickets) == 2
+
+
+async def test_i3_event_naming_no_purchase_is_not_acknowledged(env: WorkflowEnvironment) -> None:
+    deliver = temporal_delivery(env.client, "unused")
+    body = json.dumps({"id": "dlv_x", "type": "payment.completed", "apiVersion": "2026-10-01",
+                       "environment": "test", "data": {"hold": {"id": "hold_nobody"}}}).encode()
+    response = await post(deliver, body, headers(body, "dlv_x", "payment.completed"))
+    assert response.status_code == 503  # ATM keeps delivering it
+
+
+# -- the receiver refuses before it reads -------------------------------------------------------
+
+
+async def test_receiver_checks_headers_and_length_before_reading_and_caps_the_body() -> None:
+    recorder = Recorder()
+    body = event_body()
+    missing = {k: v for k, v in headers(body).items() if k != "atm-event"}
+    assert (await post(recorder, body, missing)).status_code == 400
+    big = {**headers(body), "content-length": str(MAX_BODY_BYTES + 1)}
+    assert (await post(recorder, b"", big)).status_code == 413
+    assert (await post(recorder, b"", {**headers(body), "content-length": "1e9"})).status_code == 400
+
+    async def endless() -> AsyncIterator[bytes]:  # chunked: no length to check
+        for _ in range(MAX_BODY_BYTES // 1024 + 2):
+            yield b"x" * 1024
+
+    app = atm_receiver([ATM_WEBHOOK_SECRET], recorder, clock=lambda: NOW)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hooks") as client:
+        response = await client.post("/webhooks/atm", content=endless(), headers=headers(body))
+    assert response.status_code == 413 and recorder.events == []
+
+
+@pytest.mark.parametrize("signature", ["t=²,v1=00", "v1=00", "t=,v1=00", "t=1e9,v1=00"])
+async def test_receiver_answers_a_malformed_signature_400(signature: str) -> None:
+    recorder, body = Recorder(), event_body()
+    # Sent as raw UTF-8 bytes, as a client that does not check header encodings would.
+    sent: dict[str, Any] = {**headers(body), "atm-signature": signature.encode()}
+    response = await post(recorder, body, sent)
+    assert response.status_code == 400 and recorder.events == []

@@ -329,7 +329,7 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
         raise CommandError("BOXOFFICE_ATM_WEBHOOK_SECRETS holds the simulator's public secret: anyone could sign "
                            "webhooks.\nSet ATM's secret, or BOXOFFICE_ENV=dev to receive the simulator's.")
     sock = bound_socket(webhooks.host, webhooks.port, "BOXOFFICE_WEBHOOKS_PORT")
-    await serve(atm_receiver(secrets, temporal_delivery(await connect(settings))), sock)
+    await serve(atm_receiver(secrets, temporal_delivery(await connect(settings), settings.task_queue)), sock)
 
 
 async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -> None:

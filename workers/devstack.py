@@ -162,7 +162,8 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
         simulators["atm"].webhook_url = f"http://127.0.0.1:{webhooks.port}/webhooks/atm"
         simulators["atm"].checkout_base = f"http://127.0.0.1:{ports['atm']}/checkout"
         apps = {f"{name} simulator": (sim.app, ports[name]) for name, sim in simulators.items()}
-        apps["webhook receiver"] = (atm_receiver(webhooks.atm_secret_list(), temporal_delivery(client)), webhooks.port)
+        receiver = atm_receiver(webhooks.atm_secret_list(), temporal_delivery(client, settings.task_queue))
+        apps["webhook receiver"] = (receiver, webhooks.port)
         servers = await _serve(apps)
         yield DevStack(settings=settings, ui_url=f"http://{host}:{ui_port}", client=client)
     finally:

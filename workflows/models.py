@@ -349,6 +349,8 @@ class PurchasePolicy(Response):
     hold_margin_seconds: float = 30
     # Providers without holds (TEvo): how long a buyer may take to confirm.
     confirm_window_seconds: float = 600
+    # Providers whose payment events may trail the hold's expiry (ATM): how long to wait past it.
+    expiry_grace_seconds: float = 0
     # How long one activity attempt may run before Temporal retries it elsewhere (e.g. its
     # worker died): a little more than the provider's HTTP timeouts allow.
     call_timeout_seconds: float = 30

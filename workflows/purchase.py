@@ -354,16 +354,19 @@ class PurchaseWorkflow:
 
     async def next_event(self, kinds: set[str], deadline: datetime) -> AtmEvent | None:
         """The next provider event of one of `kinds`, or None once `deadline` passes."""
-        def arrived() -> AtmEvent | None:
-            return next((event for event in self._events if event.kind in kinds), None)
-
         remaining = (deadline - workflow.now()).total_seconds()
         if remaining > 0:
             try:
-                await workflow.wait_condition(lambda: arrived() is not None, timeout=remaining)
+                await workflow.wait_condition(
+                    lambda: any(event.kind in kinds for event in self._events), timeout=remaining
+                )
             except TimeoutError:
                 pass
-        event = arrived()
+        return self.take_event(kinds)
+
+    def take_event(self, kinds: set[str]) -> AtmEvent | None:
+        """A provider event of one of `kinds` that has already arrived, or None; without waiting."""
+        event = next((event for event in self._events if event.kind in kinds), None)
         if event is not None:
             self._events.remove(event)
         return event
