@@ -230,9 +230,11 @@ class ProviderHttp:
     ) -> ApplicationError:
         message = f"{self.provider}: {self.redact(message)}"
         log.warning("provider error", provider=self.provider, type=type_, retryable=retryable, error=message)
+        # The attempt tells the workflow whether an earlier attempt may have done the work.
+        attempt = activity.info().attempt if activity.in_activity() else None
         return ApplicationError(
             message,
-            {"provider": self.provider, **(details or {})},
+            {"provider": self.provider, "attempt": attempt, **(details or {})},
             type=type_,
             non_retryable=not retryable,
             next_retry_delay=next_retry_delay,

@@ -63,7 +63,9 @@ async def test_business_4xx_is_typed_and_not_retried() -> None:
     err = await fail(lambda r: httpx.Response(409, json=answer, headers={"x-request-id": "t-1"}),
                      codes={"ORDER_SEAT_NOT_AVAILABLE": FailureReason.SEAT_UNAVAILABLE})
     assert err.type == "SEAT_UNAVAILABLE" and err.non_retryable
-    assert err.details[0] == {"provider": "acme", "status": 409, "code": "ORDER_SEAT_NOT_AVAILABLE", "trace_id": "t-1"}
+    # `attempt` is the activity attempt (None outside an activity): whether an earlier one may have done the work.
+    assert err.details[0] == {"provider": "acme", "status": 409, "code": "ORDER_SEAT_NOT_AVAILABLE", "trace_id": "t-1",
+                              "attempt": None}
     assert "seat gone" in err.message
 
     plain = await fail(lambda r: httpx.Response(422, json={"message": "bad"}))

@@ -52,7 +52,7 @@ WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow, R
 # sandbox re-imports only the workflow modules (purchase, orders). Measured: ~10 % less CPU per purchase (bench/README.md).
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "pydantic", "pydantic_core", "opentelemetry", "workflows.models", "workflows.saga",
+        "pydantic", "pydantic_core", "opentelemetry", "workflows.models", "workflows.saga", "workflows.outcomes",
         "workflows.atom", "workflows.onebox", "workflows.tevo", "workflows.atm", "workflows.acme",
     )
 )

@@ -60,6 +60,8 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
         "refund order",
         refund,
         PurchaseState.COMMITTING,
+        # The request uuid is written into the order's notes: what an unanswered checkout placed is found by it.
+        find=lambda: flow.find("acme.find_checkout", request.buyer.email, request_uuid, result_type=OrderRecord),
     )
     flow.record_provider_id("order_id", order.order_id)
     return PurchaseResult(

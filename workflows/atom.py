@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         PurchaseState,
         Receipt,
     )
+    from workflows.outcomes import failure_from, outcome_known
 
 if TYPE_CHECKING:
     from workflows.purchase import PurchaseWorkflow
@@ -76,12 +78,25 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         refund = f", refund {cancelled.refund_amount}" if cancelled.refund_amount is not None else ""
         return f"order {cancelled.order_id} {cancelled.status}{refund}"
 
+    async def placed_order() -> ProviderOrder | None:
+        # Atom has no read by clientRequestId, but create is idempotent by it: a repeat answers the
+        # order the first attempt placed. Refused (lease gone, seats taken), nothing was placed;
+        # DUPLICATE_CLIENT_REQUEST_ID means an order exists whose id Atom does not give: unknown.
+        try:
+            return await flow.call("atom.create_order", session, items, client_request_id, is_guest,
+                                   result_type=ProviderOrder, undo=True)
+        except ActivityError as err:
+            if outcome_known(err) and failure_from(err).reason != FailureReason.DUPLICATE_REQUEST:
+                return None
+            raise
+
     order = await flow.act(
         "create order",
         lambda: flow.call("atom.create_order", session, items, client_request_id, is_guest, result_type=ProviderOrder),
         "cancel order",
         cancel_order,
         PurchaseState.COMMITTING,
+        find=placed_order,
     )
     flow.record_provider_id("order_id", order.order_id)
 

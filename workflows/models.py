@@ -200,6 +200,9 @@ class PurchaseState(StrEnum):
     FAILED = "FAILED"
     EXPIRED = "EXPIRED"
     CANCELLED = "CANCELLED"
+    # An undo failed: retried while its failure may pass (then the purchase ends as it would have),
+    # else an operator must act. `compensations` says which and why.
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
 
     @property
     def final(self) -> bool:
@@ -207,7 +210,8 @@ class PurchaseState(StrEnum):
 
 
 FINAL_STATES = frozenset(
-    {PurchaseState.FULFILLED, PurchaseState.FAILED, PurchaseState.EXPIRED, PurchaseState.CANCELLED}
+    {PurchaseState.FULFILLED, PurchaseState.FAILED, PurchaseState.EXPIRED, PurchaseState.CANCELLED,
+     PurchaseState.COMPENSATION_FAILED}
 )
 
 
@@ -380,6 +384,8 @@ class Compensation(Response):
     action: str
     ok: bool
     detail: str | None = None
+    # A failed undo boxoffice keeps trying (its failure may pass); False once settled or given up.
+    retrying: bool = False
 
 
 class PurchaseStatus(Response):
@@ -394,6 +400,8 @@ class PurchaseStatus(Response):
     receipt: Receipt | None = None
     failure: Failure | None = None
     cancel_reason: str | None = None
+    tickets: list[Ticket] = Field(default_factory=list)
+    compensations: list[Compensation] = Field(default_factory=list)
 
 
 class PurchaseResult(Response):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
@@ -16,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
         PurchaseResult,
         PurchaseState,
     )
+    from workflows.outcomes import OUTCOME_UNKNOWN
 
 if TYPE_CHECKING:
     from workflows.purchase import PurchaseWorkflow
@@ -57,9 +59,18 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
     if request.confirmation == "manual":
         await flow.await_confirmation(priced.hold, policy)
 
+    async def confirmed() -> OrderSummary | None:
+        # Onebox's orders API shows confirmed orders only: not found there yet is not "not confirmed".
+        order = await flow.find("onebox.find_order", priced.code, result_type=OrderSummary)
+        if order is None:
+            raise ApplicationError(f"order {priced.code} is not readable by its code: the confirm may have succeeded",
+                                   type=OUTCOME_UNKNOWN, non_retryable=True)
+        return order if order.fulfilled else None
+
     order = await flow.commit(
         "confirm",
         lambda: flow.call("onebox.confirm", basket.order_id, priced.code, result_type=OrderSummary),
+        find=confirmed,
     )
     if order.receipt is not None:
         flow.receipt = order.receipt

@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 from temporalio import workflow
 from temporalio.common import MetricMeter, RetryPolicy, SearchAttributeKey
@@ -39,8 +39,10 @@ with workflow.unsafe.imports_passed_through():
         PurchaseState,
         PurchaseStatus,
         Receipt,
+        Ticket,
         purchase_workflow_id,
     )
+    from workflows.outcomes import OUTCOME_UNKNOWN, failure_from, outcome_known
     from workflows.saga import Saga
 
 T = TypeVar("T")
@@ -56,6 +58,8 @@ STEP_TIMEOUT = timedelta(minutes=2)
 # Undo keeps trying much longer: giving up leaks seats or leaves an order charged.
 UNDO_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1))
 UNDO_TIMEOUT = timedelta(hours=6)
+# One round of an undo's retries: then the saga alerts (COMPENSATION_FAILED) and starts another.
+UNDO_ROUND = timedelta(minutes=10)
 CALL_TIMEOUT = timedelta(seconds=30)
 # Idempotency keys are uuid5(KEYS, purchase id + purpose): the same after a workflow reset or a
 # second run of the same purchase, so the provider recognises a repeat.
@@ -71,30 +75,11 @@ SEQUENCES: dict[str, Any] = {
 }
 
 
-def failure_from(err: ActivityError | ApplicationError) -> Failure:
-    """Reads the typed ApplicationError an activity raised (see activities/http.py): the cause of
-    an ActivityError, or itself when a local activity's failure arrives unwrapped."""
-    cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.__cause__
-    if cause is None:
-        return Failure(reason=FailureReason.PROVIDER_ERROR, message=str(getattr(err, "cause", None) or err))
-    details: dict[str, Any] = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
-    reason = cause.type if cause.type and cause.type in FailureReason.__members__ else FailureReason.PROVIDER_ERROR
-    return Failure(
-        reason=FailureReason(reason),
-        message=cause.message,
-        provider_code=details.get("code"),
-        provider_status=details.get("status") and str(details["status"]),
-        trace_id=details.get("trace_id"),
-    )
-
-
 # Bad input started by another language fails the workflow at once instead of retrying the task.
 @workflow.defn(name="PurchaseWorkflow", failure_exception_types=[ValidationError])
 class PurchaseWorkflow:
     def __init__(self) -> None:
-        self.saga = Saga()
+        self.saga = Saga(alert=self._compensation_failed)
         self._purchase_id = ""
         self._provider = ""
         self._state = PurchaseState.HOLDING
@@ -114,6 +99,7 @@ class PurchaseWorkflow:
         self._committed = False
         self._call_timeout = CALL_TIMEOUT
         self._activity_queue: str | None = None
+        self._tickets: list[Ticket] = []
         self._events: list[AtmEvent] = []
         self._deliveries: set[str] = set()
         self._reads_decided_at_start = False
@@ -143,6 +129,7 @@ class PurchaseWorkflow:
         try:
             async with self.saga:
                 result = await SEQUENCES[request.provider](request, self)
+            self._tickets = result.tickets
             self._set_state(result.state, "done")
         except PurchaseFailed as failed:
             self._fail(failed.state, failed.failure)
@@ -200,6 +187,8 @@ class PurchaseWorkflow:
             receipt=self.receipt,
             failure=self._failure,
             cancel_reason=self._cancel_reason,
+            tickets=list(self._tickets),
+            compensations=list(self.saga.outcomes),
         )
 
     @workflow.update
@@ -281,7 +270,15 @@ class PurchaseWorkflow:
 
     def _fail(self, state: PurchaseState, failure: Failure) -> None:
         self._failure = failure
-        self._set_state(state, self._step)
+        # The failure stays the purchase's reason; a failed undo decides how it ended.
+        self._set_state(PurchaseState.COMPENSATION_FAILED if self.saga.failed else state, self._step)
+
+    def _compensation_failed(self, action: str, detail: str, retrying: bool) -> None:
+        """The saga's alert: visible in the UI list (BoxofficeState), the status query and metrics."""
+        self._set_state(PurchaseState.COMPENSATION_FAILED, f"retrying {action}" if retrying else f"{action} failed")
+        self._meter().create_counter(
+            "boxoffice_compensation_failures", "Undo rounds that failed, by action and whether retried"
+        ).add(1, {"action": action, "retrying": str(retrying).lower()})
 
     def record_provider_id(self, name: str, value: str) -> None:
         self._provider_ids[name] = value
@@ -314,10 +311,16 @@ class PurchaseWorkflow:
             result_type=result_type,
             task_queue=self._activity_queue,
             start_to_close_timeout=self._call_timeout,
-            schedule_to_close_timeout=UNDO_TIMEOUT if undo else STEP_TIMEOUT,
+            schedule_to_close_timeout=UNDO_ROUND if undo else STEP_TIMEOUT,
             retry_policy=UNDO_RETRY if undo else STEP_RETRY,
             summary=activity,
         )
+
+    async def find(self, activity: str, *args: Any, result_type: type[T]) -> T | None:
+        """A read-back by idempotency key (None: not there), retried like an undo: it decides
+        what to keep or undo."""
+        found: T | None = await self.call(activity, *args, result_type=Optional[result_type], undo=True)  # type: ignore[arg-type]  # noqa: UP045
+        return found
 
     def _local_reads(self) -> bool:
         # Runs started before the decision moved to the start decide where they did.
@@ -394,15 +397,21 @@ class PurchaseWorkflow:
         undo_action: str,
         undo: Callable[[T], Awaitable[str]],
         state: PurchaseState | None = None,
+        find: Callable[[], Awaitable[T | None]] | None = None,
     ) -> T:
         """Does a step with its undo registered first. A cancel arriving while the call is in
-        flight waits for its outcome, so what was done at that moment is still undone."""
+        flight waits for its outcome, so what was done at that moment is still undone. `find` reads
+        back by the step's idempotency key when the outcome is unknown (see `read_back`)."""
         self.step(step, state)
-        attempt = asyncio.ensure_future(do())
+        attempt = asyncio.ensure_future(self.read_back(step, do, find))
 
         async def undo_if_done() -> str | None:
             try:
                 done = await attempt
+            except ApplicationError as err:
+                if err.type == OUTCOME_UNKNOWN:
+                    raise  # something may have been done: a failed undo an operator sees
+                return None
             except Exception:
                 return None  # nothing was done
             return await undo(done)
@@ -410,17 +419,45 @@ class PurchaseWorkflow:
         self.saga.add(undo_action, undo_if_done)
         return await asyncio.shield(attempt)
 
-    async def commit(self, step: str, do: Callable[[], Awaitable[T]]) -> T:
+    async def read_back(
+        self, step: str, do: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]] | None
+    ) -> T:
+        """`do`; when it fails with an unknown outcome, `find` says what it did: the order it placed
+        (taken as its result), None (nothing: the failure stands), or raises OUTCOME_UNKNOWN."""
+        try:
+            return await do()
+        except ActivityError as err:
+            if find is None or outcome_known(err):
+                raise
+            workflow.logger.warning("outcome unknown; reading back", extra={"step": step, "error": str(err.cause)})
+            try:
+                found = await find()
+            except ActivityError as unreadable:
+                raise ApplicationError(f"{step}: outcome unknown ({err.cause}); read-back failed: {unreadable.cause}",
+                                       type=OUTCOME_UNKNOWN, non_retryable=True) from err
+            if found is None:
+                raise
+            return found
+
+    async def commit(
+        self, step: str, do: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]] | None = None
+    ) -> T:
         """The point of no return for a provider whose commit cannot be undone by boxoffice
         (Onebox confirm): a cancel arriving meanwhile waits for the outcome instead of abandoning
-        it. Committed, the purchase stands (the saga is dropped); failed, the saga compensates."""
+        it. Committed, the purchase stands (the saga is dropped); failed, the saga compensates;
+        of unknown outcome, nothing is undone (what is held may belong to a confirmed order)."""
         self.step(step, PurchaseState.COMMITTING)
-        attempt = asyncio.ensure_future(do())
+        attempt = asyncio.ensure_future(self.read_back(step, do, find))
         try:
-            committed = await asyncio.shield(attempt)
-        except asyncio.CancelledError:
-            committed = await attempt  # too late to cancel once the order is on its way
-            workflow.logger.info("cancel arrived during commit; the order stands")
+            try:
+                committed = await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                committed = await attempt  # too late to cancel once the order is on its way
+                workflow.logger.info("cancel arrived during commit; the order stands")
+        except ApplicationError as err:
+            if err.type == OUTCOME_UNKNOWN:
+                self.saga.hold_back(f"{step} may have succeeded ({err.message})")
+            raise
         self.point_of_no_return()
         return committed
 

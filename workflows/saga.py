@@ -3,26 +3,39 @@
 Modelled on temporalio/temporal-compensating-transactions: `BaseException` is caught so a
 cancelled workflow compensates too, and a second cancellation while unwinding does not cut the
 unwinding short.
+
+An undo that fails is never silently given up: a failure that may pass (its retries ran out on
+timeouts, 5xx, 429) is reported through `alert` and the undo is tried again after a pause, for as
+long as it takes; a failure that will not pass (the provider refused, or what was done is unknown)
+is reported and kept as a failed outcome, for an operator.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from types import TracebackType
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import Compensation
 
 Undo = Callable[[], Awaitable[str | None]]
+# (action, what went wrong, whether it is tried again)
+Alert = Callable[[str, str, bool], None]
+# Between rounds of an undo whose retries ran out: growing, then hourly.
+PAUSE = timedelta(minutes=5)
+MAX_PAUSE = timedelta(hours=1)
 
 
 class Saga:
-    def __init__(self) -> None:
+    def __init__(self, alert: Alert | None = None) -> None:
         self._stack: list[tuple[str, Undo]] = []
         self.outcomes: list[Compensation] = []
+        self._alert = alert
 
     def add(self, action: str, undo: Undo) -> None:
         """Register `undo` before doing what it undoes. It returns a detail for the result, or
@@ -32,6 +45,17 @@ class Saga:
     def discard(self) -> None:
         """Past a point of no return: what is registered must no longer be undone."""
         self._stack.clear()
+
+    def hold_back(self, reason: str) -> None:
+        """What is registered must not be undone, yet is not settled either (e.g. seats of an order
+        that may be confirmed): each becomes a failed outcome for an operator, without running."""
+        while self._stack:
+            action, _ = self._stack.pop()
+            self._failed(action, f"not done: {reason}", retrying=False)
+
+    @property
+    def failed(self) -> bool:
+        return any(not outcome.ok for outcome in self.outcomes)
 
     async def __aenter__(self) -> Saga:
         return self
@@ -62,14 +86,39 @@ class Saga:
     async def _unwind(self) -> None:
         while self._stack:
             action, undo = self._stack.pop()
-            try:
-                detail = await undo()
-            except Exception as err:  # one failed undo must not stop the others
-                workflow.logger.error("compensation failed", extra={"action": action, "error": str(err)})
-                self.outcomes.append(Compensation(action=action, ok=False, detail=_describe(err)))
-            else:
+            rounds = 0
+            while True:
+                try:
+                    detail = await undo()
+                except Exception as err:  # one failed undo must not stop the others
+                    retrying = _may_pass(err)
+                    self._failed(action, _describe(err), retrying)
+                    if not retrying:
+                        break
+                    rounds += 1
+                    await workflow.sleep(min(PAUSE * rounds, MAX_PAUSE), summary=f"retry {action}")
+                    continue
+                self.outcomes = [o for o in self.outcomes if o.action != action]
                 if detail is not None:
                     self.outcomes.append(Compensation(action=action, ok=True, detail=detail))
+                break
+
+    def _failed(self, action: str, detail: str, retrying: bool) -> None:
+        # One outcome per action: the latest word on it.
+        self.outcomes = [o for o in self.outcomes if o.action != action]
+        self.outcomes.append(Compensation(action=action, ok=False, detail=detail, retrying=retrying))
+        workflow.logger.error("compensation failed; needs attention",
+                              extra={"action": action, "error": detail, "retrying": retrying})
+        if self._alert is not None:
+            self._alert(action, detail, retrying)
+
+
+def _may_pass(err: BaseException) -> bool:
+    """Retries that ran out on timeouts or provider errors that were retryable: worth another round.
+    A refusal (non-retryable) or an unknown outcome is not."""
+    if isinstance(err, ActivityError):
+        return err.retry_state in (RetryState.TIMEOUT, RetryState.MAXIMUM_ATTEMPTS_REACHED)
+    return not (isinstance(err, ApplicationError) and err.non_retryable)
 
 
 def _describe(err: BaseException) -> str:

@@ -61,6 +61,8 @@ async def purchase(request: TevoPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         "cancel order",
         cancel_order,
         PurchaseState.COMMITTING,
+        # The purchase id is the order's `reference`: what an unanswered create placed is found by it.
+        find=lambda: flow.find("tevo.find_order", request.purchase_id, result_type=ProviderOrder),
     )
     flow.record_provider_id("order_id", order.order_id)
 
