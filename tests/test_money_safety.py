@@ -21,7 +21,18 @@ from temporalio.testing import WorkflowEnvironment
 
 from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
-from tests.conftest import ATM_WEBHOOK_SECRET, atm_request, atm_worker, atom_request, atom_worker, wait_for_state
+from simulators.faults import Fault
+from simulators.onebox import OneboxSimulator
+from tests.conftest import (
+    ATM_WEBHOOK_SECRET,
+    atm_request,
+    atm_worker,
+    atom_request,
+    atom_worker,
+    onebox_request,
+    onebox_worker,
+    wait_for_state,
+)
 from tests.test_atm import NOW, Recorder, event_body, headers, pay, post, wire
 from workers import client as purchases
 from workers.client import PurchaseConflict, start_or_find_purchase, start_purchase
@@ -277,3 +288,75 @@ async def test_receiver_answers_a_malformed_signature_400(signature: str) -> Non
     sent: dict[str, Any] = {**headers(body), "atm-signature": signature.encode()}
     response = await post(recorder, body, sent)
     assert response.status_code == 400 and recorder.events == []
+
+
+# -- unknown commit outcomes are read back; failed undos are visible and retried ----------------
+
+
+async def scheduled(handle: Any, activity_type: str) -> int:
+    return len([e async for e in handle.fetch_history_events()
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type])
+
+
+async def test_i4_atom_create_of_unknown_outcome_is_read_back_and_kept(env: WorkflowEnvironment) -> None:
+    """Every answer to create lost for longer than its retry budget: Atom did place the order. The
+    repeat create (idempotent by clientRequestId) finds it; it is kept and reported, not orphaned."""
+    sim = AtomSimulator()
+    sim.faults.add(Fault(endpoint="create", status=503, lost=True, times=16))
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("unknown-create"), tq)
+        result = await handle.result()
+        assert await scheduled(handle, "atom.create_order") == 2  # the create, then its read-back
+    assert result.state == PurchaseState.FULFILLED
+    [order] = sim.orders.values()
+    assert result.provider_order_id == order.order_id and len(result.tickets) == 2
+
+
+async def test_i4_onebox_confirm_of_unknown_outcome_never_releases_the_seats(env: WorkflowEnvironment) -> None:
+    """No answer to confirm, and the order not readable by its code: it may be confirmed, so its seats
+    are not released (the basket lapses by itself); the purchase needs attention instead."""
+    sim = OneboxSimulator()
+    sim.faults.add(Fault(endpoint="confirm", status=503, times=10_000))
+    async with onebox_worker(env.client, sim) as tq:
+        result = await (await start_purchase(env.client, onebox_request("unknown-confirm"), tq)).result()
+    assert result.state == PurchaseState.COMPENSATION_FAILED
+    assert [c for c in sim.calls if c["endpoint"] == "release"] == []
+    [held] = result.compensations
+    assert held.action == "release seats" and not held.ok and "may have succeeded" in (held.detail or "")
+    assert result.provider_order_id  # the order code an operator checks
+
+
+async def test_i9_failed_undo_is_visible_and_retried_until_it_succeeds(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator(fulfilment="never")
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("undo-retry"), tq)
+        await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
+        sim.faults.add(Fault(endpoint="cancel", status=503, times=10_000))
+        await handle.signal("cancel", CancelRequest(reason="buyer left"))
+        await env.sleep(timedelta(minutes=11))  # one round of the undo's retries (10 min) runs out
+        status = await wait_for_state(handle, PurchaseState.COMPENSATION_FAILED)
+        [failed] = status.compensations
+        assert (failed.action, failed.ok, failed.retrying) == ("cancel order", False, True)
+        assert (await handle.describe()).search_attributes["BoxofficeState"] == ["COMPENSATION_FAILED"]
+        sim.faults.pending.clear()  # the provider recovers: the next round succeeds
+        result = await handle.result()
+    assert result.state == PurchaseState.CANCELLED
+    assert [(c.action, c.ok, c.retrying) for c in result.compensations] == [("cancel order", True, False)]
+    assert sim.ledger()["orders"][0]["status"] == "cancelled"
+
+
+async def test_i9_refused_undo_ends_compensation_failed(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator(fulfilment="never")
+    async with atom_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, atom_request("undo-refused"), tq)
+        await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
+        sim.faults.add(Fault(endpoint="cancel", status=409, times=100,
+                             body={"errorCode": "CANCELLATION_NOT_ALLOWED", "message": "showtime passed"}))
+        status = await purchases.cancel(env.client, "undo-refused", "buyer left")
+        result = await handle.result()
+    assert status.state == result.state == PurchaseState.COMPENSATION_FAILED
+    assert result.failure is not None and result.failure.reason == "CANCELLED"  # why it was undone
+    [failed] = result.compensations
+    assert (failed.action, failed.ok, failed.retrying) == ("cancel order", False, False)
+    assert "CANCELLATION_NOT_ALLOWED" in (failed.detail or "")
