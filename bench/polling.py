@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from activities.atom import AtomActivities, AtomSettings  # noqa: E402
 from simulators.atom import AtomSimulator  # noqa: E402
-from workers.client import ensure_search_attributes, start_purchase  # noqa: E402
+from workers.client import ensure_search_attributes, purchase_outcome, start_purchase  # noqa: E402
 from workers.logs import configure  # noqa: E402
 from workers.worker import serving  # noqa: E402
 
@@ -54,7 +54,7 @@ async def main(samples: int) -> None:
                 await asyncio.sleep(rng.uniform(0, 6))
                 flipped = sim.clock()
                 sim.fulfil_after_polls = 0  # the next status read answers fulfilled
-                result = await handle.result()
+                result = await purchase_outcome(handle)
                 assert result.state == "FULFILLED", result.failure
                 seen = min(c["at"] for c in sim.calls if c["endpoint"] == "status" and c["at"] >= flipped)
                 delays.append(seen - flipped)

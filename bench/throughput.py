@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from activities.atom import AtomActivities, AtomSettings  # noqa: E402
 from simulators.atom import AtomSimulator  # noqa: E402
-from workers.client import ensure_search_attributes, start_purchase  # noqa: E402
+from workers.client import ensure_search_attributes, purchase_outcome, start_purchase  # noqa: E402
 from workers.logs import configure  # noqa: E402
 from workers.worker import serving  # noqa: E402
 from workflows.models import AtomItem, Buyer  # noqa: E402
@@ -148,7 +148,7 @@ async def main(purchases: int, concurrencies: list[int]) -> None:
                 async with serving(client, queue, [atom]):
                     async def purchase(n: int, tag: str = f"{run}{limit}") -> None:
                         handle = await start_purchase(client, request(n, tag), queue)
-                        assert (await handle.result()).state == "FULFILLED"
+                        assert (await purchase_outcome(handle)).state == "FULFILLED"
 
                     result = await measure(purchases, concurrency, purchase)
                     first = f"purchase-bench-{run}{limit}-0"

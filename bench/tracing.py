@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from activities.atom import AtomActivities, AtomSettings  # noqa: E402
 from bench.throughput import fresh_simulator, measure, request  # noqa: E402
-from workers.client import ensure_search_attributes, start_purchase  # noqa: E402
+from workers.client import ensure_search_attributes, purchase_outcome, start_purchase  # noqa: E402
 from workers.logs import configure  # noqa: E402
 from workers.settings import WorkerSettings  # noqa: E402
 from workers.worker import connect, serving  # noqa: E402
@@ -56,7 +56,7 @@ async def run(client: Client, name: str, purchases: int, concurrency: int) -> di
         async with serving(client, queue, [atom]):
             async def purchase(n: int) -> None:
                 handle = await start_purchase(client, request(n, f"{name}{concurrency}"), queue)
-                assert (await handle.result()).state == "FULFILLED"
+                assert (await purchase_outcome(handle)).state == "FULFILLED"
 
             return await measure(purchases, concurrency, purchase)
     finally:

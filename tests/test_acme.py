@@ -26,7 +26,7 @@ from tests.conftest import (
 )
 from tests.test_atom_workflow import record
 from workers import client as purchases
-from workers.client import parse_request, start_purchase
+from workers.client import parse_request, purchase_outcome, start_purchase
 from workflows.models import CancelRequest, OrdersQuery, PurchaseState, RefundRequest
 
 # The excerpt's example answers (shared/provider-docs/acme-b2c-orders.txt), copied verbatim.
@@ -128,7 +128,7 @@ async def test_acme_purchase(env: WorkflowEnvironment) -> None:
     sim = AcmeSimulator()
     async with acme_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, acme_request("acme-1"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         await record(handle, "acme_paid")
     assert result.state == PurchaseState.FULFILLED
     assert len(result.tickets) == 2 and all(re.fullmatch(r"at[0-9a-f]{6}-[0-9a-f]{10}", t.barcode or "")
@@ -148,7 +148,7 @@ async def test_reservation_expiry_deletes_it(env: WorkflowEnvironment) -> None:
     sim = AcmeSimulator()
     async with acme_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, acme_request("acme-2", confirmation="manual"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.EXPIRED
     assert 560 <= (await purchase_duration(handle)).total_seconds() < 600
     assert list(sim.ledger()["reservations"].values()) == ["deleted"] and sim.orders == {}
@@ -158,7 +158,7 @@ async def test_naive_reservation_timestamp_still_expires(env: WorkflowEnvironmen
     sim = AcmeSimulator(naive_timestamps=True)
     async with acme_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, acme_request("acme-naive", confirmation="manual"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.EXPIRED
     assert 560 <= (await purchase_duration(handle)).total_seconds() < 600
     assert list(sim.ledger()["reservations"].values()) == ["deleted"]
@@ -168,7 +168,7 @@ async def test_lost_checkout_answer_gives_one_order(env: WorkflowEnvironment) ->
     sim = AcmeSimulator()
     sim.faults.add(Fault(endpoint="checkout", status=502, lost=True))
     async with acme_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, acme_request("acme-3"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, acme_request("acme-3"), tq))
     assert result.state == PurchaseState.FULFILLED
     assert len(sim.orders) == 1 and result.provider_order_id in sim.orders
     endpoints = [c["endpoint"] for c in sim.calls]
@@ -178,8 +178,8 @@ async def test_lost_checkout_answer_gives_one_order(env: WorkflowEnvironment) ->
 async def test_same_card_and_amount_twice_is_a_typed_duplicate(env: WorkflowEnvironment) -> None:
     sim = AcmeSimulator()
     async with acme_worker(env.client, sim) as tq:
-        first = await (await start_purchase(env.client, acme_request("acme-4a"), tq)).result()
-        second = await (await start_purchase(env.client, acme_request("acme-4b"), tq)).result()
+        first = await purchase_outcome(await start_purchase(env.client, acme_request("acme-4a"), tq))
+        second = await purchase_outcome(await start_purchase(env.client, acme_request("acme-4b"), tq))
     assert first.state == PurchaseState.FULFILLED
     assert second.failure is not None and second.failure.reason == "DUPLICATE_REQUEST"
     assert second.failure.provider_code == "16003"
@@ -200,7 +200,7 @@ async def test_cancel_during_checkout_refunds(env: WorkflowEnvironment) -> None:
         handle = await start_purchase(env.client, acme_request("acme-5"), tq)
         await wait_for_state(handle, PurchaseState.COMMITTING)
         await handle.signal("cancel", CancelRequest(reason="changed mind"))
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.CANCELLED
     [order] = sim.ledger()["orders"]
     assert order["refunded"] == order["total"] == "205.00"
@@ -211,7 +211,7 @@ async def test_refund_workflow_is_idempotent_and_orders_paginate(env: WorkflowEn
     sim = AcmeSimulator()
     async with acme_worker(env.client, sim) as tq:
         for n in range(3):
-            await (await start_purchase(env.client, acme_request(f"acme-6{n}", payment_token=f"tok_{n}"), tq)).result()
+            await purchase_outcome(await start_purchase(env.client, acme_request(f"acme-6{n}", payment_token=f"tok_{n}"), tq))
         first = await purchases.orders(env.client, OrdersQuery(email="janedoe@gmail.com", page_size=2), tq)
         second = await purchases.orders(env.client, OrdersQuery(email="janedoe@gmail.com", page=2, page_size=2), tq)
         assert (len(first.orders), first.has_more, len(second.orders), second.has_more) == (2, True, 1, False)
@@ -245,7 +245,7 @@ async def test_acme_lost_reserve_answer_leaks_no_reservation(env: WorkflowEnviro
     sim = AcmeSimulator()
     sim.faults.add(Fault(endpoint="reserve", status=502, lost=True))
     async with acme_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, acme_request("acme-r"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, acme_request("acme-r"), tq))
     assert result.state == PurchaseState.FULFILLED
     assert list(sim.ledger()["reservations"].values()) == ["used"]  # one reservation, the one checked out
     endpoints = [c["endpoint"] for c in sim.calls]
@@ -258,7 +258,7 @@ async def test_acme_lost_reserve_answer_leaks_no_reservation(env: WorkflowEnviro
 async def test_acme_partial_refund_with_lost_answer_refunds_once(env: WorkflowEnvironment) -> None:
     sim = AcmeSimulator()
     async with acme_worker(env.client, sim) as tq:
-        bought = await (await start_purchase(env.client, acme_request("acme-pr"), tq)).result()
+        bought = await purchase_outcome(await start_purchase(env.client, acme_request("acme-pr"), tq))
         assert bought.provider_order_id is not None
         [item_id] = {i["itemId"] for i in sim.orders[bought.provider_order_id]["orderItems"]}
         sim.faults.add(Fault(endpoint="refund", status=502, lost=True))  # applied, answer lost

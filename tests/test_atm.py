@@ -25,7 +25,7 @@ from tests.conftest import (
 )
 from tests.test_atom_workflow import record
 from workers import client as purchases
-from workers.client import start_purchase
+from workers.client import purchase_outcome, start_purchase
 from workers.webhooks import Deliver, atm_receiver, temporal_delivery
 from workflows.models import AtmEvent, ConfirmRequest, PurchaseState
 
@@ -161,7 +161,7 @@ async def buy_and(env: WorkflowEnvironment, sim: AtmSimulator, purchase_id: str,
         assert status.provider_ids["checkout_url"].endswith(status.provider_ids["order_id"])
         assert status.hold_expires_at is not None and status.receipt.total == Decimal("50")
         await then(status.provider_ids["order_id"])
-        return handle, await handle.result()
+        return handle, await purchase_outcome(handle)
 
 
 async def test_paid_purchase_gets_its_tickets(env: WorkflowEnvironment) -> None:

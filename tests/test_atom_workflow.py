@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from datetime import timedelta
 from decimal import Decimal
@@ -21,7 +22,7 @@ from simulators.atom import AtomSimulator
 from simulators.faults import Fault
 from tests.conftest import atom_request, atom_worker, purchase_duration, wait_for_state
 from workers import client as purchases
-from workers.client import start_purchase
+from workers.client import purchase_outcome, start_purchase
 from workflows.models import (
     CancelRequest,
     ConfirmRequest,
@@ -47,7 +48,7 @@ async def test_auto_purchase_returns_tickets(env: WorkflowEnvironment) -> None:
     sim = AtomSimulator()
     async with atom_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, atom_request("auto-1"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         await record(handle, "atom_auto_fulfilled")
     assert result.state == PurchaseState.FULFILLED
     assert result.provider_order_id == "ORD-3"
@@ -69,7 +70,7 @@ async def test_search_attributes_follow_the_purchase(env: WorkflowEnvironment) -
     sim = AtomSimulator()
     async with atom_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, atom_request("sa-1"), tq)
-        await handle.result()
+        await purchase_outcome(handle)
     attributes = (await handle.describe()).search_attributes
     assert attributes["BoxofficeProvider"] == ["atom"]
     assert attributes["BoxofficeState"] == ["FULFILLED"]
@@ -80,7 +81,7 @@ async def test_quantity_takes_recommended_seats(env: WorkflowEnvironment) -> Non
     sim = AtomSimulator()
     items = [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 3}]
     async with atom_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, atom_request("qty-1", items=items), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, atom_request("qty-1", items=items), tq))
     assert result.state == PurchaseState.FULFILLED
     # A3 is occupied in the simulator: the recommendation skips it.
     assert [t.seat for t in result.tickets] == ["A1", "A2", "A4"]
@@ -99,7 +100,7 @@ async def test_manual_purchase_waits_for_confirm(env: WorkflowEnvironment) -> No
             await purchases.confirm(env.client, "manual-1", ConfirmRequest(accepted_total=Decimal("30.00")))
         after = await purchases.confirm(env.client, "manual-1", ConfirmRequest(accepted_total=Decimal("36.18")))
         assert after.state in (PurchaseState.AWAITING_FULFILLMENT, PurchaseState.FULFILLED)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         await record(handle, "atom_manual_fulfilled")
     assert result.state == PurchaseState.FULFILLED
     assert len(create_calls(sim)) == 1
@@ -109,7 +110,7 @@ async def test_no_confirm_before_lease_expiry_expires(env: WorkflowEnvironment) 
     sim = AtomSimulator()
     async with atom_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, atom_request("expire-1", confirmation="manual"), tq)
-        result = await handle.result()  # the 10-minute lease passes in skipped time
+        result = await purchase_outcome(handle)  # the 10-minute lease passes in skipped time
         waited = await purchase_duration(handle)
         await record(handle, "atom_manual_expired")
     assert result.state == PurchaseState.EXPIRED
@@ -126,7 +127,7 @@ async def test_taken_seat_fails_with_nothing_to_compensate(env: WorkflowEnvironm
     sim = AtomSimulator()
     items = [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["A2", "A3"]}]
     async with atom_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, atom_request("taken-1", items=items), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, atom_request("taken-1", items=items), tq))
     assert result.state == PurchaseState.FAILED
     assert result.failure is not None and result.failure.reason == "SEAT_UNAVAILABLE"
     assert result.failure.provider_code == "SEAT_UNAVAILABLE"
@@ -141,7 +142,7 @@ async def test_unknown_offer_fails_before_anything_is_held(env: WorkflowEnvironm
     sim = AtomSimulator()
     items = [{"product_id": "PROD-VIP-9", "offer_id": "OFFER-STD-001", "seat_ids": ["A1"]}]
     async with atom_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, atom_request("offer-1", items=items), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, atom_request("offer-1", items=items), tq))
     assert result.state == PurchaseState.FAILED
     assert result.failure is not None and result.failure.reason == "OFFER_UNAVAILABLE"
     assert [c["endpoint"] for c in sim.calls] == ["refresh"]
@@ -151,7 +152,7 @@ async def test_fulfilment_that_never_completes_is_cancelled(env: WorkflowEnviron
     sim = AtomSimulator(fulfilment="never")
     async with atom_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, atom_request("never-1"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         await record(handle, "atom_fulfilment_timeout")
     assert result.state == PurchaseState.FAILED
     assert result.failure is not None and result.failure.reason == "FULFILLMENT_TIMEOUT"
@@ -167,7 +168,7 @@ async def test_fulfilment_that_never_completes_is_cancelled(env: WorkflowEnviron
 async def test_failed_fulfilment_reports_provider_reason(env: WorkflowEnvironment) -> None:
     sim = AtomSimulator(fulfilment="fail")
     async with atom_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, atom_request("fail-1"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, atom_request("fail-1"), tq))
     assert result.state == PurchaseState.FAILED
     assert result.failure is not None and result.failure.reason == "FULFILLMENT_FAILED"
     assert result.failure.provider_code == "VENDOR_REJECTED"
@@ -180,7 +181,7 @@ async def test_cancel_while_awaiting_confirmation_places_nothing(env: WorkflowEn
         handle = await start_purchase(env.client, atom_request("cancel-1", confirmation="manual"), tq)
         await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)
         status = await purchases.cancel(env.client, "cancel-1", "buyer changed their mind")
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert status.state == PurchaseState.CANCELLED
     assert result.state == PurchaseState.CANCELLED
     assert result.failure is not None and result.failure.message == "buyer changed their mind"
@@ -194,7 +195,7 @@ async def test_cancel_after_create_cancels_the_order(env: WorkflowEnvironment) -
         handle = await start_purchase(env.client, atom_request("cancel-2"), tq)
         await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
         status = await purchases.cancel(env.client, "cancel-2", "buyer changed their mind")
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         await record(handle, "atom_cancelled_after_create")
     assert status.state == PurchaseState.CANCELLED
     assert result.state == PurchaseState.CANCELLED
@@ -216,7 +217,7 @@ async def test_cancel_signal_while_create_is_in_flight_still_cancels(env: Workfl
         handle = await start_purchase(env.client, atom_request("cancel-3"), tq)
         await wait_for_state(handle, PurchaseState.COMMITTING)
         await handle.signal("cancel", CancelRequest(reason="changed mind mid-commit"))
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.CANCELLED
     # The order placed while the cancel arrived is not leaked.
     assert [o["status"] for o in sim.ledger()["orders"]] == ["cancelled"]
@@ -230,7 +231,7 @@ async def test_temporal_cancellation_compensates(env: WorkflowEnvironment) -> No
         await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
-            await handle.result()
+            await purchase_outcome(handle)
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert [o["status"] for o in sim.ledger()["orders"]] == ["cancelled"]
 
@@ -241,7 +242,7 @@ async def test_provider_5xx_and_429_are_retried_into_one_order(env: WorkflowEnvi
     sim.faults.add(Fault(endpoint="create", status=429, retry_after=3))
     sim.faults.add(Fault(endpoint="create", status=500, lost=True))  # placed, answer lost
     async with atom_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, atom_request("retry-1"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, atom_request("retry-1"), tq))
     assert result.state == PurchaseState.FULFILLED
     calls = create_calls(sim)
     assert len(calls) == 5
@@ -257,10 +258,10 @@ async def test_duplicate_start_is_the_same_purchase(env: WorkflowEnvironment) ->
         assert second.result_run_id == first.result_run_id
         await wait_for_state(first, PurchaseState.AWAITING_CONFIRMATION)
         await purchases.confirm(env.client, "dup-1", ConfirmRequest())
-        result = await first.result()
+        result = await purchase_outcome(first)
         # Started again after it ended: still the same purchase, not a second order.
         third = await start_purchase(env.client, atom_request("dup-1", confirmation="manual"), tq)
-        assert (await third.result()) == result
+        assert (await purchase_outcome(third)) == result
     assert len(sim.ledger()["orders"]) == 1
 
 
@@ -271,7 +272,7 @@ async def test_invalid_input_from_another_language_fails_fast(env: WorkflowEnvir
             "PurchaseWorkflow", {"provider": "atom", "purchase_id": "bad-1"}, id="purchase-bad-1", task_queue=tq
         )
         with pytest.raises(WorkflowFailureError) as failure:
-            await asyncio.wait_for(handle.result(), 10)
+            await asyncio.wait_for(purchase_outcome(handle), 10)
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "INVALID_REQUEST"
     assert "atom.showtime_id: Field required" in cause.message
@@ -295,7 +296,7 @@ async def test_reads_of_an_unlimited_provider_run_as_local_activities(env: Workf
     sim = AtomSimulator()
     async with atom_worker(env.client, sim, activities_per_second=None) as tq:
         handle = await start_purchase(env.client, atom_request("local-1"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         await record(handle, "atom_local_reads")
     assert result.state == PurchaseState.FULFILLED and len(sim.ledger()["orders"]) == 1
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
@@ -303,3 +304,27 @@ async def test_reads_of_an_unlimited_provider_run_as_local_activities(env: Workf
     # Only the calls that change provider state (and the poll) stay regular activities.
     assert scheduled == ["atom.create_guest_account", "atom.lease", "atom.create_order", "atom.order_status"]
     assert len((await handle.fetch_history()).events) < 53
+
+
+async def test_unfulfilled_purchase_fails_its_workflow_and_names_its_steps(env: WorkflowEnvironment) -> None:
+    """The UI's list tells outcomes apart: only a fulfilled purchase completes (green); an expired one
+    fails (red) with its reason as the failure type and its result as details. Activities and the
+    timer are labelled with the step they serve."""
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        expired = await start_purchase(env.client, atom_request("outcome-1", confirmation="manual"), tq)
+        result = await purchase_outcome(expired)
+        fulfilled = await start_purchase(env.client, atom_request("outcome-2", items=[
+            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["C1"]}]), tq)
+        assert (await purchase_outcome(fulfilled)).state == PurchaseState.FULFILLED
+    assert result.state == PurchaseState.EXPIRED
+    assert (await expired.describe()).status == WorkflowExecutionStatus.FAILED
+    assert (await fulfilled.describe()).status == WorkflowExecutionStatus.COMPLETED
+    with pytest.raises(WorkflowFailureError) as failed:
+        await expired.result()
+    assert failed.value.cause.type == "HOLD_EXPIRED"  # type: ignore[attr-defined]
+    summaries = set()
+    async for event in expired.fetch_history_events():
+        if event.user_metadata.HasField("summary"):
+            summaries.add(json.loads(event.user_metadata.summary.data))
+    assert {"lease seats", "account", "hold expiry"} <= summaries

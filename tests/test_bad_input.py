@@ -27,7 +27,7 @@ from tests.conftest import (
     onebox_request,
     tevo_request,
 )
-from workers.client import parse_request
+from workers.client import parse_request, purchase_outcome
 from workers.codec import EncryptionCodec, data_converter
 
 EXAMPLES = [atom_request("p-1"), onebox_request("p-2"), tevo_request("p-3"), atm_request("p-4"), acme_request("p-5")]
@@ -89,7 +89,7 @@ async def test_bad_request_from_another_language_fails_in_one_line_without_value
     async with acme_worker(env.client, AcmeSimulator()) as tq:
         handle = await elsewhere.start_workflow("PurchaseWorkflow", bad, id="purchase-other-1", task_queue=tq)
         with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
+            await purchase_outcome(handle)
     cause = failed.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "INVALID_REQUEST" and cause.non_retryable
     assert cause.message == "invalid request: acme.browser_ip: Field required"
@@ -108,7 +108,7 @@ async def test_failures_are_encrypted_with_codec_keys(env: WorkflowEnvironment) 
     async with acme_worker(sealed, AcmeSimulator()) as tq:
         handle = await sealed.start_workflow("PurchaseWorkflow", bad, id="purchase-sealed-bad", task_queue=tq)
         with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
+            await purchase_outcome(handle)
     # The codec's own client reads the failure; Temporal stores it encrypted.
     assert isinstance(failed.value.cause, ApplicationError)
     assert failed.value.cause.message == "invalid request: acme.browser_ip: Field required"

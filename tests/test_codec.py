@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from simulators.atom import AtomSimulator
 from tests.conftest import atom_request, atom_worker
-from workers.client import start_purchase
+from workers.client import purchase_outcome, start_purchase
 from workers.codec import EncryptionCodec, codec_server, data_converter
 from workflows.models import PurchaseState
 
@@ -58,7 +58,7 @@ async def test_history_holds_no_buyer_email_or_tokens(env: WorkflowEnvironment) 
     sim = AtomSimulator()
     async with atom_worker(sealed_client, sim) as tq:
         handle = await start_purchase(sealed_client, atom_request("sealed-1"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED  # the codec's own client reads it
     raw = (await env.client.get_workflow_handle(handle.id).fetch_history()).to_json()  # no codec: as stored
     token = next(iter(sim.tokens))

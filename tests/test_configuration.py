@@ -19,6 +19,7 @@ from simulators.acme import AcmeSimulator
 from simulators.atom import AtomSimulator
 from tests.conftest import acme_request, acme_settings, atom_request
 from workers import client as purchases
+from workers.client import purchase_outcome
 from workers.devstack import use_simulators
 from workers.worker import missing_settings, serving
 from workflows.models import FailureReason, OrdersQuery, PurchaseState, RefundRequest
@@ -65,7 +66,7 @@ async def test_unconfigured_provider_fails_its_purchases_at_once(env: WorkflowEn
     task_queue = f"tq-{uuid.uuid4()}"
     async with serving(env.client, task_queue, [unconfigured]):
         handle = await purchases.start_purchase(env.client, atom_request("unconfigured-1"), task_queue)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     await unconfigured.aclose()
     assert result.state == PurchaseState.FAILED
     assert result.failure is not None and result.failure.reason == FailureReason.PROVIDER_NOT_CONFIGURED
@@ -83,7 +84,7 @@ async def test_workflow_pods_route_acme_to_the_pods_with_its_credentials(env: Wo
     async with serving(env.client, task_queue, [no_credentials], roles={"workflows"}), \
             serving(env.client, task_queue, [credentials], roles={"acme"}):
         handle = await purchases.start_purchase(env.client, acme_request("routed-1"), task_queue)
-        order_id = (await handle.result()).provider_order_id
+        order_id = (await purchase_outcome(handle)).provider_order_id
         assert order_id is not None
         found = await purchases.orders(env.client, OrdersQuery(order_id=order_id), task_queue)
         refunded = await purchases.refund(env.client, RefundRequest(order_id=order_id), task_queue)

@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from simulators.atom import AtomSimulator
 from tests.conftest import atom_request
 from workers import client as purchases
+from workers.client import purchase_outcome
 from workflows.models import PurchaseState
 
 
@@ -51,7 +52,7 @@ async def kill_during_batch(env: WorkflowEnvironment, sim: AtomSimulator, base_u
         await worker.wait()
         worker = await start_worker(env, base_url, task_queue)
     try:
-        return await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 180)
+        return await asyncio.wait_for(asyncio.gather(*(purchase_outcome(h) for h in handles)), 180)
     finally:
         worker.send_signal(signal.SIGTERM)
         await worker.wait()

@@ -27,6 +27,7 @@ from tests.conftest import (
     free_port,
 )
 from workers import client as purchases
+from workers.client import purchase_outcome
 from workers.settings import WorkerSettings
 from workers.worker import run_worker, serving
 from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState
@@ -63,7 +64,7 @@ async def test_purchase_through_the_cli_on_the_dev_server(
 
         confirmed = json.loads(await cli(dev_env, "e2e", "confirm", "e2e-1", "--total", "36.18", "--json"))
         assert confirmed["state"] in ("AWAITING_FULFILLMENT", "FULFILLED")
-        result: PurchaseResult = await purchases.purchase_handle(client, "e2e-1").result()
+        result: PurchaseResult = await purchase_outcome(purchases.purchase_handle(client, "e2e-1"))
         assert result.state == PurchaseState.FULFILLED
         assert [t.seat for t in result.tickets] == ["A1", "A2"]
 
@@ -104,7 +105,7 @@ async def test_order_management_through_the_cli(dev_env: WorkflowEnvironment) ->
     activities = AcmeActivities(acme_settings(), transport=httpx.ASGITransport(app=sim.app))
     async with serving(dev_env.client, "orders", [activities]):
         handle = await purchases.start_purchase(dev_env.client, acme_request("cli-acme"), "orders")
-        order_id = (await handle.result()).provider_order_id
+        order_id = (await purchase_outcome(handle)).provider_order_id
         found = json.loads(await cli(dev_env, "orders", "orders", "search", "--email", "janedoe@gmail.com"))
         assert [o["order_id"] for o in found["orders"]] == [order_id]
         refunded = json.loads(await cli(dev_env, "orders", "orders", "refund", order_id, "--no-email"))
@@ -123,7 +124,7 @@ async def test_provider_rate_limit_queues_a_burst(dev_env: WorkflowEnvironment) 
         handles = [await purchases.start_purchase(dev_env.client, atom_request(f"burst-{n}", items=[
             {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"B{n + 1}"]}]), "limited")
             for n in range(3)]
-        results = await asyncio.gather(*(h.result() for h in handles))
+        results = await asyncio.gather(*(purchase_outcome(h) for h in handles))
     await activities.aclose()
     assert all(r.state == "FULFILLED" for r in results)
     times = sorted(call["at"] for call in sim.calls)

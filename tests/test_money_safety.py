@@ -35,7 +35,7 @@ from tests.conftest import (
 )
 from tests.test_atm import NOW, Recorder, event_body, headers, pay, post, wire
 from workers import client as purchases
-from workers.client import PurchaseConflict, start_or_find_purchase, start_purchase
+from workers.client import PurchaseConflict, purchase_outcome, start_or_find_purchase, start_purchase
 from workers.webhooks import MAX_BODY_BYTES, Deliver, atm_receiver, temporal_delivery
 from workflows.models import AtmEvent, CancelRequest, PurchaseResult, PurchaseState
 
@@ -50,7 +50,7 @@ async def test_i12_workflow_refuses_an_id_not_derived_from_the_purchase_id(env: 
         handle = await env.client.start_workflow("PurchaseWorkflow", atom_request("wid-1"), id="my-own-id",
                                                  task_queue=tq, result_type=PurchaseResult)
         with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
+            await purchase_outcome(handle)
     assert isinstance(failed.value.cause, ApplicationError)
     assert failed.value.cause.type == "WRONG_WORKFLOW_ID" and "purchase-wid-1" in failed.value.cause.message
     assert sim.calls == []  # nothing was held or ordered
@@ -64,7 +64,7 @@ async def test_i6_idempotency_keys_survive_a_workflow_reset(dev_env: WorkflowEnv
     request = atom_request("reset-1", items=TWO_RECOMMENDED, login=LOGIN)
     async with atom_worker(client, sim) as tq:
         handle = await start_purchase(client, request, tq)
-        first = await handle.result()
+        first = await purchase_outcome(handle)
         assert first.state == PurchaseState.FULFILLED
         first_task = next(iter([e async for e in handle.fetch_history_events()
                            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED])).event_id
@@ -73,7 +73,7 @@ async def test_i6_idempotency_keys_survive_a_workflow_reset(dev_env: WorkflowEnv
             namespace=client.namespace, reason="operator re-runs the purchase",
             workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=description.run_id),
             workflow_task_finish_event_id=first_task, request_id=str(uuid.uuid4())))
-        second = await client.get_workflow_handle(handle.id, run_id=reset.run_id, result_type=PurchaseResult).result()
+        second = await purchase_outcome(client.get_workflow_handle(handle.id, run_id=reset.run_id))
     assert len(sim.orders) == 1, [o.client_request_id for o in sim.orders.values()]
     assert second.state == PurchaseState.FULFILLED and second.provider_order_id == first.provider_order_id
 
@@ -97,7 +97,7 @@ async def test_i11_same_purchase_id_with_a_different_request_is_refused(env: Wor
         with pytest.raises(PurchaseConflict):
             await start_purchase(env.client, other, tq)
         found, started = await start_or_find_purchase(env.client, atom_request("same-1", confirmation="manual"), tq)
-        assert not started and (await found.result()).state == PurchaseState.CANCELLED
+        assert not started and (await purchase_outcome(found)).state == PurchaseState.CANCELLED
     assert [c["body"]["leaseItems"][0]["seatIds"] for c in sim.calls if c["endpoint"] == "lease"] == [["A1", "A2"]]
 
 
@@ -141,7 +141,7 @@ async def test_i2_release_answers_in_either_shape_are_successful_compensations(
         wire(sim, temporal_delivery(env.client, tq))
         handle, hold = await held_atm_purchase(env, sim, tq, f"atm-release-{shape}")
         await pay(sim, hold, "failed")
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.failure is not None and result.failure.reason == "PAYMENT_FAILED"
     assert [(c.action, c.ok, c.detail) for c in result.compensations] == [
         ("release hold", True, f"hold {hold} failed")]  # ATM freed it when the payment failed
@@ -162,7 +162,7 @@ async def test_i1_hold_paid_while_webhooks_lag_is_not_released_at_expiry(env: Wo
         assert status.step == "await tickets"
         outage.down = False
         assert await sim.redeliver() == 0
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and len(result.tickets) == 2
     assert [(c.action, c.ok) for c in result.compensations] == [("release hold", True)]
     assert "completed" in (result.compensations[0].detail or "")
@@ -179,7 +179,7 @@ async def test_i1_payment_event_within_the_grace_period_is_kept(env: WorkflowEnv
         await env.sleep(timedelta(seconds=650))  # past expiresAt, within the grace period
         outage.down = False
         assert await sim.redeliver() == 0
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and result.compensations == []
     assert [c["endpoint"] for c in sim.calls] == ["create"]  # never released
 
@@ -198,7 +198,7 @@ async def test_i1_cancel_of_a_paid_hold_awaits_the_tickets(env: WorkflowEnvironm
             await purchases.cancel(env.client, "atm-pay-cancel", "again")
         outage.down = False
         await sim.redeliver()
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and len(result.tickets) == 2
     assert sim.ledger()["holds"][0]["status"] == "completed"
 
@@ -209,7 +209,7 @@ async def test_i1_payment_for_an_ended_purchase_goes_to_reconciliation(env: Work
         deliver = temporal_delivery(env.client, tq)
         wire(sim, deliver)
         handle, hold = await held_atm_purchase(env, sim, tq, "atm-late")
-        assert (await handle.result()).state == PurchaseState.EXPIRED
+        assert (await purchase_outcome(handle)).state == PurchaseState.EXPIRED
         late = event_body("dlv_late", "payment.completed", holdId=hold, metadata={"workflowId": handle.id})
         response = await post(deliver, late, headers(late, "dlv_late", "payment.completed"))
         assert response.status_code == 200 and response.json()["outcome"] == "reconciliation"
@@ -228,7 +228,7 @@ async def test_i1_repeat_of_a_fulfilled_purchases_event_is_a_duplicate(env: Work
         wire(sim, deliver)
         handle, hold = await held_atm_purchase(env, sim, tq, "atm-again")
         await pay(sim, hold)
-        assert (await handle.result()).state == PurchaseState.FULFILLED
+        assert (await purchase_outcome(handle)).state == PurchaseState.FULFILLED
         again = event_body("dlv_again", "tickets.issued", holdId=hold, metadata={"workflowId": handle.id})
         response = await post(deliver, again, headers(again, "dlv_again"))
     assert response.status_code == 200 and response.json()["outcome"] == "duplicate: purchase fulfilled"
@@ -247,7 +247,7 @@ async def test_i3_events_in_every_documented_shape_reach_their_purchase(dev_env:
                 break
             await asyncio.sleep(0.1)
         await pay(sim, hold)
-        result = await asyncio.wait_for(handle.result(), 30)
+        result = await asyncio.wait_for(purchase_outcome(handle), 30)
     assert result.state == PurchaseState.FULFILLED and len(result.tickets) == 2
 
 
@@ -306,7 +306,7 @@ async def test_i4_atom_create_of_unknown_outcome_is_read_back_and_kept(env: Work
     sim.faults.add(Fault(endpoint="create", status=503, lost=True, times=16))
     async with atom_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, atom_request("unknown-create"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         assert await scheduled(handle, "atom.create_order") == 2  # the create, then its read-back
     assert result.state == PurchaseState.FULFILLED
     [order] = sim.orders.values()
@@ -319,7 +319,7 @@ async def test_i4_onebox_confirm_of_unknown_outcome_never_releases_the_seats(env
     sim = OneboxSimulator()
     sim.faults.add(Fault(endpoint="confirm", status=503, times=10_000))
     async with onebox_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, onebox_request("unknown-confirm"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, onebox_request("unknown-confirm"), tq))
     assert result.state == PurchaseState.COMPENSATION_FAILED
     assert [c for c in sim.calls if c["endpoint"] == "release"] == []
     [held] = result.compensations
@@ -340,7 +340,7 @@ async def test_i9_failed_undo_is_visible_and_retried_until_it_succeeds(env: Work
         assert (failed.action, failed.ok, failed.retrying) == ("cancel order", False, True)
         assert (await handle.describe()).search_attributes["BoxofficeState"] == ["COMPENSATION_FAILED"]
         sim.faults.pending.clear()  # the provider recovers: the next round succeeds
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.CANCELLED
     assert [(c.action, c.ok, c.retrying) for c in result.compensations] == [("cancel order", True, False)]
     assert sim.ledger()["orders"][0]["status"] == "cancelled"
@@ -354,7 +354,7 @@ async def test_i9_refused_undo_ends_compensation_failed(env: WorkflowEnvironment
         sim.faults.add(Fault(endpoint="cancel", status=409, times=100,
                              body={"errorCode": "CANCELLATION_NOT_ALLOWED", "message": "showtime passed"}))
         status = await purchases.cancel(env.client, "undo-refused", "buyer left")
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert status.state == result.state == PurchaseState.COMPENSATION_FAILED
     assert result.failure is not None and result.failure.reason == "CANCELLED"  # why it was undone
     [failed] = result.compensations

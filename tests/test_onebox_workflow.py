@@ -19,7 +19,7 @@ from tests.conftest import (
 )
 from tests.test_atom_workflow import record
 from workers import client as purchases
-from workers.client import parse_request, start_purchase
+from workers.client import parse_request, purchase_outcome, start_purchase
 from workflows.models import ConfirmRequest, PurchaseState
 
 
@@ -31,7 +31,7 @@ async def test_numbered_seats_purchase(env: WorkflowEnvironment) -> None:
     sim = OneboxSimulator()
     async with onebox_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, onebox_request("ob-1"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         await record(handle, "onebox_numbered_fulfilled")
     assert result.state == PurchaseState.FULFILLED
     code = sim.ledger()["baskets"][0]["code"]
@@ -48,7 +48,7 @@ async def test_automatic_seats_purchase(env: WorkflowEnvironment) -> None:
     sim = OneboxSimulator()
     request = onebox_request("ob-auto", seat_ids=[], price_type_id=1, quantity=3)
     async with onebox_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, request, tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, request, tq))
     assert result.state == PurchaseState.FULFILLED
     assert [t.seat for t in result.tickets] == ["A-1", "A-2", "A-3"]
     auto = next(c for c in sim.calls if c["endpoint"] == "seats-auto")
@@ -58,7 +58,7 @@ async def test_automatic_seats_purchase(env: WorkflowEnvironment) -> None:
 async def test_seat_unavailable(env: WorkflowEnvironment) -> None:
     sim = OneboxSimulator()
     async with onebox_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, onebox_request("ob-taken", seat_ids=[6, 7]), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, onebox_request("ob-taken", seat_ids=[6, 7]), tq))
     assert result.state == PurchaseState.FAILED
     assert result.failure is not None and result.failure.reason == "SEAT_UNAVAILABLE"
     assert result.failure.provider_code == "ORDER_SEAT_NOT_AVAILABLE"
@@ -70,7 +70,7 @@ async def test_hold_expiry_releases_seats(env: WorkflowEnvironment) -> None:
     sim = OneboxSimulator()
     async with onebox_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, onebox_request("ob-exp", confirmation="manual"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         waited = await purchase_duration(handle)
         await record(handle, "onebox_manual_expired")
     assert result.state == PurchaseState.EXPIRED
@@ -90,7 +90,7 @@ async def test_cancel_after_pre_confirm_releases_seats(env: WorkflowEnvironment)
         assert status.provider_ids["order_id"] == sim.ledger()["baskets"][0]["code"]
         assert sim.ledger()["held"] == [11, 12]
         cancelled = await purchases.cancel(env.client, "ob-cancel", "buyer left")
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert cancelled.state == result.state == PurchaseState.CANCELLED
     assert sim.ledger()["held"] == [] and sim.confirmations == 0
     assert [(c.action, c.ok) for c in result.compensations] == [("release seats", True)]
@@ -100,7 +100,7 @@ async def test_lost_confirm_response_confirms_once(env: WorkflowEnvironment) -> 
     sim = OneboxSimulator()
     sim.faults.add(Fault(endpoint="confirm", status=502, lost=True))
     async with onebox_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, onebox_request("ob-lost"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, onebox_request("ob-lost"), tq))
     assert result.state == PurchaseState.FULFILLED
     assert sim.confirmations == 1
     # The retry read the order by its code and took it, instead of confirming again.
@@ -115,7 +115,7 @@ async def test_expired_token_is_refreshed_mid_purchase(env: WorkflowEnvironment)
         await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)
         sim.expire_tokens()
         await purchases.confirm(env.client, "ob-token", ConfirmRequest())
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED
     assert endpoints(sim).count("token") == 2
     # The refused call was repeated with the new token inside the same activity attempt.
@@ -136,7 +136,7 @@ async def test_onebox_unanswered_confirm_is_resent_after_a_404_read_back(env: Wo
     sim = OneboxSimulator()
     sim.faults.add(Fault(endpoint="confirm", status=502))  # failed before confirming anything
     async with onebox_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, onebox_request("ob-resend"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, onebox_request("ob-resend"), tq))
     assert result.state == PurchaseState.FULFILLED and sim.confirmations == 1
     # The orders API does not know an order that is not confirmed: 404, so the confirm is sent again.
     assert endpoints(sim)[-3:] == ["confirm", "read", "confirm"]
@@ -152,7 +152,7 @@ async def test_onebox_lost_add_seats_answer_leaks_no_hold(env: WorkflowEnvironme
     sim = OneboxSimulator()
     sim.faults.add(Fault(endpoint=endpoint, status=502, lost=True))  # seats added, answer lost
     async with onebox_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, onebox_request(f"ob-{endpoint}", **fields), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, onebox_request(f"ob-{endpoint}", **fields), tq))
     assert result.state == PurchaseState.FULFILLED
     # The retry read the basket and took the seats the lost attempt added, instead of adding more.
     assert endpoints(sim)[:4] == ["token", "create", endpoint, "basket"]

@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from simulators.atom import SHOWTIME, AtomSimulator
 from simulators.faults import Fault
 from tests.conftest import atom_request, atom_worker
-from workers.client import start_purchase
+from workers.client import purchase_outcome, start_purchase
 from workflows.models import FailureReason, PurchaseState
 
 ENDPOINTS = ["refresh", "guest", "lease", "preview", "create", "status", "summary"]
@@ -39,7 +39,7 @@ async def batch_under_faults(env: WorkflowEnvironment, sim: AtomSimulator, count
             for n in numbers
         ]
         # One at a time: the time-skipping server refuses concurrent result waits. The others run on.
-        return [await h.result() for h in handles]
+        return [await purchase_outcome(h) for h in handles]
 
     half, quarter = count // 2, max(count // 4, 1)
     async with atom_worker(env.client, sim, timeout_seconds=1.0) as tq:

@@ -14,7 +14,7 @@ from activities.atom import AtomActivities
 from simulators.atom import SHOWTIME, AtomSimulator
 from tests.conftest import atom_request, atom_settings, binary, free_port
 from workers import client as purchases
-from workers.client import ensure_search_attributes
+from workers.client import ensure_search_attributes, purchase_outcome
 from workers.worker import serving
 from workflows.models import PurchaseState
 
@@ -55,7 +55,7 @@ async def restart_during_batch(db: Path, sim: AtomSimulator, count: int, restart
                 server.kill()
                 await server.wait()
                 server = await dev_server(port, db)  # same file, same port: the worker reconnects
-            return await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 300)
+            return await asyncio.wait_for(asyncio.gather(*(purchase_outcome(h) for h in handles)), 300)
     finally:
         await atom.aclose()
         server.terminate()

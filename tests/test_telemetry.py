@@ -13,7 +13,7 @@ from temporalio.worker import Replayer
 
 from simulators.atom import AtomSimulator
 from tests.conftest import atom_request, atom_worker, binary
-from workers.client import ensure_search_attributes, start_purchase
+from workers.client import ensure_search_attributes, purchase_outcome, start_purchase
 from workers.logs import configure
 from workers.telemetry import prometheus_runtime
 from workers.worker import SANDBOX, WORKFLOWS
@@ -26,7 +26,7 @@ async def test_activity_log_lines_carry_the_purchase_and_no_pii(
     sim = AtomSimulator()
     async with atom_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, atom_request("log-1"), tq)
-        await handle.result()
+        await purchase_outcome(handle)
     err = capsys.readouterr().err
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     calls = [line for line in lines if line.get("event") == "provider call"]
@@ -64,7 +64,7 @@ async def test_prometheus_metrics_per_provider_and_outcome() -> None:
     try:
         await ensure_search_attributes(env.client)
         async with atom_worker(env.client, AtomSimulator(fulfilment="never")) as tq:
-            await (await start_purchase(env.client, atom_request("metrics-1"), tq)).result()
+            await purchase_outcome(await start_purchase(env.client, atom_request("metrics-1"), tq))
         async with httpx.AsyncClient() as http:
             text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
     finally:

@@ -27,7 +27,7 @@ from simulators.tevo import Order, TevoSimulator
 from tests.conftest import free_port, tevo_request, tevo_worker, wait_for_state
 from tests.test_atom_workflow import record
 from workers import client as purchases
-from workers.client import parse_request, start_purchase
+from workers.client import parse_request, purchase_outcome, start_purchase
 from workflows.models import Buyer, ConfirmRequest, PurchaseState
 
 SECRET = "0123456789012345678901234567890123456789"
@@ -99,7 +99,7 @@ async def test_tevo_purchase(env: WorkflowEnvironment) -> None:
     sim = TevoSimulator()
     async with tevo_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, tevo_request("tevo-1"), tq)
-        result = await handle.result()
+        result = await purchase_outcome(handle)
         await record(handle, "tevo_accepted")
     assert result.state == PurchaseState.FULFILLED and result.provider_status == "accepted"
     assert result.provider_order_id == "819976"
@@ -114,7 +114,7 @@ async def test_tevo_purchase(env: WorkflowEnvironment) -> None:
 async def test_price_changed(env: WorkflowEnvironment) -> None:
     sim = TevoSimulator()
     async with tevo_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, tevo_request("tevo-2", price="120.00"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, tevo_request("tevo-2", price="120.00"), tq))
     assert result.state == PurchaseState.FAILED
     assert result.failure is not None and result.failure.reason == "PRICE_CHANGED"
     assert sim.orders == {}
@@ -123,14 +123,14 @@ async def test_price_changed(env: WorkflowEnvironment) -> None:
 async def test_quantity_no_longer_available(env: WorkflowEnvironment) -> None:
     sim = TevoSimulator()
     async with tevo_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, tevo_request("tevo-3", quantity=3), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, tevo_request("tevo-3", quantity=3), tq))
     assert result.failure is not None and result.failure.reason == "SEAT_UNAVAILABLE"
 
 
 async def test_rejected_order_fails_with_the_sellers_reason(env: WorkflowEnvironment) -> None:
     sim = TevoSimulator(outcome="reject")
     async with tevo_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, tevo_request("tevo-4"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, tevo_request("tevo-4"), tq))
     assert result.state == PurchaseState.FAILED
     assert result.failure is not None and result.failure.reason == "ORDER_REJECTED"
     assert result.failure.message == "Tickets No Longer Available"
@@ -140,7 +140,7 @@ async def test_rejected_order_fails_with_the_sellers_reason(env: WorkflowEnviron
 async def test_never_accepted_order_is_cancelled(env: WorkflowEnvironment) -> None:
     sim = TevoSimulator(outcome="never")
     async with tevo_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, tevo_request("tevo-5"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, tevo_request("tevo-5"), tq))
     assert result.failure is not None and result.failure.reason == "FULFILLMENT_TIMEOUT"
     # Polled every 15 s for 60 s (5 reads), the fallback read, then cancelled (the "canceled" spelling).
     assert [c["endpoint"] for c in sim.calls].count("show") == 6
@@ -153,7 +153,7 @@ async def test_lost_create_response_makes_one_order(env: WorkflowEnvironment) ->
     sim = TevoSimulator()
     sim.faults.add(Fault(endpoint="create", status=504, lost=True))
     async with tevo_worker(env.client, sim) as tq:
-        result = await (await start_purchase(env.client, tevo_request("tevo-6"), tq)).result()
+        result = await purchase_outcome(await start_purchase(env.client, tevo_request("tevo-6"), tq))
     assert result.state == PurchaseState.FULFILLED
     assert len(sim.orders) == 1
     endpoints = [c["endpoint"] for c in sim.calls]
@@ -168,7 +168,7 @@ async def test_manual_confirmation_rereads_the_group(env: WorkflowEnvironment) -
         assert status.receipt is not None and status.receipt.total == Decimal("305.96")
         sim.groups[324466901].price = Decimal("150.00")  # the price moves while the buyer decides
         await purchases.confirm(env.client, "tevo-7", ConfirmRequest(accepted_total=Decimal("305.96")))
-        result = await handle.result()
+        result = await purchase_outcome(handle)
     assert result.failure is not None and result.failure.reason == "PRICE_CHANGED"
     assert [c["endpoint"] for c in sim.calls].count("group") == 2 and sim.orders == {}
 

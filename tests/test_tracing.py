@@ -19,7 +19,7 @@ from activities.atom import AtomActivities, AtomSettings
 from simulators.atom import AtomSimulator
 from tests.conftest import atom_request
 from workers import tracing
-from workers.client import start_purchase
+from workers.client import purchase_outcome, start_purchase
 from workers.settings import WorkerSettings
 from workers.worker import connect, serving
 
@@ -83,7 +83,7 @@ async def test_one_trace_spans_a_purchase_from_start_to_provider_http_calls(
     try:
         async with serving(client, "traced", [activities]):
             handle = await start_purchase(client, atom_request("traced-1"), "traced")
-            assert (await handle.result()).state == "FULFILLED"
+            assert (await purchase_outcome(handle)).state == "FULFILLED"
     finally:
         await activities.aclose()
     finished = spans.get_finished_spans()

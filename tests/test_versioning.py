@@ -19,6 +19,7 @@ from activities.atom import AtomActivities
 from simulators.atom import AtomSimulator
 from tests.conftest import atom_request, atom_settings, binary, wait_for_state
 from workers import client as purchases
+from workers.client import purchase_outcome
 from workers.settings import WorkerSettings
 from workers.worker import serving
 from workflows.models import ConfirmRequest
@@ -73,9 +74,9 @@ async def test_a_held_purchase_finishes_on_its_build_while_new_ones_run_on_the_n
         async with build(client, "build-b", sim_b):
             await set_current(client, "build-b")
             new = await purchases.start_purchase(client, atom_request("v-2"), TASK_QUEUE)
-            assert (await new.result()).state == "FULFILLED"
+            assert (await purchase_outcome(new)).state == "FULFILLED"
             await purchases.confirm(client, "v-1", ConfirmRequest())
-            assert (await held.result()).state == "FULFILLED"
+            assert (await purchase_outcome(held)).state == "FULFILLED"
             # Only now may build A go: its last pinned purchase ended.
     assert await builds_that_ran(client, "v-1") == {"build-a"}
     assert await builds_that_ran(client, "v-2") == {"build-b"}

@@ -11,7 +11,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import (
@@ -34,6 +34,20 @@ from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
 REQUEST = TypeAdapter(PurchaseRequest)
 # Memo key set when a purchase starts: the request's fingerprint.
 REQUEST_SHA256 = "request_sha256"
+
+
+async def purchase_outcome(handle: WorkflowHandle[Any, Any]) -> PurchaseResult:
+    """The PurchaseResult however the purchase ended: only a fulfilled purchase completes its
+    workflow; any other end fails it (so the Temporal UI's list shows it red) with the result as the
+    failure's details (type = the reason, or COMPENSATION_FAILED). Other failures are raised."""
+    try:
+        result = await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+            return PurchaseResult.model_validate(cause.details[0])
+        raise
+    return result if isinstance(result, PurchaseResult) else PurchaseResult.model_validate(result)
 
 
 class PurchaseConflict(Exception):
@@ -129,7 +143,7 @@ async def purchase_result(client: Client, purchase_id: str) -> PurchaseResult:
     Temporal (UI, `temporal workflow cancel`) has no workflow result: its final status stands in."""
     handle = purchase_handle(client, purchase_id)
     try:
-        return await handle.result()
+        return await purchase_outcome(handle)
     except WorkflowFailureError as err:
         if not isinstance(err.cause, CancelledError):
             raise

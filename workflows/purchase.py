@@ -103,6 +103,7 @@ class PurchaseWorkflow:
         self._events: list[AtmEvent] = []
         self._deliveries: set[str] = set()
         self._reads_decided_at_start = False
+        self._unfulfilled_fail = False
         self._keys_from_purchase_id = False
 
     @workflow.run
@@ -122,6 +123,7 @@ class PurchaseWorkflow:
         # land in another workflow task than on replay (a non-determinism error for a running purchase).
         self._reads_decided_at_start = workflow.patched("local-reads-at-start")
         self._keys_from_purchase_id = workflow.patched("keys-from-purchase-id")
+        self._unfulfilled_fail = workflow.patched("unfulfilled-purchases-fail")
         self._main = asyncio.current_task()
         self._meter().create_counter("boxoffice_purchases_started", "Purchases started").add(1)
         workflow.upsert_search_attributes([PROVIDER.value_set(request.provider), STATE.value_set(self._state)])
@@ -145,7 +147,7 @@ class PurchaseWorkflow:
                     raise  # cancelled through Temporal (UI, CLI): the execution shows as Canceled
         self._count_outcome()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return result.model_copy(
+        final = result.model_copy(
             update={
                 "state": self._state,
                 # Also on failure: an order that was placed, then cancelled, is named.
@@ -156,6 +158,13 @@ class PurchaseWorkflow:
                 "compensations": self.saga.outcomes,
             }
         )
+        if self._unfulfilled_fail and self._state != PurchaseState.FULFILLED and self._failure is not None:
+            # Only a fulfilled purchase completes: an operator tells outcomes apart in the UI's list
+            # (Completed / Failed / Canceled). The result travels as the failure's details.
+            attention = self._state == PurchaseState.COMPENSATION_FAILED
+            raise ApplicationError(f"{self._state}: {self._failure.message}", final, non_retryable=True,
+                                   type=self._state.value if attention else self._failure.reason.value)
+        return final
 
     def _meter(self) -> MetricMeter:
         # Workflow metrics are not recorded again when a history is replayed.
@@ -295,6 +304,8 @@ class PurchaseWorkflow:
         matching round trip: a purchase's latency about halves, bench/README.md) unless the provider
         is rate-limited (local activities would bypass its queue's limit). Runs started before
         local reads keep regular activities (`_local_reads`), so their histories replay."""
+        # What the UI shows for the call: the step it serves, not the activity type.
+        summary = f"undo: {activity.partition('.')[2].replace('_', ' ')}" if undo else self._step
         if read and self._activity_queue is None and self._local_reads():
             return await workflow.execute_local_activity(
                 activity,
@@ -303,7 +314,7 @@ class PurchaseWorkflow:
                 start_to_close_timeout=self._call_timeout,
                 schedule_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=STEP_RETRY,
-                summary=activity,
+                summary=summary,
             )
         return await workflow.execute_activity(
             activity,
@@ -313,7 +324,7 @@ class PurchaseWorkflow:
             start_to_close_timeout=self._call_timeout,
             schedule_to_close_timeout=UNDO_ROUND if undo else STEP_TIMEOUT,
             retry_policy=UNDO_RETRY if undo else STEP_RETRY,
-            summary=activity,
+            summary=summary,
         )
 
     async def find(self, activity: str, *args: Any, result_type: type[T]) -> T | None:
@@ -343,7 +354,8 @@ class PurchaseWorkflow:
         try:
             if remaining <= 0:
                 raise TimeoutError
-            await workflow.wait_condition(lambda: self._confirmation is not None, timeout=remaining)
+            await workflow.wait_condition(lambda: self._confirmation is not None, timeout=remaining,
+                                          timeout_summary="hold expiry")
         except TimeoutError:
             raise PurchaseFailed(
                 PurchaseState.EXPIRED,
@@ -361,7 +373,8 @@ class PurchaseWorkflow:
         if remaining > 0:
             try:
                 await workflow.wait_condition(
-                    lambda: any(event.kind in kinds for event in self._events), timeout=remaining
+                    lambda: any(event.kind in kinds for event in self._events), timeout=remaining,
+                    timeout_summary=f"{self._step} deadline",
                 )
             except TimeoutError:
                 pass
@@ -519,7 +532,7 @@ class PurchaseWorkflow:
                 task_queue=self._activity_queue,
                 start_to_close_timeout=self._call_timeout,
                 retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
-                summary=activity,
+                summary=self._step,
             )
         except ActivityError as err:
             if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
