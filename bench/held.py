@@ -27,6 +27,7 @@ from activities.atom import AtomActivities, AtomSettings  # noqa: E402
 from simulators.atom import SHOWTIME, AtomSimulator  # noqa: E402
 from workers import client as purchases  # noqa: E402
 from workers.client import ensure_search_attributes, start_purchase  # noqa: E402
+from workers.devstack import dev_server_args  # noqa: E402
 from workers.logs import configure  # noqa: E402
 from workers.worker import serving  # noqa: E402
 from workflows.models import ConfirmRequest  # noqa: E402
@@ -71,7 +72,8 @@ async def confirm_latencies(client: Client, ids: list[int]) -> list[float]:
 async def main(held: int, samples: int) -> None:
     configure("dev", "WARNING")
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter)
+                                                ui=False, data_converter=pydantic_data_converter,
+                                                dev_server_extra_args=dev_server_args())
     client = env.client
     await ensure_search_attributes(env.client)
     sim = AtomSimulator(api_key="bench-key", lease_seconds=6 * 3600)  # holds outlast the run

@@ -18,6 +18,7 @@ from activities.atom import AtomSettings
 from activities.onebox import OneboxSettings
 from activities.tevo import TevoSettings
 from workers.codec import CodecSettings
+from workers.devstack import DISPATCH_CONFIG, dev_server_args
 from workers.settings import ROLES, WebhookSettings, WorkerSettings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
@@ -109,3 +110,16 @@ def test_one_worker_deployment_per_role_with_readiness_and_autoscaling() -> None
                     "acme": AcmeSettings}.get(role)
         needed = {n for n, secret in variables(provider).items() if secret} if provider else set()
         assert needed | {"BOXOFFICE_CODEC_KEYS"} <= secrets, f"{name} lacks its provider's credentials"
+
+
+def test_cluster_dynamic_config_matches_the_dev_servers() -> None:
+    # A self-hosted cluster gets the dispatch settings every dev server here runs with.
+    config = load("temporal/dynamicconfig.yaml")[0]
+    assert {key: [{"value": value}] for key, value in DISPATCH_CONFIG.items()} == config
+
+
+def test_dev_server_arguments_set_the_dispatch_config() -> None:
+    args = dev_server_args()
+    assert args[0::2] == ["--dynamic-config-value"] * len(DISPATCH_CONFIG)
+    assert args[1::2] == ["history.transferProcessorMaxPollRPS=1000", "history.timerProcessorMaxPollRPS=1000",
+                          "system.enableActivityEagerExecution=true", "frontend.enableExecuteMultiOperation=true"]

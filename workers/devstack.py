@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import socket
 import sys
@@ -38,6 +39,29 @@ SIMULATORS = {
     "acme": (AcmeSimulator, 8705),
 }
 STARTUP_SECONDS = 60
+
+# Temporal dynamic config for low dispatch latency, used by every dev server boxoffice starts
+# (`boxoffice dev`, tests, bench/) and written for a self-hosted cluster in
+# deploy/temporal/dynamicconfig.yaml (what each costs: deploy/README.md; measured: bench/README.md).
+DISPATCH_CONFIG: dict[str, object] = {
+    # The history service reads its transfer queue (new workflow and activity tasks for matching) at
+    # most 20 times/s by default: each workflow task after an activity waited ~40 ms for it.
+    "history.transferProcessorMaxPollRPS": 1000,
+    # The same limit on the timer queue (timers, activity retries such as the 2 s fulfilment polls).
+    "history.timerProcessorMaxPollRPS": 1000,
+    # Both are on by default in the dev server only: activities on the workflow's queue start in the
+    # workflow task's answer, and update-with-start (`workers.client.hold_purchase`) needs the second.
+    "system.enableActivityEagerExecution": True,
+    "frontend.enableExecuteMultiOperation": True,
+}
+
+
+def dev_server_args() -> list[str]:
+    """`temporal server start-dev` arguments setting DISPATCH_CONFIG."""
+    args = []
+    for key, value in DISPATCH_CONFIG.items():
+        args += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    return args
 
 
 def temporal_binary() -> str:
@@ -92,6 +116,7 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
         "--db-filename", str(settings.home / "temporal.db"),
         "--namespace", settings.temporal_namespace,
         "--log-level", "error", "--ui-disable-news-fetch",
+        *dev_server_args(),
     ]  # fmt: skip
     for name in SEARCH_ATTRIBUTES:
         command += ["--search-attribute", f"{name}=Keyword"]
