@@ -242,8 +242,10 @@ async def cmd_buy(args: argparse.Namespace, settings: WorkerSettings) -> None:
         text = args.request
     request = purchases.parse_request(text)
     client = await connect(settings)
-    handle = await purchases.start_purchase(client, request, settings.task_queue)
+    # Returns once the seats are held (or the purchase failed): the hold is printed at once.
+    handle, held = await purchases.hold_purchase(client, request, settings.task_queue)
     print(handle.id)
+    print(held.model_dump_json(indent=2))
     if args.wait:
         result = await handle.result()
         print(result.model_dump_json(indent=2))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
 from pydantic import TypeAdapter
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -61,24 +62,52 @@ async def start_purchase(
 ) -> WorkflowHandle[Any, PurchaseResult]:
     """Starts the purchase, or returns the one already started for this purchase id: a retried
     start never buys twice, while the purchase runs (USE_EXISTING) or after it ended (REJECT_DUPLICATE)."""
-    if not isinstance(request, PurchaseBase):
-        request = parse_request(request)
-    workflow_id = purchase_workflow_id(request.purchase_id)
+    request = _validated(request)
     try:
         return await client.start_workflow(
-            WORKFLOW_TYPE,
-            request,
-            id=workflow_id,
-            task_queue=task_queue,
-            result_type=PurchaseResult,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            # The line shown for the purchase in the UI's list (no buyer data).
-            static_summary=f"{request.provider} purchase {request.purchase_id}",
-            **options,
+            WORKFLOW_TYPE, request, result_type=PurchaseResult, **_start_options(request, task_queue), **options
         )
     except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle(workflow_id, result_type=PurchaseResult)
+        return purchase_handle(client, request.purchase_id)
+
+
+async def hold_purchase(
+    client: Client, request: PurchaseRequest | dict[str, Any] | str, task_queue: str, **options: Any
+) -> tuple[WorkflowHandle[Any, PurchaseResult], PurchaseStatus]:
+    """Starts the purchase and returns in the same call once its seats are held (the `held`
+    update, sent with the start): AWAITING_CONFIRMATION with receipt and hold expiry (manual; ATM
+    with `provider_ids["checkout_url"]`), COMMITTING (auto), or the failure. The same start
+    semantics as `start_purchase`: a repeated call returns the same purchase's status (its current
+    one, once it has ended)."""
+    request = _validated(request)
+    start = WithStartWorkflowOperation(
+        WORKFLOW_TYPE, request, result_type=PurchaseResult, **_start_options(request, task_queue), **options
+    )
+    try:
+        held = await client.execute_update_with_start_workflow(
+            "held", start_workflow_operation=start, result_type=PurchaseStatus
+        )
+    except WorkflowAlreadyStartedError:
+        # Ended, and REJECT_DUPLICATE keeps it so: its status says how.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()  # the same error, retrieved so it is not reported as lost
+        return purchase_handle(client, request.purchase_id), await status(client, request.purchase_id)
+    return await start.workflow_handle(), held
+
+
+def _validated(request: PurchaseRequest | dict[str, Any] | str) -> PurchaseRequest:
+    return request if isinstance(request, PurchaseBase) else parse_request(request)
+
+
+def _start_options(request: PurchaseRequest, task_queue: str) -> dict[str, Any]:
+    return {
+        "id": purchase_workflow_id(request.purchase_id),
+        "task_queue": task_queue,
+        "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        # The line shown for the purchase in the UI's list (no buyer data).
+        "static_summary": f"{request.provider} purchase {request.purchase_id}",
+    }
 
 
 def purchase_handle(client: Client, purchase_id: str) -> WorkflowHandle[Any, PurchaseResult]:

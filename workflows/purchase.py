@@ -182,6 +182,15 @@ class PurchaseWorkflow:
         )
 
     @workflow.update
+    async def held(self) -> PurchaseStatus:
+        """Returns once the purchase has moved past holding: its seats are held and priced
+        (AWAITING_CONFIRMATION for manual confirmation and ATM, with the checkout URL; COMMITTING
+        for auto) or it has ended. Sent with the start (update-with-start), it is a caller's early
+        return instead of polling `status`."""
+        await workflow.wait_condition(lambda: self._state != PurchaseState.HOLDING)
+        return self.status()
+
+    @workflow.update
     async def confirm(self, confirmation: ConfirmRequest) -> PurchaseStatus:
         """Returns once the order is placed (AWAITING_FULFILLMENT) or the purchase has ended."""
         self._confirmation = confirmation
