@@ -19,7 +19,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, TLSConfig
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
     SandboxRestrictions,
@@ -88,12 +88,20 @@ class Providers:
 
 @contextlib.asynccontextmanager
 async def serving(
-    client: Client, task_queue: str, providers: Sequence[Any], roles: Collection[str] = ROLES, **options: Any
+    client: Client,
+    task_queue: str,
+    providers: Sequence[Any],
+    roles: Collection[str] = ROLES,
+    sandboxed: bool = True,
+    **options: Any,
 ) -> AsyncIterator[None]:
     """The "workflows" role runs the workflows on `task_queue` with every provider's activities
     (unlimited providers' calls land there and start eagerly). A rate-limited provider's role runs
     its activities on `{task_queue}-{provider}`, where the server enforces `activities_per_second`
-    across all workers. `roles` picks what this process serves, e.g. one deployment per role."""
+    across all workers. `roles` picks what this process serves, e.g. one deployment per role.
+    `sandboxed`: workflows run in the SDK's sandbox, which fails a non-deterministic call at once;
+    the tests run so. The worker process (`run_worker`) runs them without it: the sandbox costs
+    about a third of a purchase's CPU (bench/README.md)."""
     workers = []
     if "workflows" in roles:
         workers.append(Worker(
@@ -101,7 +109,7 @@ async def serving(
             task_queue=task_queue,
             workflows=WORKFLOWS,
             activities=[activity for provider in providers for activity in provider.all()],
-            workflow_runner=SANDBOX,
+            workflow_runner=SANDBOX if sandboxed else UnsandboxedWorkflowRunner(),
             interceptors=[Telemetry()],
             **options,
         ))
@@ -153,6 +161,7 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
         settings.task_queue,
         providers.providers,
         settings.role_set(),
+        sandboxed=False,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
     )
     stop = stop or asyncio.Event()
