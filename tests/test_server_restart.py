@@ -23,7 +23,7 @@ from workflows.models import PurchaseState
 async def dev_server(port: int, db: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
-        "--db-filename", str(db), "--log-level", "error", *dev_server_args(),
+        "--log-level", "error", *dev_server_args(db),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
 
