@@ -49,8 +49,9 @@ DISPATCH_CONFIG: dict[str, object] = {
     "history.transferProcessorMaxPollRPS": 1000,
     # The same limit on the timer queue (timers, activity retries such as the 2 s fulfilment polls).
     "history.timerProcessorMaxPollRPS": 1000,
-    # Both are on by default in the dev server only: activities on the workflow's queue start in the
-    # workflow task's answer, and update-with-start (`workers.client.hold_purchase`) needs the second.
+    # The dev server turns these two on anyway; a cluster's defaults may not (deploy/). Activities on
+    # the workflow's queue start in the workflow task's answer; update-with-start
+    # (`workers.client.hold_purchase`) needs the second.
     "system.enableActivityEagerExecution": True,
     "frontend.enableExecuteMultiOperation": True,
 }
