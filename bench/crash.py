@@ -23,11 +23,13 @@ from simulators.atom import SHOWTIME, AtomSimulator  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.test_crash import kill_during_batch  # noqa: E402
 from workers.client import ensure_search_attributes  # noqa: E402
+from workers.devstack import dev_server_args  # noqa: E402
 
 
 async def main(count: int, kills: int) -> None:
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter)
+                                                ui=False, data_converter=pydantic_data_converter,
+                                                dev_server_extra_args=dev_server_args())
     await ensure_search_attributes(env.client)
     sim = AtomSimulator(api_key="test-atom-key")
     sim.showtimes[SHOWTIME].seats |= {f"D{n}": "available" for n in range(1, count + 1)}

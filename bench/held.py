@@ -1,8 +1,14 @@
-"""Many purchases held at once: N manual purchases wait in AWAITING_CONFIRMATION (long leases) on
-the dev server with one worker. Measures the worker process's memory per held purchase and whether
-`confirm` slows down (update round trip until the order is placed), against a baseline with few held.
+"""Many purchases held at once: manual Atom purchases are started with `hold_purchase` (returns once
+AWAITING_CONFIRMATION) and left waiting (long leases), on the dev server with one worker process
+(default cache: 1000 workflows, older ones are evicted and replayed when they next get work). At
+checkpoints it reports the worker process's RSS, the hold rate, the time to held, and the latency of
+`confirm` on random held purchases (an evicted one is replayed first).
 
-    python bench/held.py --held 10000
+The Atom simulator runs in a child process, so the RSS measured is the worker's (and this driver's,
+which keeps no per-purchase state). Its checks scan every lease per call, which is quadratic at this
+scale; here a seat index answers them (leases outlast the run, so none expires).
+
+    python bench/held.py --held 100000 --minutes 25
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ import asyncio
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -24,12 +31,58 @@ from temporalio.testing import WorkflowEnvironment
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from activities.atom import AtomActivities, AtomSettings  # noqa: E402
-from simulators.atom import SHOWTIME, AtomSimulator  # noqa: E402
+from simulators.atom import SHOWTIME, AtomSimulator, Lease, Showtime  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 from workers import client as purchases  # noqa: E402
-from workers.client import ensure_search_attributes, start_purchase  # noqa: E402
+from workers.client import ensure_search_attributes  # noqa: E402
+from workers.devstack import dev_server_args, port_open  # noqa: E402
 from workers.logs import configure  # noqa: E402
 from workers.worker import serving  # noqa: E402
 from workflows.models import ConfirmRequest  # noqa: E402
+
+IN_FLIGHT = 50  # holds started at once: more only overloads the 2-core machine
+
+
+class Leases(dict[str, Lease]):
+    """The simulator's leases with a seat → lease index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_seat: dict[str, str] = {}
+
+    def __setitem__(self, key: str, lease: Lease) -> None:
+        super().__setitem__(key, lease)
+        self.by_seat.update(dict.fromkeys(lease.seat_ids, key))
+
+
+class Calls(list[dict[str, Any]]):
+    """Keeps no call: the simulator records every request, which is its memory, not the run's."""
+
+    def append(self, call: dict[str, Any]) -> None:
+        pass
+
+
+class ManyHeldSimulator(AtomSimulator):
+    def __init__(self, seats: int) -> None:
+        super().__init__(api_key="bench-key", lease_seconds=6 * 3600)  # holds outlast the run
+        self.leases = Leases()
+        self.calls = Calls()
+        self.showtimes[SHOWTIME].seats = {f"S{n}": "available" for n in range(seats)}
+
+    def _expire_leases(self) -> None:
+        pass  # nothing expires within the run
+
+    def _seat_taken(self, showtime: Showtime, seat: str, client_request_id: str) -> bool:
+        assert isinstance(self.leases, Leases)
+        if showtime.seats.get(seat) != "available":
+            return True
+        return self.leases.by_seat.get(seat, client_request_id) != client_request_id
+
+
+def serve_simulator(port: int, seats: int) -> None:
+    import uvicorn
+
+    uvicorn.run(ManyHeldSimulator(seats).app, host="127.0.0.1", port=port, log_level="warning")
 
 
 def rss_mb() -> float:
@@ -43,24 +96,28 @@ def request(n: int) -> dict:
             "buyer": {"email": "g@example.com", "first_name": "J", "last_name": "D"}}
 
 
-async def hold(client: Client, count: int, first: int, sim: AtomSimulator) -> float:
-    gate = asyncio.Semaphore(50)  # starts in flight: more only overloads the 2-core machine
-    previews = sum(1 for c in sim.calls if c["endpoint"] == "preview")
+async def hold(client: Client, numbers: range, deadline: float) -> tuple[int, list[float]]:
+    """Holds purchases `numbers` (IN_FLIGHT at a time) until done or `deadline`; returns how many
+    were held and their times to held (ms)."""
+    pending = iter(numbers)
+    latencies: list[float] = []
 
-    async def one(n: int) -> None:
-        async with gate:
-            await start_purchase(client, request(n), "held")
+    async def starter() -> None:
+        for n in pending:
+            if time.monotonic() > deadline:
+                return
+            started = time.perf_counter()
+            _, status = await purchases.hold_purchase(client, request(n), "held")
+            latencies.append((time.perf_counter() - started) * 1000)
+            assert status.state == "AWAITING_CONFIRMATION", status
 
-    started = time.perf_counter()
-    await asyncio.gather(*(one(n) for n in range(first, first + count)))
-    while sum(1 for c in sim.calls[previews:] if c["endpoint"] == "preview") < count:
-        await asyncio.sleep(0.2)
-    return time.perf_counter() - started
+    await asyncio.gather(*(starter() for _ in range(IN_FLIGHT)))
+    return len(latencies), latencies
 
 
-async def confirm_latencies(client: Client, ids: list[int]) -> list[float]:
+async def confirm_latencies(client: Client, numbers: list[int]) -> list[float]:
     latencies = []
-    for n in ids:
+    for n in numbers:
         started = time.perf_counter()
         status = await purchases.confirm(client, f"held-{n}", ConfirmRequest())
         latencies.append((time.perf_counter() - started) * 1000)
@@ -68,45 +125,64 @@ async def confirm_latencies(client: Client, ids: list[int]) -> list[float]:
     return latencies
 
 
-async def main(held: int, samples: int) -> None:
+async def main(held: int, checkpoints: int, samples: int, minutes: float) -> None:
     configure("dev", "WARNING")
+    deadline = time.monotonic() + minutes * 60
+    port = free_port()
+    seats = held + samples
+    simulator = subprocess.Popen([sys.executable, __file__, "--serve-simulator", str(port), "--held", str(seats)])
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter)
+                                                ui=False, data_converter=pydantic_data_converter,
+                                                dev_server_extra_args=dev_server_args())
     client = env.client
     await ensure_search_attributes(env.client)
-    sim = AtomSimulator(api_key="bench-key", lease_seconds=6 * 3600)  # holds outlast the run
-    sim.showtimes[SHOWTIME].seats = {f"S{n}": "available" for n in range(held + 2 * samples)}
-    atom = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=None),
-                          transport=httpx.ASGITransport(app=sim.app))
+    while not port_open("127.0.0.1", port):
+        await asyncio.sleep(0.1)
+    atom = AtomActivities(AtomSettings(base_url=f"http://127.0.0.1:{port}", api_key="bench-key",
+                                       activities_per_second=None))
     rng = random.Random(3)
+    rows = []
     try:
-        async with serving(env.client, "held", [atom]):
-            base_rss = rss_mb()
-            await hold(client, samples, held + samples, sim)
-            baseline = await confirm_latencies(client, list(range(held + samples, held + 2 * samples)))
-            before = rss_mb()
-            seconds = await hold(client, held, 0, sim)
-            after = rss_mb()
-            loaded = await confirm_latencies(client, rng.sample(range(held), samples))
+        async with serving(env.client, "held", [atom], sandboxed=False):  # as `boxoffice worker` runs
+            start_rss, started = rss_mb(), time.monotonic()
+            total, confirmed = 0, set[str]()
+            step = held // checkpoints
+            while total < held and time.monotonic() < deadline:
+                window = time.monotonic()
+                count, to_held = await hold(client, range(total, min(total + step, held)), deadline)
+                total += count
+                rate = count / (time.monotonic() - window)
+                picks = rng.sample(sorted(set(range(total)) - confirmed), min(samples, total - len(confirmed)))
+                confirmed.update(picks)
+                latencies = await confirm_latencies(client, picks)
+                rows.append((total - len(confirmed), time.monotonic() - started, rate, rss_mb(),
+                             statistics.median(to_held), statistics.median(latencies), max(latencies)))
+                print(rows[-1], flush=True)
     finally:
         await atom.aclose()
         await env.shutdown()
-    print(f"\n{held} purchases held in AWAITING_CONFIRMATION; one worker (default cache 1000 workflows), "
-          f"dev server in memory; {samples} confirms measured each time.\n")
-    print("| held | time to hold all | worker+driver RSS | confirm p50 | confirm max |")
-    print("|---:|---:|---:|---:|---:|")
-    print(f"| {samples} | – | {before:.0f} MB (start {base_rss:.0f} MB) | {statistics.median(baseline):.0f} ms | "
-          f"{max(baseline):.0f} ms |")
-    print(f"| {held} | {seconds:.0f} s ({held / seconds:.0f}/s) | {after:.0f} MB | {statistics.median(loaded):.0f} ms | "
-          f"{max(loaded):.0f} ms |")
-    print(f"\nMemory per extra held purchase: {(after - before) * 1024 / held:.1f} KB.")
+        simulator.terminate()
+    print(f"\nManual Atom purchases held in AWAITING_CONFIRMATION; one worker process (cache 1000 workflows), "
+          f"dev server in memory, {IN_FLIGHT} holds in flight; {samples} confirms per checkpoint; "
+          f"worker+driver RSS at start {start_rss:.0f} MB; load {os.getloadavg()[0]:.1f}.\n")
+    print("| held | elapsed | hold rate | worker+driver RSS | time to held p50 | confirm p50 | confirm max |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for now_held, elapsed, rate, rss, held_p50, confirm_p50, worst in rows:
+        print(f"| {now_held} | {elapsed:.0f} s | {rate:.0f}/s | {rss:.0f} MB | {held_p50:.0f} ms | {confirm_p50:.0f} ms | "
+              f"{worst:.0f} ms |")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--held", type=int, default=10_000)
+    parser.add_argument("--held", type=int, default=100_000)
+    parser.add_argument("--checkpoints", type=int, default=10)
     parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--minutes", type=float, default=60, help="stop holding more after this long")
+    parser.add_argument("--serve-simulator", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(main(args.held, args.samples))
+    if args.serve_simulator:
+        serve_simulator(args.serve_simulator, args.held)
+        sys.exit(0)
+    asyncio.run(main(args.held, args.checkpoints, args.samples, args.minutes))
     sys.stdout.flush()
     os._exit(0)  # temporalio/sdk-python#300

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from activities.atom import AtomActivities, AtomSettings  # noqa: E402
 from simulators.atom import AtomSimulator  # noqa: E402
 from workers.client import ensure_search_attributes, purchase_outcome, start_purchase  # noqa: E402
+from workers.devstack import dev_server_args  # noqa: E402
 from workers.logs import configure  # noqa: E402
 from workers.worker import serving  # noqa: E402
 
@@ -33,7 +34,8 @@ NEVER = 10**9
 async def main(samples: int) -> None:
     configure("dev", "WARNING")
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter)
+                                                ui=False, data_converter=pydantic_data_converter,
+                                                dev_server_extra_args=dev_server_args())
     await ensure_search_attributes(env.client)
     sim = AtomSimulator(api_key="bench-key", fulfil_after_polls=NEVER)
     atom = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=None),

@@ -5,9 +5,14 @@
 - boxoffice: PurchaseWorkflow, auto confirmation, against the Atom simulator (zero latency,
              fulfilled at the first poll), worker in this process; once with the activities on the
              workflow's task queue (unlimited provider: eager start), once on a queue of their own
-             (what a rate-limited provider gets; the limit here is too high to throttle).
+             (what a rate-limited provider gets; the limit here is too high to throttle), once in
+             the SDK's sandbox (as the tests run workflows; `boxoffice worker` does not);
+- time to held: `hold_purchase` of a manual purchase, until it returns AWAITING_CONFIRMATION.
 
-    python bench/throughput.py --purchases 200 --concurrency 1,10,50
+Each set runs once per dev-server configuration: `default` (the dev server's own settings) and
+`tuned` (workers/devstack.py DISPATCH_CONFIG, what boxoffice's dev servers run with).
+
+    python bench/throughput.py --purchases 200 --concurrency 1,10,50 --servers default,tuned
 
 Prints a markdown table. CPU is this process's (driver, worker and simulator together); RSS is
 the process's peak so far.
@@ -35,10 +40,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+# httpx's in-process ASGI transport (the simulator's) tries `import sniffio` on every request, ~1 ms
+# each when it is not installed: fail that import at once, so the stand-in's cost is not measured.
+sys.modules.setdefault("sniffio", None)
 
 from activities.atom import AtomActivities, AtomSettings  # noqa: E402
 from simulators.atom import AtomSimulator  # noqa: E402
-from workers.client import ensure_search_attributes, purchase_outcome, start_purchase  # noqa: E402
+from workers.client import ensure_search_attributes, hold_purchase, purchase_outcome, start_purchase  # noqa: E402
+from workers.devstack import dev_server_args  # noqa: E402
 from workers.logs import configure  # noqa: E402
 from workers.worker import serving  # noqa: E402
 from workflows.models import AtomItem, Buyer  # noqa: E402
@@ -60,10 +69,22 @@ class BareWorkflow:
             await workflow.execute_activity("noop", start_to_close_timeout=timedelta(seconds=30))
 
 
-def request(n: int, run: str) -> dict:
+SERVERS = {"default": [], "tuned": dev_server_args()}
+# name → (activities per second, sandboxed): the worker as `boxoffice worker` runs it (no sandbox),
+# a rate-limited provider's own queue, the same in the SDK's sandbox (as the tests run), and holds.
+BOXOFFICE_RUNS = {
+    "boxoffice": (None, False),
+    "boxoffice, own queue": (1000.0, False),
+    "boxoffice, sandboxed": (None, True),
+    "time to held": (None, False),
+}
+
+
+def request(n: int, run: str, confirmation: str = "auto") -> dict:
     return {"provider": "atom", "purchase_id": f"bench-{run}-{n}", "showtime_id": "ST-20260214-1930-AMC4",
             "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [seat_for(n)]}],
-            "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}}
+            "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
+            "confirmation": confirmation}
 
 
 def fresh_simulator() -> AtomSimulator:
@@ -96,91 +117,115 @@ async def measure(count: int, concurrency: int, one: Callable[[int], Awaitable[N
             "cpu": time.process_time() - cpu, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-async def main(purchases: int, concurrencies: list[int]) -> None:
+async def run_set(client: Client, purchases: int, concurrency: int) -> list[tuple[str, dict, int]]:
+    """floor, ceiling and the boxoffice runs at one concurrency, on one server."""
+    rows = []
+    run = uuid.uuid4().hex[:6]
+
+    # floor: the calls themselves
+    sim = fresh_simulator()
+    direct = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key"),
+                            transport=httpx.ASGITransport(app=sim.app))
+
+    async def direct_purchase(n: int) -> None:
+        items = [AtomItem(product_id="PROD-ADULT-001", offer_id="OFFER-STD-001", seat_ids=[seat_for(n)])]
+        await direct.refresh_checkout("ST-20260214-1930-AMC4", [], items)
+        session = await direct.create_guest_account(Buyer(email="g@example.com", first_name="J", last_name="D"))
+        key = f"req-{run}-{n}"
+        await direct.lease(session, items, key)
+        await direct.preview_order(session, items, key, True)
+        order = await direct.create_order(session, items, key, True)
+        await direct.order_status(session, order.order_id)
+        await direct.order_summary(session, order.order_id)
+
+    rows.append(("floor: direct HTTP", await measure(purchases, concurrency, direct_purchase), 0))
+    await direct.aclose()
+
+    # ceiling: the engine with the same shape
+    queue = f"bare-{run}"
+    async with Worker(client, task_queue=queue, workflows=[BareWorkflow], activities=[noop],
+                      max_concurrent_workflow_tasks=100):
+        async def bare(n: int) -> None:
+            await client.execute_workflow("BareWorkflow", id=f"bare-{run}-{n}", task_queue=queue)
+
+        result = await measure(purchases, concurrency, bare)
+        events = len((await client.get_workflow_handle(f"bare-{run}-0").fetch_history()).events)
+    rows.append(("ceiling: bare workflow", result, events))
+
+    # boxoffice: activities on the workflow's queue (eager), on a queue of their own, and the time
+    # until a manual purchase is held
+    for name, (limit, sandboxed) in BOXOFFICE_RUNS.items():
+        sim = fresh_simulator()
+        atom = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key",
+                                           activities_per_second=limit),
+                              transport=httpx.ASGITransport(app=sim.app))
+        queue = f"boxoffice-{run}-{len(rows)}"
+        tag = f"{run}{len(rows)}"
+        async with serving(client, queue, [atom], sandboxed=sandboxed):
+            async def purchase(n: int) -> None:
+                handle = await start_purchase(client, request(n, tag), queue)
+                assert (await purchase_outcome(handle)).state == "FULFILLED"
+
+            async def held(n: int) -> None:
+                _, status = await hold_purchase(client, request(n, tag, "manual"), queue)
+                assert status.state == "AWAITING_CONFIRMATION"
+
+            result = await measure(purchases, concurrency, held if name == "time to held" else purchase)
+            first = client.get_workflow_handle(f"purchase-bench-{tag}-0")
+            if name == "time to held":
+                events = 0
+                for n in range(purchases):  # not measured: the held purchases end
+                    await client.get_workflow_handle(f"purchase-bench-{tag}-{n}").cancel()
+            else:
+                events = len((await first.fetch_history()).events)
+                assert len(sim.orders) == purchases
+        await atom.aclose()
+        rows.append((name, result, events))
+    return rows
+
+
+async def main(purchases: int, concurrencies: list[int], servers: list[str]) -> None:
     configure("dev", "WARNING")  # per-call log lines would be measured too
     binary = Path(sys.executable).parent / "temporal"
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(binary), ui=False,
-                                                data_converter=pydantic_data_converter)
-    client: Client = env.client
-    await ensure_search_attributes(client)
     rows = []
-    try:
+    for server in servers:
+        env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(binary), ui=False,
+                                                    data_converter=pydantic_data_converter,
+                                                    dev_server_extra_args=SERVERS[server])
+        client: Client = env.client
+        await ensure_search_attributes(client)
+        try:
+            for concurrency in concurrencies:
+                rows += [(server, name, concurrency, r, events)
+                         for name, r, events in await run_set(client, purchases, concurrency)]
+        finally:
+            await env.shutdown()
+
+    print(f"\n{purchases} purchases per row; dev server (SQLite in memory), 2 cores, load {os.getloadavg()[0]:.1f}.\n")
+    print("| server | run | concurrency | purchases/s | p50 ms | p99 ms | CPU s | CPU ms/purchase | peak RSS MB "
+          "| events/purchase |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for server, name, concurrency, r, events in rows:
+        print(f"| {server} | {name} | {concurrency} | {r['per_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
+              f"{r['cpu']:.1f} | {r['cpu'] / purchases * 1000:.0f} | {r['rss']:.0f} | {events or '–'} |")
+    print("\n| server | concurrency | run | throughput / ceiling | throughput / floor | p50 / ceiling p50 |")
+    print("|---|---:|---|---:|---:|---:|")
+    for server in servers:
         for concurrency in concurrencies:
-            run = uuid.uuid4().hex[:6]
-
-            # floor: the calls themselves
-            sim = fresh_simulator()
-            direct = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key"),
-                                    transport=httpx.ASGITransport(app=sim.app))
-
-            async def direct_purchase(n: int) -> None:
-                items = [AtomItem(product_id="PROD-ADULT-001", offer_id="OFFER-STD-001", seat_ids=[seat_for(n)])]
-                await direct.refresh_checkout("ST-20260214-1930-AMC4", [], items)
-                session = await direct.create_guest_account(Buyer(email="g@example.com", first_name="J", last_name="D"))
-                key = f"req-{run}-{n}"
-                await direct.lease(session, items, key)
-                await direct.preview_order(session, items, key, True)
-                order = await direct.create_order(session, items, key, True)
-                await direct.order_status(session, order.order_id)
-                await direct.order_summary(session, order.order_id)
-
-            rows.append(("floor: direct HTTP", concurrency, await measure(purchases, concurrency, direct_purchase), 0))
-            await direct.aclose()
-
-            # ceiling: the engine with the same shape
-            queue = f"bare-{run}"
-            async with Worker(client, task_queue=queue, workflows=[BareWorkflow], activities=[noop],
-                              max_concurrent_workflow_tasks=100):
-                async def bare(n: int) -> None:
-                    await client.execute_workflow("BareWorkflow", id=f"bare-{run}-{n}", task_queue=queue)
-
-                result = await measure(purchases, concurrency, bare)
-                events = len((await client.get_workflow_handle(f"bare-{run}-0").fetch_history()).events)
-            rows.append(("ceiling: bare workflow", concurrency, result, events))
-
-            # boxoffice: activities on the workflow's queue (eager), and on a queue of their own
-            for name, limit in (("boxoffice", None), ("boxoffice, own queue", 1000.0)):
-                sim = fresh_simulator()
-                atom = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key",
-                                                   activities_per_second=limit),
-                                      transport=httpx.ASGITransport(app=sim.app))
-                queue = f"boxoffice-{run}-{limit}"
-                async with serving(client, queue, [atom]):
-                    async def purchase(n: int, tag: str = f"{run}{limit}") -> None:
-                        handle = await start_purchase(client, request(n, tag), queue)
-                        assert (await purchase_outcome(handle)).state == "FULFILLED"
-
-                    result = await measure(purchases, concurrency, purchase)
-                    first = f"purchase-bench-{run}{limit}-0"
-                    events = len((await client.get_workflow_handle(first).fetch_history()).events)
-                await atom.aclose()
-                assert len(sim.orders) == purchases
-                rows.append((name, concurrency, result, events))
-    finally:
-        await env.shutdown()
-
-    print(f"\n{purchases} purchases per row; dev server (SQLite in memory), 2 cores.\n")
-    print("| run | concurrency | purchases/s | p50 ms | p99 ms | CPU s | peak RSS MB | events/purchase |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, concurrency, r, events in rows:
-        print(f"| {name} | {concurrency} | {r['per_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['cpu']:.1f} | "
-              f"{r['rss']:.0f} | {events or '–'} |")
-    print("\n| concurrency | run | throughput / ceiling | throughput / floor | p50 / ceiling p50 |")
-    print("|---:|---|---:|---:|---:|")
-    for concurrency in concurrencies:
-        by = {name: r for name, c, r, _ in rows if c == concurrency}
-        top, bottom = by["ceiling: bare workflow"], by["floor: direct HTTP"]
-        for name in ("boxoffice", "boxoffice, own queue"):
-            box = by[name]
-            print(f"| {concurrency} | {name} | {box['per_s'] / top['per_s']:.2f} | "
-                  f"{box['per_s'] / bottom['per_s']:.3f} | {box['p50'] / top['p50']:.2f} |")
+            by = {name: r for s, name, c, r, _ in rows if (s, c) == (server, concurrency)}
+            top, bottom = by["ceiling: bare workflow"], by["floor: direct HTTP"]
+            for name in list(BOXOFFICE_RUNS)[:3]:
+                box = by[name]
+                print(f"| {server} | {concurrency} | {name} | {box['per_s'] / top['per_s']:.2f} | "
+                      f"{box['per_s'] / bottom['per_s']:.3f} | {box['p50'] / top['p50']:.2f} |")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--purchases", type=int, default=100)
     parser.add_argument("--concurrency", default="1,10,50")
+    parser.add_argument("--servers", default="default,tuned", help=f"dev-server configurations: {', '.join(SERVERS)}")
     args = parser.parse_args()
-    asyncio.run(main(args.purchases, [int(c) for c in args.concurrency.split(",")]))
+    asyncio.run(main(args.purchases, [int(c) for c in args.concurrency.split(",")], args.servers.split(",")))
     sys.stdout.flush()
     os._exit(0)  # skip interpreter teardown: temporalio/sdk-python#300 can abort it

@@ -30,6 +30,7 @@ from simulators.onebox import OneboxSimulator
 from simulators.tevo import TevoSimulator
 from workers.client import ensure_search_attributes
 from workers.codec import data_converter
+from workers.devstack import dev_server_args
 from workers.worker import serving
 from workflows.models import PurchaseStatus
 
@@ -219,7 +220,8 @@ def free_port() -> int:
 @pytest.fixture
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"), data_converter=data_converter(None), ui=False
+        dev_server_existing_path=binary("temporal"), data_converter=data_converter(None), ui=False,
+        dev_server_extra_args=dev_server_args(),
     )
     await ensure_search_attributes(env.client)
     yield env

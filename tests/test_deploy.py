@@ -19,6 +19,7 @@ from activities.onebox import OneboxSettings
 from activities.tevo import TevoSettings
 from workers.client import SEARCH_ATTRIBUTES
 from workers.codec import CodecSettings
+from workers.devstack import DISPATCH_CONFIG, dev_server_args
 from workers.settings import ROLES, TEMPORAL_VARIABLES, WebhookSettings, WorkerSettings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
@@ -188,3 +189,19 @@ def test_provider_calls_run_only_where_their_credentials_are() -> None:
     [workflows] = deployments["boxoffice-workflows"]["spec"]["template"]["spec"]["containers"]
     assert not any(e["name"].startswith(("BOXOFFICE_ATOM", "BOXOFFICE_ONEBOX", "BOXOFFICE_TEVO", "BOXOFFICE_ATM",
                                          "BOXOFFICE_ACME")) for e in workflows["env"])
+
+
+def test_cluster_dynamic_config_matches_the_dev_servers() -> None:
+    # A self-hosted cluster gets the dispatch settings every dev server here runs with.
+    config = load("temporal/dynamicconfig.yaml")[0]
+    assert {key: [{"value": value}] for key, value in DISPATCH_CONFIG.items()} == config
+
+
+def test_dev_server_arguments_set_the_dispatch_config() -> None:
+    args = dev_server_args()
+    assert args[0::2] == ["--dynamic-config-value"] * len(DISPATCH_CONFIG)
+    assert args[1::2] == ["history.transferProcessorMaxPollRPS=1000", "history.timerProcessorMaxPollRPS=1000",
+                          "system.enableActivityEagerExecution=true", "frontend.enableExecuteMultiOperation=true"]
+    # A database file is written in WAL mode, without a disk sync per write.
+    assert dev_server_args(Path("/tmp/t.db"))[len(args):] == [
+        "--db-filename", "/tmp/t.db", "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]

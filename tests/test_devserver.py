@@ -53,14 +53,13 @@ async def test_purchase_through_the_cli_on_the_dev_server(
     client = dev_env.client
     async with serving(client, "e2e", [activities]):
         request = json.dumps(atom_request("e2e-1", confirmation="manual"))
-        assert (await cli(dev_env, "e2e", "buy", request)).strip() == "purchase-e2e-1"
-
-        for _ in range(100):
-            status = json.loads(await cli(dev_env, "e2e", "status", "e2e-1", "--json"))
-            if status["state"] == "AWAITING_CONFIRMATION":
-                break
-            await asyncio.sleep(0.1)
-        assert status["receipt"]["total"] == "36.18"
+        # `buy` returns once the seats are held, with the hold.
+        workflow_id, held = (await cli(dev_env, "e2e", "buy", request, "--json")).split("\n", 1)
+        assert workflow_id == "purchase-e2e-1"
+        assert json.loads(held)["state"] == "AWAITING_CONFIRMATION"
+        assert json.loads(held)["receipt"]["total"] == "36.18" and json.loads(held)["hold_expires_at"]
+        status = json.loads(await cli(dev_env, "e2e", "status", "e2e-1", "--json"))
+        assert status["state"] == "AWAITING_CONFIRMATION"
 
         confirmed = json.loads(await cli(dev_env, "e2e", "confirm", "e2e-1", "--total", "36.18", "--json"))
         assert confirmed["state"] in ("AWAITING_FULFILLMENT", "FULFILLED")

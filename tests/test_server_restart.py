@@ -15,6 +15,7 @@ from simulators.atom import SHOWTIME, AtomSimulator
 from tests.conftest import atom_request, atom_settings, binary, free_port
 from workers import client as purchases
 from workers.client import ensure_search_attributes, purchase_outcome
+from workers.devstack import dev_server_args
 from workers.worker import serving
 from workflows.models import PurchaseState
 
@@ -22,7 +23,7 @@ from workflows.models import PurchaseState
 async def dev_server(port: int, db: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
-        "--db-filename", str(db), "--log-level", "error",
+        "--log-level", "error", *dev_server_args(db),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
 

@@ -377,10 +377,13 @@ async def cmd_buy(args: argparse.Namespace, settings: WorkerSettings) -> None:
     handle, started = await purchases.start_or_find_purchase(client, request, settings.task_queue)
     if started:
         print(handle.id)
+        # Returns once the seats are held (or the purchase failed): the hold is shown at once.
+        held = await handle.execute_update("held", result_type=PurchaseStatus)
     else:
         print(f"{handle.id} already exists (started earlier); showing it")
-        if not args.wait:
-            show(await purchases.status(client, request.purchase_id))
+        held = await purchases.status(client, request.purchase_id)
+    if not args.wait:
+        show_or_dump(held, args.json)
     if args.wait:
         await print_result(client, request.purchase_id, args.json)
 

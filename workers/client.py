@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import uuid
 from typing import Any
 
 from pydantic import TypeAdapter
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -27,6 +27,7 @@ from workflows.models import (
     RefundRequest,
     RefundResult,
     purchase_workflow_id,
+    request_fingerprint,
 )
 from workflows.orders import refund_workflow_id
 from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
@@ -78,11 +79,6 @@ def parse_request(data: Any) -> PurchaseRequest:
     return REQUEST.validate_json(data) if isinstance(data, str | bytes) else REQUEST.validate_python(data)
 
 
-def request_fingerprint(request: PurchaseRequest) -> str:
-    """sha256 of the validated request: the same for the same purchase however its JSON was written."""
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-
-
 async def start_purchase(
     client: Client, request: PurchaseRequest | dict[str, Any] | str, task_queue: str, **options: Any
 ) -> WorkflowHandle[Any, PurchaseResult]:
@@ -100,8 +96,7 @@ async def start_or_find_purchase(
     existing run (FAIL + REJECT_DUPLICATE), which is how the server tells which one happened; other
     languages get the same purchase with USE_EXISTING. The same id with a different request raises
     PurchaseConflict."""
-    if not isinstance(request, PurchaseBase):
-        request = parse_request(request)
+    request = _validated(request)
     workflow_id = purchase_workflow_id(request.purchase_id)
     fingerprint = request_fingerprint(request)
     try:
@@ -128,6 +123,53 @@ async def start_or_find_purchase(
             "use a new purchase id for a new purchase"
         )
     return handle, False
+
+
+async def hold_purchase(
+    client: Client, request: PurchaseRequest | dict[str, Any] | str, task_queue: str, **options: Any
+) -> tuple[WorkflowHandle[Any, PurchaseResult], PurchaseStatus]:
+    """Starts the purchase and returns in the same call once its seats are held (the `held`
+    update, sent with the start): AWAITING_CONFIRMATION with receipt and hold expiry (manual; ATM
+    with `provider_ids["checkout_url"]`), COMMITTING (auto), or the failure. The same start
+    semantics as `start_purchase`: a repeated call returns the same purchase's status (its current
+    one, once it has ended)."""
+    request = _validated(request)
+    start: WithStartWorkflowOperation[Any, PurchaseResult] = WithStartWorkflowOperation(
+        WORKFLOW_TYPE, request, result_type=PurchaseResult, **_start_options(request, task_queue), **options
+    )
+    try:
+        held = await client.execute_update_with_start_workflow(
+            "held", start_workflow_operation=start, result_type=PurchaseStatus
+        )
+    except WorkflowAlreadyStartedError:
+        # Ended, and REJECT_DUPLICATE keeps it so: its status says how.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()  # the same error, retrieved so it is not reported as lost
+        held = await status(client, request.purchase_id)
+    # USE_EXISTING (which update-with-start needs) answers an existing purchase silently: the
+    # workflow reports the fingerprint of the request it runs.
+    if held.request_sha256 not in (None, request_fingerprint(request)):
+        raise PurchaseConflict(
+            f"purchase id {request.purchase_id!r} is already used by {purchase_workflow_id(request.purchase_id)} "
+            "with a different request; use a new purchase id for a new purchase"
+        )
+    return purchase_handle(client, request.purchase_id), held
+
+
+def _validated(request: PurchaseRequest | dict[str, Any] | str) -> PurchaseRequest:
+    return request if isinstance(request, PurchaseBase) else parse_request(request)
+
+
+def _start_options(request: PurchaseRequest, task_queue: str) -> dict[str, Any]:
+    return {
+        "id": purchase_workflow_id(request.purchase_id),
+        "task_queue": task_queue,
+        "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        # The line shown for the purchase in the UI's list (no buyer data).
+        "static_summary": f"{request.provider} purchase {request.purchase_id}",
+        "memo": {REQUEST_SHA256: request_fingerprint(request)},
+    }
 
 
 def purchase_handle(client: Client, purchase_id: str) -> WorkflowHandle[Any, PurchaseResult]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -92,6 +93,41 @@ def use_simulators() -> None:
 
 STARTUP_SECONDS = 60
 
+# Temporal dynamic config for low dispatch latency, used by every dev server boxoffice starts
+# (`boxoffice dev`, tests, bench/) and written for a self-hosted cluster in
+# deploy/temporal/dynamicconfig.yaml (what each costs: deploy/README.md; measured: bench/README.md).
+DISPATCH_CONFIG: dict[str, object] = {
+    # The history service reads its transfer queue (new workflow and activity tasks for matching) at
+    # most 20 times/s by default: each workflow task after an activity waited ~40 ms for it.
+    "history.transferProcessorMaxPollRPS": 1000,
+    # The same limit on the timer queue (timers, activity retries such as the 2 s fulfilment polls).
+    "history.timerProcessorMaxPollRPS": 1000,
+    # The dev server turns these two on anyway; a cluster's defaults may not (deploy/). Activities on
+    # the workflow's queue start in the workflow task's answer; update-with-start
+    # (`workers.client.hold_purchase`) needs the second.
+    "system.enableActivityEagerExecution": True,
+    "frontend.enableExecuteMultiOperation": True,
+}
+
+
+# With a database file, SQLite's default rollback journal syncs to disk on every write: a step
+# took ~2× as long as in memory. WAL with synchronous=normal survives a killed server (not a
+# power cut, which may lose the last writes: fine for a dev server).
+DEV_DB_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+
+
+def dev_server_args(db: Path | None = None) -> list[str]:
+    """`temporal server start-dev` arguments setting DISPATCH_CONFIG; with `db`, state is kept in
+    that SQLite file, written with DEV_DB_PRAGMAS."""
+    args = []
+    for key, value in DISPATCH_CONFIG.items():
+        args += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    if db is not None:
+        args += ["--db-filename", str(db)]
+        for pragma in DEV_DB_PRAGMAS:
+            args += ["--sqlite-pragma", pragma]
+    return args
+
 
 def temporal_binary() -> str:
     found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
@@ -145,9 +181,9 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
         temporal_binary(), "server", "start-dev",
         "--ip", host if host != "localhost" else "127.0.0.1",
         "--port", str(port), "--ui-port", str(ui_port),
-        "--db-filename", str(settings.home / "temporal.db"),
         "--namespace", settings.temporal_namespace,
         "--log-level", "error", "--ui-disable-news-fetch",
+        *dev_server_args(settings.home / "temporal.db"),
     ]  # fmt: skip
     for name in SEARCH_ATTRIBUTES:
         command += ["--search-attribute", f"{name}=Keyword"]

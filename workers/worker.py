@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
     SandboxRestrictions,
@@ -110,7 +110,12 @@ def not_configured(provider: str, missing: Sequence[str]) -> Callable[[], Awaita
 
 @contextlib.asynccontextmanager
 async def serving(
-    client: Client, task_queue: str, providers: Sequence[Any], roles: Collection[str] = ROLES, **options: Any
+    client: Client,
+    task_queue: str,
+    providers: Sequence[Any],
+    roles: Collection[str] = ROLES,
+    sandboxed: bool = True,
+    **options: Any,
 ) -> AsyncIterator[None]:
     """The "workflows" role runs the workflows on `task_queue` with every provider's activities
     (unlimited providers' calls land there and start eagerly). A rate-limited provider's role runs
@@ -118,7 +123,10 @@ async def serving(
     across all workers. `roles` picks what this process serves, e.g. one deployment per role.
     A provider whose settings lack URL or credentials is not served here (fail closed): its
     purchases fail at once, unless it is rate-limited and this process lacks its role: then its
-    calls go to its queue, for the processes that have the role (the workflows pods in deploy/k8s)."""
+    calls go to its queue, for the processes that have the role (the workflows pods in deploy/k8s).
+    `sandboxed`: workflows run in the SDK's sandbox, which fails a non-deterministic call at once;
+    the tests run so. The worker process (`run_worker`) runs them without it: the sandbox costs
+    about a third of a purchase's CPU (bench/README.md)."""
     workers = []
     activities: list[Any] = []
     for provider in providers:
@@ -134,7 +142,7 @@ async def serving(
             task_queue=task_queue,
             workflows=WORKFLOWS,
             activities=activities,
-            workflow_runner=SANDBOX,
+            workflow_runner=SANDBOX if sandboxed else UnsandboxedWorkflowRunner(),
             interceptors=[Telemetry()],
             **options,
         ))
@@ -199,6 +207,7 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
             settings.task_queue,
             providers.providers,
             settings.role_set(),
+            sandboxed=False,
             graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
             deployment_config=settings.deployment_config(),
         )

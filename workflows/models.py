@@ -6,6 +6,7 @@ field names here are the wire names other languages use.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -26,6 +27,12 @@ DEFAULT_TASK_QUEUE = "boxoffice"
 
 def purchase_workflow_id(purchase_id: str) -> str:
     return f"purchase-{purchase_id}"
+
+
+def request_fingerprint(request: BaseModel) -> str:
+    """sha256 of a validated request: the same for the same purchase however its JSON was written
+    (a purchase id reused with another request is refused by it)."""
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
 
 
 def provider_task_queue(task_queue: str, provider: str) -> str:
@@ -402,6 +409,7 @@ class PurchaseStatus(Response):
     cancel_reason: str | None = None
     tickets: list[Ticket] = Field(default_factory=list)
     compensations: list[Compensation] = Field(default_factory=list)
+    request_sha256: str | None = None
 
 
 class PurchaseResult(Response):

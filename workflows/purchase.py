@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         Receipt,
         Ticket,
         purchase_workflow_id,
+        request_fingerprint,
     )
     from workflows.outcomes import OUTCOME_UNKNOWN, failure_from, outcome_known
     from workflows.saga import Saga
@@ -81,6 +82,7 @@ class PurchaseWorkflow:
     def __init__(self) -> None:
         self.saga = Saga(alert=self._compensation_failed)
         self._purchase_id = ""
+        self._request_sha256: str | None = None
         self._provider = ""
         self._state = PurchaseState.HOLDING
         self._step = "start"
@@ -119,6 +121,7 @@ class PurchaseWorkflow:
             )
         self._purchase_id = request.purchase_id
         self._provider = request.provider
+        self._request_sha256 = request_fingerprint(request)
         # Patches are decided before the first local activity: a patch marker recorded after one can
         # land in another workflow task than on replay (a non-determinism error for a running purchase).
         self._reads_decided_at_start = workflow.patched("local-reads-at-start")
@@ -198,7 +201,17 @@ class PurchaseWorkflow:
             cancel_reason=self._cancel_reason,
             tickets=list(self._tickets),
             compensations=list(self.saga.outcomes),
+            request_sha256=self._request_sha256,
         )
+
+    @workflow.update
+    async def held(self) -> PurchaseStatus:
+        """Returns once the purchase has moved past holding: its seats are held and priced
+        (AWAITING_CONFIRMATION for manual confirmation and ATM, with the checkout URL; COMMITTING
+        for auto) or it has ended. Sent with the start (update-with-start), it is a caller's early
+        return instead of polling `status`."""
+        await workflow.wait_condition(lambda: self._state != PurchaseState.HOLDING)
+        return self.status()
 
     @workflow.update
     async def confirm(self, confirmation: ConfirmRequest) -> PurchaseStatus:
