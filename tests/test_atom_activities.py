@@ -225,7 +225,8 @@ async def test_lease_conflict_is_a_typed_business_error() -> None:
     with pytest.raises(ApplicationError) as err:
         await run(activities(rec).lease, SESSION, ITEMS, CLIENT_REQUEST_ID)
     assert err.value.type == "SEAT_UNAVAILABLE" and err.value.non_retryable
-    assert err.value.details[0] == {"provider": "atom", "status": 409, "code": "SEAT_UNAVAILABLE", "trace_id": "trace-77"}
+    assert err.value.details[0] == {"provider": "atom", "status": 409, "code": "SEAT_UNAVAILABLE", "trace_id": "trace-77",
+                                    "attempt": None}  # the activity attempt; None outside an activity
 
 
 async def test_duplicate_client_request_id_is_typed() -> None:

@@ -157,8 +157,9 @@ async def test_error_codes_are_typed_with_the_audit_trace_id() -> None:
     with pytest.raises(ApplicationError) as err:
         await run(acts(fake).add_seats, ORDER_ID, 1001, [7])
     assert err.value.type == "SEAT_UNAVAILABLE" and err.value.non_retryable
+    # A refusal of the first attempt: the workflow knows nothing was done (workflows/outcomes.py).
     assert err.value.details[0] == {"provider": "onebox", "status": 409, "code": "ORDER_SEAT_NOT_AVAILABLE",
-                                    "trace_id": "audit-42"}
+                                    "trace_id": "audit-42", "attempt": 1}
 
 
 async def test_release_of_a_basket_already_gone_is_done() -> None:
