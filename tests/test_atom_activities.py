@@ -226,7 +226,7 @@ async def test_lease_conflict_is_a_typed_business_error() -> None:
         await run(activities(rec).lease, SESSION, ITEMS, CLIENT_REQUEST_ID)
     assert err.value.type == "SEAT_UNAVAILABLE" and err.value.non_retryable
     assert err.value.details[0] == {"provider": "atom", "status": 409, "code": "SEAT_UNAVAILABLE", "trace_id": "trace-77",
-                                    "attempt": None}  # the activity attempt; None outside an activity
+                                    "attempt": 1}  # a refusal of the first attempt: nothing was done
 
 
 async def test_duplicate_client_request_id_is_typed() -> None:
