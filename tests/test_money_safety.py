@@ -7,7 +7,9 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -132,6 +134,25 @@ async def held_atm_purchase(env: WorkflowEnvironment, sim: AtmSimulator, tq: str
     return handle, status.provider_ids["order_id"]
 
 
+@asynccontextmanager
+async def paid_while_webhooks_are_down(env: WorkflowEnvironment, purchase_id: str) -> AsyncIterator[Any]:
+    """A held ATM purchase the buyer has paid, whose events ATM keeps (answered 503) until
+    `late()` ends the outage and redelivers them."""
+    sim = AtmSimulator()
+    async with atm_worker(env.client, sim) as tq:
+        outage = Outage(temporal_delivery(env.client, tq))
+        wire(sim, outage)
+        handle, hold = await held_atm_purchase(env, sim, tq, purchase_id)
+        await pay(sim, hold)
+        assert sim.ledger()["undelivered"] == 2
+
+        async def late() -> None:
+            outage.down = False
+            assert await sim.redeliver() == 0
+
+        yield SimpleNamespace(sim=sim, handle=handle, late=late)
+
+
 @pytest.mark.parametrize("shape", ["hold", "flat"])
 async def test_i2_release_answers_in_either_shape_are_successful_compensations(
     env: WorkflowEnvironment, shape: str
@@ -150,18 +171,12 @@ async def test_i2_release_answers_in_either_shape_are_successful_compensations(
 async def test_i1_hold_paid_while_webhooks_lag_is_not_released_at_expiry(env: WorkflowEnvironment) -> None:
     """Paid at ATM, events stuck: at expiry + grace the release answers `completed`, so the purchase
     awaits its tickets instead of ending EXPIRED with the buyer charged."""
-    sim = AtmSimulator()
-    async with atm_worker(env.client, sim) as tq:
-        outage = Outage(temporal_delivery(env.client, tq))
-        wire(sim, outage)
-        handle, hold = await held_atm_purchase(env, sim, tq, "atm-lag")
-        await pay(sim, hold)
-        assert sim.ledger()["undelivered"] == 2
+    async with paid_while_webhooks_are_down(env, "atm-lag") as paid:
+        sim, handle = paid.sim, paid.handle
         await env.sleep(timedelta(seconds=730))  # past expiresAt (600 s) + grace (120 s)
         status = await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
         assert status.step == "await tickets"
-        outage.down = False
-        assert await sim.redeliver() == 0
+        await paid.late()
         result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and len(result.tickets) == 2
     assert [(c.action, c.ok) for c in result.compensations] == [("release hold", True)]
@@ -170,15 +185,10 @@ async def test_i1_hold_paid_while_webhooks_lag_is_not_released_at_expiry(env: Wo
 
 
 async def test_i1_payment_event_within_the_grace_period_is_kept(env: WorkflowEnvironment) -> None:
-    sim = AtmSimulator()
-    async with atm_worker(env.client, sim) as tq:
-        outage = Outage(temporal_delivery(env.client, tq))
-        wire(sim, outage)
-        handle, hold = await held_atm_purchase(env, sim, tq, "atm-grace")
-        await pay(sim, hold)
+    async with paid_while_webhooks_are_down(env, "atm-grace") as paid:
+        sim, handle = paid.sim, paid.handle
         await env.sleep(timedelta(seconds=650))  # past expiresAt, within the grace period
-        outage.down = False
-        assert await sim.redeliver() == 0
+        await paid.late()
         result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and result.compensations == []
     assert [c["endpoint"] for c in sim.calls] == ["create"]  # never released
@@ -186,18 +196,13 @@ async def test_i1_payment_event_within_the_grace_period_is_kept(env: WorkflowEnv
 
 async def test_i1_cancel_of_a_paid_hold_awaits_the_tickets(env: WorkflowEnvironment) -> None:
     """Pay-then-cancel: the cancel's release meets a paid hold; the purchase goes on, never CANCELLED."""
-    sim = AtmSimulator()
-    async with atm_worker(env.client, sim) as tq:
-        outage = Outage(temporal_delivery(env.client, tq))
-        wire(sim, outage)
-        handle, hold = await held_atm_purchase(env, sim, tq, "atm-pay-cancel")
-        await pay(sim, hold)
+    async with paid_while_webhooks_are_down(env, "atm-pay-cancel") as paid:
+        sim, handle = paid.sim, paid.handle
         await handle.signal("cancel", CancelRequest(reason="buyer left"))
         await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
         with pytest.raises(WorkflowUpdateFailedError):  # paid: past the point of no return
             await purchases.cancel(env.client, "atm-pay-cancel", "again")
-        outage.down = False
-        await sim.redeliver()
+        await paid.late()
         result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and len(result.tickets) == 2
     assert sim.ledger()["holds"][0]["status"] == "completed"
