@@ -36,6 +36,7 @@ from tests.conftest import (
     wait_for_state,
 )
 from tests.test_atm import NOW, Recorder, event_body, headers, pay, post, wire
+from tests.test_atom_workflow import record
 from workers import client as purchases
 from workers.client import PurchaseConflict, purchase_outcome, start_or_find_purchase, start_purchase
 from workers.webhooks import MAX_BODY_BYTES, Deliver, atm_receiver, temporal_delivery
@@ -204,6 +205,7 @@ async def test_i1_cancel_of_a_paid_hold_awaits_the_tickets(env: WorkflowEnvironm
             await purchases.cancel(env.client, "atm-pay-cancel", "again")
         await paid.late()
         result = await purchase_outcome(handle)
+        await record(handle, "atm_paid_then_cancelled")
     assert result.state == PurchaseState.FULFILLED and len(result.tickets) == 2
     assert sim.ledger()["holds"][0]["status"] == "completed"
 
@@ -313,6 +315,7 @@ async def test_i4_atom_create_of_unknown_outcome_is_read_back_and_kept(env: Work
         handle = await start_purchase(env.client, atom_request("unknown-create"), tq)
         result = await purchase_outcome(handle)
         assert await scheduled(handle, "atom.create_order") == 2  # the create, then its read-back
+        await record(handle, "atom_create_read_back")
     assert result.state == PurchaseState.FULFILLED
     [order] = sim.orders.values()
     assert result.provider_order_id == order.order_id and len(result.tickets) == 2
@@ -346,6 +349,7 @@ async def test_i9_failed_undo_is_visible_and_retried_until_it_succeeds(env: Work
         assert (await handle.describe()).search_attributes["BoxofficeState"] == ["COMPENSATION_FAILED"]
         sim.faults.pending.clear()  # the provider recovers: the next round succeeds
         result = await purchase_outcome(handle)
+        await record(handle, "atom_undo_retried")
     assert result.state == PurchaseState.CANCELLED
     assert [(c.action, c.ok, c.retrying) for c in result.compensations] == [("cancel order", True, False)]
     assert sim.ledger()["orders"][0]["status"] == "cancelled"
