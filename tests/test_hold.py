@@ -9,6 +9,7 @@ from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
 from tests.conftest import atm_request, atm_worker, atom_request, atom_worker
 from workers import client as purchases
+from workers.client import purchase_outcome
 from workflows.models import ConfirmRequest, PurchaseState
 
 
@@ -24,7 +25,7 @@ async def test_manual_purchase_returns_held_with_receipt_and_expiry(dev_env: Wor
 
         confirmed = await purchases.confirm(dev_env.client, "hold-1", ConfirmRequest())
         assert confirmed.state in (PurchaseState.AWAITING_FULFILLMENT, PurchaseState.FULFILLED)
-        assert (await handle.result()).state == PurchaseState.FULFILLED
+        assert (await purchase_outcome(handle)).state == PurchaseState.FULFILLED
 
 
 async def test_repeated_call_returns_the_same_purchase(dev_env: WorkflowEnvironment) -> None:
@@ -38,7 +39,7 @@ async def test_repeated_call_returns_the_same_purchase(dev_env: WorkflowEnvironm
         assert len(sim.ledger()["leases"]) == 1
 
         await purchases.cancel(dev_env.client, "hold-2", "buyer left")
-        await first_handle.result()
+        await purchase_outcome(first_handle)
         # Ended: the same purchase answers with how it ended, nothing starts again.
         ended_handle, ended = await purchases.hold_purchase(dev_env.client, request, tq)
         assert ended_handle.id == first_handle.id and ended.state == PurchaseState.CANCELLED
@@ -51,7 +52,7 @@ async def test_auto_purchase_returns_once_committing(dev_env: WorkflowEnvironmen
         handle, held = await purchases.hold_purchase(dev_env.client, atom_request("hold-3"), tq)
         assert held.state not in (PurchaseState.HOLDING, PurchaseState.AWAITING_CONFIRMATION)
         assert held.hold_expires_at is not None and held.receipt is not None
-        assert (await handle.result()).state == PurchaseState.FULFILLED
+        assert (await purchase_outcome(handle)).state == PurchaseState.FULFILLED
 
 
 async def test_taken_seats_return_the_failure(dev_env: WorkflowEnvironment) -> None:

@@ -165,7 +165,7 @@ class PurchaseWorkflow:
             # Only a fulfilled purchase completes: an operator tells outcomes apart in the UI's list
             # (Completed / Failed / Canceled). The result travels as the failure's details.
             attention = self._state == PurchaseState.COMPENSATION_FAILED
-            raise ApplicationError(f"{self._state}: {self._failure.message}", final, non_retryable=True,
+            raise ApplicationError(f"purchase ended {self._state}: {self._failure.message}", final, non_retryable=True,
                                    type=self._state.value if attention else self._failure.reason.value)
         return final
 
