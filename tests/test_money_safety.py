@@ -369,3 +369,21 @@ async def test_i9_refused_undo_ends_compensation_failed(env: WorkflowEnvironment
     [failed] = result.compensations
     assert (failed.action, failed.ok, failed.retrying) == ("cancel order", False, False)
     assert "CANCELLATION_NOT_ALLOWED" in (failed.detail or "")
+
+
+async def test_i1_temporal_cancellation_of_a_paid_purchase_still_awaits_the_tickets(env: WorkflowEnvironment) -> None:
+    """Cancelling from the Temporal UI after payment: the purchase keeps waiting for its tickets."""
+    sim = AtmSimulator()
+    async with atm_worker(env.client, sim) as tq:
+        deliver = temporal_delivery(env.client, tq)
+        handle, hold = await held_atm_purchase(env, sim, tq, "atm-ui-cancel")
+        paid = event_body("dlv_paid", "payment.completed", holdId=hold, metadata={"workflowId": handle.id})
+        assert (await post(deliver, paid, headers(paid, "dlv_paid", "payment.completed"))).status_code == 200
+        await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
+        await handle.cancel()
+        issued = event_body("dlv_issued", "tickets.issued", holdId=hold, metadata={"workflowId": handle.id},
+                            tickets=[{"id": "tkt_1", "tierId": "GA"}])
+        assert (await post(deliver, issued, headers(issued, "dlv_issued"))).status_code == 200
+        result = await purchase_outcome(handle)
+    assert result.state == PurchaseState.FULFILLED and [t.booking_id for t in result.tickets] == ["tkt_1"]
+    assert [c["endpoint"] for c in sim.calls] == ["create"]  # never released

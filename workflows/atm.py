@@ -98,7 +98,13 @@ async def _await_tickets(flow: PurchaseWorkflow, hold_id: str, budget_seconds: f
     # Money moved: ATM issues the tickets. Releasing the hold now would strand the payment.
     flow.point_of_no_return()
     flow.step("await tickets", PurchaseState.AWAITING_FULFILLMENT)
-    event = await flow.next_event({ISSUED}, workflow.now() + timedelta(seconds=budget_seconds))
+    deadline = workflow.now() + timedelta(seconds=budget_seconds)
+    try:
+        event = await flow.next_event({ISSUED}, deadline)
+    except asyncio.CancelledError:
+        # A cancellation through Temporal (the UI) cannot take back a payment either.
+        workflow.logger.warning("cancel refused: the hold is paid; awaiting its tickets", extra={"hold": hold_id})
+        event = await flow.next_event({ISSUED}, deadline)
     if event is None:
         raise PurchaseFailed(
             PurchaseState.FAILED,
