@@ -84,7 +84,7 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         # DUPLICATE_CLIENT_REQUEST_ID means an order exists whose id Atom does not give: unknown.
         try:
             return await flow.call("atom.create_order", session, items, client_request_id, is_guest,
-                                   result_type=ProviderOrder, undo=True)
+                                   result_type=ProviderOrder, undo=True, summary="read back: create order")
         except ActivityError as err:
             if outcome_known(err) and failure_from(err).reason != FailureReason.DUPLICATE_REQUEST:
                 return None

@@ -311,14 +311,15 @@ class PurchaseWorkflow:
         self._hold_expires_at = hold.expires_at
 
     async def call(
-        self, activity: str, *args: Any, result_type: type[T], undo: bool = False, read: bool = False
+        self, activity: str, *args: Any, result_type: type[T], undo: bool = False, read: bool = False,
+        summary: str | None = None,
     ) -> T:
         """Runs a provider call. `read`: a short idempotent read, run as a local activity (no
         matching round trip: a purchase's latency about halves, bench/README.md) unless the provider
         is rate-limited (local activities would bypass its queue's limit). Runs started before
         local reads keep regular activities (`_local_reads`), so their histories replay."""
         # What the UI shows for the call: the step it serves, not the activity type.
-        summary = f"undo: {activity.partition('.')[2].replace('_', ' ')}" if undo else self._step
+        summary = summary or (f"undo: {activity.partition('.')[2].replace('_', ' ')}" if undo else self._step)
         if read and self._activity_queue is None and self._local_reads():
             return await workflow.execute_local_activity(
                 activity,
@@ -343,7 +344,8 @@ class PurchaseWorkflow:
     async def find(self, activity: str, *args: Any, result_type: type[T]) -> T | None:
         """A read-back by idempotency key (None: not there), retried like an undo: it decides
         what to keep or undo."""
-        found: T | None = await self.call(activity, *args, result_type=Optional[result_type], undo=True)  # type: ignore[arg-type]  # noqa: UP045
+        found: T | None = await self.call(activity, *args, result_type=Optional[result_type], undo=True,  # type: ignore[arg-type]  # noqa: UP045
+                                          summary=f"read back: {self._step}")
         return found
 
     def _local_reads(self) -> bool:
