@@ -47,6 +47,7 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
     request_uuid = flow.idempotency_key("checkout")
 
     async def refund(order: OrderRecord) -> str:
+        flow.record_provider_id("order_id", order.order_id)  # also when a cancel cut the checkout short
         refunded = await flow.call(
             "acme.refund", RefundRequest(order_id=order.order_id, notes=f"purchase {request.purchase_id} cancelled"),
             result_type=RefundResult, undo=True,

@@ -72,6 +72,7 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         await flow.await_confirmation(hold, policy)
 
     async def cancel_order(order: ProviderOrder) -> str:
+        flow.record_provider_id("order_id", order.order_id)  # also when a cancel cut the create short
         cancelled = await flow.call(
             "atom.cancel_order", session, order.order_id, result_type=OrderCancellation, undo=True
         )

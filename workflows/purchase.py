@@ -303,6 +303,8 @@ class PurchaseWorkflow:
         ).add(1, {"action": action, "retrying": str(retrying).lower()})
 
     def record_provider_id(self, name: str, value: str) -> None:
+        if self._provider_ids.get(name) == value:
+            return  # known already: no second search-attribute command
         self._provider_ids[name] = value
         if name == "order_id":
             workflow.upsert_search_attributes([PROVIDER_ORDER_ID.value_set(value)])

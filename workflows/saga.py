@@ -122,5 +122,7 @@ def _may_pass(err: BaseException) -> bool:
 
 
 def _describe(err: BaseException) -> str:
-    cause = getattr(err, "cause", None)
-    return str(cause or err)
+    # An activity's failure says what happened in its cause; the workflow's own errors in their message.
+    if isinstance(err, ActivityError) and err.cause is not None:
+        return str(err.cause)
+    return str(err)

@@ -52,6 +52,7 @@ async def purchase(request: TevoPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     flow.record_provider_id("client_id", client_id)
 
     async def cancel_order(order: ProviderOrder) -> str:
+        flow.record_provider_id("order_id", order.order_id)  # also when a cancel cut the create short
         cancelled = await flow.call("tevo.cancel_order", order.order_id, result_type=OrderCancellation, undo=True)
         return f"order {cancelled.order_id} {cancelled.status}"
 
