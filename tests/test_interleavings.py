@@ -14,9 +14,15 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -79,6 +85,22 @@ async def cancel(handle: WorkflowHandle[Any, PurchaseResult], how: str) -> None:
         pass
 
 
+async def settle(handle: WorkflowHandle[Any, PurchaseResult]) -> None:
+    """Lets the purchase finish what the last actions set going (a cancel's release, a create), up
+    to a few seconds: its history stops growing and no call is in its first attempt (one in retry
+    backoff waits for skipped time)."""
+    loop = asyncio.get_running_loop()
+    deadline, seen, quiet = loop.time() + 3, -1, 0
+    while loop.time() < deadline and quiet < 3:
+        description = await handle.describe()
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return
+        busy = any(a.attempt <= 1 for a in description.raw_description.pending_activities)
+        quiet = quiet + 1 if not busy and description.history_length == seen else 0
+        seen = description.history_length
+        await asyncio.sleep(0.05)
+
+
 def check_compensations(result: PurchaseResult) -> None:
     failed = [c for c in result.compensations if not c.ok]
     assert not failed or result.state == PurchaseState.COMPENSATION_FAILED, (result.state, failed)
@@ -101,25 +123,40 @@ class Delivered:
         return outcome
 
 
-ATM_ACTIONS = st.one_of(
-    action("pay"),  # buyer pays: payment.completed + tickets.issued sent
-    action("payment fails"),
-    action("outage"),  # Temporal unreachable from the receiver: ATM keeps the events
-    action("outage over"),
-    action("redeliver"),
-    action("cancel", st.sampled_from([0, 1])),  # 0: signal, 1: update
+# Repeats weigh the draw towards what races the payment: cancels and the clock.
+ATM_ACTIONS = st.sampled_from([
+    ("cancel", 0), ("cancel", 1), ("cancel", 0), ("cancel", 1),  # 0: signal, 1: update
     # Before expiresAt (600 s), past it within the grace (120 s), past both.
-    action("sleep", st.sampled_from([30, 590, 650, 730])),
-    action("release faulted", st.integers(1, 5)),  # the next releases answer 503
-)
+    ("sleep", 30), ("sleep", 590), ("sleep", 650), ("sleep", 730),
+    ("outage", 0),  # Temporal unreachable from the receiver: ATM keeps the events
+    ("outage over", 0),
+    ("redeliver", 0),
+    ("release faulted", 2), ("release faulted", 5),  # the next releases answer 503
+    ("settle", 0),
+])
+# The receiver starts in an outage (the webhooks trail the payment), mostly: the risky case.
+HELD_BACK = st.sampled_from([True, True, False])
 
 
-async def run_atm(schedule: list[Action], duplicate_sends: bool) -> tuple[PurchaseResult, str, Delivered, list[str]]:
+@st.composite
+def atm_schedules(draw: st.DrawFn) -> list[Action]:
+    """The buyer's checkout (mostly a payment: payment.completed + tickets.issued) at some point
+    among the other actions."""
+    schedule = draw(st.lists(ATM_ACTIONS, min_size=1, max_size=7))
+    buyer = draw(st.sampled_from(["pay", "pay", "payment fails", None]))
+    if buyer is not None:
+        schedule.insert(draw(st.integers(0, len(schedule))), (buyer, 0))
+    return schedule
+
+
+async def run_atm(
+    schedule: list[Action], held_back: bool, duplicate_sends: bool
+) -> tuple[PurchaseResult, str, Delivered, list[str]]:
     sim = AtmSimulator(duplicate_sends=duplicate_sends)
     async with time_skipping() as env, atm_worker(env.client, sim) as tq:
         delivered = Delivered(temporal_delivery(env.client, tq))
         outage = Outage(delivered)
-        outage.down = False
+        outage.down = held_back
         wire(sim, outage)
         handle = await start_purchase(env.client, atm_request("prop-atm"), tq)
         hold = (await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)).provider_ids["order_id"]
@@ -139,13 +176,19 @@ async def run_atm(schedule: list[Action], duplicate_sends: bool) -> tuple[Purcha
                 await env.sleep(timedelta(seconds=value))
             elif name == "release faulted":
                 sim.faults.add(Fault(endpoint="release", status=503, times=value))
-        # Drive it to its end: the receiver is back, ATM redelivers, the provider recovers.
+            elif name == "settle":
+                await settle(handle)
+        # Drive it to its end: what the schedule set going finishes, then the receiver is back, ATM
+        # redelivers, the provider recovers.
+        await settle(handle)
         outage.down = False
         sim.faults.pending.clear()
         await sim.redeliver()
         result = await asyncio.wait_for(handle.result(), END_TIMEOUT)
         assert await sim.redeliver() == 0, "every event is taken by the purchase or by reconciliation"
         reconciled = await _reconciled(env, handle.id)
+    if sim.holds[hold].status == "completed" and any(c["endpoint"] == "release" for c in sim.calls):
+        event("a release met the paid hold")
     return result, sim.holds[hold].status, delivered, reconciled
 
 
@@ -178,15 +221,17 @@ def check_atm(result: PurchaseResult, hold_status: str, delivered: Delivered, re
 
 
 @EXAMPLES
-@given(st.lists(ATM_ACTIONS, max_size=8), st.booleans())
+@given(atm_schedules(), HELD_BACK, st.booleans())  # the last: ATM sends each delivery twice
 # Pay-then-cancel while the webhooks are held back; cancel past expiry within the grace, then pay.
-@example([("outage", 0), ("pay", 0), ("cancel", 0), ("sleep", 730)], False)
-@example([("sleep", 650), ("cancel", 1), ("pay", 0)], True)
+@example([("pay", 0), ("cancel", 0), ("sleep", 730)], True, False)
+@example([("sleep", 650), ("cancel", 1), ("pay", 0)], False, True)
 # Paid, events lost past the tickets budget: the purchase ends FULFILLMENT_TIMEOUT, late events reconcile.
-@example([("outage", 0), ("pay", 0), ("sleep", 730), ("sleep", 730)], False)
-@example([("release faulted", 5), ("outage", 0), ("pay", 0), ("sleep", 730), ("outage over", 0)], False)
-async def test_atm_purchase_never_ends_charged_but_released(schedule: list[Action], duplicate_sends: bool) -> None:
-    check_atm(*await run_atm(schedule, duplicate_sends))
+@example([("pay", 0), ("sleep", 730), ("sleep", 730)], True, False)
+@example([("release faulted", 5), ("pay", 0), ("sleep", 730), ("outage over", 0)], True, False)
+async def test_atm_purchase_never_ends_charged_but_released(
+    schedule: list[Action], held_back: bool, duplicate_sends: bool
+) -> None:
+    check_atm(*await run_atm(schedule, held_back, duplicate_sends))
 
 
 # -- Atom: lease, (confirm), create, poll; cancel the order to undo ---------------------------------
@@ -195,13 +240,14 @@ async def test_atm_purchase_never_ends_charged_but_released(schedule: list[Actio
 ATOM_ACTIONS = st.one_of(
     action("cancel", st.sampled_from([0, 1])),  # 0: signal, 1: update
     action("confirm"),
-    action("progress"),  # the purchase runs on a little (real time) before the next action
+    action("settle"),
     # Within the confirm window, past its margin (570 s), past the lease (600 s).
     action("sleep", st.sampled_from([1, 10, 300, 580, 700])),
 )
 # Create answers lost k times (the order is placed, the answer replaced by a 503): within one call's
-# retries, past them (the read-back finds it), or for good (unknown outcome).
-CREATE_LOST = st.sampled_from([0, 1, 16, 10_000])
+# retries, or past them (the read-back finds it). Lost for good (an unknown outcome) is left out
+# while the failed undo does not say so: see test_failed_undo_of_a_create_of_unknown_outcome_says_so.
+CREATE_LOST = st.sampled_from([0, 1, 16])
 # Cancel answers: fine, 503 for a while, 503 until the provider recovers, refused outright.
 CANCEL_FAULT = st.sampled_from(["none", "503x3", "503", "refused"])
 FULFILMENT = st.sampled_from(["ok", "never", "fail"])
@@ -233,13 +279,12 @@ async def run_atom(
             elif name == "confirm":
                 with contextlib.suppress(WorkflowUpdateFailedError, RPCError):  # not awaiting a confirm
                     await handle.start_update("confirm", ConfirmRequest(), wait_for_stage=WorkflowUpdateStage.ACCEPTED)
-            elif name == "progress":
-                await asyncio.sleep(0.2)
+            elif name == "settle":
+                await settle(handle)
             elif name == "sleep":
                 await env.sleep(timedelta(seconds=value))
         # Drive it to its end: a refusal stays (an operator's case), passing failures pass.
-        if cancel_answers != "refused":
-            sim.faults.pending.clear()
+        sim.faults.pending = [f for f in sim.faults.pending if f.status == 409]
         result = await asyncio.wait_for(handle.result(), END_TIMEOUT)
     return result, sim
 
@@ -250,19 +295,23 @@ def check_atom(result: PurchaseResult, sim: AtomSimulator) -> None:
     check_compensations(result)
     orders = list(sim.orders.values())
     assert len(orders) <= 1, ("double-ordered", [o.order_id for o in orders])
+    for order in orders:
+        # An operator finds every order placed: by the result's order id, by a compensation's
+        # detail, or told that the create's outcome is unknown (Atom gave no id then).
+        named = result.provider_order_id == order.order_id or any(
+            order.order_id in (c.detail or "") for c in result.compensations)
+        unknown = any("outcome unknown" in (text or "") for text in
+                      [result.failure and result.failure.message, *(c.detail for c in result.compensations)])
+        assert named or unknown, ("order placed but not named", order.order_id, result)
     if result.state == PurchaseState.FULFILLED:
         [order] = orders
         assert order.status == "fulfilled" and result.provider_order_id == order.order_id, order
         assert len(result.tickets) == 2
     elif result.state == PurchaseState.COMPENSATION_FAILED:
-        failed = [c for c in result.compensations if not c.ok and c.action == "cancel order"]
-        for order in orders:
-            if order.status != "cancelled":
-                # Never silently half-compensated: the failed undo is reported and names the order,
-                # or says the create's outcome is unknown (Atom does not give the id then).
-                assert failed, ("order left standing without a failed compensation", order.order_id)
-                assert result.provider_order_id == order.order_id or "outcome unknown" in (failed[0].detail or ""), (
-                    order.order_id, result.provider_order_id, failed)
+        standing = [o.order_id for o in orders if o.status != "cancelled"]
+        # Never silently half-compensated: an order left standing has its undo reported failed.
+        assert not standing or any(not c.ok and c.action == "cancel order" for c in result.compensations), (
+            "order left standing without a failed compensation", standing, result.compensations)
     else:
         standing = [o.order_id for o in orders if o.status != "cancelled"]
         assert standing == [], (f"{result.state} with an order standing", standing, result.compensations)
@@ -272,10 +321,38 @@ def check_atom(result: PurchaseResult, sim: AtomSimulator) -> None:
 @given(st.lists(ATOM_ACTIONS, max_size=6), st.booleans(), CREATE_LOST, CANCEL_FAULT, FULFILMENT)
 # Cancel while create's answers are lost; cancel refused after the order is placed; confirm after the margin.
 @example([("cancel", 0)], False, 16, "none", "never")
-@example([("progress", 0), ("cancel", 1)], False, 0, "refused", "never")
+@example([("settle", 0), ("cancel", 1)], False, 0, "refused", "never")
 @example([("sleep", 580), ("confirm", 0)], True, 0, "none", "ok")
 @example([("confirm", 0), ("cancel", 0)], True, 10_000, "503", "never")
 async def test_atom_purchase_is_never_double_ordered_or_half_compensated(
     schedule: list[Action], manual: bool, create_lost: int, cancel_answers: str, fulfilment: str
 ) -> None:
     check_atom(*await run_atom(schedule, manual, create_lost, cancel_answers, fulfilment))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "saga._describe reports the cause of the workflow's OUTCOME_UNKNOWN ApplicationError ('Activity task "
+    "failed') instead of its message ('create order: outcome unknown (...); read-back failed: ...'), so the "
+    "failed compensation does not say an order may stand"))
+@pytest.mark.parametrize("schedule", [[("sleep", 700)], [("settle", 0), ("cancel", 0), ("sleep", 700)]])
+async def test_failed_undo_of_a_create_of_unknown_outcome_says_so(schedule: list[Action]) -> None:
+    """Found by the property test: create's answers lost for good, the clock runs past the create
+    (2 min) and its read-back (10 min). The order ORD-3 stands; the purchase ends COMPENSATION_FAILED.
+    With a cancel in the create's retries, the failure is the cancel's, and nothing says ORD-3 may stand."""
+    result, sim = await run_atom(schedule, False, 10_000, "none", "ok")
+    assert result.state == PurchaseState.COMPENSATION_FAILED
+    assert [o.status for o in sim.orders.values()] == ["processing"]
+    [failed] = result.compensations
+    assert failed.action == "cancel order" and "outcome unknown" in (failed.detail or ""), failed
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the order id is recorded (result.provider_order_id, BoxofficeProviderOrderId) only after `act` returns; "
+    "a cancel during the create's retries compensates the order the create then returns, unnamed"))
+async def test_order_placed_while_a_cancel_interrupts_its_create_is_named() -> None:
+    """Found by the property test: create's first answer lost, the cancel arrives in its retry
+    backoff; the order ORD-3 is placed and cancelled, but the result does not name it."""
+    result, sim = await run_atom([("settle", 0), ("cancel", 0)], False, 1, "none", "never")
+    assert result.state == PurchaseState.CANCELLED
+    assert [(o.order_id, o.status) for o in sim.orders.values()] == [("ORD-3", "cancelled")]
+    assert result.provider_order_id == "ORD-3"
