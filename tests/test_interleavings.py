@@ -54,10 +54,6 @@ END_TIMEOUT = 30.0
 Action = tuple[str, int]
 
 
-def action(name: str, values: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[Action]:
-    return st.tuples(st.just(name), values or st.just(0))
-
-
 @contextlib.asynccontextmanager
 async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     """One test server per example: after an update it skips time for the rest of its life (see
@@ -325,6 +321,7 @@ def check_atom(result: PurchaseResult, sim: AtomSimulator) -> None:
 @example([("sleep", 130)], False, 16, "none", "ok")  # create's retries run out: the read-back finds the order
 @example([("settle", 0), ("cancel", 1)], False, 0, "refused", "never")
 @example([("sleep", 580), ("confirm", 0)], True, 0, "none", "ok")
+# Cancel while create's answers are lost until the provider recovers, and its cancels fail meanwhile.
 @example([("confirm", 0), ("cancel", 0)], True, 10_000, "503", "never")
 async def test_atom_purchase_is_never_double_ordered_or_half_compensated(
     schedule: list[Action], manual: bool, create_lost: int, cancel_answers: str, fulfilment: str
