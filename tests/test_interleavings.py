@@ -19,10 +19,12 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from temporalio.client import (
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -48,6 +50,7 @@ from workflows.reconcile import reconcile_workflow_id
 
 # Each example starts its own server and purchase (0.2-2 s): CI-sized, the whole file under a minute.
 EXAMPLES = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PURCHASE = "prop-1"  # one purchase per example, each on its own server
 # A purchase that has not ended this long (real time) after it was driven to its end never will.
 END_TIMEOUT = 30.0
 
@@ -66,6 +69,18 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+async def outcome(handle: WorkflowHandle[Any, PurchaseResult]) -> PurchaseResult:
+    """The PurchaseResult however the purchase ended: where a purchase that was not fulfilled fails
+    its workflow, the result is the failure's details (main's `purchase_outcome`, c2df6c3)."""
+    try:
+        return await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+            return PurchaseResult.model_validate(cause.details[0])
+        raise
 
 
 async def cancel(handle: WorkflowHandle[Any, PurchaseResult], how: str) -> None:
@@ -154,7 +169,7 @@ async def run_atm(
         outage = Outage(delivered)
         outage.down = held_back
         wire(sim, outage)
-        handle = await start_purchase(env.client, atm_request("prop-atm"), tq)
+        handle = await start_purchase(env.client, atm_request(PURCHASE), tq)
         hold = (await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)).provider_ids["order_id"]
         for name, value in schedule:
             if name in ("pay", "payment fails"):
@@ -180,7 +195,7 @@ async def run_atm(
         outage.down = False
         sim.faults.pending.clear()
         await sim.redeliver()
-        result = await asyncio.wait_for(handle.result(), END_TIMEOUT)
+        result = await asyncio.wait_for(outcome(handle), END_TIMEOUT)
         assert await sim.redeliver() == 0, "every event is taken by the purchase or by reconciliation"
         reconciled = await _reconciled(env, handle.id)
     if sim.holds[hold].status == "completed" and any(c["endpoint"] == "release" for c in sim.calls):
@@ -268,7 +283,7 @@ async def run_atom(
     if (fault := cancel_fault(cancel_answers)) is not None:
         sim.faults.add(fault)
     async with time_skipping() as env, atom_worker(env.client, sim) as tq:
-        request = atom_request("prop-atom", confirmation="manual" if manual else "auto")
+        request = atom_request(PURCHASE, confirmation="manual" if manual else "auto")
         handle = await start_purchase(env.client, request, tq)
         for name, value in schedule:
             if name == "cancel":
@@ -282,7 +297,7 @@ async def run_atom(
                 await env.sleep(timedelta(seconds=value))
         # Drive it to its end: a refusal stays (an operator's case), passing failures pass.
         sim.faults.pending = [f for f in sim.faults.pending if f.status == 409]
-        result = await asyncio.wait_for(handle.result(), END_TIMEOUT)
+        result = await asyncio.wait_for(outcome(handle), END_TIMEOUT)
     return result, sim
 
 
