@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -33,6 +35,12 @@ from workers.codec import data_converter
 from workers.devstack import dev_server_args
 from workers.worker import serving
 from workflows.models import PurchaseStatus
+
+# In CI (CI=true) property tests draw the same examples every run, so a submission's result is
+# reproducible; elsewhere each run draws new ones and may find what CI does not.
+hypothesis_settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def binary(name: str) -> str:
