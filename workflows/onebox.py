@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
@@ -17,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
         PurchaseResult,
         PurchaseState,
     )
-    from workflows.outcomes import OUTCOME_UNKNOWN
+    from workflows.outcomes import outcome_unknown
 
 if TYPE_CHECKING:
     from workflows.purchase import PurchaseWorkflow
@@ -63,8 +62,7 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
         # Onebox's orders API shows confirmed orders only: not found there yet is not "not confirmed".
         order = await flow.find("onebox.find_order", priced.code, result_type=OrderSummary)
         if order is None:
-            raise ApplicationError(f"order {priced.code} is not readable by its code: the confirm may have succeeded",
-                                   type=OUTCOME_UNKNOWN, non_retryable=True)
+            raise outcome_unknown(f"order {priced.code} is not readable by its code: the confirm may have succeeded")
         return order if order.fulfilled else None
 
     order = await flow.commit(

@@ -12,6 +12,12 @@ from workflows.models import Failure, FailureReason
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 
 
+def outcome_unknown(message: str) -> ApplicationError:
+    """What a step raises when it cannot tell whether the provider did the work: never retried, and
+    what it registered is neither undone nor given up silently (see Saga, PurchaseWorkflow.commit)."""
+    return ApplicationError(message, type=OUTCOME_UNKNOWN, non_retryable=True)
+
+
 def outcome_known(err: ActivityError) -> bool:
     """Whether a failed call certainly changed nothing: the provider refused its first attempt.
     Retries that ran out (timeouts, 5xx, 429), or a refusal of a later attempt (a 409 because the

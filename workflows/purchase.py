@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
         purchase_workflow_id,
         request_fingerprint,
     )
-    from workflows.outcomes import OUTCOME_UNKNOWN, failure_from, outcome_known
+    from workflows.outcomes import OUTCOME_UNKNOWN, failure_from, outcome_known, outcome_unknown
     from workflows.saga import Saga
 
 T = TypeVar("T")
@@ -463,8 +463,8 @@ class PurchaseWorkflow:
             try:
                 found = await find()
             except ActivityError as unreadable:
-                raise ApplicationError(f"{step}: outcome unknown ({err.cause}); read-back failed: {unreadable.cause}",
-                                       type=OUTCOME_UNKNOWN, non_retryable=True) from err
+                raise outcome_unknown(
+                    f"{step}: outcome unknown ({err.cause}); read-back failed: {unreadable.cause}") from err
             if found is None:
                 raise
             return found
