@@ -277,7 +277,8 @@ class AtomSimulator:
         assert lease is not None
         n = next(self._ids)
         order = Order(
-            order_id=f"ORD-{n}", event_id=f"EVT-{n}", client_request_id=key, token=lease.token,
+            # The order belongs to the account placing it (its X-Atom-AuthToken).
+            order_id=f"ORD-{n}", event_id=f"EVT-{n}", client_request_id=key, token=request.headers["x-atom-authtoken"],
             seat_ids=list(lease.seat_ids),
             lines=[(i["productId"], i["offerId"], i["quantity"]) for i in parameters["lineItems"]],
             receipt=self._receipt(parameters["lineItems"]),

@@ -8,8 +8,12 @@ import os
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
@@ -17,12 +21,23 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import (
+    Interceptor,
+    StartActivityInput,
+    UnsandboxedWorkflowRunner,
+    Worker,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+)
 
+from activities.atom import AtomActivities
 from simulators.atom import AtomSimulator
 from simulators.faults import Fault
-from tests.conftest import atom_request, atom_worker, purchase_duration, wait_for_state
+from tests.conftest import atom_request, atom_settings, atom_worker, purchase_duration, wait_for_state
 from workers import client as purchases
 from workers.client import purchase_outcome, start_purchase
+from workers.worker import WORKFLOWS
 from workflows.models import (
     CancelRequest,
     ConfirmRequest,
@@ -292,18 +307,69 @@ async def test_status_query_shows_progress(env: WorkflowEnvironment) -> None:
     assert status.event is not None and status.event.title == "The Last Frontier"
 
 
-async def test_reads_of_an_unlimited_provider_run_as_local_activities(env: WorkflowEnvironment) -> None:
+async def test_reads_and_rerun_safe_writes_of_an_unlimited_provider_run_as_local_activities(
+    env: WorkflowEnvironment,
+) -> None:
     sim = AtomSimulator()
     async with atom_worker(env.client, sim, activities_per_second=None) as tq:
         handle = await start_purchase(env.client, atom_request("local-1"), tq)
         result = await purchase_outcome(handle)
-        await record(handle, "atom_local_reads")
+        await record(handle, "atom_local_writes")
     assert result.state == PurchaseState.FULFILLED and len(sim.ledger()["orders"]) == 1
+    events = [e async for e in handle.fetch_history_events()]
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
-                 async for e in handle.fetch_history_events() if e.HasField("activity_task_scheduled_event_attributes")]
-    # Only the calls that change provider state (and the poll) stay regular activities.
-    assert scheduled == ["atom.create_guest_account", "atom.lease", "atom.create_order", "atom.order_status"]
-    assert len((await handle.fetch_history()).events) < 53
+                 for e in events if e.HasField("activity_task_scheduled_event_attributes")]
+    # Only the call that takes money (and the poll) stay regular activities: the guest account and
+    # the lease (keyed by clientRequestId) run in the first workflow task with the reads.
+    assert scheduled == ["atom.create_order", "atom.order_status"]
+    completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    assert len(completed) == 3 and len(events) < 40
+
+
+class CrashBeforeCreate(Interceptor):
+    """Fails the workflow task that would schedule the order, once: as a worker dying after the
+    first task's local activities ran but before the task completed. The next attempt replays
+    from the start and runs them again."""
+
+    crashed = False
+
+    def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
+        class Inbound(WorkflowInboundInterceptor):
+            def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+                class Outbound(WorkflowOutboundInterceptor):
+                    def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
+                        if input.activity == "atom.create_order" and not CrashBeforeCreate.crashed:
+                            CrashBeforeCreate.crashed = True
+                            raise RuntimeError("worker died")
+                        return super().start_activity(input)
+
+                super().init(Outbound(outbound))
+
+        return Inbound
+
+
+@pytest.mark.parametrize("login", [None, {"identity_value": "moviefan@example.com", "password": "userpassword123"}])
+async def test_a_rerun_first_task_holds_and_orders_once(env: WorkflowEnvironment, login: Any) -> None:
+    """The account and lease run again when the first workflow task is lost: the lease repeats its
+    clientRequestId (Atom answers a repeat as the same lease) and one order is placed."""
+    sim = AtomSimulator()
+    sim.api_key = "test-atom-key"
+    atom = AtomActivities(atom_settings(activities_per_second=None), transport=httpx.ASGITransport(app=sim.app))
+    CrashBeforeCreate.crashed = False
+    async with Worker(env.client, task_queue="crash", workflows=WORKFLOWS, activities=atom.all(),
+                      interceptors=[CrashBeforeCreate()], workflow_runner=UnsandboxedWorkflowRunner()):
+        handle = await start_purchase(env.client, atom_request("rerun-1", login=login), "crash")
+        result = await asyncio.wait_for(purchase_outcome(handle), 30)
+        if login is None:
+            await record(handle, "atom_first_task_rerun")
+    await atom.aclose()
+    assert CrashBeforeCreate.crashed
+    assert result.state == PurchaseState.FULFILLED, result.failure
+    leases = [c for c in sim.calls if c["endpoint"] == "lease"]
+    accounts = [c for c in sim.calls if c["endpoint"] in ("guest", "authenticate")]
+    assert len(leases) == 2 and len(accounts) == 2  # the lost task's calls, and the replay's
+    assert len({c["body"]["clientRequestId"] for c in leases}) == 1
+    assert len(sim.ledger()["orders"]) == 1
 
 
 async def test_unfulfilled_purchase_fails_its_workflow_and_names_its_steps(env: WorkflowEnvironment) -> None:

@@ -24,7 +24,8 @@ def test_histories_are_recorded() -> None:
     assert {"atom_auto_fulfilled", "atom_manual_fulfilled", "atom_manual_expired",
             "atom_fulfilment_timeout", "atom_cancelled_after_create",
             "onebox_numbered_fulfilled", "onebox_manual_expired", "tevo_accepted", "atm_paid", "atm_expired", "acme_paid",
-            "atom_local_reads", "atm_paid_then_cancelled", "atom_create_read_back", "atom_undo_retried"} <= names
+            "atom_local_reads", "atm_paid_then_cancelled", "atom_create_read_back", "atom_undo_retried",
+            "atom_local_writes", "atom_first_task_rerun"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -378,7 +378,7 @@ async def cmd_buy(args: argparse.Namespace, settings: WorkerSettings) -> None:
     if started:
         print(handle.id)
         # Returns once the seats are held (or the purchase failed): the hold is shown at once.
-        held = await handle.execute_update("held", result_type=PurchaseStatus)
+        held = await purchases.held(client, request.purchase_id)
     else:
         print(f"{handle.id} already exists (started earlier); showing it")
         held = await purchases.status(client, request.purchase_id)

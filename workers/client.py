@@ -176,6 +176,18 @@ def purchase_handle(client: Client, purchase_id: str) -> WorkflowHandle[Any, Pur
     return client.get_workflow_handle(purchase_workflow_id(purchase_id), result_type=PurchaseResult)
 
 
+async def held(client: Client, purchase_id: str) -> PurchaseStatus:
+    """The `held` update for a purchase already started: its status once its seats are held, or
+    once it has ended, also when it ended before the update reached it (refused in its first task)."""
+    try:
+        return await purchase_handle(client, purchase_id).execute_update("held", result_type=PurchaseStatus)
+    except RPCError:
+        ended = await status(client, purchase_id)
+        if not ended.state.final:
+            raise
+        return ended
+
+
 async def status(client: Client, purchase_id: str) -> PurchaseStatus:
     return await purchase_handle(client, purchase_id).query("status", result_type=PurchaseStatus)
 

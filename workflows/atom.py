@@ -47,9 +47,10 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
 
     flow.step("account")
     if request.login is not None:
-        session = await flow.call("atom.authenticate", request.login, result_type=ProviderSession)
+        session = await flow.call("atom.authenticate", request.login, result_type=ProviderSession, rerun_safe=True)
     else:
-        session = await flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession)
+        session = await flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession,
+                                  rerun_safe=True)
     flow.record_provider_id("account_id", session.account_id)
 
     # One clientRequestId for lease, preview and create: Atom's idempotency key for this purchase,
@@ -59,7 +60,7 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     is_guest = request.login is None
 
     flow.step("lease seats")
-    hold = await flow.call("atom.lease", session, items, client_request_id, result_type=Hold)
+    hold = await flow.call("atom.lease", session, items, client_request_id, result_type=Hold, rerun_safe=True)
     # Atom has no call that ends a lease early; an abandoned lease lapses after leaseDurationSeconds.
     flow.record_hold(hold)
 

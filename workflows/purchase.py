@@ -107,6 +107,7 @@ class PurchaseWorkflow:
         self._reads_decided_at_start = False
         self._unfulfilled_fail = False
         self._keys_from_purchase_id = False
+        self._local_writes = False
 
     @workflow.run
     async def run(self, request: PurchaseRequest) -> PurchaseResult:
@@ -127,6 +128,7 @@ class PurchaseWorkflow:
         self._reads_decided_at_start = workflow.patched("local-reads-at-start")
         self._keys_from_purchase_id = workflow.patched("keys-from-purchase-id")
         self._unfulfilled_fail = workflow.patched("unfulfilled-purchases-fail")
+        self._local_writes = workflow.patched("local-rerun-safe-writes")
         self._main = asyncio.current_task()
         self._meter().create_counter("boxoffice_purchases_started", "Purchases started").add(1)
         workflow.upsert_search_attributes([PROVIDER.value_set(request.provider), STATE.value_set(self._state)])
@@ -314,15 +316,19 @@ class PurchaseWorkflow:
 
     async def call(
         self, activity: str, *args: Any, result_type: type[T], undo: bool = False, read: bool = False,
-        summary: str | None = None,
+        rerun_safe: bool = False, summary: str | None = None,
     ) -> T:
-        """Runs a provider call. `read`: a short idempotent read, run as a local activity (no
-        matching round trip: a purchase's latency about halves, bench/README.md) unless the provider
-        is rate-limited (local activities would bypass its queue's limit). Runs started before
-        local reads keep regular activities (`_local_reads`), so their histories replay."""
+        """Runs a provider call. `read`: a short idempotent read; `rerun_safe`: a write whose
+        repeat is harmless (keyed by an idempotency key, or an account sign-in). Both run as local
+        activities, in the workflow task (no matching round trip each: bench/README.md), unless the
+        provider is rate-limited (local activities would bypass its queue's limit). A local call runs
+        again when its workflow task is lost (worker crash), hence only such calls. Runs started
+        before each change keep regular activities (`_local_reads`, `_local_writes`), so their
+        histories replay."""
         # What the UI shows for the call: the step it serves, not the activity type.
         summary = summary or (f"undo: {activity.partition('.')[2].replace('_', ' ')}" if undo else self._step)
-        if read and self._activity_queue is None and self._local_reads():
+        local = (read and self._local_reads()) or (rerun_safe and self._local_writes)
+        if local and self._activity_queue is None:
             return await workflow.execute_local_activity(
                 activity,
                 args=args,
