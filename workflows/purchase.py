@@ -66,6 +66,9 @@ CALL_TIMEOUT = timedelta(seconds=30)
 # second run of the same purchase, so the provider recognises a repeat.
 KEYS = uuid.UUID("6f1d7c3e-1b7a-4f0e-9a55-7c2d8b1e4a90")
 WRONG_WORKFLOW_ID = "WRONG_WORKFLOW_ID"
+# The patch of a run started by this code: implies the patches before it, and local rerun-safe
+# writes and local fulfilment polls. The next change adds its own patch.
+CURRENT_PATCH = "purchase-2026-11-23"
 
 SEQUENCES: dict[str, Any] = {
     "atom": atom.purchase,
@@ -108,6 +111,7 @@ class PurchaseWorkflow:
         self._unfulfilled_fail = False
         self._keys_from_purchase_id = False
         self._local_writes = False
+        self._local_polls = False
 
     @workflow.run
     async def run(self, request: PurchaseRequest) -> PurchaseResult:
@@ -125,10 +129,13 @@ class PurchaseWorkflow:
         self._request_sha256 = request_fingerprint(request)
         # Patches are decided before the first local activity: a patch marker recorded after one can
         # land in another workflow task than on replay (a non-determinism error for a running purchase).
-        self._reads_decided_at_start = workflow.patched("local-reads-at-start")
-        self._keys_from_purchase_id = workflow.patched("keys-from-purchase-id")
-        self._unfulfilled_fail = workflow.patched("unfulfilled-purchases-fail")
-        self._local_writes = workflow.patched("local-rerun-safe-writes")
+        # A new run records one marker for all changes (each marker also upserts a search attribute,
+        # a cost on every purchase); runs recorded before it decide change by change.
+        current = workflow.patched(CURRENT_PATCH)
+        self._reads_decided_at_start = current or workflow.patched("local-reads-at-start")
+        self._keys_from_purchase_id = current or workflow.patched("keys-from-purchase-id")
+        self._unfulfilled_fail = current or workflow.patched("unfulfilled-purchases-fail")
+        self._local_writes = self._local_polls = current
         self._main = asyncio.current_task()
         self._meter().create_counter("boxoffice_purchases_started", "Purchases started").add(1)
         workflow.upsert_search_attributes([PROVIDER.value_set(request.provider), STATE.value_set(self._state)])
@@ -543,21 +550,40 @@ class PurchaseWorkflow:
 
     async def poll(self, activity: str, args: Sequence[Any], result_type: type[T], policy: PurchasePolicy) -> T | None:
         """Polls through the activity's retry policy: the activity raises a retryable error while
-        the answer is not final. History holds one activity, however many polls; the server's
-        retry timer is skipped by the time-skipping test server. None when the budget ran out."""
+        the answer is not final. None when the budget ran out. For a provider without a rate limit
+        the poll is a local activity: the first poll runs in the workflow task (no round trip when
+        the order is done at once), each later one after a server timer (the retry threshold is
+        below the interval), which the time-skipping test server skips. On a provider's own queue
+        (and in runs from before), a regular activity: history holds one activity however many polls."""
         interval = timedelta(seconds=policy.poll_interval_seconds)
         attempts = int(policy.poll_budget_seconds // policy.poll_interval_seconds) + 1
+        retry = RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts)
         try:
+            if self._local_polls and self._activity_queue is None:
+                return await workflow.execute_local_activity(
+                    activity,
+                    args=args,
+                    result_type=result_type,
+                    start_to_close_timeout=self._call_timeout,
+                    retry_policy=retry,
+                    local_retry_threshold=min(interval / 2, timedelta(seconds=1)),
+                    summary=self._step,
+                )
             return await workflow.execute_activity(
                 activity,
                 args=args,
                 result_type=result_type,
                 task_queue=self._activity_queue,
                 start_to_close_timeout=self._call_timeout,
-                retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
+                retry_policy=retry,
                 summary=self._step,
             )
         except ActivityError as err:
             if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
                 return None
             raise
+        except ApplicationError as err:
+            # A local activity's last failure arrives as it was raised: retryable, the attempts ran out.
+            if err.non_retryable:
+                raise
+            return None
