@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, ProviderTimestamp, attempt_timeout, own_queue, utc_now
+from activities.http import ActivitiesPerSecond, ProviderHttp, ProviderTimestamp, attempt_timeout, own_queue, utc_now
 from workflows.models import (
     AcmePurchaseRequest,
     FailureReason,
@@ -64,7 +64,7 @@ class AcmeSettings(BaseSettings):
     api_key: SecretStr = SecretStr("")
     timeout_seconds: float = Field(default=10, gt=0)
     # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
-    activities_per_second: float | None = Field(default=None, gt=0)
+    activities_per_second: ActivitiesPerSecond = None
     hold_margin_seconds: float = Field(default=30, ge=0)
 
 

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, ProviderTimestamp, attempt_timeout, own_queue
+from activities.http import ActivitiesPerSecond, ProviderHttp, ProviderTimestamp, attempt_timeout, own_queue
 from workflows.models import (
     AtmHold,
     AtmPurchaseRequest,
@@ -49,7 +49,7 @@ class AtmSettings(BaseSettings):
     environment: str = Field(default="test", pattern="^(test|live)$")
     timeout_seconds: float = Field(default=10, gt=0)
     # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
-    activities_per_second: float | None = Field(default=None, gt=0)
+    activities_per_second: ActivitiesPerSecond = None
     # After payment, how long ATM may take to issue the tickets before the purchase fails.
     issue_budget_seconds: float = Field(default=600, gt=0)
     # How long past `expiresAt` a payment event may still arrive (webhooks trail ATM's clock) before

@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.http import (
+    ActivitiesPerSecond,
     ProviderHttp,
     Signer,
     attempt_timeout,
@@ -68,9 +69,9 @@ class AtomSettings(BaseSettings):
     # X-Atom-DeviceSignature. Atom does not publish how those are computed, so off unless set.
     signer: str | None = None
     timeout_seconds: float = Field(default=10, gt=0)
-    # Activity tasks per second the provider's task queue hands out, across all workers. Atom beta allows
-    # 25 requests/s (bursts to 50): queue above that instead of meeting 429s.
-    activities_per_second: float | None = Field(default=25, gt=0)
+    # Atom beta allows 25 requests/s (bursts to 50): queue above that instead of meeting 429s. `off`
+    # trades that for latency (calls on the workflow's queue, local where a re-run is harmless).
+    activities_per_second: ActivitiesPerSecond = 25
     poll_interval_seconds: float = Field(default=2, gt=0)
     poll_budget_seconds: float = Field(default=10, gt=0)
     hold_margin_seconds: float = Field(default=30, ge=0)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import structlog
-from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -51,6 +51,15 @@ def attempt_timeout(http_timeout: float) -> float:
     """An activity attempt's start-to-close timeout: room for a token fetch, the call and one
     repeat (Onebox's 401 refresh), then a margin. A dead worker's attempt is retried after it."""
     return 3 * http_timeout + 5
+
+
+def _rate_or_off(value: Any) -> Any:
+    return None if isinstance(value, str) and value.strip().lower() == "off" else value
+
+
+# A provider's `activities_per_second`: activity tasks per second its own task queue hands out,
+# across all workers; `off` (or unset, where that is the default) for no limit and no own queue.
+ActivitiesPerSecond = Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_rate_or_off)]
 
 
 def own_queue(provider: str, activities_per_second: float | None) -> str | None:

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout, not_yet, own_queue, utc_now
+from activities.http import ActivitiesPerSecond, ProviderHttp, attempt_timeout, not_yet, own_queue, utc_now
 from workflows.models import (
     Buyer,
     FailureReason,
@@ -63,7 +63,7 @@ class OneboxSettings(BaseSettings):
     client_secret: SecretStr = SecretStr("")
     timeout_seconds: float = Field(default=10, gt=0)
     # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
-    activities_per_second: float | None = Field(default=None, gt=0)
+    activities_per_second: ActivitiesPerSecond = None
     # *Assumed* (FACTS.md): a basket holds its seats about 10 minutes after its last change.
     basket_hold_seconds: float = Field(default=600, gt=0)
     hold_margin_seconds: float = Field(default=30, ge=0)

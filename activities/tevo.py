@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ProviderHttp, attempt_timeout, not_yet, own_queue
+from activities.http import ActivitiesPerSecond, ProviderHttp, attempt_timeout, not_yet, own_queue
 from workflows.models import (
     Buyer,
     EventInfo,
@@ -61,7 +61,7 @@ class TevoSettings(BaseSettings):
     reviewer_id: int = 0
     timeout_seconds: float = Field(default=10, gt=0)
     # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
-    activities_per_second: float | None = Field(default=None, gt=0)
+    activities_per_second: ActivitiesPerSecond = None
     # Affiliate orders wait for the seller to accept: minutes, sometimes longer.
     poll_interval_seconds: float = Field(default=15, gt=0)
     poll_budget_seconds: float = Field(default=1800, gt=0)

@@ -1,7 +1,7 @@
 """The long kill-the-worker run (tests/test_crash.py is the CI-sized one): a batch of purchases on the
 dev server while the worker process is SIGKILLed again and again, then the ledger is checked.
 
-    python bench/crash.py --purchases 40 --kills 10
+    python bench/crash.py --purchases 40 --kills 10 [--atom-rate off]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from workers.client import ensure_search_attributes  # noqa: E402
 from workers.devstack import dev_server_args  # noqa: E402
 
 
-async def main(count: int, kills: int) -> None:
+async def main(count: int, kills: int, rate: str) -> None:
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
                                                 ui=False, data_converter=pydantic_data_converter,
                                                 dev_server_extra_args=dev_server_args())
@@ -39,7 +39,7 @@ async def main(count: int, kills: int) -> None:
     serve = asyncio.create_task(server.serve())
     started = time.perf_counter()
     try:
-        results = await kill_during_batch(env, sim, f"http://127.0.0.1:{port}", count, kills, seed=11)
+        results = await kill_during_batch(env, sim, f"http://127.0.0.1:{port}", count, kills, seed=11, rate=rate)
     finally:
         server.should_exit = True
         await serve
@@ -58,7 +58,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--purchases", type=int, default=40)
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--atom-rate", default="25", help="BOXOFFICE_ATOM_ACTIVITIES_PER_SECOND (off: local calls)")
     args = parser.parse_args()
-    asyncio.run(main(args.purchases, args.kills))
+    asyncio.run(main(args.purchases, args.kills, args.atom_rate))
     sys.stdout.flush()
     os._exit(0)  # temporalio/sdk-python#300

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atom import AtomSimulator
@@ -20,8 +21,10 @@ from workers.client import purchase_outcome
 from workflows.models import PurchaseState
 
 
-async def start_worker(env: WorkflowEnvironment, base_url: str, task_queue: str) -> asyncio.subprocess.Process:
+async def start_worker(env: WorkflowEnvironment, base_url: str, task_queue: str,
+                       rate: str = "25") -> asyncio.subprocess.Process:
     environment = dict(os.environ, TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+                       BOXOFFICE_ATOM_ACTIVITIES_PER_SECOND=rate,
                        BOXOFFICE_TASK_QUEUE=task_queue, BOXOFFICE_ATOM_BASE_URL=base_url,
                        BOXOFFICE_ATOM_API_KEY="test-atom-key", BOXOFFICE_LOG_LEVEL="WARNING",
                        # A 1 s HTTP timeout makes a dead worker's attempt time out after 8 s, not 35 s.
@@ -33,10 +36,10 @@ async def start_worker(env: WorkflowEnvironment, base_url: str, task_queue: str)
 
 
 async def kill_during_batch(env: WorkflowEnvironment, sim: AtomSimulator, base_url: str, purchases_count: int,
-                            kills: int, seed: int) -> list:
+                            kills: int, seed: int, rate: str = "25") -> list:
     rng = random.Random(seed)
     task_queue = f"crash-{seed}"
-    worker = await start_worker(env, base_url, task_queue)
+    worker = await start_worker(env, base_url, task_queue, rate)
     handles = [
         await purchases.start_purchase(env.client, atom_request(f"crash-{seed}-{n}", items=[
             {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"D{n + 1}"]}]), task_queue)
@@ -50,7 +53,7 @@ async def kill_during_batch(env: WorkflowEnvironment, sim: AtomSimulator, base_u
         await asyncio.sleep(rng.uniform(0, 0.3))
         worker.send_signal(signal.SIGKILL)
         await worker.wait()
-        worker = await start_worker(env, base_url, task_queue)
+        worker = await start_worker(env, base_url, task_queue, rate)
     try:
         return await asyncio.wait_for(asyncio.gather(*(purchase_outcome(h) for h in handles)), 180)
     finally:
@@ -58,12 +61,15 @@ async def kill_during_batch(env: WorkflowEnvironment, sim: AtomSimulator, base_u
         await worker.wait()
 
 
+# Atom on its own rate-limited queue (regular activities), and unlimited: account, lease, reads and
+# polls as local activities, which a kill makes run again from the workflow task's start.
+@pytest.mark.parametrize("rate", ["25", "off"])
 async def test_killed_worker_loses_nothing_and_orders_once(
-    dev_env: WorkflowEnvironment, atom_http: tuple[AtomSimulator, str]
+    dev_env: WorkflowEnvironment, atom_http: tuple[AtomSimulator, str], rate: str
 ) -> None:
     sim, base_url = atom_http
     sim.faults.latency = 0.3  # widen the windows a kill can land in
-    results = await kill_during_batch(dev_env, sim, base_url, purchases_count=8, kills=3, seed=7)
+    results = await kill_during_batch(dev_env, sim, base_url, purchases_count=8, kills=3, seed=7, rate=rate)
     assert len(sim.calls) > 8 * 8  # kills did interrupt steps, which ran again
     assert [r.state for r in results] == [PurchaseState.FULFILLED] * 8
     ledger = sim.ledger()
