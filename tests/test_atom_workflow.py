@@ -319,15 +319,27 @@ async def test_reads_and_rerun_safe_writes_of_an_unlimited_provider_run_as_local
     events = [e async for e in handle.fetch_history_events()]
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
                  for e in events if e.HasField("activity_task_scheduled_event_attributes")]
-    # Only the call that takes money stays a regular activity: the guest account and the lease
-    # (keyed by clientRequestId) run in the first workflow task with the reads; the fulfilment poll
-    # (fulfilled at the second poll here) and the summary in the task after the order.
-    assert scheduled == ["atom.create_order"]
-    timers = [e for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
-    assert len(timers) == 1  # the wait before the second poll: a server timer, skipped by this test server
+    # The call that takes money stays a regular activity: the guest account and the lease (keyed by
+    # clientRequestId) run in the first workflow task with the reads, the first fulfilment poll in
+    # the task after the order. Not fulfilled yet there, the rest poll as a regular activity after a
+    # timer (skipped by this test server).
+    assert scheduled == ["atom.create_order", "atom.order_status"]
+    assert [e.timer_started_event_attributes.start_to_fire_timeout.ToSeconds()
+            for e in events if e.HasField("timer_started_event_attributes")] == [2]
     completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
-    assert len(completed) == 3 and len(events) < 40
+    assert len(completed) == 4 and len(events) < 45
     assert [c["endpoint"] for c in sim.calls].count("status") == 2
+
+
+async def test_an_order_done_at_once_takes_two_workflow_tasks(env: WorkflowEnvironment) -> None:
+    sim = AtomSimulator(fulfil_after_polls=0)
+    async with atom_worker(env.client, sim, activities_per_second=None) as tq:
+        handle = await start_purchase(env.client, atom_request("local-2"), tq)
+        assert (await purchase_outcome(handle)).state == PurchaseState.FULFILLED
+    events = [e async for e in handle.fetch_history_events()]
+    assert [e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in events if e.HasField("activity_task_scheduled_event_attributes")] == ["atom.create_order"]
+    assert len([e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]) == 2  # start, order placed
 
 
 class CrashBeforeCreate(Interceptor):

@@ -66,8 +66,9 @@ CALL_TIMEOUT = timedelta(seconds=30)
 # second run of the same purchase, so the provider recognises a repeat.
 KEYS = uuid.UUID("6f1d7c3e-1b7a-4f0e-9a55-7c2d8b1e4a90")
 WRONG_WORKFLOW_ID = "WRONG_WORKFLOW_ID"
-# The patch of a run started by this code: implies the patches before it, and local rerun-safe
-# writes and local fulfilment polls. The next change adds its own patch.
+# The patch of a run started by this code: implies the patches before it, local rerun-safe writes
+# and a local first poll. A later change renames it and checks this name as a patch of its own
+# (README: "Changing a workflow without breaking running purchases").
 CURRENT_PATCH = "purchase-2026-11-23"
 
 SEQUENCES: dict[str, Any] = {
@@ -550,37 +551,45 @@ class PurchaseWorkflow:
 
     async def poll(self, activity: str, args: Sequence[Any], result_type: type[T], policy: PurchasePolicy) -> T | None:
         """Polls through the activity's retry policy: the activity raises a retryable error while
-        the answer is not final. None when the budget ran out. For a provider without a rate limit
-        the poll is a local activity: the first poll runs in the workflow task (no round trip when
-        the order is done at once), each later one after a server timer (the retry threshold is
-        below the interval), which the time-skipping test server skips. On a provider's own queue
-        (and in runs from before), a regular activity: history holds one activity however many polls."""
+        the answer is not final. History holds one activity, however many polls; the server's retry
+        timer is skipped by the time-skipping test server. None when the budget ran out. For a
+        provider without a rate limit the first poll is a local activity, in the workflow task that
+        follows the order (an order done at once costs no round trip); if it is not final, the rest
+        poll as before after one interval (a timer): history stays small however long it takes."""
         interval = timedelta(seconds=policy.poll_interval_seconds)
         attempts = int(policy.poll_budget_seconds // policy.poll_interval_seconds) + 1
-        retry = RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts)
-        try:
-            if self._local_polls and self._activity_queue is None:
+        if self._local_polls and self._activity_queue is None:
+            try:
                 return await workflow.execute_local_activity(
                     activity,
                     args=args,
                     result_type=result_type,
                     start_to_close_timeout=self._call_timeout,
-                    retry_policy=retry,
-                    local_retry_threshold=min(interval / 2, timedelta(seconds=1)),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
                     summary=self._step,
                 )
+            except (ActivityError, ApplicationError) as err:
+                cause = err.cause if isinstance(err, ActivityError) else err
+                if isinstance(cause, ApplicationError) and cause.non_retryable:
+                    raise
+            attempts -= 1
+            if attempts == 0:
+                return None
+            await workflow.sleep(interval, summary="next poll")
+        try:
             return await workflow.execute_activity(
                 activity,
                 args=args,
                 result_type=result_type,
                 task_queue=self._activity_queue,
                 start_to_close_timeout=self._call_timeout,
-                retry_policy=retry,
+                retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
                 summary=self._step,
             )
         except ActivityError as err:
             if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
                 return None
+            raise
             raise
         except ApplicationError as err:
             # A local activity's last failure arrives as it was raised: retryable, the attempts ran out.
