@@ -590,9 +590,3 @@ class PurchaseWorkflow:
             if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
                 return None
             raise
-            raise
-        except ApplicationError as err:
-            # A local activity's last failure arrives as it was raised: retryable, the attempts ran out.
-            if err.non_retryable:
-                raise
-            return None
