@@ -29,12 +29,18 @@ def outcome_known(err: ActivityError) -> bool:
     return details.get("attempt", 1) == 1
 
 
-def failure_from(err: ActivityError | ApplicationError) -> Failure:
-    """Reads the typed ApplicationError an activity raised (see activities/http.py): the cause of
-    an ActivityError, or itself when a local activity's failure arrives unwrapped."""
+def raised_by_activity(err: BaseException) -> ApplicationError | None:
+    """The ApplicationError an activity raised: the cause of an ActivityError, or the error itself
+    when a local activity's failure arrives unwrapped."""
     cause: BaseException | None = err
     while cause is not None and not isinstance(cause, ApplicationError):
         cause = cause.__cause__
+    return cause
+
+
+def failure_from(err: ActivityError | ApplicationError) -> Failure:
+    """Reads the typed ApplicationError an activity raised (see activities/http.py)."""
+    cause = raised_by_activity(err)
     if cause is None:
         return Failure(reason=FailureReason.PROVIDER_ERROR, message=str(getattr(err, "cause", None) or err))
     details: dict[str, Any] = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}

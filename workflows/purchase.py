@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
         purchase_workflow_id,
         request_fingerprint,
     )
-    from workflows.outcomes import OUTCOME_UNKNOWN, failure_from, outcome_known, outcome_unknown
+    from workflows.outcomes import OUTCOME_UNKNOWN, failure_from, outcome_known, outcome_unknown, raised_by_activity
     from workflows.saga import Saga
 
 T = TypeVar("T")
@@ -111,8 +111,7 @@ class PurchaseWorkflow:
         self._reads_decided_at_start = False
         self._unfulfilled_fail = False
         self._keys_from_purchase_id = False
-        self._local_writes = False
-        self._local_polls = False
+        self._local_calls = False
 
     @workflow.run
     async def run(self, request: PurchaseRequest) -> PurchaseResult:
@@ -136,7 +135,7 @@ class PurchaseWorkflow:
         self._reads_decided_at_start = current or workflow.patched("local-reads-at-start")
         self._keys_from_purchase_id = current or workflow.patched("keys-from-purchase-id")
         self._unfulfilled_fail = current or workflow.patched("unfulfilled-purchases-fail")
-        self._local_writes = self._local_polls = current
+        self._local_calls = current  # rerun-safe writes and the first poll as local activities
         self._main = asyncio.current_task()
         self._meter().create_counter("boxoffice_purchases_started", "Purchases started").add(1)
         workflow.upsert_search_attributes([PROVIDER.value_set(request.provider), STATE.value_set(self._state)])
@@ -331,11 +330,11 @@ class PurchaseWorkflow:
         activities, in the workflow task (no matching round trip each: bench/README.md), unless the
         provider is rate-limited (local activities would bypass its queue's limit). A local call runs
         again when its workflow task is lost (worker crash), hence only such calls. Runs started
-        before each change keep regular activities (`_local_reads`, `_local_writes`), so their
+        before each change keep regular activities (`_local_reads`, `_local_calls`), so their
         histories replay."""
         # What the UI shows for the call: the step it serves, not the activity type.
         summary = summary or (f"undo: {activity.partition('.')[2].replace('_', ' ')}" if undo else self._step)
-        local = (read and self._local_reads()) or (rerun_safe and self._local_writes)
+        local = (read and self._local_reads()) or (rerun_safe and self._local_calls)
         if local and self._activity_queue is None:
             return await workflow.execute_local_activity(
                 activity,
@@ -558,7 +557,7 @@ class PurchaseWorkflow:
         poll as before after one interval (a timer): history stays small however long it takes."""
         interval = timedelta(seconds=policy.poll_interval_seconds)
         attempts = int(policy.poll_budget_seconds // policy.poll_interval_seconds) + 1
-        if self._local_polls and self._activity_queue is None:
+        if self._local_calls and self._activity_queue is None:
             try:
                 return await workflow.execute_local_activity(
                     activity,
@@ -569,8 +568,8 @@ class PurchaseWorkflow:
                     summary=self._step,
                 )
             except (ActivityError, ApplicationError) as err:
-                cause = err.cause if isinstance(err, ActivityError) else err
-                if isinstance(cause, ApplicationError) and cause.non_retryable:
+                raised = raised_by_activity(err)
+                if raised is not None and raised.non_retryable:
                     raise
             attempts -= 1
             if attempts == 0:
