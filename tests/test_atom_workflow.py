@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 from datetime import timedelta
@@ -37,7 +38,7 @@ from simulators.faults import Fault
 from tests.conftest import atom_request, atom_settings, atom_worker, purchase_duration, wait_for_state
 from workers import client as purchases
 from workers.client import purchase_outcome, start_purchase
-from workers.worker import WORKFLOWS
+from workers.worker import WORKFLOWS, provider_task_queue
 from workflows.models import (
     CancelRequest,
     ConfirmRequest,
@@ -410,3 +411,24 @@ async def test_unfulfilled_purchase_fails_its_workflow_and_names_its_steps(env: 
         if event.user_metadata.HasField("summary"):
             summaries.add(json.loads(event.user_metadata.summary.data))
     assert {"lease seats", "account", "hold expiry"} <= summaries
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+async def test_a_purchase_evicted_mid_order_does_not_compensate(env: WorkflowEnvironment) -> None:
+    """A stopping worker evicts its purchases from its cache (GeneratorExit in workflow code). One
+    waiting for its order must not start compensating: nothing can run then ("coroutine ignored
+    GeneratorExit"), and the next worker's replay carries the purchase on. The workflows' worker also
+    takes activity tasks here (as `serving` did before it gave them a worker of their own): the shape
+    in which eviction reached the saga with the event loop still running."""
+    sim = AtomSimulator()
+    sim.api_key = "test-atom-key"
+    sim.faults.add(Fault(endpoint="create", status=None, delay=1.0))
+    atom = AtomActivities(atom_settings(), transport=httpx.ASGITransport(app=sim.app))
+    async with Worker(env.client, task_queue="evicted", workflows=WORKFLOWS, activities=atom.all()), \
+            Worker(env.client, task_queue=provider_task_queue("evicted", "atom"), activities=atom.all()):
+        await start_purchase(env.client, atom_request("evicted-1"), "evicted")
+        while not create_calls(sim):
+            await asyncio.sleep(0.01)
+    await atom.aclose()
+    gc.collect()  # an exception a coroutine ignored is reported when it is collected
+    assert [c["endpoint"] for c in sim.calls if c["endpoint"] in ("cancel", "release")] == []

@@ -66,7 +66,9 @@ class Saga:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None:
+        # GeneratorExit: the SDK is evicting the workflow from its cache (the worker stops, or the
+        # cache is full); nothing may run now, and a replay elsewhere carries the purchase on.
+        if exc is not None and not isinstance(exc, GeneratorExit):
             await self.compensate()
 
     async def compensate(self) -> None:
