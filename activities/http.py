@@ -64,7 +64,7 @@ ActivitiesPerSecond = Annotated[Annotated[float, Field(gt=0)] | None, BeforeVali
 
 def own_queue(provider: str, activities_per_second: float | None) -> str | None:
     """The provider's rate-limited task queue, named from the workflow's (this runs as a local
-    activity), or None: its activities share the workflow's queue and start eagerly."""
+    activity), or None: its activities share the workflow's queue."""
     if activities_per_second is None:
         return None
     return provider_task_queue(activity.info().task_queue, provider)

@@ -201,7 +201,7 @@ def test_dev_server_arguments_set_the_dispatch_config() -> None:
     args = dev_server_args()
     assert args[0::2] == ["--dynamic-config-value"] * len(DISPATCH_CONFIG)
     assert args[1::2] == ["history.transferProcessorMaxPollRPS=1000", "history.timerProcessorMaxPollRPS=1000",
-                          "system.enableActivityEagerExecution=true", "frontend.enableExecuteMultiOperation=true"]
+                          "frontend.enableExecuteMultiOperation=true"]
     # A database file is written in WAL mode, without a disk sync per write.
     assert dev_server_args(Path("/tmp/t.db"))[len(args):] == [
         "--db-filename", "/tmp/t.db", "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]

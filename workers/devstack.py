@@ -102,10 +102,8 @@ DISPATCH_CONFIG: dict[str, object] = {
     "history.transferProcessorMaxPollRPS": 1000,
     # The same limit on the timer queue (timers, activity retries such as the 2 s fulfilment polls).
     "history.timerProcessorMaxPollRPS": 1000,
-    # The dev server turns these two on anyway; a cluster's defaults may not (deploy/). Activities on
-    # the workflow's queue start in the workflow task's answer; update-with-start
-    # (`workers.client.hold_purchase`) needs the second.
-    "system.enableActivityEagerExecution": True,
+    # Update-with-start (`workers.client.hold_purchase`): the dev server has it on anyway; a
+    # cluster's defaults may not (deploy/).
     "frontend.enableExecuteMultiOperation": True,
 }
 

@@ -118,7 +118,8 @@ async def serving(
     **options: Any,
 ) -> AsyncIterator[None]:
     """The "workflows" role runs the workflows on `task_queue` with every provider's activities
-    (unlimited providers' calls land there and start eagerly). A rate-limited provider's role runs
+    (unlimited providers' calls land there: local ones in the workflows' worker, regular ones in a
+    worker of its own, in this process). A rate-limited provider's role runs
     its activities on `{task_queue}-{provider}`, where the server enforces `activities_per_second`
     across all workers. `roles` picks what this process serves, e.g. one deployment per role.
     A provider whose settings lack URL or credentials is not served here (fail closed): its
@@ -143,6 +144,17 @@ async def serving(
             workflows=WORKFLOWS,
             activities=activities,
             workflow_runner=SANDBOX if sandboxed else UnsandboxedWorkflowRunner(),
+            interceptors=[Telemetry()],
+            no_remote_activities=True,
+            **options,
+        ))
+        # The SDK core hands a worker its pending local activities before any regular activity task:
+        # on a worker busy with holds (local calls) an order waited until the holds stopped
+        # (bench/busy.py). Regular activities of this queue therefore have a worker of their own.
+        workers.append(Worker(
+            client,
+            task_queue=task_queue,
+            activities=activities,
             interceptors=[Telemetry()],
             **options,
         ))

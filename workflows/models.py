@@ -37,8 +37,8 @@ def request_fingerprint(request: BaseModel) -> str:
 
 def provider_task_queue(task_queue: str, provider: str) -> str:
     """Where a rate-limited provider's activities run (`boxoffice-atom`, ...): a queue of their own,
-    limited by the server. Unlimited providers' activities share the workflow's queue, where the
-    worker starts them eagerly (no matching round trip: half the latency, see bench/README.md)."""
+    limited by the server. Unlimited providers' activities share the workflow's queue, in the same
+    worker process (about half the latency, see bench/README.md)."""
     return f"{task_queue}-{provider}"
 
 
