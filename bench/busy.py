@@ -19,7 +19,6 @@ import itertools
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,22 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from activities.atom import AtomActivities, AtomSettings  # noqa: E402
-from bench.held import IN_FLIGHT, request  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from workers import client as purchases  # noqa: E402
-from workers.client import ensure_search_attributes  # noqa: E402
-from workers.devstack import dev_server_args, port_open  # noqa: E402
+from activities.atom import AtomActivities  # noqa: E402
+from bench.held import IN_FLIGHT, atom_stack, timed_confirm, timed_hold  # noqa: E402
 from workers.logs import configure  # noqa: E402
 from workers.telemetry import Telemetry  # noqa: E402
 from workers.worker import WORKFLOWS, serving  # noqa: E402
-from workflows.models import ConfirmRequest  # noqa: E402
 
 SEATS = 1_000_000  # the simulator's seats: every hold of every round gets its own
 
@@ -62,10 +54,7 @@ async def round_of(client: Client, numbers: itertools.count, seconds: float, rng
     async def holder() -> None:
         while time.monotonic() < deadline:
             n = next(numbers)
-            started = time.perf_counter()
-            _, status = await purchases.hold_purchase(client, request(n), "busy")
-            to_held.append((time.perf_counter() - started) * 1000)
-            assert status.state == "AWAITING_CONFIRMATION", status
+            to_held.append(await timed_hold(client, n, "busy"))
             held.append(n)
 
     async def confirmer() -> None:
@@ -73,11 +62,7 @@ async def round_of(client: Client, numbers: itertools.count, seconds: float, rng
             await asyncio.sleep(1)
             if not held:
                 continue
-            n = held.pop(rng.randrange(len(held)))
-            started = time.perf_counter()
-            status = await purchases.confirm(client, f"held-{n}", ConfirmRequest())
-            confirms.append((time.perf_counter() - started) * 1000)
-            assert status.state in ("AWAITING_FULFILLMENT", "FULFILLED"), status.state
+            confirms.append(await timed_confirm(client, held.pop(rng.randrange(len(held)))))
 
     await asyncio.gather(confirmer(), *(holder() for _ in range(IN_FLIGHT)))
 
@@ -89,32 +74,18 @@ def one_worker(client: Client, atom: AtomActivities) -> Worker:
 
 async def main(seconds: float, rounds: int) -> None:
     configure("dev", "ERROR")  # a starved regular activity's late completion is logged by the SDK core
-    port = free_port()
-    simulator = subprocess.Popen([sys.executable, str(Path(__file__).parent / "held.py"),
-                                  "--serve-simulator", str(port), "--held", str(SEATS)])
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter,
-                                                dev_server_extra_args=dev_server_args())
-    await ensure_search_attributes(env.client)
-    while not port_open("127.0.0.1", port):
-        await asyncio.sleep(0.1)
-    atom = AtomActivities(AtomSettings(base_url=f"http://127.0.0.1:{port}", api_key="bench-key",
-                                       activities_per_second=None))
     numbers, rng = itertools.count(), random.Random(5)
-    variants: dict[str, Callable[[], AbstractAsyncContextManager[Any]]] = {"one worker": lambda: one_worker(env.client, atom),
-                "serving (as `boxoffice worker`)": lambda: serving(env.client, "busy", [atom], sandboxed=False)}
-    to_held: dict[str, list[float]] = {name: [] for name in variants}
-    confirms: dict[str, list[float]] = {name: [] for name in variants}
-    try:
+    async with atom_stack(SEATS) as (client, atom, _):
+        variants: dict[str, Callable[[], AbstractAsyncContextManager[Any]]] = {
+            "one worker": lambda: one_worker(client, atom),
+            "serving (as `boxoffice worker`)": lambda: serving(client, "busy", [atom], sandboxed=False)}
+        to_held: dict[str, list[float]] = {name: [] for name in variants}
+        confirms: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(rounds):
             for name, workers in variants.items():
                 async with workers():
-                    await round_of(env.client, numbers, seconds, rng, to_held[name], confirms[name])
+                    await round_of(client, numbers, seconds, rng, to_held[name], confirms[name])
                 print(name, len(to_held[name]), statistics.median(confirms[name]), max(confirms[name]), flush=True)
-    finally:
-        await atom.aclose()
-        await env.shutdown()
-        simulator.terminate()
     print(f"\nAtom manual purchases held {IN_FLIGHT} at a time for {seconds:.0f} s per round, one held purchase "
           f"confirmed per second (update until the order is placed); {rounds} rounds alternating the variants, "
           f"one worker process (unsandboxed, as `boxoffice worker`); load {os.getloadavg()[0]:.1f}.\n")

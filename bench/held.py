@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,45 @@ def request(n: int) -> dict:
             "buyer": {"email": "g@example.com", "first_name": "J", "last_name": "D"}}
 
 
+@contextlib.asynccontextmanager
+async def atom_stack(seats: int, db: Path | None = None) -> AsyncIterator[tuple[Client, AtomActivities, int]]:
+    """A dev server (its state in `db`, else in memory), a ManyHeldSimulator with `seats` seats in a
+    child process, and Atom activities without a rate limit talking to it: the client, the
+    activities and the simulator's pid."""
+    port = free_port()
+    simulator = subprocess.Popen([sys.executable, __file__, "--serve-simulator", str(port), "--held", str(seats)])
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+                                                ui=False, data_converter=pydantic_data_converter,
+                                                dev_server_extra_args=dev_server_args(db))
+    atom = AtomActivities(AtomSettings(base_url=f"http://127.0.0.1:{port}", api_key="bench-key",
+                                       activities_per_second=None))
+    try:
+        await ensure_search_attributes(env.client)
+        while not port_open("127.0.0.1", port):
+            await asyncio.sleep(0.1)
+        yield env.client, atom, simulator.pid
+    finally:
+        await atom.aclose()
+        await env.shutdown()
+        simulator.terminate()
+
+
+async def timed_hold(client: Client, n: int, task_queue: str) -> float:
+    """Holds purchase `n` (update-with-start); its time to held (ms)."""
+    started = time.perf_counter()
+    _, status = await purchases.hold_purchase(client, request(n), task_queue)
+    assert status.state == "AWAITING_CONFIRMATION", status
+    return (time.perf_counter() - started) * 1000
+
+
+async def timed_confirm(client: Client, n: int) -> float:
+    """Confirms held purchase `n`; the update's latency (ms), which ends once the order is placed."""
+    started = time.perf_counter()
+    status = await purchases.confirm(client, f"held-{n}", ConfirmRequest())
+    assert status.state in ("AWAITING_FULFILLMENT", "FULFILLED"), status.state
+    return (time.perf_counter() - started) * 1000
+
+
 async def hold(client: Client, numbers: range, deadline: float) -> tuple[int, list[float]]:
     """Holds purchases `numbers` (IN_FLIGHT at a time) until done or `deadline`; returns how many
     were held and their times to held (ms)."""
@@ -118,47 +159,22 @@ async def hold(client: Client, numbers: range, deadline: float) -> tuple[int, li
         for n in pending:
             if time.monotonic() > deadline:
                 return
-            started = time.perf_counter()
-            _, status = await purchases.hold_purchase(client, request(n), "held")
-            latencies.append((time.perf_counter() - started) * 1000)
-            assert status.state == "AWAITING_CONFIRMATION", status
+            latencies.append(await timed_hold(client, n, "held"))
 
     await asyncio.gather(*(starter() for _ in range(IN_FLIGHT)))
     return len(latencies), latencies
 
 
-async def confirm_latencies(client: Client, numbers: list[int]) -> list[float]:
-    latencies = []
-    for n in numbers:
-        started = time.perf_counter()
-        status = await purchases.confirm(client, f"held-{n}", ConfirmRequest())
-        latencies.append((time.perf_counter() - started) * 1000)
-        assert status.state in ("AWAITING_FULFILLMENT", "FULFILLED"), status.state
-    return latencies
-
-
 async def main(held: int, checkpoints: int, samples: int, minutes: float, db: Path) -> None:
     configure("dev", "WARNING")
     deadline = time.monotonic() + minutes * 60
-    port = free_port()
-    seats = held + samples
-    simulator = subprocess.Popen([sys.executable, __file__, "--serve-simulator", str(port), "--held", str(seats)])
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter,
-                                                dev_server_extra_args=dev_server_args(db))
-    server = dev_server_pid()
-    client = env.client
-    await ensure_search_attributes(env.client)
-    while not port_open("127.0.0.1", port):
-        await asyncio.sleep(0.1)
-    atom = AtomActivities(AtomSettings(base_url=f"http://127.0.0.1:{port}", api_key="bench-key",
-                                       activities_per_second=None))
     rng = random.Random(3)
     rows = []
-    try:
-        async with serving(env.client, "held", [atom], sandboxed=False):  # as `boxoffice worker` runs
+    async with atom_stack(held + samples, db) as (client, atom, simulator):
+        server = dev_server_pid()
+        async with serving(client, "held", [atom], sandboxed=False):  # as `boxoffice worker` runs
             start_rss, started = rss_mb(), time.monotonic()
-            total, confirmed = 0, set[str]()
+            total, confirmed = 0, set[int]()
             step = held // checkpoints
             while total < held and time.monotonic() < deadline:
                 window = time.monotonic()
@@ -167,15 +183,11 @@ async def main(held: int, checkpoints: int, samples: int, minutes: float, db: Pa
                 rate = count / (time.monotonic() - window)
                 picks = rng.sample(sorted(set(range(total)) - confirmed), min(samples, total - len(confirmed)))
                 confirmed.update(picks)
-                latencies = await confirm_latencies(client, picks)
+                latencies = [await timed_confirm(client, n) for n in picks]
                 rows.append((total - len(confirmed), time.monotonic() - started, rate, rss_mb(),
-                             rss_mb(server), rss_mb(simulator.pid), db.stat().st_size / 2**20,
+                             rss_mb(server), rss_mb(simulator), db.stat().st_size / 2**20,
                              statistics.median(to_held), statistics.median(latencies), max(latencies)))
                 print(rows[-1], flush=True)
-    finally:
-        await atom.aclose()
-        await env.shutdown()
-        simulator.terminate()
     print(f"\nManual Atom purchases held in AWAITING_CONFIRMATION; one worker process (cache 1000 workflows), "
           f"dev server on a SQLite file, {IN_FLIGHT} holds in flight; {samples} confirms per checkpoint; "
           f"worker+driver RSS at start {start_rss:.0f} MB; load {os.getloadavg()[0]:.1f}.\n")
