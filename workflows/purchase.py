@@ -66,10 +66,12 @@ CALL_TIMEOUT = timedelta(seconds=30)
 # second run of the same purchase, so the provider recognises a repeat.
 KEYS = uuid.UUID("6f1d7c3e-1b7a-4f0e-9a55-7c2d8b1e4a90")
 WRONG_WORKFLOW_ID = "WRONG_WORKFLOW_ID"
-# The patch of a run started by this code: implies the patches before it, local rerun-safe writes
-# and a local first poll. A later change renames it and checks this name as a patch of its own
-# (README: "Changing a workflow without breaking running purchases").
-CURRENT_PATCH = "purchase-2026-11-23"
+# The patch of a run started by this code: implies the patches before it. A later change renames it
+# and checks this name as a patch of its own (README: "Changing a workflow without breaking running
+# purchases").
+CURRENT_PATCH = "purchase-2026-12-01"
+# The previous CURRENT_PATCH: local rerun-safe writes and a local first poll (and the patches before).
+PATCH_2026_11_23 = "purchase-2026-11-23"
 
 SEQUENCES: dict[str, Any] = {
     "atom": atom.purchase,
@@ -112,6 +114,8 @@ class PurchaseWorkflow:
         self._unfulfilled_fail = False
         self._keys_from_purchase_id = False
         self._local_calls = False
+        # Runs started by this code: the commands changed for provider conformance (2026-12-01) apply.
+        self.patch_2026_12_01 = False
 
     @workflow.run
     async def run(self, request: PurchaseRequest) -> PurchaseResult:
@@ -131,11 +135,12 @@ class PurchaseWorkflow:
         # land in another workflow task than on replay (a non-determinism error for a running purchase).
         # A new run records one marker for all changes (each marker also upserts a search attribute,
         # a cost on every purchase); runs recorded before it decide change by change.
-        current = workflow.patched(CURRENT_PATCH)
-        self._reads_decided_at_start = current or workflow.patched("local-reads-at-start")
-        self._keys_from_purchase_id = current or workflow.patched("keys-from-purchase-id")
-        self._unfulfilled_fail = current or workflow.patched("unfulfilled-purchases-fail")
-        self._local_calls = current  # rerun-safe writes and the first poll as local activities
+        self.patch_2026_12_01 = workflow.patched(CURRENT_PATCH)
+        previous = self.patch_2026_12_01 or workflow.patched(PATCH_2026_11_23)
+        self._reads_decided_at_start = previous or workflow.patched("local-reads-at-start")
+        self._keys_from_purchase_id = previous or workflow.patched("keys-from-purchase-id")
+        self._unfulfilled_fail = previous or workflow.patched("unfulfilled-purchases-fail")
+        self._local_calls = previous  # rerun-safe writes and the first poll as local activities
         self._main = asyncio.current_task()
         self._meter().create_counter("boxoffice_purchases_started", "Purchases started").add(1)
         workflow.upsert_search_attributes([PROVIDER.value_set(request.provider), STATE.value_set(self._state)])
