@@ -387,3 +387,19 @@ async def test_i1_temporal_cancellation_of_a_paid_purchase_still_awaits_the_tick
         result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and [t.booking_id for t in result.tickets] == ["tkt_1"]
     assert [c["endpoint"] for c in sim.calls] == ["create"]  # never released
+
+
+async def test_i11_a_purchase_started_without_the_memo_still_refuses_a_different_request(env: WorkflowEnvironment) -> None:
+    """Started by the `temporal` CLI or another SDK (no `request_sha256` memo): the request it was
+    started with is read from its history, so another request under the same id is still refused."""
+    sim = AtomSimulator()
+    async with atom_worker(env.client, sim) as tq:
+        request = atom_request("no-memo-1", confirmation="manual")
+        await env.client.start_workflow("PurchaseWorkflow", request, id="purchase-no-memo-1", task_queue=tq)
+        other = atom_request("no-memo-1", confirmation="manual", items=[
+            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["B1"]}])
+        with pytest.raises(PurchaseConflict, match="no-memo-1.*different request"):
+            await start_purchase(env.client, other, tq)
+        found, started = await start_or_find_purchase(env.client, request, tq)
+        assert not started and found.id == "purchase-no-memo-1"
+        await purchases.cancel(env.client, "no-memo-1", "test over")

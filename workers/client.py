@@ -116,13 +116,29 @@ async def start_or_find_purchase(
         return handle, True
     except WorkflowAlreadyStartedError as existing:
         handle = client.get_workflow_handle(workflow_id, run_id=existing.run_id, result_type=PurchaseResult)
-    memo = await (await handle.describe()).memo()
-    if memo.get(REQUEST_SHA256, fingerprint) != fingerprint:  # started elsewhere without one: not comparable
+    if await _started_with(client, handle) != fingerprint:
         raise PurchaseConflict(
             f"purchase id {request.purchase_id!r} is already used by {workflow_id} with a different request; "
             "use a new purchase id for a new purchase"
         )
     return handle, False
+
+
+async def _started_with(client: Client, handle: WorkflowHandle[Any, Any]) -> str | None:
+    """The fingerprint of the request a purchase was started with: from its memo, or, for a purchase
+    started without one (the `temporal` CLI, another SDK), from the input of its first history event.
+    None for an input that is no valid request (that purchase failed INVALID_REQUEST at once)."""
+    memo = await (await handle.describe()).memo()
+    if REQUEST_SHA256 in memo:
+        return str(memo[REQUEST_SHA256])
+    async for event in handle.fetch_history_events():
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        try:
+            [started] = await client.data_converter.decode(payloads, [dict])
+            return request_fingerprint(parse_request(started))
+        except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+            return None
+    return None
 
 
 async def hold_purchase(
