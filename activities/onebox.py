@@ -40,8 +40,12 @@ CONFIRMED = "CONFIRM"
 TRACE_HEADER = "ob-audit-trace-id"
 # Refresh the cached token this long before Onebox says it expires.
 TOKEN_SLACK_SECONDS = 60
+ATTENDEE_DATA_REQUIRED = "ORDER_ATTENDEE_DATA_REQUIRED"
 CODES = {
     "ORDER_SEAT_NOT_AVAILABLE": FailureReason.SEAT_UNAVAILABLE,
+    # Some sessions need per-ticket attendee data whose fields the event defines (e.g. an ID
+    # number): boxoffice cannot make it up from the buyer, so the purchase fails with the code kept.
+    ATTENDEE_DATA_REQUIRED: FailureReason.PROVIDER_REJECTED,
     "SESSION_NOT_FOUND": FailureReason.OFFER_UNAVAILABLE,
     # A basket left idle is dropped by Onebox: the hold is gone.
     "ORDER_NOT_FOUND": FailureReason.HOLD_EXPIRED,
@@ -204,12 +208,16 @@ class OneboxActivities:
             return self._token
 
     async def _call(self, method: str, path: str, order_id: str | None = None, **kwargs: Any) -> Any:
-        """Calls with the cached token; a 401 means it expired early: fetch a new one, once."""
+        """Calls with the cached token; refused as unauthenticated (it expired early, or was
+        revoked), fetches a new one, once. Onebox answers an expired or bad token 403 with an
+        `AUTH…` code (developer.oneboxtds.com/docs/authentication/troubleshooting: AUTH001
+        "Invalid JWT signature"); a plain 401 is taken the same way. The refused request was not
+        carried out, so repeating it is safe."""
         token = await self._access_token()
         try:
             return await self._send(token, method, path, order_id, **kwargs)
         except ApplicationError as err:
-            if not err.details or err.details[0].get("status") != 401:
+            if not _token_refused(err):
                 raise
         return await self._send(await self._access_token(stale=token), method, path, order_id, **kwargs)
 
@@ -287,7 +295,14 @@ class OneboxActivities:
     @activity.defn(name="onebox.pre_confirm")
     async def pre_confirm(self, order_id: str) -> PreConfirmedOrder:
         sent_at = utc_now()
-        data = await self._call("POST", f"{ORDERS}/pre-confirm", order_id, json_body={})
+        try:
+            data = await self._call("POST", f"{ORDERS}/pre-confirm", order_id, json_body={})
+        except ApplicationError as err:
+            if not err.details or err.details[0].get("code") != ATTENDEE_DATA_REQUIRED:
+                raise
+            raise ApplicationError(
+                f"onebox: the session needs attendee data for each ticket, which boxoffice does not collect ({err.message})",
+                *err.details, type=err.type, non_retryable=True) from None
         order = self.http.parse(Order, data, "pre-confirm")
         if not order.code:
             raise ApplicationError("onebox: pre-confirm answered no order code",
@@ -346,3 +361,9 @@ class OneboxActivities:
             if err.details and err.details[0].get("status") == 404:
                 return None
             raise
+
+
+def _token_refused(err: ApplicationError) -> bool:
+    details = err.details[0] if err.details and isinstance(err.details[0], dict) else {}
+    status, code = details.get("status"), details.get("code") or ""
+    return status == 401 or (status == 403 and code.startswith("AUTH"))

@@ -224,3 +224,44 @@ async def test_add_seats_retry_takes_a_basket_already_complete() -> None:
         assert hold.item_ids == ["501", "502"] and hold.seat_ids == ["B-1", "B-2"]
         # The hold runs from the first attempt, 3 s earlier, not from this one.
         assert hold.expires_at <= utc_now() + timedelta(seconds=600 - 3)
+
+
+async def test_expired_token_answered_403_auth001_is_replaced_once() -> None:
+    """developer.oneboxtds.com/docs/authentication/troubleshooting: an expired token answers
+    {"code": "AUTH001", "message": "Invalid JWT signature"} (403, FACTS.md): fetch a new token."""
+    fake = FakeOnebox((403, {"code": "AUTH001", "message": "Invalid JWT signature"}), (200, BASKET))
+    order = await run(acts(fake).create_order)
+    assert order.order_id == ORDER_ID and fake.tokens == 2
+    assert [r.headers["Authorization"] for r in fake.api] == ["Bearer tok-1", "Bearer tok-2"]
+
+
+async def test_403_refused_again_after_a_new_token_is_an_authentication_failure() -> None:
+    """Same page: a new token that is refused too (wrong environment's credentials) is not retried."""
+    refused = (403, {"code": "AUTH001", "message": "Invalid JWT signature"})
+    fake = FakeOnebox(refused, refused)
+    with pytest.raises(ApplicationError) as err:
+        await run(acts(fake).create_order)
+    assert err.value.type == "AUTHENTICATION_FAILED" and err.value.non_retryable
+    assert err.value.details[0]["code"] == "AUTH001" and fake.tokens == 2
+
+
+async def test_403_without_an_auth_code_does_not_fetch_a_token() -> None:
+    """A 403 that is not about the token (a permission) is not cured by a new one (*assumed*: the
+    troubleshooting page names `AUTH…` codes for token errors)."""
+    fake = FakeOnebox((403, {"code": "ACCESS_DENIED", "message": "no permission"}))
+    with pytest.raises(ApplicationError) as err:
+        await run(acts(fake).create_order)
+    assert err.value.type == "AUTHENTICATION_FAILED" and fake.tokens == 1
+
+
+async def test_attendee_data_required_at_pre_confirm_fails_typed_with_the_code() -> None:
+    """developer.oneboxtds.com/docs/api-distribution/purchase-flow ("Understanding Attendee
+    Requirements"): some sessions need attendee data before pre-confirm; boxoffice does not send
+    it, so the purchase fails PROVIDER_REJECTED with Onebox's code and trace id kept."""
+    fake = FakeOnebox((409, {"code": "ORDER_ATTENDEE_DATA_REQUIRED", "message": "Attendee data is not filled"}))
+    with pytest.raises(ApplicationError) as err:
+        await run(acts(fake).pre_confirm, ORDER_ID)
+    assert err.value.type == "PROVIDER_REJECTED" and err.value.non_retryable
+    assert "attendee data" in err.value.message
+    assert err.value.details[0]["code"] == "ORDER_ATTENDEE_DATA_REQUIRED"
+    assert err.value.details[0]["trace_id"] == "audit-42"

@@ -160,3 +160,17 @@ async def test_onebox_lost_add_seats_answer_leaks_no_hold(env: WorkflowEnvironme
     [basket] = sim.ledger()["baskets"]
     assert sim.ledger()["held"] == [] and sim.ledger()["sold"] == basket["seats"]
     assert len(basket["seats"]) == len(result.tickets) == (fields.get("quantity") or 2)
+
+
+async def test_session_needing_attendee_data_fails_typed_and_releases_seats(env: WorkflowEnvironment) -> None:
+    """developer.oneboxtds.com/docs/api-distribution/purchase-flow: some events need attendee data
+    before pre-confirm. boxoffice does not collect it: the purchase fails with Onebox's code kept,
+    and the seats are released."""
+    sim = OneboxSimulator(attendee_sessions={1001})
+    async with onebox_worker(env.client, sim) as tq:
+        result = await purchase_outcome(await start_purchase(env.client, onebox_request("ob-attendee"), tq))
+    assert result.state == PurchaseState.FAILED
+    assert result.failure is not None and result.failure.reason == "PROVIDER_REJECTED"
+    assert result.failure.provider_code == "ORDER_ATTENDEE_DATA_REQUIRED" and "attendee data" in result.failure.message
+    assert sim.ledger()["held"] == [] and sim.confirmations == 0
+    assert [(c.action, c.ok) for c in result.compensations] == [("release seats", True)]
