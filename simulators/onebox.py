@@ -263,6 +263,8 @@ class OneboxSimulator:
 
     async def buyer_data(self, request: Request, body: Any, basket: Basket | None) -> Response:
         assert basket is not None
+        if basket.status == "CONFIRM":
+            return error(409, "ORDER_INVALID_STATUS", "a confirmed order cannot be modified")
         basket.email = (body or {}).get("email")
         return JSONResponse(self.order(basket))
 
