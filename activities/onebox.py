@@ -37,11 +37,18 @@ from workflows.models import (
 
 ORDERS = "/distribution-api/v1/orders"
 CONFIRMED = "CONFIRM"
+PRE_CONFIRMED = "PRE_CONFIRM"
+# Retryable: the basket changed while it was pre-confirmed (a late add); the retry reconciles again.
+BASKET_CHANGED = "BASKET_CHANGED"
 TRACE_HEADER = "ob-audit-trace-id"
 # Refresh the cached token this long before Onebox says it expires.
 TOKEN_SLACK_SECONDS = 60
+ATTENDEE_DATA_REQUIRED = "ORDER_ATTENDEE_DATA_REQUIRED"
 CODES = {
     "ORDER_SEAT_NOT_AVAILABLE": FailureReason.SEAT_UNAVAILABLE,
+    # Some sessions need per-ticket attendee data whose fields the event defines (e.g. an ID
+    # number): boxoffice cannot make it up from the buyer, so the purchase fails with the code kept.
+    ATTENDEE_DATA_REQUIRED: FailureReason.PROVIDER_REJECTED,
     "SESSION_NOT_FOUND": FailureReason.OFFER_UNAVAILABLE,
     # A basket left idle is dropped by Onebox: the hold is gone.
     "ORDER_NOT_FOUND": FailureReason.HOLD_EXPIRED,
@@ -183,6 +190,7 @@ class OneboxActivities:
             self.pre_confirm,
             self.confirm,
             self.release_seats,
+            self.release_basket,
             self.read_order,
             self.find_order,
         ]
@@ -204,12 +212,16 @@ class OneboxActivities:
             return self._token
 
     async def _call(self, method: str, path: str, order_id: str | None = None, **kwargs: Any) -> Any:
-        """Calls with the cached token; a 401 means it expired early: fetch a new one, once."""
+        """Calls with the cached token; refused as unauthenticated (it expired early, or was
+        revoked), fetches a new one, once. Onebox answers an expired or bad token 403 with an
+        `AUTH…` code (developer.oneboxtds.com/docs/authentication/troubleshooting: AUTH001
+        "Invalid JWT signature"); a plain 401 is taken the same way. The refused request was not
+        carried out, so repeating it is safe."""
         token = await self._access_token()
         try:
             return await self._send(token, method, path, order_id, **kwargs)
         except ApplicationError as err:
-            if not err.details or err.details[0].get("status") != 401:
+            if not _token_refused(err):
                 raise
         return await self._send(await self._access_token(stale=token), method, path, order_id, **kwargs)
 
@@ -243,65 +255,120 @@ class OneboxActivities:
                                    non_retryable=True)
         return ProviderOrder(order_id=order.id)
 
-    async def _earlier_attempt(self, order_id: str) -> tuple[Order, datetime] | None:
-        """On a retry: the basket as an earlier attempt may have left it (adding seats is not
-        idempotent), and when that attempt started, since its seats' hold runs from then."""
+    async def _basket_before_adding(self, order_id: str) -> tuple[Order, datetime]:
+        """The basket as an earlier attempt, or a run before a workflow reset, may have left it
+        (adding seats is not idempotent and Onebox takes no idempotency key), and when this
+        attempt's work began, since seats added by an earlier attempt are held from then."""
         info = activity.info()
-        if info.attempt == 1:
-            return None
-        basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
-        return basket, utc_now() - (info.current_attempt_scheduled_time - info.scheduled_time)
+        started = utc_now() - (info.current_attempt_scheduled_time - info.scheduled_time)
+        return self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket"), started
+
+    async def _keep(self, order_id: str, basket: Order, wanted: list[OrderItem], sent_at: datetime) -> Hold:
+        """Holds `wanted` and releases any other item in the purchase's basket: an add whose
+        answer was lost may land after its retry added seats of its own (an over-order otherwise)."""
+        extras = [str(item.id) for item in basket.items if item not in wanted]
+        if extras and basket.status != CONFIRMED:
+            activity.logger.warning("releasing seats beyond the purchase", extra={"order_id": order_id, "items": extras})
+            await self.release_seats(order_id, extras)
+        return self._hold(Order(items=wanted), sent_at)
 
     @activity.defn(name="onebox.add_seats")
     async def add_seats(self, order_id: str, session_id: int, seat_ids: list[int]) -> Hold:
-        sent_at = utc_now()
-        earlier = await self._earlier_attempt(order_id)
-        if earlier is not None:
-            basket, sent_at = earlier
-            in_basket = {item.seat.id for item in basket.items if item.seat is not None}
-            seat_ids = [seat for seat in seat_ids if seat not in in_basket]
-            if not seat_ids:
-                return self._hold(basket, sent_at)
-        body = {"seats": [{"id": seat, "session_id": session_id} for seat in seat_ids]}
-        data = await self._call("POST", f"{ORDERS}/seats", order_id, json_body=body)
-        return self._hold(self.http.parse(Order, data, "add seats"), sent_at)
+        basket, sent_at = await self._basket_before_adding(order_id)
+        in_basket = {item.seat.id for item in basket.items if item.seat is not None}
+        missing = [seat for seat in seat_ids if seat not in in_basket]
+        if missing and basket.status != CONFIRMED:
+            body = {"seats": [{"id": seat, "session_id": session_id} for seat in missing]}
+            basket = self.http.parse(Order, await self._call("POST", f"{ORDERS}/seats", order_id, json_body=body),
+                                     "add seats")
+        wanted = [item for item in basket.items if item.seat is not None and item.seat.id in seat_ids]
+        return await self._keep(order_id, basket, wanted, sent_at)
 
     @activity.defn(name="onebox.add_seats_auto")
     async def add_seats_auto(self, order_id: str, session_id: int, price_type_id: int, quantity: int) -> Hold:
-        sent_at = utc_now()
-        earlier = await self._earlier_attempt(order_id)
-        if earlier is not None:
-            basket, sent_at = earlier
-            # Only this step adds seats to the purchase's basket: what is in it, an earlier attempt added.
-            quantity -= len(basket.items)
-            if quantity <= 0:
-                return self._hold(basket, sent_at)
-        body = {"price_type_id": price_type_id, "session_id": session_id, "quantity": quantity}
-        data = await self._call("POST", f"{ORDERS}/seats-auto", order_id, json_body=body)
-        return self._hold(self.http.parse(Order, data, "add seats automatically"), sent_at)
+        basket, sent_at = await self._basket_before_adding(order_id)
+        # Only this step adds seats to the purchase's basket: what is in it, an earlier attempt added.
+        if len(basket.items) < quantity and basket.status != CONFIRMED:
+            body = {"price_type_id": price_type_id, "session_id": session_id, "quantity": quantity - len(basket.items)}
+            basket = self.http.parse(Order, await self._call("POST", f"{ORDERS}/seats-auto", order_id, json_body=body),
+                                     "add seats automatically")
+        return await self._keep(order_id, basket, basket.items[:quantity], sent_at)
 
     @activity.defn(name="onebox.buyer_data")
     async def buyer_data(self, order_id: str, buyer: Buyer) -> None:
-        await self._call("POST", f"{ORDERS}/buyer-data", order_id, json_body={"email": buyer.email})
+        """Refused (409) on a basket an earlier run, before a workflow reset, confirmed: the order
+        cannot change any more (purchase-flow page), and the next steps take it as it is."""
+        try:
+            await self._call("POST", f"{ORDERS}/buyer-data", order_id, json_body={"email": buyer.email})
+        except ApplicationError as err:
+            if not err.details or err.details[0].get("status") != 409:
+                raise
+            basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
+            if basket.status != CONFIRMED:
+                raise err from None
 
     @activity.defn(name="onebox.pre_confirm")
-    async def pre_confirm(self, order_id: str) -> PreConfirmedOrder:
+    async def pre_confirm(self, order_id: str, item_ids: list[str] | None = None) -> PreConfirmedOrder:
+        """Prices the basket. Given the items the purchase holds (runs since 2026-12-01), it
+        first reads the basket: items beyond them (a late add) are released, and a basket an
+        earlier attempt or run already pre-confirmed or confirmed is taken as it is."""
         sent_at = utc_now()
-        data = await self._call("POST", f"{ORDERS}/pre-confirm", order_id, json_body={})
-        order = self.http.parse(Order, data, "pre-confirm")
+        order: Order | None = None
+        if item_ids is not None:
+            basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
+            self._check_held(basket, item_ids)
+            wanted = [item for item in basket.items if str(item.id) in item_ids]
+            if len(wanted) < len(basket.items) and basket.status != CONFIRMED:
+                await self._keep(order_id, basket, wanted, sent_at)
+            elif basket.status in (PRE_CONFIRMED, CONFIRMED) and basket.code:
+                order = basket
+        if order is None:
+            order = self.http.parse(Order, await self._send_pre_confirm(order_id), "pre-confirm")
         if not order.code:
             raise ApplicationError("onebox: pre-confirm answered no order code",
                                    type=FailureReason.PROVIDER_BAD_RESPONSE, non_retryable=True)
+        if item_ids is not None and sorted(str(item.id) for item in order.items) != sorted(item_ids):
+            # Changed between the read and the pre-confirm: the retry reads and releases again.
+            raise ApplicationError(f"onebox: basket {order_id} changed while it was pre-confirmed", type=BASKET_CHANGED)
         return PreConfirmedOrder(code=order.code, receipt=order.receipt(), hold=self._hold(order, sent_at))
 
+    async def _send_pre_confirm(self, order_id: str) -> Any:
+        try:
+            return await self._call("POST", f"{ORDERS}/pre-confirm", order_id, json_body={})
+        except ApplicationError as err:
+            if not err.details or err.details[0].get("code") != ATTENDEE_DATA_REQUIRED:
+                raise
+            raise ApplicationError(
+                f"onebox: the session needs attendee data for each ticket, which boxoffice does not collect ({err.message})",
+                *err.details, type=err.type, non_retryable=True) from None
+
+    @staticmethod
+    def _check_held(basket: Order, item_ids: list[str]) -> None:
+        missing = set(item_ids) - {str(item.id) for item in basket.items}
+        if missing:
+            raise ApplicationError(f"onebox: items {sorted(missing)} are no longer in the basket",
+                                   type=FailureReason.HOLD_EXPIRED, non_retryable=True)
+
     @activity.defn(name="onebox.confirm")
-    async def confirm(self, order_id: str, code: str) -> OrderSummary:
-        """Confirm has no idempotency key: a retry first reads the order, and an order already
-        confirmed (the earlier answer was lost) is taken as the result instead of confirming twice.
-        Not found (404: not confirmed) or not confirmed, the confirm is sent again. A 409 to that
-        repeat may mean the first went through but is not readable yet: retried, never final."""
+    async def confirm(self, order_id: str, code: str, item_ids: list[str] | None = None) -> OrderSummary:
+        """Confirm has no idempotency key. Given the items the purchase holds (runs since
+        2026-12-01), it reads the basket first: confirmed already (an earlier attempt whose answer
+        was lost, or a run before a workflow reset), the order is taken instead of confirming
+        twice; holding anything but those items pre-confirmed under `code` (a late add), it is
+        not confirmed. Older runs read the order by its code on a retry. A 409 to a repeated
+        confirm may mean the first went through but is not readable yet: retried, never final."""
         retry = activity.info().attempt > 1
-        if retry:
+        if item_ids is not None:
+            basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
+            if basket.status == CONFIRMED:
+                return await self._confirmed(code)
+            held = sorted(str(item.id) for item in basket.items)
+            if (basket.status, basket.code, held) != (PRE_CONFIRMED, code, sorted(item_ids)):
+                raise ApplicationError(
+                    f"onebox: basket {order_id} is {basket.status} {basket.code} with items {held}, not the "
+                    f"{sorted(item_ids)} pre-confirmed as {code}: not confirmed", type=FailureReason.ORDER_REJECTED,
+                    non_retryable=True)
+        elif retry:
             existing = await self._find_order(code)
             if existing is not None and existing.fulfilled:
                 activity.logger.info("order already confirmed by an earlier attempt", extra={"code": code})
@@ -315,6 +382,13 @@ class OneboxActivities:
                           "its outcome is not known yet") from None
         return self.http.parse(Order, data, "confirm").summary()
 
+    async def _confirmed(self, code: str) -> OrderSummary:
+        activity.logger.info("order already confirmed by an earlier attempt or run", extra={"code": code})
+        existing = await self._find_order(code)
+        if existing is None or not existing.fulfilled:
+            raise not_yet(f"onebox: basket of {code} is confirmed but the order is not readable yet")
+        return existing
+
     @activity.defn(name="onebox.release_seats")
     async def release_seats(self, order_id: str, item_ids: list[str]) -> str:
         if not item_ids:
@@ -327,6 +401,24 @@ class OneboxActivities:
                 raise
             return f"basket {order_id} already gone: seats free"  # ORDER_NOT_FOUND
         return f"released {len(item_ids)} seats of basket {order_id}"
+
+    @activity.defn(name="onebox.release_basket")
+    async def release_basket(self, order_id: str) -> str | None:
+        """Releases every item in the purchase's basket, whatever added it: the undo registered
+        before seats are added, so seats a failed or unanswered add left behind are freed too.
+        None: the basket held nothing (nothing was undone)."""
+        try:
+            basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
+        except ApplicationError as err:
+            if err.type != FailureReason.HOLD_EXPIRED:
+                raise
+            return f"basket {order_id} already gone: seats free"  # ORDER_NOT_FOUND
+        if basket.status == CONFIRMED:
+            raise ApplicationError(f"onebox: basket {order_id} is a confirmed order: its seats are not released",
+                                   type=FailureReason.ORDER_REJECTED, non_retryable=True)
+        if not basket.items:
+            return None
+        return await self.release_seats(order_id, [str(item.id) for item in basket.items])
 
     @activity.defn(name="onebox.read_order")
     async def read_order(self, code: str) -> OrderSummary:
@@ -346,3 +438,9 @@ class OneboxActivities:
             if err.details and err.details[0].get("status") == 404:
                 return None
             raise
+
+
+def _token_refused(err: ApplicationError) -> bool:
+    details = err.details[0] if err.details and isinstance(err.details[0], dict) else {}
+    status, code = details.get("status"), details.get("code") or ""
+    return status == 401 or (status == 403 and code.startswith("AUTH"))

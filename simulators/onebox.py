@@ -1,9 +1,15 @@
-"""A stateful stand-in for Onebox's distribution API: OAuth client-credentials tokens that expire,
+"""A stateful stand-in for Onebox's distribution API: OAuth client-credentials tokens that expire
+(an expired or unknown token answers 403 AUTH001, developer.oneboxtds.com/docs/authentication/troubleshooting),
 baskets BASKET → PRE_CONFIRM → CONFIRM (adding or removing seats falls back to BASKET), seat
 inventory, idle expiry of baskets, `ob-audit-trace-id` on every answer, and fault injection
 (simulators/faults.py; `lost` on confirm is "confirmed, but the answer was lost"). The orders API
 (`GET /orders-mgmt-api/v1/orders/{code}`) knows confirmed orders only; the basket is read with
 `GET /distribution-api/v1/orders` and `ob-order-id` (as activities/onebox.py assumes).
+
+Strict (the default) refuses what the docs refuse: a basket call without `ob-order-id` or a body
+without its documented fields answers 400 PARAMETER_REQUIRED (code *assumed*: the docs list none),
+and sessions in `attendee_sessions` need attendee data, which this stand-in has no endpoint for:
+their pre-confirm answers 409 ORDER_ATTENDEE_DATA_REQUIRED (status *assumed*). Unknown paths 404.
 
 Admin endpoints under /_sim: GET state (the ledger), POST faults, POST expire-tokens, POST reset.
 """
@@ -33,10 +39,23 @@ CHARGE_PER_SEAT = Decimal("1.50")
 CURRENCY = "EUR"
 ORDERS = "/distribution-api/v1/orders"
 BASKET_ENDPOINTS = {"basket", "seats", "seats-auto", "buyer-data", "pre-confirm", "confirm", "release"}
+# The curl bodies of the purchase-flow page: field → type (bool is not an int here).
+BODIES: dict[str, dict[str, type]] = {
+    "seats-auto": {"price_type_id": int, "session_id": int, "quantity": int},
+    "buyer-data": {"email": str},
+}
+SEAT_FIELDS = {"id": int, "session_id": int}
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+def missing_fields(body: Any, fields: dict[str, type]) -> list[str]:
+    if not isinstance(body, dict):
+        return list(fields)
+    return [name for name, kind in fields.items()
+            if not isinstance(body.get(name), kind) or isinstance(body.get(name), bool)]
 
 
 @dataclass
@@ -44,6 +63,7 @@ class Item:
     id: int
     seat: int
     price_type: int
+    session: int = SESSION
 
 
 @dataclass
@@ -78,6 +98,9 @@ class OneboxSimulator:
     confirmations: int = 0
     calls: list[dict[str, Any]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    strict: bool = True
+    # Sessions whose tickets need attendee data before pre-confirm.
+    attendee_sessions: set[int] = field(default_factory=set)
 
     @property
     def app(self) -> Starlette:
@@ -114,7 +137,10 @@ class OneboxSimulator:
                                "body": body})
             token = request.headers.get("authorization", "").removeprefix("Bearer ")
             if self.tokens.get(token, 0) <= self.clock():
-                return self._trace(error(401, "INVALID_TOKEN", "missing or expired access token"))
+                return self._trace(error(403, "AUTH001", "Invalid JWT signature"))
+            refused = self._refuse(endpoint, request, body)
+            if refused is not None:
+                return self._trace(refused)
             self._expire_baskets()
             basket = None
             if endpoint in BASKET_ENDPOINTS:
@@ -131,6 +157,23 @@ class OneboxSimulator:
             return self._trace(await self.faults.apply(endpoint, handle))
 
         return Route(path, serve, methods=[method])
+
+    def _refuse(self, endpoint: str, request: Request, body: Any) -> Response | None:
+        """What strict mode refuses before looking at any state: a missing header or field."""
+        if not self.strict:
+            return None
+        if endpoint in BASKET_ENDPOINTS and not request.headers.get("ob-order-id"):
+            return error(400, "PARAMETER_REQUIRED", "header ob-order-id is required")
+        if endpoint == "seats":
+            seats = body.get("seats") if isinstance(body, dict) else None
+            if not isinstance(seats, list) or not seats or any(missing_fields(s, SEAT_FIELDS) for s in seats):
+                return error(400, "PARAMETER_REQUIRED", "seats[].id and seats[].session_id are required")
+        missing = missing_fields(body, BODIES.get(endpoint, {}))
+        if missing:
+            return error(400, "PARAMETER_REQUIRED", f"required: {', '.join(missing)}")
+        if endpoint in ("pre-confirm", "confirm") and not isinstance(body, dict):
+            return error(400, "PARAMETER_REQUIRED", "a JSON body is required")
+        return None
 
     def _expire_baskets(self) -> None:
         now = self.clock()
@@ -149,7 +192,7 @@ class OneboxSimulator:
         for item in basket.items:
             row, number = seat_label(item.seat)
             name, price = PRICE_TYPES[item.price_type]
-            entry: dict[str, Any] = {"id": item.id, "session_id": SESSION,
+            entry: dict[str, Any] = {"id": item.id, "session_id": item.session,
                                      "seat": {"id": item.seat, "row": row, "number": number},
                                      "price_type": {"id": item.price_type, "name": name},
                                      "price": {"total": float(price + CHARGE_PER_SEAT), "currency": CURRENCY}}
@@ -187,13 +230,13 @@ class OneboxSimulator:
         assert basket is not None
         return JSONResponse(self.order(basket))
 
-    def _take(self, basket: Basket, seats: list[int], price_type: int) -> Response:
+    def _take(self, basket: Basket, seats: list[int], price_type: int, session: int = SESSION) -> Response:
         taken = [s for s in seats if self.seats.get(s) != "free"]
         if taken:
             return error(409, "ORDER_SEAT_NOT_AVAILABLE", f"seats not available: {taken}")
         for seat in seats:
             self.seats[seat] = "basket"
-            basket.items.append(Item(id=next(self._ids), seat=seat, price_type=price_type))
+            basket.items.append(Item(id=next(self._ids), seat=seat, price_type=price_type, session=session))
         basket.status, basket.code = "BASKET", None  # a changed basket must be pre-confirmed again
         return JSONResponse(self.order(basket))
 
@@ -220,6 +263,8 @@ class OneboxSimulator:
 
     async def buyer_data(self, request: Request, body: Any, basket: Basket | None) -> Response:
         assert basket is not None
+        if basket.status == "CONFIRM":
+            return error(409, "ORDER_INVALID_STATUS", "a confirmed order cannot be modified")
         basket.email = (body or {}).get("email")
         return JSONResponse(self.order(basket))
 
@@ -228,7 +273,9 @@ class OneboxSimulator:
         if not basket.items:
             return error(400, "ORDER_EMPTY", "the basket has no items")
         if not basket.email:
-            return error(400, "ORDER_ATTENDEE_DATA_REQUIRED", "buyer email is required")
+            return error(400, "PARAMETER_REQUIRED", "buyer email is required")
+        if any(item.session in self.attendee_sessions for item in basket.items):
+            return error(409, "ORDER_ATTENDEE_DATA_REQUIRED", "Attendee data is not filled")
         if basket.status == "BASKET":
             basket.status, basket.code = "PRE_CONFIRM", secrets.token_hex(6).upper()
         return JSONResponse(self.order(basket))

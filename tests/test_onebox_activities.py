@@ -24,6 +24,11 @@ BASKET: dict[str, Any] = {"id": ORDER_ID, "code": None, "status": "BASKET", "ite
     {"id": 501, "session_id": 1001, "seat": {"id": 11, "row": "B", "number": "1"}, "price": {"total": 26.5, "currency": "EUR"}},
     {"id": 502, "session_id": 1001, "seat": {"id": 12, "row": "B", "number": "2"}, "price": {"total": 26.5, "currency": "EUR"}},
 ], "price": {"total": 53.0, "charges": 3.0, "currency": "EUR"}}
+EMPTY: dict[str, Any] = {**BASKET, "items": [], "price": {"total": 0, "charges": 0, "currency": "EUR"}}
+LATE: list[dict[str, Any]] = [
+    {"id": 503, "session_id": 1001, "seat": {"id": 13, "row": "B", "number": "3"}, "price": {"total": 26.5, "currency": "EUR"}},
+    {"id": 504, "session_id": 1001, "seat": {"id": 14, "row": "B", "number": "4"}, "price": {"total": 26.5, "currency": "EUR"}},
+]
 TOKEN = {"access_token": "tok-abc", "token_type": "bearer", "refresh_token": "r-1", "expires_in": 43199}
 
 
@@ -95,19 +100,20 @@ async def test_create_order() -> None:
 
 
 async def test_add_numbered_seats() -> None:
-    fake = FakeOnebox((200, BASKET))
+    fake = FakeOnebox((200, EMPTY), (200, BASKET))
     hold = await run(acts(fake).add_seats, ORDER_ID, 1001, [11, 12])
-    assert_basket_call(fake.api[0], "POST", "/distribution-api/v1/orders/seats")
-    assert fake.api[0].headers["Content-Type"] == "application/json"
-    assert json.loads(fake.api[0].content) == {"seats": [{"id": 11, "session_id": 1001}, {"id": 12, "session_id": 1001}]}
+    assert_basket_call(fake.api[0], "GET", "/distribution-api/v1/orders")
+    assert_basket_call(fake.api[1], "POST", "/distribution-api/v1/orders/seats")
+    assert fake.api[1].headers["Content-Type"] == "application/json"
+    assert json.loads(fake.api[1].content) == {"seats": [{"id": 11, "session_id": 1001}, {"id": 12, "session_id": 1001}]}
     assert hold.item_ids == ["501", "502"] and hold.seat_ids == ["B-1", "B-2"]
 
 
 async def test_add_seats_automatically() -> None:
-    fake = FakeOnebox((200, BASKET))
+    fake = FakeOnebox((200, EMPTY), (200, BASKET))
     await run(acts(fake).add_seats_auto, ORDER_ID, 1001, 0, 2)
-    assert_basket_call(fake.api[0], "POST", "/distribution-api/v1/orders/seats-auto")
-    assert json.loads(fake.api[0].content) == {"price_type_id": 0, "session_id": 1001, "quantity": 2}
+    assert_basket_call(fake.api[1], "POST", "/distribution-api/v1/orders/seats-auto")
+    assert json.loads(fake.api[1].content) == {"price_type_id": 0, "session_id": 1001, "quantity": 2}
 
 
 async def test_buyer_data() -> None:
@@ -224,3 +230,105 @@ async def test_add_seats_retry_takes_a_basket_already_complete() -> None:
         assert hold.item_ids == ["501", "502"] and hold.seat_ids == ["B-1", "B-2"]
         # The hold runs from the first attempt, 3 s earlier, not from this one.
         assert hold.expires_at <= utc_now() + timedelta(seconds=600 - 3)
+
+
+async def test_expired_token_answered_403_auth001_is_replaced_once() -> None:
+    """developer.oneboxtds.com/docs/authentication/troubleshooting: an expired token answers
+    {"code": "AUTH001", "message": "Invalid JWT signature"} (403, FACTS.md): fetch a new token."""
+    fake = FakeOnebox((403, {"code": "AUTH001", "message": "Invalid JWT signature"}), (200, BASKET))
+    order = await run(acts(fake).create_order)
+    assert order.order_id == ORDER_ID and fake.tokens == 2
+    assert [r.headers["Authorization"] for r in fake.api] == ["Bearer tok-1", "Bearer tok-2"]
+
+
+async def test_403_refused_again_after_a_new_token_is_an_authentication_failure() -> None:
+    """Same page: a new token that is refused too (wrong environment's credentials) is not retried."""
+    refused = (403, {"code": "AUTH001", "message": "Invalid JWT signature"})
+    fake = FakeOnebox(refused, refused)
+    with pytest.raises(ApplicationError) as err:
+        await run(acts(fake).create_order)
+    assert err.value.type == "AUTHENTICATION_FAILED" and err.value.non_retryable
+    assert err.value.details[0]["code"] == "AUTH001" and fake.tokens == 2
+
+
+async def test_403_without_an_auth_code_does_not_fetch_a_token() -> None:
+    """A 403 that is not about the token (a permission) is not cured by a new one (*assumed*: the
+    troubleshooting page names `AUTH…` codes for token errors)."""
+    fake = FakeOnebox((403, {"code": "ACCESS_DENIED", "message": "no permission"}))
+    with pytest.raises(ApplicationError) as err:
+        await run(acts(fake).create_order)
+    assert err.value.type == "AUTHENTICATION_FAILED" and fake.tokens == 1
+
+
+async def test_attendee_data_required_at_pre_confirm_fails_typed_with_the_code() -> None:
+    """developer.oneboxtds.com/docs/api-distribution/purchase-flow ("Understanding Attendee
+    Requirements"): some sessions need attendee data before pre-confirm; boxoffice does not send
+    it, so the purchase fails PROVIDER_REJECTED with Onebox's code and trace id kept."""
+    fake = FakeOnebox((409, {"code": "ORDER_ATTENDEE_DATA_REQUIRED", "message": "Attendee data is not filled"}))
+    with pytest.raises(ApplicationError) as err:
+        await run(acts(fake).pre_confirm, ORDER_ID)
+    assert err.value.type == "PROVIDER_REJECTED" and err.value.non_retryable
+    assert "attendee data" in err.value.message
+    assert err.value.details[0]["code"] == "ORDER_ATTENDEE_DATA_REQUIRED"
+    assert err.value.details[0]["trace_id"] == "audit-42"
+
+
+async def test_add_seats_auto_releases_seats_a_late_earlier_attempt_added() -> None:
+    """The seats-auto request of a timed-out attempt lands after its retry read the basket: the
+    retry's answer shows 4 items for a quantity of 2. The extras are released, 2 are held
+    (developer.oneboxtds.com/docs/api-distribution/purchase-flow: DELETE /orders/seats by item id)."""
+    fake = FakeOnebox((200, EMPTY), (200, {**BASKET, "items": BASKET["items"] + LATE}), (200, BASKET))
+    hold = await retry(acts(fake).add_seats_auto, ORDER_ID, 1001, 1, 2)
+    read, add, release = fake.api
+    assert json.loads(add.content) == {"price_type_id": 1, "session_id": 1001, "quantity": 2}
+    assert_basket_call(release, "DELETE", "/distribution-api/v1/orders/seats")
+    assert release.url.query == b"id=503&id=504"
+    assert hold.item_ids == ["501", "502"]
+
+
+async def test_pre_confirm_releases_items_beyond_the_hold_before_pre_confirming() -> None:
+    """A late add can land after the add step ended: pre-confirm first reads the basket and
+    releases what the purchase did not ask for, so the order priced is what was asked."""
+    pre_confirmed = {**BASKET, "status": "PRE_CONFIRM", "code": "AX59SJ29392X"}
+    fake = FakeOnebox((200, {**BASKET, "items": BASKET["items"] + LATE[:1]}), (200, BASKET), (200, pre_confirmed))
+    priced = await run(acts(fake).pre_confirm, ORDER_ID, ["501", "502"])
+    assert [(r.method, r.url.path) for r in fake.api] == [
+        ("GET", "/distribution-api/v1/orders"), ("DELETE", "/distribution-api/v1/orders/seats"),
+        ("POST", "/distribution-api/v1/orders/pre-confirm")]
+    assert fake.api[1].url.query == b"id=503"
+    assert priced.code == "AX59SJ29392X" and priced.hold.item_ids == ["501", "502"]
+
+
+async def test_confirm_refuses_a_basket_that_is_not_what_was_pre_confirmed() -> None:
+    """A late add landing after pre-confirm: confirm reads the basket first and does not commit
+    an order holding more than the purchase asked for."""
+    changed = {**BASKET, "status": "BASKET", "items": BASKET["items"] + LATE[:1]}
+    fake = FakeOnebox((200, changed))
+    with pytest.raises(ApplicationError) as refused:
+        await run(acts(fake).confirm, ORDER_ID, "AX59SJ29392X", ["501", "502"])
+    assert refused.value.non_retryable and "not confirmed" in refused.value.message
+    assert [r.method for r in fake.api] == ["GET"]
+
+
+async def test_steps_rerun_after_a_workflow_reset_take_what_an_earlier_run_did() -> None:
+    """A reset re-runs steps as first attempts on the same basket. Onebox takes no idempotency
+    key (developer.oneboxtds.com/docs/api-distribution/purchase-flow), so each step reads the
+    basket first: seats already there are not added again, a confirmed basket is not pre-confirmed,
+    given buyer data (refused: a CONFIRM order cannot change) nor confirmed a second time."""
+    confirmed = {**BASKET, "status": "CONFIRM", "code": "AX59SJ29392X"}
+    fake = FakeOnebox((200, BASKET))
+    hold = await run(acts(fake).add_seats, ORDER_ID, 1001, [11, 12])
+    assert [r.method for r in fake.api] == ["GET"] and hold.item_ids == ["501", "502"]
+
+    fake = FakeOnebox((409, {"code": "ORDER_INVALID_STATUS", "message": "order is CONFIRM"}), (200, confirmed))
+    await run(acts(fake).buyer_data, ORDER_ID, Buyer(email="email@email.com", first_name="J", last_name="D"))
+
+    fake = FakeOnebox((200, confirmed))
+    priced = await run(acts(fake).pre_confirm, ORDER_ID, ["501", "502"])
+    assert [r.method for r in fake.api] == ["GET"] and priced.code == "AX59SJ29392X"
+
+    fake = FakeOnebox((200, confirmed), (200, confirmed))
+    order = await run(acts(fake).confirm, ORDER_ID, "AX59SJ29392X", ["501", "502"])
+    assert [(r.method, r.url.path) for r in fake.api] == [
+        ("GET", "/distribution-api/v1/orders"), ("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X")]
+    assert order.fulfilled and order.order_id == "AX59SJ29392X"

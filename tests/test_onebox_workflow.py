@@ -38,7 +38,9 @@ async def test_numbered_seats_purchase(env: WorkflowEnvironment) -> None:
     assert result.provider_order_id == code and result.provider_status == "CONFIRM"
     assert [(t.seat, t.barcode) for t in result.tickets] == [("B-1", f"OBX{code}011"), ("B-2", f"OBX{code}012")]
     assert result.receipt is not None and (result.receipt.total, result.receipt.currency) == (Decimal("53.0"), "EUR")
-    assert endpoints(sim) == ["token", "create", "seats", "buyer-data", "pre-confirm", "confirm"]
+    # Each step that adds or commits reads the basket first (an earlier attempt or run may have done it).
+    assert endpoints(sim) == ["token", "create", "basket", "seats", "buyer-data", "basket", "pre-confirm",
+                              "basket", "confirm"]
     assert sim.ledger()["sold"] == [11, 12] and sim.confirmations == 1
     attributes = (await handle.describe()).search_attributes
     assert attributes["BoxofficeProviderOrderId"] == [code] and attributes["BoxofficeProvider"] == ["onebox"]
@@ -103,8 +105,8 @@ async def test_lost_confirm_response_confirms_once(env: WorkflowEnvironment) -> 
         result = await purchase_outcome(await start_purchase(env.client, onebox_request("ob-lost"), tq))
     assert result.state == PurchaseState.FULFILLED
     assert sim.confirmations == 1
-    # The retry read the order by its code and took it, instead of confirming again.
-    assert endpoints(sim)[-2:] == ["confirm", "read"] and endpoints(sim).count("confirm") == 1
+    # The retry read the basket (confirmed) and the order by its code, and took it, instead of confirming again.
+    assert endpoints(sim)[-3:] == ["confirm", "basket", "read"] and endpoints(sim).count("confirm") == 1
     assert len(result.tickets) == 2 and all(t.barcode for t in result.tickets)
 
 
@@ -119,7 +121,7 @@ async def test_expired_token_is_refreshed_mid_purchase(env: WorkflowEnvironment)
     assert result.state == PurchaseState.FULFILLED
     assert endpoints(sim).count("token") == 2
     # The refused call was repeated with the new token inside the same activity attempt.
-    assert endpoints(sim)[-3:] == ["confirm", "token", "confirm"] and sim.confirmations == 1
+    assert endpoints(sim)[-4:] == ["basket", "token", "basket", "confirm"] and sim.confirmations == 1
 
 
 @pytest.mark.parametrize("fields", [
@@ -138,8 +140,8 @@ async def test_onebox_unanswered_confirm_is_resent_after_a_404_read_back(env: Wo
     async with onebox_worker(env.client, sim) as tq:
         result = await purchase_outcome(await start_purchase(env.client, onebox_request("ob-resend"), tq))
     assert result.state == PurchaseState.FULFILLED and sim.confirmations == 1
-    # The orders API does not know an order that is not confirmed: 404, so the confirm is sent again.
-    assert endpoints(sim)[-3:] == ["confirm", "read", "confirm"]
+    # The retry reads the basket: still PRE_CONFIRM, so the confirm is sent again.
+    assert endpoints(sim)[-3:] == ["confirm", "basket", "confirm"]
     assert sim.ledger()["sold"] == [11, 12]
 
 
@@ -155,8 +157,37 @@ async def test_onebox_lost_add_seats_answer_leaks_no_hold(env: WorkflowEnvironme
         result = await purchase_outcome(await start_purchase(env.client, onebox_request(f"ob-{endpoint}", **fields), tq))
     assert result.state == PurchaseState.FULFILLED
     # The retry read the basket and took the seats the lost attempt added, instead of adding more.
-    assert endpoints(sim)[:4] == ["token", "create", endpoint, "basket"]
+    assert endpoints(sim)[:5] == ["token", "create", "basket", endpoint, "basket"]
     assert endpoints(sim).count(endpoint) == 1
     [basket] = sim.ledger()["baskets"]
     assert sim.ledger()["held"] == [] and sim.ledger()["sold"] == basket["seats"]
     assert len(basket["seats"]) == len(result.tickets) == (fields.get("quantity") or 2)
+
+
+async def test_session_needing_attendee_data_fails_typed_and_releases_seats(env: WorkflowEnvironment) -> None:
+    """developer.oneboxtds.com/docs/api-distribution/purchase-flow: some events need attendee data
+    before pre-confirm. boxoffice does not collect it: the purchase fails with Onebox's code kept,
+    and the seats are released."""
+    sim = OneboxSimulator(attendee_sessions={1001})
+    async with onebox_worker(env.client, sim) as tq:
+        result = await purchase_outcome(await start_purchase(env.client, onebox_request("ob-attendee"), tq))
+    assert result.state == PurchaseState.FAILED
+    assert result.failure is not None and result.failure.reason == "PROVIDER_REJECTED"
+    assert result.failure.provider_code == "ORDER_ATTENDEE_DATA_REQUIRED" and "attendee data" in result.failure.message
+    assert sim.ledger()["held"] == [] and sim.confirmations == 0
+    assert [(c.action, c.ok) for c in result.compensations] == [("release seats", True)]
+
+
+async def test_add_seats_failing_with_seats_in_the_basket_still_releases_them(env: WorkflowEnvironment) -> None:
+    """The add-seats step fails for good, yet its request added the seats (here: carried out, then
+    answered 409). The release is registered before the step and releases what the basket holds
+    (developer.oneboxtds.com/docs/api-distribution/purchase-flow: DELETE /orders/seats by item id)."""
+    sim = OneboxSimulator()
+    sim.faults.add(Fault(endpoint="seats", status=409, lost=True,
+                         body={"code": "ORDER_SEAT_NOT_AVAILABLE", "message": "seats not available"}))
+    async with onebox_worker(env.client, sim) as tq:
+        result = await purchase_outcome(await start_purchase(env.client, onebox_request("ob-add-failed"), tq))
+    assert result.state == PurchaseState.FAILED
+    assert result.failure is not None and result.failure.reason == "SEAT_UNAVAILABLE"
+    assert sim.ledger()["held"] == [] and sim.confirmations == 0
+    assert [(c.action, c.ok) for c in result.compensations] == [("release seats", True)]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Optional
 
 from temporalio import workflow
 
@@ -37,19 +38,24 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
         adding, how = "onebox.add_seats", [request.seat_ids]
     else:
         adding, how = "onebox.add_seats_auto", [request.price_type_id, request.quantity]
-    hold = await flow.act(
-        "add seats",
-        lambda: flow.call(adding, basket.order_id, request.session_id, *how, result_type=Hold),
-        "release seats",
-        release_seats,
-    )
+    if flow.patch_2026_12_01:
+        hold = await add_seats(flow, basket.order_id, adding, [request.session_id, *how])
+    else:
+        hold = await flow.act(
+            "add seats",
+            lambda: flow.call(adding, basket.order_id, request.session_id, *how, result_type=Hold),
+            "release seats",
+            release_seats,
+        )
     flow.record_hold(hold)
+    # The items this purchase holds: pre-confirm and confirm check the basket against them.
+    held: list[object] = [hold.item_ids] if flow.patch_2026_12_01 else []
 
     flow.step("buyer data")
     await flow.call("onebox.buyer_data", basket.order_id, request.buyer, result_type=type(None))
 
     flow.step("pre-confirm")
-    priced = await flow.call("onebox.pre_confirm", basket.order_id, result_type=PreConfirmedOrder)
+    priced = await flow.call("onebox.pre_confirm", basket.order_id, *held, result_type=PreConfirmedOrder)
     # From PRE_CONFIRM on, the code identifies the order (what an operator searches for).
     flow.record_provider_id("order_id", priced.code)
     flow.record_hold(priced.hold)
@@ -67,7 +73,7 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
 
     order = await flow.commit(
         "confirm",
-        lambda: flow.call("onebox.confirm", basket.order_id, priced.code, result_type=OrderSummary),
+        lambda: flow.call("onebox.confirm", basket.order_id, priced.code, *held, result_type=OrderSummary),
         find=confirmed,
     )
     if order.receipt is not None:
@@ -80,3 +86,23 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
         provider_status=order.status,
         tickets=order.tickets,
     )
+
+
+async def add_seats(flow: PurchaseWorkflow, basket_id: str, adding: str, args: list[object]) -> Hold:
+    """Adds the seats with the release of the whole basket registered first: a step that fails
+    (all retries spent) may still have left seats in it, which are released with the rest. A
+    cancel meanwhile waits for the step's outcome, so nothing lands after the release."""
+    flow.step("add seats")
+    attempt = asyncio.ensure_future(flow.call(adding, basket_id, *args, result_type=Hold))
+
+    async def release_basket() -> str | None:
+        try:
+            await attempt
+        except Exception:
+            pass  # failed or not, the basket says what it holds
+        released: str | None = await flow.call("onebox.release_basket", basket_id, result_type=Optional[str],  # type: ignore[arg-type]  # noqa: UP045
+                                               undo=True)
+        return released
+
+    flow.saga.add("release seats", release_basket)
+    return await asyncio.shield(attempt)
