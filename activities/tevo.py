@@ -77,8 +77,10 @@ class TevoSettings(BaseSettings):
     poll_budget_seconds: float = Field(default=1800, gt=0)
     confirm_window_seconds: float = Field(default=600, gt=0)
     # After an unanswered create, TEvo may still be processing it and its order may reach the
-    # search late: a retry orders again only once this long has passed since the first attempt.
-    create_settle_seconds: float = Field(default=120, ge=0)
+    # search late: a retry orders again only once this long has passed since the first attempt,
+    # and the read-back after the step takes "not found" as proof only after as long. Below the
+    # workflow's 2-minute step (workflows/purchase.py STEP_TIMEOUT), so the step can still order again.
+    create_settle_seconds: float = Field(default=60, ge=0, le=90)
 
 
 def sign(secret: str, method: str, host: str, path_and_query: str, body: bytes) -> str:
@@ -284,20 +286,20 @@ class TevoActivities:
 
     @activity.defn(name="tevo.create_order")
     async def create_order(self, request: TevoPurchaseRequest, client_id: str) -> ProviderOrder:
-        """TEvo has no idempotency key: the purchase id goes in `reference`, and a retry first
-        looks for an order with that reference, so an unanswered create is not repeated. Not
-        found yet, it orders again only after `create_settle_seconds` since the first attempt
-        (server times, so time-skipping tests see the same clock); until then it raises a
-        retryable ORDER_PENDING."""
+        """TEvo has no idempotency key: the purchase id goes in `reference`, and every attempt first
+        looks for an order with that reference (a workflow reset or a new run of the purchase starts
+        again at attempt 1), so an order already placed is not placed again. On a retry, not found
+        yet, it orders again only after `create_settle_seconds` since the first attempt (server
+        times, so time-skipping tests see the same clock); until then it raises a retryable
+        ORDER_PENDING: the search may not show an unanswered create's order yet."""
         info = activity.info()
-        if info.attempt > 1:
-            existing = await self._find_order(request.purchase_id)
-            if existing is not None:
-                return ProviderOrder(order_id=str(existing.id), event_id=existing.oid)
-            waited = info.current_attempt_scheduled_time - info.scheduled_time
-            if waited < timedelta(seconds=self.settings.create_settle_seconds):
-                raise not_yet(f"tevo: no order with reference {request.purchase_id} yet, {waited} after the "
-                              f"first create; waiting {self.settings.create_settle_seconds} s before ordering again")
+        existing = await self._find_order(request.purchase_id)
+        if existing is not None:
+            return ProviderOrder(order_id=str(existing.id), event_id=existing.oid)
+        waited = info.current_attempt_scheduled_time - info.scheduled_time
+        if info.attempt > 1 and waited < timedelta(seconds=self.settings.create_settle_seconds):
+            raise not_yet(f"tevo: no order with reference {request.purchase_id} yet, {waited} after the "
+                          f"first create; waiting {self.settings.create_settle_seconds} s before ordering again")
         try:
             data = await self._call("POST", "/v10/orders", json_body={"order": order_body(request, client_id)},
                                     errors={402: FailureReason.PAYMENT_FAILED, 409: FailureReason.SEAT_UNAVAILABLE})
@@ -314,9 +316,18 @@ class TevoActivities:
     @activity.defn(name="tevo.find_order")
     async def find_order(self, reference: str) -> ProviderOrder | None:
         """The order created with `reference` (the purchase id), or None: the read-back after a
-        create whose outcome is unknown."""
+        create step whose outcome is unknown. Right after such a create the search may not show its
+        order yet: "not found" is an answer only once `create_settle_seconds` have passed since this
+        read-back began; until then it raises a retryable ORDER_PENDING."""
         order = await self._find_order(reference)
-        return None if order is None else ProviderOrder(order_id=str(order.id), event_id=order.oid)
+        if order is not None:
+            return ProviderOrder(order_id=str(order.id), event_id=order.oid)
+        info = activity.info()
+        waited = info.current_attempt_scheduled_time - info.scheduled_time
+        if waited < timedelta(seconds=self.settings.create_settle_seconds):
+            raise not_yet(f"tevo: no order with reference {reference} yet, {waited} into the read-back; "
+                          f"the search may lag a create by up to {self.settings.create_settle_seconds} s")
+        return None
 
     async def _find_order(self, reference: str) -> Order | None:
         page, seen = 1, 0
