@@ -1,12 +1,18 @@
 """Ticket Evolution (../shared/provider-docs/ticketevolution-create-order.txt, FACTS.md): signed
-requests, ticket group re-read (TEvo has no holds), clients, affiliate orders, state, cancel.
+requests, ticket group re-read (TEvo has no holds), clients, affiliate orders, state, undo.
+
+Orders / Index (https://ticketevolution.atlassian.net/wiki/pages/viewpage.action?pageId=4751395)
+documents `reference` ("exact match") and pagination with at most 10 per page; every page is read,
+and an order counts only if its own `reference` matches. Orders / Reject (…/pages/9470108) applies
+to a *pending* order, Orders / Cancel (…/pages/4129637) only *proposes* cancelling an *accepted*
+one (both sides must cancel); both take `reason` (an enum) and `reviewer_id`, "ID of user belonging
+to brokerage", and answer the order (Orders / Show, …/pages/4129639).
 
 *Assumed* where the docs are silent: the ticket group fields read (`available_quantity`,
-`retail_price`, `splits`), and the list filters `GET /v9/clients?email=` and
-`GET /v9/orders?reference=` used to find what an earlier, unanswered attempt created. The order
-search is paginated like TEvo's other lists (`page`, `per_page` in; `total_entries`, `per_page`
-out, *assumed*): every page is read, and an order counts only if its own `reference` matches, so
-a search that ignored the filter still finds the right one.
+`retail_price`, `splits`); the client filter `GET /v9/clients?email=`; the search's answer fields
+`total_entries`, `per_page`; that an order reaches the search within `create_settle_seconds`; that
+`state` is the seller's side and `buyer_state` the buyer's, and a cancellation is done once `state`
+reads cancelled (no page shows a proposal's own state).
 """
 
 from __future__ import annotations
@@ -42,23 +48,27 @@ from workflows.models import (
 )
 
 SUCCEEDED = frozenset({"accepted", "completed"})
-FAILED = frozenset({"rejected", "cancelled", "canceled", "expired"})
+ENDED = frozenset({"rejected", "cancelled", "canceled", "expired"})
 # pending, open (fraud review), pending_substitution, pending_consignment: still in progress.
-ORDERS_PER_PAGE = 100
+ORDERS_PER_PAGE = 10  # Orders / Index: "10 per_page max"
+UNDO_REASON = "Other"  # one of the reasons Orders / Reject and Orders / Cancel accept
+# The undo proposed cancelling an accepted order and TEvo does not show it done: for an operator.
+CANCELLATION_UNCONFIRMED = "CANCELLATION_UNCONFIRMED"
 
 
 class TevoSettings(BaseSettings):
-    """From BOXOFFICE_TEVO_*. No defaults for where and who: unset (or empty), the worker does not
-    serve TEvo; `boxoffice dev` sets the simulator's (workers/devstack.py)."""
+    """From BOXOFFICE_TEVO_*. No defaults for where and who: unset (or empty, or a reviewer 0), the
+    worker does not serve TEvo, since it could not undo an order; `boxoffice dev` sets the
+    simulator's (workers/devstack.py)."""
 
-    model_config = SettingsConfigDict(env_prefix="BOXOFFICE_TEVO_")
-    required: ClassVar[tuple[str, ...]] = ("base_url", "api_token", "api_secret")
+    model_config = SettingsConfigDict(env_prefix="BOXOFFICE_TEVO_", env_ignore_empty=True)
+    required: ClassVar[tuple[str, ...]] = ("base_url", "api_token", "api_secret", "reviewer_id")
 
     base_url: str = ""
     api_token: SecretStr = SecretStr("")
     api_secret: SecretStr = SecretStr("")
-    # Who cancels, in POST /v9/orders/{id}/cancel.
-    reviewer_id: int = 0
+    # `reviewer_id` of Orders / Reject and Orders / Cancel: a user of the brokerage (required there).
+    reviewer_id: int | None = None
     timeout_seconds: float = Field(default=10, gt=0)
     # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
     activities_per_second: ActivitiesPerSecond = None
@@ -67,8 +77,10 @@ class TevoSettings(BaseSettings):
     poll_budget_seconds: float = Field(default=1800, gt=0)
     confirm_window_seconds: float = Field(default=600, gt=0)
     # After an unanswered create, TEvo may still be processing it and its order may reach the
-    # search late: a retry orders again only once this long has passed since the first attempt.
-    create_settle_seconds: float = Field(default=120, ge=0)
+    # search late: a retry orders again only once this long has passed since the first attempt,
+    # and the read-back after the step takes "not found" as proof only after as long. Below the
+    # workflow's 2-minute step (workflows/purchase.py STEP_TIMEOUT), so the step can still order again.
+    create_settle_seconds: float = Field(default=60, ge=0, le=90)
 
 
 def sign(secret: str, method: str, host: str, path_and_query: str, body: bytes) -> str:
@@ -150,11 +162,26 @@ class Order(Wire):
     seller_rejection_reason: str | None = None
     seller_cancellation_reason: str | None = None
     buyer_cancellation_reason: str | None = None
+    buyer_rejection_reason: str | None = None
     items: list[Item] = Field(default_factory=list)
 
     @property
     def reason(self) -> str | None:
-        return self.seller_rejection_reason or self.seller_cancellation_reason or self.buyer_cancellation_reason
+        return (self.seller_rejection_reason or self.seller_cancellation_reason or self.buyer_rejection_reason
+                or self.buyer_cancellation_reason)
+
+    @property
+    def ended(self) -> bool:
+        """Rejected, cancelled or expired: final (the seller's `state`)."""
+        return self.state in ENDED
+
+    @property
+    def fulfilled(self) -> bool:
+        # The create example answers state "pending" with buyer_state "accepted": only `state` accepts.
+        return self.state in SUCCEEDED and self.buyer_state not in ENDED
+
+    def progress(self) -> str:
+        return self.state if self.buyer_state in (None, self.state) else f"{self.state} (buyer: {self.buyer_state})"
 
     def summary(self) -> OrderSummary:
         tickets = []
@@ -170,7 +197,7 @@ class Order(Wire):
         if self.total is not None and self.subtotal is not None:
             receipt = Receipt(subtotal=self.subtotal, fees=self.service_fee + self.shipping, tax=self.tax,
                               total=self.total, currency="USD")  # TEvo prices in USD
-        return OrderSummary(order_id=str(self.id), status=self.state, fulfilled=self.state in SUCCEEDED,
+        return OrderSummary(order_id=str(self.id), status=self.state, fulfilled=self.fulfilled,
                             receipt=receipt, tickets=tickets)
 
 
@@ -259,20 +286,20 @@ class TevoActivities:
 
     @activity.defn(name="tevo.create_order")
     async def create_order(self, request: TevoPurchaseRequest, client_id: str) -> ProviderOrder:
-        """TEvo has no idempotency key: the purchase id goes in `reference`, and a retry first
-        looks for an order with that reference, so an unanswered create is not repeated. Not
-        found yet, it orders again only after `create_settle_seconds` since the first attempt
-        (server times, so time-skipping tests see the same clock); until then it raises a
-        retryable ORDER_PENDING."""
+        """TEvo has no idempotency key: the purchase id goes in `reference`, and every attempt first
+        looks for an order with that reference (a workflow reset or a new run of the purchase starts
+        again at attempt 1), so an order already placed is not placed again. On a retry, not found
+        yet, it orders again only after `create_settle_seconds` since the first attempt (server
+        times, so time-skipping tests see the same clock); until then it raises a retryable
+        ORDER_PENDING: the search may not show an unanswered create's order yet."""
         info = activity.info()
-        if info.attempt > 1:
-            existing = await self._find_order(request.purchase_id)
-            if existing is not None:
-                return ProviderOrder(order_id=str(existing.id), event_id=existing.oid)
-            waited = info.current_attempt_scheduled_time - info.scheduled_time
-            if waited < timedelta(seconds=self.settings.create_settle_seconds):
-                raise not_yet(f"tevo: no order with reference {request.purchase_id} yet, {waited} after the "
-                              f"first create; waiting {self.settings.create_settle_seconds} s before ordering again")
+        existing = await self._find_order(request.purchase_id)
+        if existing is not None:
+            return ProviderOrder(order_id=str(existing.id), event_id=existing.oid)
+        waited = info.current_attempt_scheduled_time - info.scheduled_time
+        if info.attempt > 1 and waited < timedelta(seconds=self.settings.create_settle_seconds):
+            raise not_yet(f"tevo: no order with reference {request.purchase_id} yet, {waited} after the "
+                          f"first create; waiting {self.settings.create_settle_seconds} s before ordering again")
         try:
             data = await self._call("POST", "/v10/orders", json_body={"order": order_body(request, client_id)},
                                     errors={402: FailureReason.PAYMENT_FAILED, 409: FailureReason.SEAT_UNAVAILABLE})
@@ -289,9 +316,18 @@ class TevoActivities:
     @activity.defn(name="tevo.find_order")
     async def find_order(self, reference: str) -> ProviderOrder | None:
         """The order created with `reference` (the purchase id), or None: the read-back after a
-        create whose outcome is unknown."""
+        create step whose outcome is unknown. Right after such a create the search may not show its
+        order yet: "not found" is an answer only once `create_settle_seconds` have passed since this
+        read-back began; until then it raises a retryable ORDER_PENDING."""
         order = await self._find_order(reference)
-        return None if order is None else ProviderOrder(order_id=str(order.id), event_id=order.oid)
+        if order is not None:
+            return ProviderOrder(order_id=str(order.id), event_id=order.oid)
+        info = activity.info()
+        waited = info.current_attempt_scheduled_time - info.scheduled_time
+        if waited < timedelta(seconds=self.settings.create_settle_seconds):
+            raise not_yet(f"tevo: no order with reference {reference} yet, {waited} into the read-back; "
+                          f"the search may lag a create by up to {self.settings.create_settle_seconds} s")
+        return None
 
     async def _find_order(self, reference: str) -> Order | None:
         page, seen = 1, 0
@@ -310,24 +346,75 @@ class TevoActivities:
                 return None
             page += 1
 
+    async def _show(self, order_id: str) -> Order:
+        return self.http.parse(Order, await self._call("GET", f"/v9/orders/{order_id}"), "show order")
+
     @activity.defn(name="tevo.order_state")
     async def order_state(self, order_id: str) -> OrderProgress:
-        """One poll: raises `not_yet` while the order is pending or in review."""
-        order = self.http.parse(Order, await self._call("GET", f"/v9/orders/{order_id}"), "show order")
-        if order.state not in SUCCEEDED | FAILED:
-            raise not_yet(f"tevo: order {order_id} is {order.state}")
-        return OrderProgress(status=order.state, fulfilled=order.state in SUCCEEDED, reason=order.reason)
+        """One poll: raises `not_yet` while the order is pending or in review, and while only the
+        buyer's side has ended it (TEvo ends an order once both sides do: the undo finishes it if
+        the seller's side never does)."""
+        order = await self._show(order_id)
+        if order.ended:
+            return OrderProgress(status=order.state, fulfilled=False, reason=order.reason)
+        if order.fulfilled:
+            return OrderProgress(status=order.state, fulfilled=True)
+        raise not_yet(f"tevo: order {order_id} is {order.progress()}")
 
     @activity.defn(name="tevo.show_order")
     async def show_order(self, order_id: str) -> OrderSummary:
-        return self.http.parse(Order, await self._call("GET", f"/v9/orders/{order_id}"), "show order").summary()
+        return (await self._show(order_id)).summary()
 
     @activity.defn(name="tevo.cancel_order")
     async def cancel_order(self, order_id: str) -> OrderCancellation:
-        body = {"reason": "Other", "reviewer_id": self.settings.reviewer_id}
-        order = self.http.parse(Order, await self._call("POST", f"/v9/orders/{order_id}/cancel", json_body=body),
-                                "cancel order")
-        return OrderCancellation(order_id=str(order.id), status=order.state)
+        """The undo of an order, by the call its state allows, read first (a retry after an
+        unanswered call acts on what that call did): pending → Orders / Reject; accepted →
+        Orders / Cancel, which only proposes it: not shown cancelled after, it needs an operator
+        (non-retryable CANCELLATION_UNCONFIRMED); already ended → nothing to do; completed →
+        delivered, for an operator; in review or substitution → retried until one applies."""
+        reviewer_id = self.settings.reviewer_id
+        if not reviewer_id:
+            raise ApplicationError(f"tevo: BOXOFFICE_TEVO_REVIEWER_ID is not set: order {order_id} cannot be undone",
+                                   type=FailureReason.PROVIDER_NOT_CONFIGURED, non_retryable=True)
+        order = await self._show(order_id)
+        if order.ended:
+            return OrderCancellation(order_id=order_id, status=f"already {order.state}")
+        if order.state == "pending":
+            done = await self._act(order, "reject", reviewer_id)
+            if not done.ended:
+                raise not_yet(f"tevo: order {order_id} rejected, yet reads {done.progress()}")
+            return OrderCancellation(order_id=order_id, status=done.state)
+        if order.state == "accepted":
+            done = await self._act(order, "cancel", reviewer_id)
+            if not done.ended:
+                raise ApplicationError(
+                    f"tevo: cancellation of accepted order {order_id} proposed, order reads {done.progress()}: "
+                    "TEvo cancels it only once both sides cancel; confirm it in TEvo",
+                    {"provider": "tevo", "order_id": order_id, "state": done.state, "buyer_state": done.buyer_state},
+                    type=CANCELLATION_UNCONFIRMED, non_retryable=True)
+            return OrderCancellation(order_id=order_id, status=done.state)
+        if order.state == "completed":
+            raise ApplicationError(
+                f"tevo: order {order_id} is completed (tickets delivered): neither reject nor cancel applies",
+                {"provider": "tevo", "order_id": order_id, "state": order.state},
+                type=CANCELLATION_UNCONFIRMED, non_retryable=True)
+        raise not_yet(f"tevo: order {order_id} is {order.progress()}: neither reject (pending) nor cancel "
+                      "(accepted) applies yet")
+
+    async def _act(self, order: Order, action: str, reviewer_id: int) -> Order:
+        """POST reject or cancel, answered by the order. Refused, the order is read again: moved on
+        meanwhile (e.g. accepted just now), the retry acts on its new state; otherwise the refusal stands."""
+        body = {"reason": UNDO_REASON, "reviewer_id": reviewer_id}
+        try:
+            data = await self._call("POST", f"/v9/orders/{order.id}/{action}", json_body=body)
+        except ApplicationError as err:
+            if not err.non_retryable:
+                raise
+            now = await self._show(str(order.id))
+            if now.state != order.state:
+                raise not_yet(f"tevo: {action} of order {order.id} refused; it moved on to {now.progress()}") from err
+            raise
+        return self.http.parse(Order, data, f"{action} order")
 
 
 def order_body(request: TevoPurchaseRequest, client_id: str) -> dict[str, Any]:

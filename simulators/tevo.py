@@ -1,9 +1,19 @@
 """A stateful stand-in for Ticket Evolution: verifies X-Token / X-Signature on every request (401 on
 mismatch, as the API does), ticket groups, clients, affiliate orders whose state moves
-pending → accepted | rejected with each poll, cancel, and fault injection (simulators/faults.py).
-The order search is paginated (`page`, `per_page` up to `max_per_page`; `total_entries`); fault
-modes: `search_delay` (a new order reaches the search late) and `reference_filter=False` (the
-search ignores `reference` and lists every order).
+pending → accepted | rejected with each poll, reject and cancel, and fault injection
+(simulators/faults.py). The order search is paginated (`page`, `per_page` up to `max_per_page`, 10
+as Orders / Index documents; `total_entries`); fault modes: `search_delay` (a new order reaches the
+search `search_delay` seconds late), `search_misses` (a new order is left out of its first N
+matching searches: lag for time-skipping tests) and `reference_filter=False` (the search ignores
+`reference` and lists every order).
+
+`strict` (default) refuses what the docs refuse: Orders / Reject
+(https://ticketevolution.atlassian.net/wiki/spaces/API/pages/9470108) of an order that is not
+pending, Orders / Cancel (…/pages/4129637) of one that is not accepted, either without a `reason`
+from the enum or an integer `reviewer_id` (400), or with a reviewer who is not a user of the
+brokerage (422). Cancel only proposes: the order reads cancelled once the other side cancels too
+(`other_side_cancels`). `buyer_state` reads "accepted" from the start, as in the create example;
+`buyer_cancels` makes the buyer's side cancel once the seller accepts.
 
 Admin endpoints under /_sim: GET state, POST faults.
 """
@@ -30,6 +40,8 @@ from simulators.faults import Fault, Faults
 
 Outcome = Literal["accept", "reject", "never"]
 GROUP = 324466901
+REASONS = ("Tickets No Longer Available", "Tickets Priced Incorrectly", "Duplicate Order", "Fraudulent Order",
+           "Test Order", "Other")
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -66,9 +78,12 @@ class Order:
     body: dict[str, Any]
     seats: list[str]
     state: str = "pending"
+    buyer_state: str = "accepted"
     polls: int = 0
     rejection: str | None = None
+    cancellation: str | None = None
     created: float = 0.0
+    hidden_searches: int = 0
 
 
 @dataclass
@@ -77,9 +92,14 @@ class TevoSimulator:
     secret: str = "dev-tevo-secret"
     outcome: Outcome = "accept"
     accept_after_polls: int = 1
-    max_per_page: int = 100
+    reviewer_id: int = 12345
+    strict: bool = True
+    max_per_page: int = 10
     search_delay: float = 0.0
+    search_misses: int = 0
     reference_filter: bool = True
+    other_side_cancels: bool = False
+    buyer_cancels: bool = False
     clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
     groups: dict[int, Group] = field(default_factory=lambda: {
@@ -99,6 +119,7 @@ class TevoSimulator:
             route("POST", "/v10/orders", "create", self.create_order),
             route("GET", "/v9/orders", "orders", self.list_orders),
             route("GET", "/v9/orders/{order_id:int}", "show", self.show_order),
+            route("POST", "/v9/orders/{order_id:int}/reject", "reject", self.reject_order),
             route("POST", "/v9/orders/{order_id:int}/cancel", "cancel", self.cancel_order),
             Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
             Route("/_sim/faults", self.admin_faults, methods=["POST"]),
@@ -128,9 +149,10 @@ class TevoSimulator:
         tax = Decimal(str(order.body.get("tax", 0)))
         return {
             "id": order.id, "oid": f"388214-{order.id}", "order_type": "sale", "state": order.state,
-            "buyer_state": order.state, "reference": order.reference, "subtotal": str(subtotal),
+            "buyer_state": order.buyer_state, "reference": order.reference, "subtotal": str(subtotal),
             "shipping": str(shipping), "service_fee": str(fee), "tax": str(tax),
             "total": str(subtotal + fee + shipping + tax), "seller_rejection_reason": order.rejection,
+            "seller_cancellation_reason": order.cancellation,
             "items": [{"id": order.id * 10, "price": str(order.price), "quantity": order.quantity,
                        "ticket_group": {"id": str(order.group), "section": "23", "row": "a", "seats": order.seats,
                                         "tickets": [{"seat": s} for s in order.seats]}}],
@@ -182,15 +204,19 @@ class TevoSimulator:
         seats, group.seats = group.seats[:quantity], group.seats[quantity:]
         group.available -= quantity
         order = Order(id=next(self._ids), reference=order_body.get("reference"), group=group.id, quantity=quantity,
-                      price=group.price, body=order_body, seats=seats, created=self.clock())
+                      price=group.price, body=order_body, seats=seats, created=self.clock(),
+                      hidden_searches=self.search_misses)
         self.orders[order.id] = order
         return JSONResponse(self._order_json(order))
 
     async def list_orders(self, request: Request, body: Any) -> Response:
         reference = request.query_params.get("reference") if self.reference_filter else None
         visible = self.clock() - self.search_delay
-        found = [self._order_json(o) for o in self.orders.values()
-                 if o.created <= visible and (reference is None or o.reference == reference)]
+        matching = [o for o in self.orders.values()
+                    if o.created <= visible and (reference is None or o.reference == reference)]
+        for order in matching:
+            order.hidden_searches = max(order.hidden_searches - 1, -1)
+        found = [self._order_json(o) for o in matching if o.hidden_searches < 0]
         page = int(request.query_params.get("page", 1))
         per_page = min(int(request.query_params.get("per_page", 100)), self.max_per_page)
         return JSONResponse({"orders": found[(page - 1) * per_page: page * per_page], "total_entries": len(found),
@@ -204,29 +230,65 @@ class TevoSimulator:
             order.polls += 1
             if order.polls > self.accept_after_polls and self.outcome == "accept":
                 order.state = "accepted"
+                if self.buyer_cancels:
+                    order.buyer_state = "cancelled"
             elif order.polls > self.accept_after_polls and self.outcome == "reject":
-                order.state, order.rejection = "rejected", "Tickets No Longer Available"
+                order.state, order.buyer_state = "rejected", "rejected"
+                order.rejection = "Tickets No Longer Available"
+                self._release(order)
+        return JSONResponse(self._order_json(order))
+
+    def _review(self, body: Any, order: Order | None, allowed_state: str, action: str) -> Response | None:
+        """What Orders / Reject and Orders / Cancel refuse, or None."""
+        if order is None:
+            return error(404, "Order not found")
+        if not self.strict:
+            return None
+        if not isinstance(body, dict) or body.get("reason") not in REASONS:
+            return error(400, f"reason must be one of: {', '.join(REASONS)}")
+        reviewer = body.get("reviewer_id")
+        if not isinstance(reviewer, int) or isinstance(reviewer, bool):
+            return error(400, "reviewer_id (integer) is required")
+        if reviewer != self.reviewer_id:
+            return error(422, f"reviewer_id {reviewer} is not a user of this brokerage")
+        if order.state != allowed_state:
+            return error(422, f"only a {allowed_state} order can be {action}ed; this one is {order.state}")
+        return None
+
+    def _release(self, order: Order) -> None:
+        group = self.groups.get(order.group)
+        if group is not None:
+            group.available += order.quantity
+            group.seats = order.seats + group.seats
+
+    async def reject_order(self, request: Request, body: Any) -> Response:
+        order = self.orders.get(request.path_params["order_id"])
+        refused = self._review(body, order, "pending", "reject")
+        if refused is not None:
+            return refused
+        assert order is not None
+        if order.state not in ("rejected", "canceled", "cancelled"):
+            order.state, order.buyer_state, order.rejection = "rejected", "rejected", body.get("reason")
+            self._release(order)
         return JSONResponse(self._order_json(order))
 
     async def cancel_order(self, request: Request, body: Any) -> Response:
         order = self.orders.get(request.path_params["order_id"])
-        if order is None:
-            return error(404, "Order not found")
-        if not body or body.get("reason") not in ("Tickets No Longer Available", "Tickets Priced Incorrectly",
-                                                   "Duplicate Order", "Fraudulent Order", "Test Order", "Other"):
-            return error(422, "a documented cancellation reason is required")
-        if order.state in ("rejected", "completed"):
-            return error(422, f"a {order.state} order cannot be cancelled")
-        if order.state != "canceled":
-            order.state = "canceled"  # TEvo spells it both ways; this one tests the other spelling
-            self.groups[order.group].available += order.quantity
-            self.groups[order.group].seats = order.seats + self.groups[order.group].seats
+        refused = self._review(body, order, "accepted", "cancel")
+        if refused is not None:
+            return refused
+        assert order is not None
+        order.cancellation = (body or {}).get("reason")
+        if self.other_side_cancels or not self.strict:
+            order.state = order.buyer_state = "canceled"  # TEvo spells it both ways; this one tests the other
+            self._release(order)
         return JSONResponse(self._order_json(order))
 
     # -- admin -------------------------------------------------------------------------------
 
     def ledger(self) -> dict[str, Any]:
-        return {"orders": [{"id": o.id, "reference": o.reference, "state": o.state, "seats": o.seats}
+        return {"orders": [{"id": o.id, "reference": o.reference, "state": o.state, "buyer_state": o.buyer_state,
+                            "seats": o.seats}
                            for o in self.orders.values()],
                 "clients": len(self.clients), "available": {g.id: g.available for g in self.groups.values()}}
 

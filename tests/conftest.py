@@ -151,7 +151,7 @@ def tevo_worker(client: Client, sim: TevoSimulator, **settings: Any) -> Abstract
     """TEvo activities talking to `sim` in process."""
     sim.token, sim.secret = "test-tevo-token", "test-tevo-secret"
     config = TevoSettings(**{"base_url": "https://api.tevo.test", "api_token": "test-tevo-token",
-                             "api_secret": "test-tevo-secret", "poll_interval_seconds": 15,
+                             "api_secret": "test-tevo-secret", "reviewer_id": sim.reviewer_id, "poll_interval_seconds": 15,
                              "poll_budget_seconds": 60, **settings})
     return provider_worker(client, TevoActivities(config, transport=httpx.ASGITransport(app=sim.app)))
 

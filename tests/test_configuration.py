@@ -42,7 +42,7 @@ def test_no_provider_talks_to_anything_unless_configured(clean_env: pytest.Monke
         "BOXOFFICE_ONEBOX_BASE_URL", "BOXOFFICE_ONEBOX_OAUTH_URL", "BOXOFFICE_ONEBOX_CHANNEL_ID",
         "BOXOFFICE_ONEBOX_CLIENT_ID", "BOXOFFICE_ONEBOX_CLIENT_SECRET"]
     assert missing_settings(TevoSettings()) == ["BOXOFFICE_TEVO_BASE_URL", "BOXOFFICE_TEVO_API_TOKEN",
-                                                "BOXOFFICE_TEVO_API_SECRET"]
+                                                "BOXOFFICE_TEVO_API_SECRET", "BOXOFFICE_TEVO_REVIEWER_ID"]
     assert missing_settings(AtmSettings()) == ["BOXOFFICE_ATM_BASE_URL", "BOXOFFICE_ATM_SERVICE_TOKEN"]
     assert missing_settings(AcmeSettings()) == ["BOXOFFICE_ACME_BASE_URL", "BOXOFFICE_ACME_TENANT_ID",
                                                 "BOXOFFICE_ACME_API_KEY"]

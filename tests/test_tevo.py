@@ -107,8 +107,9 @@ async def test_tevo_purchase(env: WorkflowEnvironment) -> None:
     assert result.receipt is not None and result.receipt.total == Decimal("305.96")
     order = next(c for c in sim.calls if c["endpoint"] == "create")
     assert json.loads(order["raw"])["order"]["reference"] == "tevo-1"
-    assert [c["endpoint"] for c in sim.calls] == ["group", "clients", "create-client", "create", "show", "show",
-                                                  "show"]
+    # The order is looked up by reference before the create, on every attempt.
+    assert [c["endpoint"] for c in sim.calls] == ["group", "clients", "create-client", "orders", "create", "show",
+                                                  "show", "show"]
 
 
 async def test_price_changed(env: WorkflowEnvironment) -> None:
@@ -137,16 +138,20 @@ async def test_rejected_order_fails_with_the_sellers_reason(env: WorkflowEnviron
     assert result.compensations == [] and "cancel" not in [c["endpoint"] for c in sim.calls]
 
 
-async def test_never_accepted_order_is_cancelled(env: WorkflowEnvironment) -> None:
+async def test_never_accepted_order_is_rejected(env: WorkflowEnvironment) -> None:
+    """A pending order is undone by Orders / Reject with the configured reviewer
+    (https://ticketevolution.atlassian.net/wiki/spaces/API/pages/9470108), not by cancel."""
     sim = TevoSimulator(outcome="never")
     async with tevo_worker(env.client, sim) as tq:
         result = await purchase_outcome(await start_purchase(env.client, tevo_request("tevo-5"), tq))
     assert result.failure is not None and result.failure.reason == "FULFILLMENT_TIMEOUT"
-    # Polled every 15 s for 60 s (5 reads), the fallback read, then cancelled (the "canceled" spelling).
-    assert [c["endpoint"] for c in sim.calls].count("show") == 6
-    assert sim.ledger()["orders"][0]["state"] == "canceled"
-    assert json.loads(sim.calls[-1]["raw"]) == {"reason": "Other", "reviewer_id": 0}
-    assert [(c.action, c.ok) for c in result.compensations] == [("cancel order", True)]
+    # Polled every 15 s for 60 s (5 reads), the fallback read, the undo's read, then rejected.
+    assert [c["endpoint"] for c in sim.calls].count("show") == 7
+    assert sim.ledger()["orders"][0]["state"] == "rejected"
+    assert sim.calls[-1]["endpoint"] == "reject"
+    assert json.loads(sim.calls[-1]["raw"]) == {"reason": "Other", "reviewer_id": 12345}
+    assert [(c.action, c.ok, c.detail) for c in result.compensations] == [
+        ("cancel order", True, "order 819976 rejected")]
 
 
 async def test_lost_create_response_makes_one_order(env: WorkflowEnvironment) -> None:
@@ -228,8 +233,8 @@ async def test_tevo_retry_after_timeout_places_one_order() -> None:
         order = await attempt(3, 45).run(activities.create_order, request, "1507094")
     [placed] = sim.orders.values()
     assert order.order_id == str(placed.id) and placed.reference == "tevo-late"
-    assert [c["endpoint"] for c in sim.calls] == ["create", "orders", "orders"]
-    assert search_queries(sim) == [{"page": "1", "per_page": "100", "reference": "tevo-late"}] * 2
+    assert [c["endpoint"] for c in sim.calls] == ["orders", "create", "orders", "orders"]
+    assert search_queries(sim) == [{"page": "1", "per_page": "10", "reference": "tevo-late"}] * 3
 
 
 async def test_tevo_retry_orders_again_once_the_settle_window_passed() -> None:
@@ -241,34 +246,34 @@ async def test_tevo_retry_orders_again_once_the_settle_window_passed() -> None:
         with pytest.raises(ApplicationError):
             await attempt(1, 0).run(activities.create_order, request, "1507094")
         with pytest.raises(ApplicationError) as settling:
-            await attempt(2, 119).run(activities.create_order, request, "1507094")
+            await attempt(2, 59).run(activities.create_order, request, "1507094")
         assert settling.value.type == "ORDER_PENDING"
-        order = await attempt(3, 121).run(activities.create_order, request, "1507094")
-    assert [c["endpoint"] for c in sim.calls] == ["create", "orders", "orders", "create"]
+        order = await attempt(3, 61).run(activities.create_order, request, "1507094")
+    assert [c["endpoint"] for c in sim.calls] == ["orders", "create", "orders", "orders", "create"]
     assert list(sim.orders) == [int(order.order_id)]
 
 
 async def test_tevo_find_order_reads_every_page() -> None:
-    sim = TevoSimulator(token="tok", secret=SECRET, max_per_page=40, reference_filter=False)
-    for n in range(90):  # other purchases' orders come first, and the search ignores the filter
+    sim = TevoSimulator(token="tok", secret=SECRET, reference_filter=False)
+    for n in range(25):  # other purchases' orders come first, and the search ignores the filter
         sim.orders[n] = Order(id=n, reference=f"other-{n}", group=1, quantity=1, price=Decimal(1), body={}, seats=[])
     sim.orders[500] = Order(id=500, reference="tevo-mine", group=1, quantity=1, price=Decimal(1), body={},
                             seats=[])
     async with served(sim) as activities:
         found = await ActivityEnvironment().run(activities.find_order, "tevo-mine")
-        missing = await ActivityEnvironment().run(activities.find_order, "tevo-none")
+        missing = await attempt(2, 60).run(activities.find_order, "tevo-none")  # once the search caught up
     assert found is not None and found.order_id == "500" and found.event_id == "388214-500"
     assert missing is None
     pages = [(q["page"], q["per_page"], q["reference"]) for q in search_queries(sim)]
-    assert pages == [(p, "100", r) for r in ("tevo-mine", "tevo-none") for p in ("1", "2", "3")]
+    assert pages == [(p, "10", r) for r in ("tevo-mine", "tevo-none") for p in ("1", "2", "3")]
     search = next(c for c in sim.calls if c["endpoint"] == "orders")
     assert (search["method"], search["path"], search["query"]) == (
-        "GET", "/v9/orders", "page=1&per_page=100&reference=tevo-mine")
+        "GET", "/v9/orders", "page=1&per_page=10&reference=tevo-mine")
 
 
 async def test_tevo_retry_answered_409_takes_the_earlier_order() -> None:
-    # Clock reads: the first create, then two searches; the order reaches the search between them.
-    times = iter([1000.0, 1010.0, 1100.0])
+    # Clock reads: a search, the first create, then two searches; the order reaches the search between them.
+    times = iter([990.0, 1000.0, 1010.0, 1100.0])
     sim = TevoSimulator(token="tok", secret=SECRET, search_delay=60, clock=lambda: next(times))
     sim.groups[324466901].available = 2  # the first order takes every ticket
     sim.clients[1507094] = {"id": 1507094}
@@ -280,7 +285,7 @@ async def test_tevo_retry_answered_409_takes_the_earlier_order() -> None:
         order = await attempt(2, 121).run(activities.create_order, request, "1507094")
     [placed] = sim.orders.values()
     assert order.order_id == str(placed.id)
-    assert [c["endpoint"] for c in sim.calls] == ["create", "orders", "create", "orders"]
+    assert [c["endpoint"] for c in sim.calls] == ["orders", "create", "orders", "create", "orders"]
 
 
 def test_read_back_activities_are_registered() -> None:

@@ -80,7 +80,7 @@ def use_simulators() -> None:
         "BOXOFFICE_ONEBOX_CLIENT_ID": OneboxSimulator.client_id,
         "BOXOFFICE_ONEBOX_CLIENT_SECRET": OneboxSimulator.client_secret,
         "BOXOFFICE_TEVO_BASE_URL": url["tevo"], "BOXOFFICE_TEVO_API_TOKEN": TevoSimulator.token,
-        "BOXOFFICE_TEVO_API_SECRET": TevoSimulator.secret,
+        "BOXOFFICE_TEVO_API_SECRET": TevoSimulator.secret, "BOXOFFICE_TEVO_REVIEWER_ID": str(TevoSimulator.reviewer_id),
         "BOXOFFICE_ATM_BASE_URL": url["atm"], "BOXOFFICE_ATM_SERVICE_TOKEN": AtmSimulator.service_token,
         "BOXOFFICE_ATM_WEBHOOK_SECRETS": AtmSimulator.webhook_secret,
         "BOXOFFICE_ACME_BASE_URL": url["acme"], "BOXOFFICE_ACME_TENANT_ID": AcmeSimulator.tenant_id,
