@@ -63,6 +63,7 @@ class Wire(BaseModel):
 
 class CreateHoldResponse(Wire):
     hold_id: str
+    token: str | None = None  # the checkout token ATM's public payment events carry as `checkoutToken`
     url: str
     expires_at: ProviderTimestamp
     amount_cents: int
@@ -122,8 +123,10 @@ class AtmActivities:
             "eventId": request.event_id,
             "customerEmail": request.buyer.email,
             "idempotencyKey": request.purchase_id,
-            # Lets the webhook receiver find this purchase from any event about the hold.
-            "metadata": {"workflowId": workflow_id, "purchaseId": request.purchase_id},
+            # Lets the webhook receiver find this purchase from any event about the hold. `appOrderId` is
+            # what ATM's public payment events echo (atmosphere.money/docs/checkout, /docs/event-payload-
+            # examples); *assumed*: it does so for ticket holds too.
+            "metadata": {"workflowId": workflow_id, "purchaseId": request.purchase_id, "appOrderId": request.purchase_id},
             "environment": self.settings.environment,
         }
         for name, value in (("returnUrl", request.return_url), ("cancelUrl", request.cancel_url)):
@@ -135,6 +138,7 @@ class AtmActivities:
         return AtmHold(
             hold_id=hold.hold_id,
             checkout_url=hold.url,
+            checkout_token=hold.token,
             hold=Hold(expires_at=hold.expires_at),
             amount=Decimal(hold.amount_cents).scaleb(-2),  # cents → 50.00
             currency=hold.currency.upper(),

@@ -174,7 +174,7 @@ async def test_paid_purchase_gets_its_tickets(env: WorkflowEnvironment) -> None:
     assert create["headers"]["authorization"] == "Bearer test-atm-token"
     assert create["body"] == {"items": [{"tierId": "GA", "quantity": 2}], "eventId": "evt_123",
                               "customerEmail": "guest@example.com", "idempotencyKey": "atm-1",
-                              "metadata": {"workflowId": "purchase-atm-1", "purchaseId": "atm-1"},
+                              "metadata": {"workflowId": "purchase-atm-1", "purchaseId": "atm-1", "appOrderId": "atm-1"},
                               "environment": "test", "returnUrl": "https://shop.example/done"}
     assert sim.ledger()["holds"][0]["status"] == "completed" and result.compensations == []
 

@@ -1,13 +1,28 @@
 """`boxoffice webhooks`: the receiver for ATM's signed webhooks (FACTS.md, ATM section).
 
-Checks the headers, the signature's shape and the Content-Length before reading a body (capped at
-MAX_BODY_BYTES); verifies `atm-signature` (hex HMAC-SHA256 over `"{t}.{deliveryId}.{rawBody}"`, any
-of several `v1=`, any of our secrets while one rotates, |now − t| ≤ 300 s) and that the body's id,
-type, apiVersion and environment agree with the headers; then signals the purchase (`atm_event`),
-found by the event's metadata or, failing that, by its hold id. It never starts a purchase. A
-payment or ticket event no running purchase can take goes to a ReconcileWorkflow (needs
-attention); an event that names no purchase (yet) and anything that cannot reach Temporal get 503,
-so ATM delivers again. Unknown event types get 2xx.
+Two envelopes are documented and both are accepted:
+- the testing package's fixtures: body `id` = the delivery id (= `atm-delivery-id`), `apiVersion`
+  in the body, every `atm-*` header sent;
+- ATM's public events pages (atmosphere.money/docs/events, /docs/event-payload-examples,
+  /docs/webhook-test-console): body `id` = the stable event id `evt_…`, `deliveryId` = the delivery
+  `del_…`, no `apiVersion` in the body; the test console sends only `ATM-Signature`, so the delivery
+  id and the type are read from the body.
+A header that is sent must agree with the body. Before reading a body: `atm-signature` is present and
+well formed, the Content-Length is a number within MAX_BODY_BYTES (the body is capped there). The
+signature is hex HMAC-SHA256 over `"{t}.{deliveryId}.{rawBody}"`, any of several `v1=`, any of our
+secrets while one rotates, |now − t| ≤ 300 s. *Assumed*: in the public envelope the signed id is the
+delivery id, as in the fixtures; a signature over the event id is accepted too (either way it covers
+the whole body).
+
+Delivery is at least once and a redelivery of an event may carry a new delivery id: an event is
+taken once by its event id (the delivery id where the envelope has no separate one). The purchase is
+found by every id an event can carry: our metadata (`workflowId`, `purchaseId`, `appOrderId`), the
+event's `appOrderId` (we send the purchase id as `metadata.appOrderId`), else its hold id (the
+BoxofficeProviderOrderId search attribute). A checkout token alone names no purchase: 503, logged.
+It never starts a purchase. A payment or ticket event no running purchase can take, and any change to
+money already taken (refund, dispute, void) of a purchase no longer running, goes to a
+ReconcileWorkflow (needs attention); an event that names no purchase (yet) and anything that cannot
+reach Temporal get 503, so ATM delivers again. Unknown event types get 2xx.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ import json
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -29,7 +44,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.atm import HOLD_EXPIRED, ISSUED, PAID, PAYMENT_FAILED
+from workflows.atm import HOLD_EXPIRED, ISSUED, MONEY_TAKEN_CHANGED, PAID, PAYMENT_FAILED
 from workflows.models import AtmEvent, PurchaseState, Ticket, purchase_workflow_id
 from workflows.purchase import STATE
 from workflows.reconcile import reconcile_workflow_id
@@ -38,23 +53,22 @@ log = structlog.get_logger("boxoffice.webhooks")
 
 MAX_SKEW_SECONDS = 300
 REMEMBERED_DELIVERIES = 10_000
-# What a purchase waits for; other event types are acknowledged and dropped.
-EVENTS = {PAID, PAYMENT_FAILED, ISSUED, HOLD_EXPIRED}
+# What a purchase takes; other event types are acknowledged and dropped.
+EVENTS = {PAID, PAYMENT_FAILED, ISSUED, HOLD_EXPIRED} | MONEY_TAKEN_CHANGED
 # Money moved or tickets were issued: never dropped, even when the purchase is no longer running.
 MONEY_EVENTS = {PAID, ISSUED}
-HEADERS = ("atm-signature", "atm-delivery-id", "atm-event", "atm-api-version", "atm-environment")
 # ATM's events are a few KB; a larger body is refused before it is buffered.
 MAX_BODY_BYTES = 256 * 1024
 DIGITS = re.compile(r"[0-9]{1,15}")
-HOLD_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+ID = re.compile(r"[A-Za-z0-9_.:-]{1,300}")
 
 
 class Unroutable(LookupError):
     """No purchase can be named for the event (yet): answered 503, so ATM delivers it again."""
 
 
-# Delivers a verified event: `workflow_id` when the event's metadata names the purchase, else None
-# (the event's hold id names it). Returns what became of it, for the answer and the log.
+# Delivers a verified event: `workflow_id` when the event's metadata or appOrderId names the purchase,
+# else None (the event's hold id names it). Returns what became of it, for the answer and the log.
 Deliver = Callable[[str | None, AtmEvent], Awaitable[str]]
 
 
@@ -73,7 +87,7 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
         if workflow_id is None and event.hold_id:
             workflow_id = await by_hold(event.hold_id)
         if workflow_id is None:
-            raise Unroutable(f"no purchase names hold {event.hold_id}")
+            raise Unroutable(f"no purchase names hold {event.hold_id} / checkout token {event.checkout_token}")
         handle = client.get_workflow_handle(workflow_id)
         try:
             await handle.signal("atm_event", event)
@@ -81,16 +95,18 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: never started, or already ended
                 raise
-        if event.kind not in MONEY_EVENTS:
+        if event.kind not in MONEY_EVENTS | MONEY_TAKEN_CHANGED:
             return "ignored: purchase not running"
-        try:
-            state = (await handle.describe()).search_attributes.get(STATE.name) or []
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-            state = []
-        if state == [PurchaseState.FULFILLED]:
-            return "duplicate: purchase fulfilled"
+        if event.kind in MONEY_EVENTS:
+            try:
+                state = (await handle.describe()).search_attributes.get(STATE.name) or []
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                state = []
+            if state == [PurchaseState.FULFILLED]:
+                return "duplicate: purchase fulfilled"
+        # A refund, dispute or void of an ended purchase is never a duplicate: its tickets or money changed.
         await client.start_workflow(
             "ReconcileWorkflow", workflow_id, id=reconcile_workflow_id(workflow_id), task_queue=task_queue,
             start_signal="atm_event", start_signal_args=[event],
@@ -125,26 +141,66 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _id(value: Any) -> str | None:
+    return value if isinstance(value, str) and ID.fullmatch(value) else None
+
+
 def route(data: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(workflow id, hold id) from every shape ATM's docs and SDK show: `data.metadata`,
-    `data.hold.metadata`, `data.payment.metadata`; `data.holdId`, `data.hold.id`, `data.hold.holdId`."""
-    hold, payment = _dict(data.get("hold")), _dict(data.get("payment"))
+    """(workflow id, hold id) from every shape ATM's docs and SDK show: metadata in `data.metadata`,
+    `data.hold.metadata`, `data.payment.metadata`; `data.appOrderId` (ATM's public events echo our
+    `metadata.appOrderId`, the purchase id); the hold as `data.holdId`, `data.hold.id`,
+    `data.hold.holdId`, `data.ticketHold.id` (the lexicon's `ticketHold`)."""
+    hold, payment, ticket_hold = _dict(data.get("hold")), _dict(data.get("payment")), _dict(data.get("ticketHold"))
     metadata = _dict(data.get("metadata")) or _dict(hold.get("metadata")) or _dict(payment.get("metadata"))
-    workflow_id = metadata.get("workflowId") or (
-        purchase_workflow_id(metadata["purchaseId"]) if metadata.get("purchaseId") else None)
-    hold_id = data.get("holdId") or hold.get("id") or hold.get("holdId") or metadata.get("holdId")
-    if not isinstance(hold_id, str) or not HOLD_ID.fullmatch(hold_id):
-        hold_id = None
-    return (workflow_id if isinstance(workflow_id, str) else None), hold_id
+    workflow_id = metadata.get("workflowId") if isinstance(metadata.get("workflowId"), str) else None
+    purchase_id = _id(metadata.get("purchaseId")) or _id(metadata.get("appOrderId")) or _id(data.get("appOrderId"))
+    if workflow_id is None and purchase_id is not None:
+        workflow_id = purchase_workflow_id(purchase_id)
+    hold_id = _id(data.get("holdId") or hold.get("id") or hold.get("holdId") or ticket_hold.get("id")
+                  or metadata.get("holdId"))
+    return workflow_id, hold_id
 
 
-def _event(delivery_id: str, kind: str, data: dict[str, Any], hold_id: str | None) -> AtmEvent:
+def _event(envelope: Envelope, data: dict[str, Any], hold_id: str | None) -> AtmEvent:
+    hold, payment = _dict(data.get("hold")), _dict(data.get("payment"))
     tickets = [
         Ticket(seat=str(t.get("tierName") or t.get("tierId") or ""), barcode=None, booking_id=t.get("id"))
-        for t in data.get("tickets") or _dict(data.get("hold")).get("tickets") or [] if isinstance(t, dict)
+        for t in data.get("tickets") or hold.get("tickets") or _dict(data.get("ticketHold")).get("tickets") or []
+        if isinstance(t, dict)
     ]
-    return AtmEvent(delivery_id=delivery_id, type=kind, hold_id=hold_id, tickets=tickets,
-                    reason=data.get("failureReason") or data.get("reason"))
+    payment_id = _id(data.get("paymentId")) or _id(payment.get("id")) or _id(_dict(data.get("ticketHold")).get("paymentId"))
+    status = data.get("status") or payment.get("status")
+    reason = data.get("failureReason") or data.get("reason")
+    return AtmEvent(delivery_id=envelope.delivery_id, event_id=envelope.event_id, type=envelope.type, hold_id=hold_id,
+                    tickets=tickets, reason=reason if isinstance(reason, str) else None, payment_id=payment_id,
+                    checkout_token=_id(data.get("checkoutToken")), status=status if isinstance(status, str) else None)
+
+
+class Envelope:
+    """The ids and type of a delivery, in either documented envelope, checked against the headers sent."""
+
+    def __init__(self, body: dict[str, Any], headers: Mapping[str, str]) -> None:
+        public = "deliveryId" in body  # ATM's events pages; the fixtures have no `deliveryId`
+        delivery_id = body.get("deliveryId") if public else body.get("id")
+        self.event_id: str | None = body.get("id") if public else None
+        self.type: Any = body.get("type")
+        if not (isinstance(delivery_id, str) and delivery_id and isinstance(self.type, str) and self.type):
+            raise ValueError("body has no delivery id or type")
+        if public and not (isinstance(self.event_id, str) and self.event_id):
+            raise ValueError("body has no event id")
+        self.delivery_id: str = delivery_id
+        sent = {"atm-delivery-id": delivery_id, "atm-event": self.type, "atm-api-version": body.get("apiVersion"),
+                "atm-environment": body.get("environment")}
+        for header, value in sent.items():
+            # Only what both carry is compared: the test console sends no atm-* header but the signature,
+            # and the public envelope no apiVersion.
+            if header in headers and value is not None and headers[header] != value:
+                raise ValueError(f"{header} disagrees with the body")
+        self.api_version = headers.get("atm-api-version") or body.get("apiVersion")
+
+    @property
+    def signed_ids(self) -> list[str]:
+        return [self.delivery_id] + ([self.event_id] if self.event_id else [])
 
 
 async def _capped_body(request: Request) -> bytes | None:
@@ -158,22 +214,23 @@ async def _capped_body(request: Request) -> bytes | None:
 
 
 def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float] = time.time) -> Starlette:
-    delivered: OrderedDict[str, None] = OrderedDict()
+    # Ids of events taken: event ids and delivery ids both, so a repeat is known by either.
+    taken: OrderedDict[str, None] = OrderedDict()
 
-    def remember(delivery_id: str) -> None:
-        delivered[delivery_id] = None
-        while len(delivered) > REMEMBERED_DELIVERIES:
-            delivered.popitem(last=False)
+    def remember(*ids: str | None) -> None:
+        for seen in filter(None, ids):
+            taken[seen] = None
+        while len(taken) > REMEMBERED_DELIVERIES:
+            taken.popitem(last=False)
 
     def refuse(status: int, error: str) -> JSONResponse:
         return JSONResponse({"error": error}, status_code=status)
 
     async def receive(request: Request) -> JSONResponse:
         # Everything that can be checked before reading the body is: nobody unsigned makes us buffer.
-        if any(name not in request.headers for name in HEADERS):
-            return refuse(400, "missing atm-* headers")
-        signature, delivery_id, kind, api_version, environment = (request.headers[h] for h in HEADERS)
-        parsed = parse_signature(signature)
+        if "atm-signature" not in request.headers:
+            return refuse(400, "missing atm-signature")
+        parsed = parse_signature(request.headers["atm-signature"])
         if parsed is None:
             return refuse(400, "malformed atm-signature")
         length = request.headers.get("content-length")
@@ -184,36 +241,42 @@ def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float
         raw = await _capped_body(request)
         if raw is None:
             return refuse(413, f"body over {MAX_BODY_BYTES} bytes")
-        if not signature_valid(*parsed, delivery_id, raw, secrets, clock()):
-            log.warning("webhook refused: bad signature or stale timestamp", delivery_id=delivery_id)
-            return refuse(401, "invalid signature")
+        # The signed delivery id may be only in the body (test console): it is read to check the
+        # signature over the raw bytes, and nothing else of the body is used before that check.
         try:
             body = json.loads(raw)
-        except ValueError:
-            return refuse(400, "body is not JSON")
-        if not isinstance(body, dict) or (body.get("id"), body.get("type"), body.get("apiVersion"),
-                                          body.get("environment")) != (delivery_id, kind, api_version, environment):
-            log.warning("webhook refused: body disagrees with headers", delivery_id=delivery_id)
-            return refuse(400, "body id/type/apiVersion/environment disagree with headers")
-        if delivery_id in delivered:
+            envelope = Envelope(body if isinstance(body, dict) else {}, request.headers)
+        except ValueError as err:
+            header_id = request.headers.get("atm-delivery-id")
+            if header_id is not None and not signature_valid(*parsed, header_id, raw, secrets, clock()):
+                return refuse(401, "invalid signature")
+            log.warning("webhook refused: not an ATM event envelope", delivery_id=header_id, error=str(err))
+            return refuse(400, f"not an ATM event envelope: {err}")
+        if not any(signature_valid(*parsed, signed, raw, secrets, clock()) for signed in envelope.signed_ids):
+            log.warning("webhook refused: bad signature or stale timestamp", delivery_id=envelope.delivery_id)
+            return refuse(401, "invalid signature")
+        if envelope.delivery_id in taken or (envelope.event_id or "") in taken:
             return JSONResponse({"ok": True, "duplicate": True})
-        if kind.replace("_", ".") not in EVENTS:
-            log.info("webhook acknowledged, nothing to do", event_type=kind, delivery_id=delivery_id)
-            remember(delivery_id)
-            return JSONResponse({"ok": True, "ignored": True})
         data = _dict(body.get("data"))
         workflow_id, hold_id = route(data)
+        event = _event(envelope, data, hold_id)
+        if event.kind not in EVENTS:
+            log.info("webhook acknowledged, nothing to do", event_type=event.type, delivery_id=event.delivery_id)
+            remember(event.delivery_id, event.event_id)
+            return JSONResponse({"ok": True, "ignored": True})
         try:
-            outcome = await deliver(workflow_id, _event(delivery_id, kind, data, hold_id))
+            outcome = await deliver(workflow_id, event)
         except Unroutable as err:
             # Not a 2xx: ATM keeps delivering while an operator looks (or visibility catches up).
-            log.error("webhook names no purchase; asking ATM to deliver again", event_type=kind,
-                      delivery_id=delivery_id, error=str(err))
+            log.error("webhook names no purchase; asking ATM to deliver again", event_type=event.type,
+                      delivery_id=event.delivery_id, event_id=event.event_id, error=str(err))
             return refuse(503, "no purchase found for this event yet")
         except Exception as err:  # Temporal unreachable: say so, ATM delivers again
-            log.error("webhook not delivered; asking ATM to retry", event_type=kind, error=str(err))
+            log.error("webhook not delivered; asking ATM to retry", event_type=event.type, error=str(err))
             return refuse(503, "temporarily unavailable")
-        remember(delivery_id)
+        remember(event.delivery_id, event.event_id)
+        log.info("webhook taken", event_type=event.type, delivery_id=event.delivery_id, event_id=event.event_id,
+                 api_version=envelope.api_version, outcome=outcome)
         return JSONResponse({"ok": True, "outcome": outcome})
 
     return Starlette(routes=[Route("/webhooks/atm", receive, methods=["POST"])])

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from workflows.purchase import PurchaseWorkflow
 
 PAID, PAYMENT_FAILED, ISSUED, HOLD_EXPIRED = "payment.completed", "payment.failed", "tickets.issued", "ticket.hold.expired"
+# Money already taken changed (atmosphere.money/docs/events): the purchase shows them (`money_events`);
+# for a purchase no longer running they go to reconciliation.
+MONEY_TAKEN_CHANGED = frozenset({"payment.refunded", "payment.disputed", "ticket.voided", "ticket.refunded"})
 # ATM's answer to a release of a hold the buyer has paid: nothing was released, the tickets are owed.
 COMPLETED = "completed"
 
@@ -48,6 +51,8 @@ async def purchase(request: AtmPurchaseRequest, flow: PurchaseWorkflow) -> Purch
     # ATM's hold id is the purchase's identity there (the search attribute operators use).
     flow.record_provider_id("order_id", held.hold_id)
     flow.record_provider_id("checkout_url", held.checkout_url)
+    if held.checkout_token:
+        flow.record_provider_id("checkout_token", held.checkout_token)
     flow.receipt = Receipt(subtotal=held.amount, total=held.amount, currency=held.currency)
 
     # The buyer pays on the checkout page; ATM tells us through webhooks. They may trail ATM's

@@ -331,6 +331,8 @@ class OrderCancellation(Response):
 class AtmHold(Response):
     hold_id: str
     checkout_url: str
+    # The hold's `token`: ATM's public payment events name the hold by it (`checkoutToken`).
+    checkout_token: str | None = None
     hold: Hold
     amount: Decimal
     currency: str
@@ -344,11 +346,22 @@ class AtmEvent(Response):
     hold_id: str | None = None
     tickets: list[Ticket] = Field(default_factory=list)
     reason: str | None = None
+    # The stable event id (`evt_…`) of ATM's public envelope: the same on every delivery of the event.
+    event_id: str | None = None
+    payment_id: str | None = None
+    checkout_token: str | None = None
+    # What the event says of the payment or ticket, e.g. `needs_response` for a dispute.
+    status: str | None = None
 
     @property
     def kind(self) -> str:
-        # ATM sends both spellings: tickets.issued / tickets_issued.
-        return self.type.replace("_", ".")
+        # ATM's fixtures spell types three ways: tickets.issued / tickets_issued / tickets-issued.
+        return self.type.replace("_", ".").replace("-", ".")
+
+    @property
+    def identity(self) -> str:
+        """What makes two deliveries the same event: the event id, else (fixture envelope) the delivery id."""
+        return self.event_id or self.delivery_id
 
 
 class PurchasePolicy(Response):
@@ -410,6 +423,8 @@ class PurchaseStatus(Response):
     tickets: list[Ticket] = Field(default_factory=list)
     compensations: list[Compensation] = Field(default_factory=list)
     request_sha256: str | None = None
+    # ATM events about money already taken (refunded, disputed, tickets voided or refunded).
+    money_events: list[AtmEvent] = Field(default_factory=list)
 
 
 class PurchaseResult(Response):
@@ -423,6 +438,8 @@ class PurchaseResult(Response):
     tickets: list[Ticket] = Field(default_factory=list)
     failure: Failure | None = None
     compensations: list[Compensation] = Field(default_factory=list)
+    # ATM events about money already taken (refunded, disputed, tickets voided or refunded).
+    money_events: list[AtmEvent] = Field(default_factory=list)
 
 
 class ConfirmRequest(Request):

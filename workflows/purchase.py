@@ -110,6 +110,7 @@ class PurchaseWorkflow:
         self._tickets: list[Ticket] = []
         self._events: list[AtmEvent] = []
         self._deliveries: set[str] = set()
+        self._money_events: list[AtmEvent] = []
         self._reads_decided_at_start = False
         self._unfulfilled_fail = False
         self._keys_from_purchase_id = False
@@ -173,6 +174,7 @@ class PurchaseWorkflow:
                 "event": self.event,
                 "receipt": self.receipt,
                 "compensations": self.saga.outcomes,
+                "money_events": list(self._money_events),
             }
         )
         if self._unfulfilled_fail and self._state != PurchaseState.FULFILLED and self._failure is not None:
@@ -216,6 +218,7 @@ class PurchaseWorkflow:
             tickets=list(self._tickets),
             compensations=list(self.saga.outcomes),
             request_sha256=self._request_sha256,
+            money_events=list(self._money_events),
         )
 
     @workflow.update
@@ -270,9 +273,18 @@ class PurchaseWorkflow:
 
     @workflow.signal(name="atm_event")
     def atm_event(self, event: AtmEvent) -> None:
-        """A verified ATM webhook (workers/webhooks.py). Deliveries come at least once: kept once."""
-        if event.delivery_id not in self._deliveries:
-            self._deliveries.add(event.delivery_id)
+        """A verified ATM webhook (workers/webhooks.py). Events come at least once, a redelivery
+        with a new delivery id but the same event id: kept once."""
+        if event.identity in self._deliveries:
+            return
+        self._deliveries.add(event.identity)
+        if event.payment_id:
+            self._provider_ids.setdefault("payment_id", event.payment_id)
+        if event.kind in atm.MONEY_TAKEN_CHANGED:
+            self._money_events.append(event)
+            workflow.logger.error("ATM reports a change to money already taken: needs attention",
+                                  extra={"event_type": event.type, "hold_id": event.hold_id})
+        else:
             self._events.append(event)
 
     def _request_cancel(self, reason: str) -> None:

@@ -1,7 +1,9 @@
 """ReconcileWorkflow: a provider's payment or ticket event that no running purchase can take.
 
 The purchase ended (expired, cancelled, failed) or never existed here, yet ATM says money moved or
-tickets were issued: the buyer may be charged for seats boxoffice released. Such an event is never
+tickets were issued: the buyer may be charged for seats boxoffice released. Or the purchase ended,
+fulfilled or not, and ATM says money already taken changed (refunded, disputed, tickets voided or
+refunded): the tickets boxoffice handed out may no longer be valid. Such an event is never
 acknowledged and dropped: the webhook receiver signal-starts this workflow (`reconcile-{purchase
 workflow id}`), which logs at error level, counts `boxoffice_reconciliations`, shows
 `BoxofficeState = "NEEDS_ATTENTION"` and stays open until an operator signals `resolve`.
@@ -39,8 +41,8 @@ class ReconcileWorkflow:
 
     @workflow.signal(name="atm_event")
     def atm_event(self, event: AtmEvent) -> None:
-        if any(seen.delivery_id == event.delivery_id for seen in self._events):
-            return
+        if any(seen.identity == event.identity for seen in self._events):
+            return  # the same event again, perhaps with a new delivery id
         self._events.append(event)
         if event.hold_id:
             workflow.upsert_search_attributes([PROVIDER_ORDER_ID.value_set(event.hold_id)])
