@@ -62,7 +62,8 @@ class AtomSettings(BaseSettings):
     channel: str = "Partner"
     client_version: str = "1.0.0"
     payment_processor: str = "PartnerPay"
-    # Attribution sent as attributionMap (guest account) and associateTags (preview, create).
+    # Attribution sent as attributionMap (guest account; an empty map when unset) and associateTags
+    # (preview, create).
     affiliate_name: str | None = None
     campaign: str | None = None
     # "package.module:factory": factory(settings) returns a Signer for X-Atom-Signature /
@@ -325,10 +326,15 @@ class AtomActivities:
 
     @activity.defn(name="atom.create_guest_account")
     async def create_guest_account(self, buyer: Buyer) -> ProviderSession:
-        body: dict[str, Any] = {"email": buyer.email, "firstName": buyer.first_name, "lastName": buyer.last_name}
+        # attributionMap is required (partner-docs-95q.pages.dev/models/ordering): always sent, empty
+        # when no attribution is configured (assumed accepted: the docs set no minimum).
         attribution = {"affiliateName": self.settings.affiliate_name, "campaign": self.settings.campaign}
-        if any(attribution.values()):
-            body["attributionMap"] = {k: v for k, v in attribution.items() if v}
+        body: dict[str, Any] = {
+            "email": buyer.email,
+            "firstName": buyer.first_name,
+            "lastName": buyer.last_name,
+            "attributionMap": {k: v for k, v in attribution.items() if v},
+        }
         data = await self._call("POST", "/ordering/v1/customer/account/guest", json_body=body)
         account = self.http.parse(GuestAccountResponse, data, "guest account")
         return ProviderSession(token=account.auth_token, account_id=account.account_id)
