@@ -367,6 +367,7 @@ class AtomActivities:
             session,
             json_body=body,
             errors={409: FailureReason.SEAT_UNAVAILABLE, 410: FailureReason.SEAT_UNAVAILABLE},
+            codes={"DUPLICATE_CLIENT_REQUEST_ID": FailureReason.DUPLICATE_REQUEST},
         )
         lease = self.http.parse(LeaseResponse, data, "lease")
         return Hold(
@@ -384,7 +385,7 @@ class AtomActivities:
             session,
             json_body=self._order_parameters(items, client_request_id, is_guest),
             errors={409: FailureReason.SEAT_UNAVAILABLE, 410: FailureReason.HOLD_EXPIRED},
-            codes={"LEASE_EXPIRED": FailureReason.HOLD_EXPIRED},
+            codes={"LEASE_EXPIRED": FailureReason.HOLD_EXPIRED, "DUPLICATE_CLIENT_REQUEST_ID": FailureReason.DUPLICATE_REQUEST},
         )
         return self.http.parse(PreviewResponse, data, "preview").receipt.to_receipt()
 
@@ -392,7 +393,9 @@ class AtomActivities:
     async def create_order(
         self, session: ProviderSession, items: list[AtomItem], client_request_id: str, is_guest: bool
     ) -> ProviderOrder:
-        """Safe to retry: the clientRequestId makes Atom answer a repeat with the same order."""
+        """A repeat with the same clientRequestId answers DUPLICATE_CLIENT_REQUEST_ID once the first
+        placed an order (partner-docs-95q.pages.dev/guides/ordering), not the order: the workflow reads
+        that answer (workflows/atom.py)."""
         data = await self._call(
             "POST",
             "/ordering/v1/customer/orders",

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.exceptions import ApplicationError
 
 from simulators.atom import AtomSimulator
 from tests.test_atom_activities import GUEST, Recorder, activities, body, run
@@ -131,3 +132,18 @@ async def test_lax_simulator_keeps_answering_a_repeated_create_with_its_order() 
     await atom.lease("req-4")
     first, second = await atom.create("req-4"), await atom.create("req-4")
     assert first.json() == second.json()
+
+
+@pytest.mark.parametrize("step", ["lease", "preview_order", "create_order"])
+async def test_duplicate_client_request_id_is_typed_at_every_step_that_carries_it(step: str) -> None:
+    """https://partner-docs-95q.pages.dev/guides/ordering: lease, preview and create carry the
+    clientRequestId; a used one answers DUPLICATE_CLIENT_REQUEST_ID (HTTP status assumed 409), which
+    must not read as a taken seat."""
+    from tests.test_atom_activities import CLIENT_REQUEST_ID, ITEMS, SESSION
+
+    rec = Recorder({"errorCode": "DUPLICATE_CLIENT_REQUEST_ID", "message": "used"}, status=409)
+    call = getattr(activities(rec), step)
+    args = (SESSION, ITEMS, CLIENT_REQUEST_ID) if step == "lease" else (SESSION, ITEMS, CLIENT_REQUEST_ID, True)
+    with pytest.raises(ApplicationError) as err:
+        await run(call, *args)
+    assert err.value.type == "DUPLICATE_REQUEST" and err.value.non_retryable
