@@ -374,8 +374,8 @@ class PurchaseWorkflow:
         )
 
     async def find(self, activity: str, *args: Any, result_type: type[T]) -> T | None:
-        """A read-back by idempotency key (None: not there), retried like an undo: it decides
-        what to keep or undo."""
+        """A read-back by idempotency key (None: not there), retried like an undo (one round here;
+        `read_back` runs further rounds): it decides what to keep or undo."""
         found: T | None = await self.call(activity, *args, result_type=Optional[result_type], undo=True,  # type: ignore[arg-type]  # noqa: UP045
                                           summary=f"read back: {self._step}")
         return found
@@ -491,13 +491,26 @@ class PurchaseWorkflow:
                 raise
             workflow.logger.warning("outcome unknown; reading back", extra={"step": step, "error": str(err.cause)})
             try:
-                found = await find()
+                found = await (self._find_in_rounds(step, find) if self.patch_2026_12_01 else find())
             except ActivityError as unreadable:
                 raise outcome_unknown(
                     f"{step}: outcome unknown ({err.cause}); read-back failed: {unreadable.cause}") from err
             if found is None:
                 raise
             return found
+
+    async def _find_in_rounds(self, step: str, find: Callable[[], Awaitable[T | None]]) -> T | None:
+        """The read-back decides what is kept or undone: like an undo, it keeps trying in rounds while
+        its failures may pass (a provider down longer than a round), alerting COMPENSATION_FAILED
+        meanwhile; once it has an answer the alert is withdrawn and the purchase carries on."""
+        action = f"read back: {step}"
+        state = self._state
+        try:
+            found = await self.saga.keep_trying(action, find)
+        finally:
+            self.saga.withdraw(action)  # settled, or a failed undo will say what is unknown
+        self._set_state(state, step)
+        return found
 
     async def commit(
         self, step: str, do: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]] | None = None
