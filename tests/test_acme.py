@@ -207,6 +207,9 @@ async def test_cancel_during_checkout_refunds(env: WorkflowEnvironment) -> None:
     [order] = sim.ledger()["orders"]
     assert order["refunded"] == order["total"] == "205.00"
     assert [c.action for c in result.compensations] == ["refund order", "delete reservation"]
+    refund = next(c for c in sim.calls if c["endpoint"] == "refund")["body"]
+    assert refund["incidentReasonCode"] == "Miscellaneous"  # one of the two the refund page allows
+    assert len(refund["refundItems"][0]["ticketUUIDs"]) == 2
 
 
 async def test_refund_workflow_is_idempotent_and_orders_paginate(env: WorkflowEnvironment) -> None:

@@ -41,6 +41,20 @@ async def test_the_reservation_samples_integer_id_is_a_hold() -> None:
     assert json.loads(request.content) == {"reservationItems": [{"eventId": "5ff74342210cbe0c44913be2", "quantity": 2}]}
 
 
+async def test_a_cart_answered_with_its_id_alone_is_read_back() -> None:
+    """The shopping cart page lists the create answer's payload as the "Shopping Cart ID": the cart
+    is then read (GET) for its amounts.
+
+    https://developers.acmeticketing.com/support/solutions/articles/33000250678-shopping-cart
+    """
+    cart = {"id": "2c4c51184a61494cbdd148a278844175", "subtotal": "200.00", "fees": "5.00", "total": "205.00"}
+    rec = Recorder((200, "2c4c51184a61494cbdd148a278844175"), (200, cart))
+    cart_id, receipt = await run(acts(rec).create_cart, purchase_request("p-cart"))
+    assert cart_id == "2c4c51184a61494cbdd148a278844175" and receipt.total == Decimal("205.00")
+    assert [(r.method, r.url.path) for r in rec.requests] == [
+        ("POST", "/v2/b2c/carts"), ("GET", "/v2/b2c/carts/2c4c51184a61494cbdd148a278844175")]
+
+
 async def test_purchase_against_the_strict_simulator(env: WorkflowEnvironment) -> None:
     """Integer reservation ids; the Order Contact is top-level `contactFirstName`, `contactLastName`, `email`, and the
     billing email (which sends the order confirmation) is given too; no nested `contact`.
