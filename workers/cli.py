@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import uvicorn
@@ -28,10 +28,12 @@ from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import Providers, connect, run_worker, serving
 from workflows.models import (
     ConfirmRequest,
+    OrderChange,
     OrdersQuery,
     PurchaseResult,
     PurchaseState,
     PurchaseStatus,
+    RefundReason,
     RefundRequest,
     purchase_workflow_id,
 )
@@ -75,6 +77,18 @@ def decimal_argument(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def refund_item(text: str) -> tuple[str, int]:
+    item_id, _, quantity = text.partition("=")
+    if not item_id or not quantity.isdigit() or int(quantity) < 1:
+        raise argparse.ArgumentTypeError(f"not ITEM_ID=QUANTITY: {text!r}")
+    return item_id, int(quantity)
+
+
+# `orders update` flags → the Order object's fields.
+ORDER_FLAGS = {"email": "email", "first-name": "contactFirstName", "last-name": "contactLastName",
+               "phone": "phoneNumber", "zip-code": "zipCode", "notes": "notes"}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="boxoffice", description="Durable ticket purchases on Temporal.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,11 +109,22 @@ def main(argv: list[str] | None = None) -> None:
     search.add_argument("--page", type=int, default=1)
     search.add_argument("--page-size", type=int, default=100, help="-1 for all")
     order_commands.add_parser("show", help="one order").add_argument("order_id")
-    refund = order_commands.add_parser("refund", help="refund an order in full (once, however often asked)")
+    refund = order_commands.add_parser("refund", help="refund an order, in full or --item by item (once, however "
+                                       "often asked; another --refund-id is another refund)")
     refund.add_argument("order_id")
-    refund.add_argument("--reason-code", default="CUSTOMER_REQUEST")
+    refund.add_argument("--reason-code", choices=get_args(RefundReason), default="Miscellaneous")
     refund.add_argument("--notes", default="refunded from the command line")
     refund.add_argument("--no-email", action="store_true", help="do not e-mail the buyer")
+    refund.add_argument("--item", dest="items", action="append", type=refund_item, default=[],
+                        metavar="ITEM_ID=QUANTITY", help="refund this many tickets of an order item (repeatable)")
+    refund.add_argument("--refund-id", help="names one of several refunds of the order")
+    update = order_commands.add_parser("update", help="change an order's contact fields or notes")
+    update.add_argument("order_id")
+    for flag, name in ORDER_FLAGS.items():
+        update.add_argument(f"--{flag}", dest=name, metavar=flag.upper().replace("-", "_"))
+    delete = order_commands.add_parser("delete", help="delete an order (needs --yes)")
+    delete.add_argument("order_id")
+    delete.add_argument("--yes", action="store_true", help="yes, delete it")
     buy = commands.add_parser("buy", help="start a purchase from a JSON request")
     buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
     buy.add_argument("--wait", action="store_true", help="wait for the result (exit 3 if it ends unsuccessfully)")
@@ -345,11 +370,22 @@ async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -
 
 
 async def cmd_orders(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    if args.orders_command == "delete" and not args.yes:
+        raise CommandError(f"deleting order {args.order_id} cannot be undone: add --yes")
+    if args.orders_command == "update":
+        changes = {name: value for name in ORDER_FLAGS.values() if (value := getattr(args, name)) is not None}
+        if not changes:
+            raise CommandError(f"nothing to change: give one of {', '.join('--' + f for f in ORDER_FLAGS)}")
     client = await connect(settings)
     if args.orders_command == "refund":
         request = RefundRequest(order_id=args.order_id, reason_code=args.reason_code, notes=args.notes,
-                                no_email=args.no_email)
+                                no_email=args.no_email, items=dict(args.items), refund_id=args.refund_id)
         print((await purchases.refund(client, request, settings.task_queue)).model_dump_json(indent=2))
+        return
+    if args.orders_command in ("update", "delete"):
+        change = OrderChange(order_id=args.order_id, changes=changes) if args.orders_command == "update" else (
+            OrderChange(order_id=args.order_id, delete=True))
+        print((await purchases.change_order(client, change, settings.task_queue)).model_dump_json(indent=2))
         return
     if args.orders_command == "show":
         query = OrdersQuery(order_id=args.order_id)

@@ -18,6 +18,8 @@ from workflows.models import (
     WORKFLOW_TYPE,
     CancelRequest,
     ConfirmRequest,
+    OrderChange,
+    OrderChangeResult,
     OrdersPage,
     OrdersQuery,
     PurchaseBase,
@@ -238,8 +240,9 @@ async def cancel(client: Client, purchase_id: str, reason: str) -> PurchaseStatu
 
 
 async def refund(client: Client, request: RefundRequest, task_queue: str) -> RefundResult:
-    """One refund workflow per order: asking again returns the same refund, never a second one."""
-    workflow_id = refund_workflow_id(request.order_id)
+    """One refund workflow per order and refund id: asking again returns the same refund, never a
+    second one; another `refund_id` is another refund of the order."""
+    workflow_id = refund_workflow_id(request.order_id, request.refund_id)
     try:
         handle = await client.start_workflow(
             "RefundWorkflow", request, id=workflow_id, task_queue=task_queue, result_type=RefundResult,
@@ -254,4 +257,12 @@ async def refund(client: Client, request: RefundRequest, task_queue: str) -> Ref
 async def orders(client: Client, query: OrdersQuery, task_queue: str) -> OrdersPage:
     return await client.execute_workflow(
         "OrdersWorkflow", query, id=f"orders-{uuid.uuid4()}", task_queue=task_queue, result_type=OrdersPage
+    )
+
+
+async def change_order(client: Client, change: OrderChange, task_queue: str) -> OrderChangeResult:
+    """Updates or deletes an ACME order (OrderChangeWorkflow)."""
+    return await client.execute_workflow(
+        "OrderChangeWorkflow", change, id=f"order-change-{uuid.uuid4()}", task_queue=task_queue,
+        result_type=OrderChangeResult,
     )

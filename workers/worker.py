@@ -40,13 +40,13 @@ from workers.codec import CodecSettings, data_converter
 from workers.settings import ROLES, WorkerSettings
 from workers.telemetry import Telemetry, prometheus_runtime
 from workflows.models import FailureReason, PurchasePolicy, provider_task_queue
-from workflows.orders import OrdersWorkflow, RefundWorkflow
+from workflows.orders import OrderChangeWorkflow, OrdersWorkflow, RefundWorkflow
 from workflows.purchase import PurchaseWorkflow
 from workflows.reconcile import ReconcileWorkflow
 
 log = structlog.get_logger("boxoffice.worker")
 
-WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow, ReconcileWorkflow]
+WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow, OrderChangeWorkflow, ReconcileWorkflow]
 # Imported once outside the sandbox instead of for every workflow run: pydantic, the models, and the
 # step sequences (plain code without module state; they do no I/O by the project's rules). The
 # sandbox re-imports only the workflow modules (purchase, orders). Measured: ~10 % less CPU per purchase (bench/README.md).

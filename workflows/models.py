@@ -453,26 +453,67 @@ class CancelRequest(Request):
     reason: str = Field(default="cancelled by caller", max_length=500)
 
 
+# ACME's two refund reasons (Refund Input `incidentReasonCode`, developers.acmeticketing.com order-refund).
+RefundReason = Literal["Cancelled Event", "Miscellaneous"]
+# The Order fields `boxoffice orders update` changes (the Order object's contact fields and notes).
+ORDER_CONTACT_FIELDS = frozenset({"email", "contactFirstName", "contactLastName", "phoneNumber", "zipCode", "notes"})
+
+
 class RefundRequest(Request):
     """Refund an ACME order, whole (no items) or by order item."""
 
     order_id: str = Field(min_length=1)
-    reason_code: str = "CUSTOMER_REQUEST"
+    # Miscellaneous: a buyer's or operator's cancellation is not a cancelled event.
+    reason_code: RefundReason = "Miscellaneous"
     notes: str = Field(default="refunded by boxoffice", max_length=500)
     no_email: bool = False
     # order item id → quantity; empty refunds every item in full.
     items: dict[str, int] = Field(default_factory=dict)
-    # Marks the refund at ACME so a retry whose earlier answer was lost finds it instead of refunding
-    # again; stable for one refund (e.g. derived from the workflow). Unset: the activity's
-    # workflow id and activity id, stable across that activity's retries.
+    # Tells refunds of one order apart (workflow `refund-{order_id}-{refund_id}`); unset, the order's
+    # one refund (`refund-{order_id}`).
     refund_id: str | None = Field(default=None, min_length=1, max_length=100)
+    # The tickets (uuids) this refund repays, chosen once from `items` by RefundWorkflow: a retry
+    # whose earlier answer was lost finds them refunded instead of refunding others.
+    tickets: list[str] = Field(default_factory=list)
+
+    @field_validator("reason_code", mode="before")
+    @classmethod
+    def _recorded_default(cls, value: object) -> object:
+        # The default before 2026-12 (ACME refuses it): refunds recorded with it still run.
+        return "Miscellaneous" if value == "CUSTOMER_REQUEST" else value
 
 
 class RefundResult(Response):
     order_id: str
+    # What the order has refunded in all, and its total.
     refunded: Decimal
     total: Decimal
     already_refunded: bool = False
+    # This refund, from ACME's answer (`incidentNumber`, `refundAmount`); None when already refunded.
+    incident_number: str | None = None
+    amount: Decimal | None = None
+
+
+class OrderChange(Request):
+    """An ACME order's update (`changes`: Order field → value) or deletion, run by OrderChangeWorkflow."""
+
+    order_id: str = Field(min_length=1)
+    changes: dict[str, str] = Field(default_factory=dict)
+    delete: bool = False
+
+    @model_validator(mode="after")
+    def _one_change(self) -> OrderChange:
+        if bool(self.changes) == self.delete:
+            raise ValueError("give either changes or delete")
+        if unknown := sorted(set(self.changes) - ORDER_CONTACT_FIELDS):
+            raise ValueError(f"not a changeable order field: {', '.join(unknown)}")
+        return self
+
+
+class OrderChangeResult(Response):
+    order_id: str
+    deleted: bool = False
+    order: OrderRecord | None = None
 
 
 class OrdersQuery(Request):
