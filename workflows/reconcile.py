@@ -15,10 +15,11 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.models import AtmEvent
+    from workflows.models import AtmEvent, PurchaseState
     from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
 
-NEEDS_ATTENTION = "NEEDS_ATTENTION"
+# The purchases' own attention state: one BoxofficeState filter lists both.
+NEEDS_ATTENTION = PurchaseState.NEEDS_ATTENTION
 
 
 def reconcile_workflow_id(purchase_workflow_id: str) -> str:
