@@ -408,3 +408,29 @@ async def test_i11_a_purchase_started_without_the_memo_still_refuses_a_different
         found, started = await start_or_find_purchase(env.client, request, tq)
         assert not started and found.id == "purchase-no-memo-1"
         await purchases.cancel(env.client, "no-memo-1", "test over")
+
+
+async def test_i1_change_to_money_taken_of_a_running_purchase_needs_attention(env: WorkflowEnvironment) -> None:
+    """https://www.atmosphere.money/docs/events: `payment.disputed` ("The payer opened a dispute or
+    chargeback") for a purchase still running: listed in its `money_events` and at once an operator's
+    item (ReconcileWorkflow, NEEDS_ATTENTION), once per event id — the purchase may still end FULFILLED."""
+    sim = AtmSimulator()
+    async with atm_worker(env.client, sim) as tq:
+        deliver = temporal_delivery(env.client, tq)
+        wire(sim, deliver)
+        handle, hold = await held_atm_purchase(env, sim, tq, "atm-dispute-running")
+        dispute = AtmEvent(delivery_id="del_1", event_id="evt_dispute", type="payment.disputed", hold_id=hold,
+                           status="needs_response")
+        assert await deliver(handle.id, dispute) == "delivered; reconciliation"
+        # ATM redrives the same event with a new delivery id (the receiver's memory lost, e.g. a restart).
+        assert await deliver(handle.id, dispute.model_copy(update={"delivery_id": "del_2"})) == "delivered; reconciliation"
+        await pay(sim, hold)
+        result = await purchase_outcome(handle)
+        reconcile = env.client.get_workflow_handle(f"reconcile-{handle.id}")
+        [kept] = await reconcile.query("events", result_type=list[AtmEvent])
+        assert (await reconcile.describe()).search_attributes["BoxofficeState"] == ["NEEDS_ATTENTION"]
+        await reconcile.signal("resolve", "dispute answered")
+        assert await reconcile.result() == "dispute answered"
+    assert (kept.kind, kept.event_id, kept.status) == ("payment.disputed", "evt_dispute", "needs_response")
+    assert result.state == PurchaseState.FULFILLED
+    assert [(e.kind, e.event_id) for e in result.money_events] == [("payment.disputed", "evt_dispute")]

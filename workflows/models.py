@@ -210,6 +210,9 @@ class PurchaseState(StrEnum):
     # An undo failed: retried while its failure may pass (then the purchase ends as it would have),
     # else an operator must act. `compensations` says which and why.
     COMPENSATION_FAILED = "COMPENSATION_FAILED"
+    # Cannot end by itself and must not be given up (ATM paid, no tickets within the budget): still
+    # running, waiting for what is owed, until it arrives or an operator sends `resolve`.
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
     @property
     def final(self) -> bool:
