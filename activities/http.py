@@ -148,10 +148,13 @@ class ProviderHttp:
         errors: Mapping[int, FailureReason] | None = None,
         codes: Mapping[str, FailureReason] | None = None,
         sign: Signer | None = None,
+        secrets: Iterable[str] = (),
     ) -> Any:
         """Sends one request and returns its JSON. `errors` types 4xx statuses, `codes` types the
         provider's error codes (codes win); other 4xx are PROVIDER_REJECTED. `sign` sees the exact
-        bytes sent and adds its headers."""
+        bytes sent and adds its headers. `secrets`: values of this call only (a buyer's token) that
+        are masked like the configured ones."""
+        hide = tuple(s for s in secrets if s)
         started = time.perf_counter()
         if form is not None:
             content, content_type = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
@@ -166,9 +169,11 @@ class ProviderHttp:
         try:
             response = await self.client.send(request)
         except httpx.TimeoutException as err:
-            raise self._error(f"{method} {path} timed out ({type(err).__name__})", UNREACHABLE, retryable=True) from None
+            raise self._error(f"{method} {path} timed out ({type(err).__name__})", UNREACHABLE, retryable=True,
+                              hide=hide) from None
         except httpx.TransportError as err:
-            raise self._error(f"{method} {path} failed: {type(err).__name__}: {err}", UNREACHABLE, retryable=True) from None
+            raise self._error(f"{method} {path} failed: {type(err).__name__}: {err}", UNREACHABLE, retryable=True,
+                              hide=hide) from None
 
         trace_id = next((response.headers[h] for h in self._trace_headers if h in response.headers), None)
         log.info(
@@ -181,7 +186,7 @@ class ProviderHttp:
             trace_id=trace_id,
         )
         if response.is_success:
-            return self._json(response, trace_id)
+            return self._json(response, trace_id, hide)
 
         code, message = _error_fields(response)
         where = f"{method} {response.request.url.path} → {response.status_code}"
@@ -189,9 +194,9 @@ class ProviderHttp:
         details = {"status": response.status_code, "code": code, "trace_id": trace_id}
         if response.status_code == 429:
             delay = retry_after(response.headers.get("retry-after"))
-            raise self._error(text, RATE_LIMITED, retryable=True, details=details, next_retry_delay=delay)
+            raise self._error(text, RATE_LIMITED, retryable=True, details=details, next_retry_delay=delay, hide=hide)
         if response.status_code >= 500:
-            raise self._error(text, UNAVAILABLE, retryable=True, details=details)
+            raise self._error(text, UNAVAILABLE, retryable=True, details=details, hide=hide)
         reason = (codes or {}).get(code or "") or (errors or {}).get(response.status_code)
         if reason is None:
             reason = (
@@ -199,7 +204,7 @@ class ProviderHttp:
                 if response.status_code in (401, 403)
                 else FailureReason.PROVIDER_REJECTED
             )
-        raise self._error(text, reason, retryable=False, details=details)
+        raise self._error(text, reason, retryable=False, details=details, hide=hide)
 
     def parse(self, model: type[M], data: Any, what: str) -> M:
         """Validates a provider answer; one that is not the documented shape is not retried."""
@@ -214,18 +219,19 @@ class ProviderHttp:
                 retryable=False,
             ) from None
 
-    def _json(self, response: httpx.Response, trace_id: str | None) -> Any:
+    def _json(self, response: httpx.Response, trace_id: str | None, hide: tuple[str, ...]) -> Any:
         if not response.content:
             return None
         try:
             return response.json()
         except ValueError:
-            excerpt = self.redact(response.text[:EXCERPT_CHARS])
+            excerpt = redact(response.text[:EXCERPT_CHARS], self._secrets + hide)
             raise self._error(
                 f"{response.request.method} {response.request.url.path}: malformed JSON: {excerpt!r}",
                 FailureReason.PROVIDER_BAD_RESPONSE,
                 retryable=False,
                 details={"status": response.status_code, "code": None, "trace_id": trace_id},
+                hide=hide,
             ) from None
 
     def _error(
@@ -236,8 +242,9 @@ class ProviderHttp:
         retryable: bool,
         details: dict[str, Any] | None = None,
         next_retry_delay: timedelta | None = None,
+        hide: tuple[str, ...] = (),
     ) -> ApplicationError:
-        message = f"{self.provider}: {self.redact(message)}"
+        message = f"{self.provider}: {redact(message, self._secrets + hide)}"
         log.warning("provider error", provider=self.provider, type=type_, retryable=retryable, error=message)
         # The attempt tells the workflow whether an earlier attempt may have done the work.
         attempt = activity.info().attempt if activity.in_activity() else None

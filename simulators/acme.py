@@ -6,10 +6,14 @@ injection (simulators/faults.py). Pages it follows (developers.acmeticketing.com
 (33000250677: integer ids, POST / GET by id / PUT / DELETE, no list), B2C checkout and the checkout
 object (33000250712, 33000277687: a CheckoutInput with top-level contact and billing fields; contact
 taken from billing when missing), order refund (33000250661: two reason codes, `ticketUUIDs`, answer
-`incidentNumber`/`refundAmount`/`order`). `strict` (default) refuses what those pages do not
-define: unknown body fields, a nested `contact`, other reason codes, wrong types, with 400.
+`incidentNumber`/`refundAmount`/`order`), checkout APIs best practices and security (33000250711:
+every B2C checkout carries the buyer's Google reCAPTCHA token). `strict` (default) refuses what those
+pages do not define or require: unknown body fields, a nested `contact`, other reason codes, wrong
+types, a checkout without the reCAPTCHA token, with 400.
 *Assumed* where they are silent: the error body `{errorCode, message}` (16003 adds `type`), the
-checkout's `reservationId`, `notes` and `payment.cardToken`, the cart's answer fields.
+checkout's `reservationId`, `notes` and `payment.cardToken`, the cart's answer fields, the reCAPTCHA
+token's header (`x-acme-captcha-token`, as a public ACME client sends it) and its refusal's status.
+Any non-empty token passes (ACME asks Google to score it; the simulator cannot).
 Fault modes besides faults.py: `naive_timestamps`, and `max_page_size` (a server that caps search
 pages, `pageSize=-1` included).
 
@@ -73,8 +77,10 @@ class AcmeSimulator:
     tenant_id: str = "107"
     api_key: str = "dev-acme-key"
     reservation_seconds: int = 600
-    # Refuse what the pages do not define (unknown fields, nested contact, other reason codes).
+    # Refuse what the pages do not define (unknown fields, nested contact, other reason codes) or
+    # require (the reCAPTCHA token on checkout).
     strict: bool = True
+    recaptcha_header: str = "x-acme-captcha-token"
     # Fault mode: `expirationTimestamp` in UTC but without a zone, a shape some APIs send.
     naive_timestamps: bool = False
     max_page_size: int | None = None
@@ -211,6 +217,8 @@ class AcmeSimulator:
             return error(400, "INVALID_REQUEST", "the body is a CheckoutInput object")
         if not request.headers.get("x-acme-browser-ip"):
             return error(400, "BROWSER_IP_REQUIRED", "x-acme-browser-ip is required for checkout")
+        if self.strict and not request.headers.get(self.recaptcha_header):
+            return error(400, "RECAPTCHA_REQUIRED", f"the reCAPTCHA token ({self.recaptcha_header}) is required")
         if refused := self._unknown(body, CHECKOUT_FIELDS, "CheckoutInput"):
             return refused
         request_uuid = request.headers.get("x-acme-request-uuid")

@@ -83,7 +83,8 @@ async def test_strict_simulator_refuses_the_nested_contact_and_unknown_fields() 
     https://developers.acmeticketing.com/support/solutions/articles/33000250712-b2c-checkout-e-commerce-
     """
     sim = AcmeSimulator(api_key="test-acme-key")
-    headers = {"x-b2c-tenant-id": "107", "x-acme-api-key": "test-acme-key", "x-acme-browser-ip": "203.0.113.7"}
+    headers = {"x-b2c-tenant-id": "107", "x-acme-api-key": "test-acme-key", "x-acme-browser-ip": "203.0.113.7",
+               "x-acme-captcha-token": "test-recaptcha-token"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url="http://acme.test") as http:
         cart = (await http.post("/v2/b2c/carts", headers=headers, json={"items": [
             {"eventId": "5ff74342210cbe0c44913be2", "ticketingTypeId": "54248ac8e4b01cd228b007a4", "quantity": 1}]})).json()

@@ -49,7 +49,7 @@ DEMO_REQUESTS: dict[str, dict[str, Any]] = {
     "tevo": {"provider": "tevo", "ticket_group_id": 324466901, "quantity": 2, "price": "145.48",
              "payment": {"credit_card_id": 327284}},
     "atm": {"provider": "atm", "event_id": "evt_demo", "items": [{"tier_id": "GA", "quantity": 2}]},
-    "acme": {"provider": "acme", "browser_ip": "127.0.0.1",
+    "acme": {"provider": "acme", "browser_ip": "127.0.0.1", "recaptcha_token": "dev-recaptcha-token",
              "items": [{"event_id": "5ff74342210cbe0c44913be2", "ticketing_type_id": "54248ac8e4b01cd228b007a4",
                         "quantity": 2}]},
 }

@@ -31,8 +31,10 @@ def purchase_workflow_id(purchase_id: str) -> str:
 
 def request_fingerprint(request: BaseModel) -> str:
     """sha256 of a validated request: the same for the same purchase however its JSON was written
-    (a purchase id reused with another request is refused by it)."""
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    (a purchase id reused with another request is refused by it). Without the ACME reCAPTCHA token:
+    a start retried with a fresh one is the same purchase (and a request without one keeps the
+    fingerprint it had before the field existed)."""
+    return hashlib.sha256(request.model_dump_json(exclude={"recaptcha_token"}).encode()).hexdigest()
 
 
 def provider_task_queue(task_queue: str, provider: str) -> str:
@@ -183,6 +185,10 @@ class AcmeItem(Request):
     quantity: int = Field(ge=1, le=50)
 
 
+# Google's reCAPTCHA tokens are some hundreds of characters; a bound against garbage.
+RECAPTCHA_TOKEN_CHARS = 4096
+
+
 class AcmePurchaseRequest(PurchaseBase):
     provider: Literal["acme"]
     items: list[AcmeItem] = Field(min_length=1, max_length=20)
@@ -190,6 +196,9 @@ class AcmePurchaseRequest(PurchaseBase):
     browser_ip: IPvAnyAddress
     # The card token to charge; a `confirm` update's payment_reference replaces it.
     payment_token: str | None = Field(default=None, repr=False)
+    # The Google reCAPTCHA token the buyer's browser made (ACME requires one on every B2C checkout);
+    # a `confirm` update's recaptcha_token replaces it. Optional here so runs started before it replay.
+    recaptcha_token: str | None = Field(default=None, repr=False, max_length=RECAPTCHA_TOKEN_CHARS)
 
 
 PurchaseRequest = Annotated[
@@ -244,6 +253,8 @@ class FailureReason(StrEnum):
     CANCELLED = "CANCELLED"
     # The worker lacks the provider's URL or credentials (README, Configuration).
     PROVIDER_NOT_CONFIGURED = "PROVIDER_NOT_CONFIGURED"
+    # An ACME checkout without the buyer's Google reCAPTCHA token, which ACME requires: send one.
+    RECAPTCHA_REQUIRED = "RECAPTCHA_REQUIRED"
 
 
 class Response(BaseModel):
@@ -450,6 +461,8 @@ class ConfirmRequest(Request):
 
     accepted_total: Decimal | None = None
     payment_reference: str | None = Field(default=None, max_length=200)
+    # ACME: a fresh reCAPTCHA token (one lives two minutes), sent on checkout instead of the request's.
+    recaptcha_token: str | None = Field(default=None, repr=False, max_length=RECAPTCHA_TOKEN_CHARS)
 
 
 class CancelRequest(Request):
