@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         if name == "confirm":
             sub.add_argument("--total", type=decimal_argument,
                              help="the total the buyer accepted (must match the preview)")
+            sub.add_argument("--recaptcha-token", help="ACME: a fresh reCAPTCHA token from the buyer's browser "
+                             "(tokens live two minutes; it replaces the request's)")
         if name == "cancel":
             sub.add_argument("--reason", default="cancelled from the command line")
     args = parser.parse_args(argv)
@@ -440,7 +442,7 @@ async def cmd_status(args: argparse.Namespace, settings: WorkerSettings) -> None
 
 
 async def cmd_confirm(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    confirmation = ConfirmRequest(accepted_total=args.total)
+    confirmation = ConfirmRequest(accepted_total=args.total, recaptcha_token=args.recaptcha_token)
     show_or_dump(await purchases.confirm(await connect(settings), args.purchase_id, confirmation), args.json)
 
 
