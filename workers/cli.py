@@ -23,6 +23,7 @@ from workers import client as purchases
 from workers.codec import CodecSettings, codec_server, validation_summary
 from workers.devstack import dev_mode, dev_stack, port_open, public_webhook_secret, split_address, use_simulators
 from workers.logs import configure
+from workers.servers import server_config
 from workers.settings import WebhookSettings, WorkerSettings
 from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import Providers, connect, run_worker, serving
@@ -342,7 +343,7 @@ def bound_socket(host: str, port: int, variable: str) -> socket.socket:
 
 
 async def serve(app: Any, sock: socket.socket) -> None:
-    await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
+    await uvicorn.Server(server_config(app)).serve(sockets=[sock])
 
 
 async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> None:
