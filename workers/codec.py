@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -62,6 +62,9 @@ REQUEST_UNION = get_args(PurchaseRequest)[0]
 
 
 class CodecSettings(BaseSettings):
+    # An empty variable (as deploy/ sets for unused options) means "not set".
+    model_config = SettingsConfigDict(env_ignore_empty=True)
+
     keys: SecretStr | None = Field(default=None, validation_alias="BOXOFFICE_CODEC_KEYS")
     # The codec server: who may call it, and from which browser origin (the Temporal UI).
     auth_token: SecretStr | None = Field(default=None, validation_alias="BOXOFFICE_CODEC_AUTH_TOKEN")

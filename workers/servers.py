@@ -66,13 +66,19 @@ def read_deadline_protocol(seconds: float) -> type[H11Protocol]:
     return ReadDeadlineProtocol
 
 
+# uvicorn's loggers without handlers of their own: their lines go through ours (JSON in production),
+# even after another server in the process installed uvicorn's plain-text ones.
+LOG_CONFIG = {
+    "version": 1, "disable_existing_loggers": False,
+    "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+}
+
+
 def server_config(app: Any, read_seconds: float = READ_SECONDS, **options: Any) -> uvicorn.Config:
-    """`log_config=None`: uvicorn's loggers propagate to ours (JSON in production), instead of
-    uvicorn's own plain-text handlers."""
     return uvicorn.Config(
         app, http=read_deadline_protocol(read_seconds), timeout_keep_alive=KEEP_ALIVE_SECONDS,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=MAX_CONNECTIONS,
-        log_config=None, log_level="warning", **options,
+        log_config=LOG_CONFIG, log_level="warning", **options,
     )
 
 
