@@ -41,10 +41,29 @@ TRACE_HEADERS = ("x-request-id", "x-amzn-requestid", "x-amzn-trace-id", "x-trace
 EXCERPT_CHARS = 300
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-# Values under these JSON keys are secrets wherever they appear in a logged or quoted body.
-_SECRET_KEYS = re.compile(
-    r'("(?:[A-Za-z_-]*(?:[Tt]oken|[Pp]assword|[Ss]ecret|[Kk]ey|[Ss]ignature)|vendorQrCodeData)"\s*:\s*)"[^"]*"'
+# Names of fields whose values are secrets or personal data (a person's name, a phone number),
+# wherever they appear: JSON, a Python repr, a form or query string, a header, a log field.
+SENSITIVE_KEY = (
+    r"[\w.-]*?(?:token|password|passwd|secret|key|signature|authorization|credential|cookie|cvv|cvc|card_?number"
+    r"|(?:first|last|full|given|family|middle|holder|buyer|customer)_?name|phone|mobile|vendorQrCodeData)[\w.-]*"
 )
+_QUOTED_FIELD = re.compile(  # "key": "value" / 'key': 'value' / "key": 123
+    rf"""(["'])({SENSITIVE_KEY})\1(\s*:\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,}}\]]+)""", re.IGNORECASE)
+_FORM_FIELD = re.compile(  # key=value in forms, queries and key=value log lines
+    rf"""(?<![\w.-])({SENSITIVE_KEY})=(?:"[^"]*"|'[^']*'|[^&\s,;]*)""", re.IGNORECASE)
+_HEADER = re.compile(  # Key: value, the value's scheme (Bearer, Basic) included
+    rf"""(?<![\w.-])({SENSITIVE_KEY})(\s*:[ \t]*)(?!["'\s])(?:(?:bearer|basic|digest)[ \t]+)?[^\s,;]+""",
+    re.IGNORECASE)
+# A credential after its scheme anywhere; it has a digit or punctuation, unlike "basic seating".
+_SCHEME_TOKEN = re.compile(r"\b([Bb]earer|Basic|Digest)\s+(?=[\w~+/=.-]*[0-9=+/._~-])[\w~+/=.-]+")
+# An international phone number in prose; bare digit runs are left alone (order ids look the same).
+_PHONE = re.compile(r"\+\d[\d ().-]{6,}\d")
+
+
+def _masked_field(match: re.Match[str]) -> str:
+    quote, key, separator, value = match.groups()
+    masked = f"{value[0]}***{value[0]}" if value[0] in "\"'" else "***"
+    return f"{quote}{key}{quote}{separator}{masked}"
 
 
 def attempt_timeout(http_timeout: float) -> float:
@@ -77,11 +96,17 @@ def not_yet(message: str) -> ApplicationError:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Masks known secret values, secret-looking JSON fields and e-mail addresses."""
+    """Masks known secret values; the values of secret or personal fields (SENSITIVE_KEY) in JSON,
+    Python reprs, forms, queries, headers and key=value text; bearer/basic credentials; phone numbers
+    in international form; e-mail addresses (but their first letter and domain)."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    text = _SECRET_KEYS.sub(r'\1"***"', text)
+    text = _QUOTED_FIELD.sub(_masked_field, text)
+    text = _FORM_FIELD.sub(r"\1=***", text)
+    text = _HEADER.sub(r"\1\2***", text)
+    text = _SCHEME_TOKEN.sub(r"\1 ***", text)
+    text = _PHONE.sub("+***", text)
     return _EMAIL.sub(r"\1***@\2", text)
 
 

@@ -21,9 +21,16 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workers import client as purchases
 from workers.codec import CodecSettings, codec_server, validation_summary
-from workers.devstack import dev_mode, dev_stack, port_open, public_webhook_secret, split_address, use_simulators
+from workers.devstack import dev_mode, dev_stack, port_open, split_address, use_simulators
 from workers.logs import configure
-from workers.settings import WebhookSettings, WorkerSettings
+from workers.servers import server_config
+from workers.settings import (
+    NO_CODEC_KEYS,
+    WebhookSettings,
+    WorkerSettings,
+    production_refusals,
+    temporal_refusals,
+)
 from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import Providers, connect, run_worker, serving
 from workflows.models import (
@@ -55,6 +62,9 @@ DEMO_REQUESTS: dict[str, dict[str, Any]] = {
 }
 DEMO_BUYER = {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}
 
+
+# Commands that serve: outside dev, they refuse to start on unsafe settings (refuse_to_serve).
+SERVERS = frozenset({"worker", "webhooks", "codec-server"})
 
 # Exit codes (README, "The command line"); argparse exits 2 on a usage mistake.
 EXIT_ERROR = 1  # the command could not do what was asked: no server, unknown id, refused, bad input
@@ -151,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             use_simulators()
         settings = WorkerSettings()
         address = settings.temporal_address
+        if args.command not in SERVERS and not dev_mode() and (refusals := temporal_refusals()):
+            raise SystemExit("\n".join(refusals))  # an API key over plaintext, from any command
         configure(settings.log_format, settings.log_level if args.command in ("dev", "worker") else "WARNING")
         asyncio.run(COMMANDS[args.command](args, settings))
     except KeyboardInterrupt:
@@ -327,8 +339,20 @@ def show_or_dump(view: PurchaseStatus | PurchaseResult, as_json: bool) -> None:
         show(view)
 
 
+def refusals_outside_dev() -> list[str]:
+    """Why this process must not serve production (workers.settings.production_refusals), unless dev."""
+    return [] if dev_mode() else production_refusals()
+
+
+def refuse_to_serve(*problems: str) -> None:
+    """Refuses to start a server on its own `problems` and the production ones: one line each."""
+    lines = [*problems, *(line for line in refusals_outside_dev() if line not in problems)]
+    if lines:
+        raise SystemExit("\n".join(lines))
+
+
 async def cmd_worker(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    await run_worker(settings)
+    await run_worker(settings, refusals=refusals_outside_dev())
 
 
 def bound_socket(host: str, port: int, variable: str) -> socket.socket:
@@ -344,17 +368,13 @@ def bound_socket(host: str, port: int, variable: str) -> socket.socket:
 
 
 async def serve(app: Any, sock: socket.socket) -> None:
-    await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
+    await uvicorn.Server(server_config(app)).serve(sockets=[sock])
 
 
 async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> None:
     webhooks = WebhookSettings()
     secrets = webhooks.atm_secret_list()
-    if not secrets:
-        raise CommandError("set BOXOFFICE_ATM_WEBHOOK_SECRETS to ATM's webhook signing secret(s)")
-    if not dev_mode() and public_webhook_secret() in secrets:
-        raise CommandError("BOXOFFICE_ATM_WEBHOOK_SECRETS holds the simulator's public secret: anyone could sign "
-                           "webhooks.\nSet ATM's secret, or BOXOFFICE_ENV=dev to receive the simulator's.")
+    refuse_to_serve(*([] if secrets else ["BOXOFFICE_ATM_WEBHOOK_SECRETS is not set: ATM's webhook signing secret(s)"]))
     sock = bound_socket(webhooks.host, webhooks.port, "BOXOFFICE_WEBHOOKS_PORT")
     await serve(atm_receiver(secrets, temporal_delivery(await connect(settings), settings.task_queue)), sock)
 
@@ -362,8 +382,9 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
 async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -> None:
     codec_settings = CodecSettings()
     codec = codec_settings.codec()
-    if codec is None or codec_settings.auth_token is None:
-        raise CommandError("set BOXOFFICE_CODEC_KEYS and BOXOFFICE_CODEC_AUTH_TOKEN")
+    refuse_to_serve(*([] if codec else [NO_CODEC_KEYS]), *([] if codec_settings.auth_token else [
+        "BOXOFFICE_CODEC_AUTH_TOKEN is not set: the token the Temporal UI and CLI send"]))
+    assert codec is not None and codec_settings.auth_token is not None
     origins = [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
     app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins)
     sock = bound_socket(codec_settings.host, codec_settings.port, "BOXOFFICE_CODEC_PORT")

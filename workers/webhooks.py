@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from workers.servers import capped_body, loads_bounded, without_slash_redirect
 from workflows.atm import HOLD_EXPIRED, ISSUED, MONEY_TAKEN_CHANGED, PAID, PAYMENT_FAILED
 from workflows.models import AtmEvent, PurchaseState, Ticket, purchase_workflow_id
 from workflows.purchase import STATE
@@ -215,16 +215,6 @@ class Envelope:
         return [self.delivery_id] + ([self.event_id] if self.event_id else [])
 
 
-async def _capped_body(request: Request) -> bytes | None:
-    """The body, or None once it grows past MAX_BODY_BYTES (a chunked upload has no length to check)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return bytes(body)
-
-
 def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float] = time.time) -> Starlette:
     # Ids of events taken: event ids and delivery ids both, so a repeat is known by either.
     taken: OrderedDict[str, None] = OrderedDict()
@@ -250,13 +240,13 @@ def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float
             return refuse(400, "malformed content-length")
         if length is not None and int(length) > MAX_BODY_BYTES:
             return refuse(413, f"body over {MAX_BODY_BYTES} bytes")
-        raw = await _capped_body(request)
+        raw = await capped_body(request, MAX_BODY_BYTES)
         if raw is None:
             return refuse(413, f"body over {MAX_BODY_BYTES} bytes")
         # The signed delivery id may be only in the body (test console): it is read to check the
         # signature over the raw bytes, and nothing else of the body is used before that check.
         try:
-            body = json.loads(raw)
+            body = loads_bounded(raw)  # a ValueError, never a RecursionError
             envelope = Envelope(body if isinstance(body, dict) else {}, request.headers)
         except ValueError as err:
             header_id = request.headers.get("atm-delivery-id")
@@ -291,4 +281,4 @@ def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float
                  api_version=envelope.api_version, outcome=outcome)
         return JSONResponse({"ok": True, "outcome": outcome})
 
-    return Starlette(routes=[Route("/webhooks/atm", receive, methods=["POST"])])
+    return without_slash_redirect(Starlette(routes=[Route("/webhooks/atm", receive, methods=["POST"])]))

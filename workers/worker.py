@@ -192,17 +192,19 @@ async def health(bind: str | None) -> AsyncIterator[None]:
         await task
 
 
-async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
+async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None,
+                     refusals: Sequence[str] = ()) -> None:
     """Runs until SIGTERM/SIGINT (or `stop`), then drains: running activities get
     shutdown_grace_seconds to finish before they are cancelled and retried elsewhere.
-    Refuses to start when a provider named in BOXOFFICE_WORKER_ROLES is not configured."""
+    Refuses to start when a provider named in BOXOFFICE_WORKER_ROLES is not configured, or on
+    `refusals` (the command line's, outside dev: workers.settings.production_refusals), one line each."""
     providers = Providers()
     unconfigured = {p.name: missing for p in providers.providers if (missing := missing_settings(p.settings))}
     named = {role.strip() for role in settings.roles.split(",")} & set(unconfigured)
-    if named:
+    lines = [f"{name} is not configured: set {', '.join(unconfigured[name])}" for name in sorted(named)]
+    if lines or refusals:
         await providers.aclose()
-        raise SystemExit("\n".join(f"{name} is not configured: set {', '.join(unconfigured[name])}"
-                                    for name in sorted(named)))
+        raise SystemExit("\n".join([*lines, *refusals]))
     for name, missing in unconfigured.items():
         log.warning("provider not configured: not served here", provider=name, missing=missing)
     stop = stop or asyncio.Event()
