@@ -397,7 +397,41 @@ class AcmeSweep(ProviderSweep):
         return str(await self.provider.release_reservation(finding.item_id))
 
 
-SWEEPS: dict[str, type[ProviderSweep]] = {"tevo": TevoSweep, "acme": AcmeSweep}
+# -- ATM ------------------------------------------------------------------------------------------
+
+ATM_STANDING: dict[str, Standing] = {"released": "gone", "completed": "live", "expired": "gone", "failed": "gone"}
+
+
+class AtmSweep(ProviderSweep):
+    """ATM documents no listing and no read of ticket holds or payments for an app (atmosphere.money/docs/api:
+    the tickets.atmosphere methods create and release holds; payment listings are per payer or subscription).
+    The sweep reads the holds its ended, unfulfilled purchases recorded through releaseTicketHold, whose
+    answer is the hold's status (lexicon tickets.atmosphere.releaseTicketHold: released | expired | failed |
+    completed): a hold still active is released by that read (the repair; ATM's answer `released` cannot tell
+    it from a hold released before, so it is not counted); `completed` means the buyer paid although the
+    purchase did not end FULFILLED: a payment without tickets, for a person."""
+
+    name = "atm"
+
+    async def items(self, request: SweepPageRequest) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
+        views, token = await self.purchases.started("atm", request.since, request.until,
+                                                    decode_cursor(request.cursor).get("token"), request.page_size)
+        items: list[tuple[ProviderItem, PurchaseView | None]] = []
+        for view in views:
+            hold_id = view.provider_ids.get("order_id") or view.order_id
+            if view.running or view.fulfilled or not hold_id:
+                continue
+            status = await self.provider.release_hold(hold_id)
+            items.append((ProviderItem(provider="atm", kind="hold", item_id=hold_id, status=status,
+                                       standing="gone" if status.startswith("not found") else ATM_STANDING.get(status),
+                                       purchase_id=view.purchase_id), view))
+        return items, encode_cursor({"token": token}) if token else None
+
+    async def release(self, finding: Finding) -> str:
+        return str(await self.provider.release_hold(finding.item_id))
+
+
+SWEEPS: dict[str, type[ProviderSweep]] = {"tevo": TevoSweep, "acme": AcmeSweep, "atm": AtmSweep}
 
 
 def provider_sweeps(providers: Sequence[Any], client: Client) -> dict[str, ProviderSweep]:

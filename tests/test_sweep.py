@@ -227,3 +227,35 @@ async def test_sweep_schedules_are_created_once_and_updated(dev_env: WorkflowEnv
     assert described.schedule.state.paused  # the operator's pause is kept
     [request] = await dev_env.client.data_converter.decode(described.schedule.action.args, [SweepRequest])  # type: ignore[attr-defined]
     assert request.window_seconds == 24 * 3600
+
+
+# -- ATM: lexicon tickets.atmosphere.releaseTicketHold (atmosphere.money/.well-known/atproto-lexicon/) --
+
+
+async def test_atm_paid_hold_of_a_cancelled_purchase_is_a_payment_without_tickets(dev_env: WorkflowEnvironment) -> None:
+    """releaseTicketHold answers the hold's status (released | expired | failed | completed): `completed`
+    for a purchase that ended CANCELLED is a payment without tickets; a hold still active is released."""
+    from simulators.atm import AtmSimulator
+    from tests.conftest import atm_request, atm_worker, wait_for_state
+    from workers.client import cancel
+
+    sim = AtmSimulator()
+    async with atm_worker(dev_env.client, sim) as tq:
+        holds = []
+        for name in ("atm-paid-late", "atm-left-active", "atm-clean"):
+            handle = await start_purchase(dev_env.client, atm_request(name), tq)
+            holds.append((await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)).provider_ids["order_id"])
+            await cancel(dev_env.client, name, "buyer left")
+        sim.holds[holds[0]].status = "completed"  # paid on the checkout page after the cancel, no webhook
+        sim.holds[holds[1]].status = "active"  # its release was lost
+        await visible(dev_env.client, 'BoxofficeProvider = "atm" AND ExecutionStatus != "Running"', 3)
+        done = await sweep(dev_env.client, tq, "atm")
+        assert (done.totals.seen, done.totals.findings) == (3, 1)
+        assert sim.holds[holds[1]].status == "released"
+        [item] = await open_items(dev_env.client, 1)
+        assert item["id"] == item_id("atm", FindingKind.PAYMENT_WITHOUT_TICKETS, holds[0])
+        assert item["purchase_id"] == "atm-paid-late"
+        with pytest.raises(WorkflowUpdateFailedError):  # ATM refunds are made at ATM: settle by hand, then dismiss
+            await approve_attention(dev_env.client, item["id"], AttentionDecision(action="refund"))
+        assert (await dismiss_attention(dev_env.client, item["id"], AttentionDecision(note="refunded at ATM"))).state \
+            == "DISMISSED"
