@@ -374,3 +374,29 @@ class AcmeSimulator:
     async def admin_faults(self, request: Request) -> Response:
         self.faults.add(Fault.model_validate(await request.json()))
         return JSONResponse({"pending": len(self.faults.pending)})
+
+
+def seed_order(sim: AcmeSimulator, notes: str | None, event_id: str = EVENT, total: str = "212.00",
+               refunded: str = "0.00") -> str:
+    """An order as if bought outside boxoffice's view, or by a purchase that lost its answer: for sweep tests."""
+    order_id = str(30263798 + next(sim._ids))
+    sim.orders[order_id] = {
+        "id": order_id, "tenantId": int(sim.tenant_id), "email": "janedoe@gmail.com",
+        "orderNumber": str(100148401 + len(sim.orders)), "totalAmount": total, "paidAmount": total,
+        "balanceAmount": "0.00", "refundAmount": refunded, "saleChannel": "Online", "checkInStatus": "NotCheckedIn",
+        "notes": notes, "createdOn": datetime.fromtimestamp(sim.clock(), UTC).isoformat(),
+        "orderItems": [{"itemId": str(43371676 + next(sim._ids)), "eventId": event_id, "eventName": "Sailing",
+                        "ticketingTypeId": "54248ac8e4b01cd228b007a4", "ticketingTypeName": "Adulting",
+                        "quantity": 2, "originalQuantity": 2, "unitPrice": "100.00", "amount": "200.00",
+                        "itemType": "Event", "ticketVos": [{"id": next(sim._ids), "uuid": f"seed-{order_id}-{n}",
+                                                           "ticketStatus": "Normal"} for n in range(2)]}],
+    }
+    return order_id
+
+
+def seed_reservation(sim: AcmeSimulator, event_id: str = EVENT, quantity: int = 2) -> int:
+    """An active reservation nobody releases (a purchase's that outlived it)."""
+    reservation_id = next(sim._reservation_ids)
+    sim.reservations[reservation_id] = {"id": reservation_id, "items": [{"eventId": event_id, "quantity": quantity}],
+                                        "expires": sim.clock() + sim.reservation_seconds, "status": "active"}
+    return reservation_id

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
 import time
 import traceback
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, get_args
 
@@ -19,6 +21,8 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedE
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.sweep import SweepSettings
+from activities.tevo import TevoActivities, TevoSettings, order_body
 from workers import client as purchases
 from workers.codec import CodecSettings, codec_server, validation_summary
 from workers.devstack import dev_mode, dev_stack, port_open, split_address, use_simulators
@@ -33,6 +37,7 @@ from workers.settings import (
 )
 from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import Providers, connect, run_worker, serving
+from workflows.findings import AttentionDecision, SweepRequest, SweepResult
 from workflows.models import (
     ConfirmRequest,
     OrderChange,
@@ -42,6 +47,7 @@ from workflows.models import (
     PurchaseStatus,
     RefundReason,
     RefundRequest,
+    TevoPurchaseRequest,
     purchase_workflow_id,
 )
 
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     demo = commands.add_parser("demo", help="buy tickets from the Atom simulator, step by step")
     demo.add_argument("--auto", action="store_true", help="auto confirmation instead of confirming after the price")
     demo.add_argument("--provider", choices=sorted(DEMO_REQUESTS), default="atom")
+    demo.add_argument("--orphan", action="store_true", help="show the reconciliation sweep: an order at the TEvo "
+                      "simulator no purchase accounts for becomes an attention item")
     commands.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE")
     commands.add_parser("webhooks", help="receive ATM's signed webhooks and signal the purchases")
     commands.add_parser("codec-server", help="decrypt payloads for the Temporal UI and CLI (--codec-endpoint)")
@@ -135,6 +143,24 @@ def main(argv: list[str] | None = None) -> None:
     delete = order_commands.add_parser("delete", help="delete an order (needs --yes)")
     delete.add_argument("order_id")
     delete.add_argument("--yes", action="store_true", help="yes, delete it")
+    attention = commands.add_parser("attention", help="items an operator must decide on (sweep findings, ATM events)")
+    attention_commands = attention.add_subparsers(dest="attention_command", required=True)
+    listing = attention_commands.add_parser("list", help="open items (--all: decided ones too)")
+    listing.add_argument("--all", action="store_true")
+    listing.add_argument("--provider")
+    listing.add_argument("--kind")
+    listing.add_argument("--json", action="store_true")
+    attention_commands.add_parser("show", help="one item: its observations and proposed action").add_argument("item_id")
+    approve = attention_commands.add_parser("approve", help="do the item's action: cancel or refund the order")
+    approve.add_argument("item_id")
+    approve.add_argument("--action", choices=["cancel", "refund"], required=True)
+    approve.add_argument("--note", default="")
+    dismiss = attention_commands.add_parser("dismiss", help="close the item without acting (settled by hand)")
+    dismiss.add_argument("item_id")
+    dismiss.add_argument("--note", required=True)
+    schedules = commands.add_parser("schedules", help="the reconciliation sweeps' Temporal Schedules")
+    schedule_commands = schedules.add_subparsers(dest="schedules_command", required=True)
+    schedule_commands.add_parser("apply", help="create or update one schedule per provider (BOXOFFICE_SWEEP_*)")
     buy = commands.add_parser("buy", help="start a purchase from a JSON request")
     buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
     buy.add_argument("--wait", action="store_true", help="wait for the result (exit 3 if it ends unsuccessfully)")
@@ -256,6 +282,9 @@ async def cmd_demo(args: argparse.Namespace, settings: WorkerSettings) -> None:
 
 
 async def _demo(client: Client, settings: WorkerSettings, args: argparse.Namespace) -> None:
+    if args.orphan:
+        await _demo_orphan(client, settings)
+        return
     request = dict(
         DEMO_REQUESTS[args.provider],
         purchase_id=f"demo-{int(time.time() * 1000)}",
@@ -471,7 +500,71 @@ async def cmd_cancel(args: argparse.Namespace, settings: WorkerSettings) -> None
     show_or_dump(await purchases.cancel(await connect(settings), args.purchase_id, args.reason), args.json)
 
 
+async def _demo_orphan(client: Client, settings: WorkerSettings) -> None:
+    """An order placed at TEvo behind boxoffice's back (POST /v10/orders, as a lost create would leave
+    it), then a sweep of TEvo: one finding, an attention item."""
+    reference = f"demo-orphan-{int(time.time() * 1000)}"
+    request = purchases.parse_request(dict(DEMO_REQUESTS["tevo"], purchase_id=reference, buyer=DEMO_BUYER))
+    assert isinstance(request, TevoPurchaseRequest)
+    tevo = TevoActivities(TevoSettings())
+    try:
+        client_id = await tevo.find_or_create_client(request.buyer)
+        await tevo._call("POST", "/v10/orders", json_body=order_body(request, client_id))
+    finally:
+        await tevo.aclose()
+    print(f"Placed a TEvo order with reference {reference} outside boxoffice: no purchase has that id.")
+    sweep = SweepRequest(provider="tevo", window_seconds=SweepSettings().window_hours * 3600)
+    handle = await client.start_workflow("SweepWorkflow", sweep, id=f"sweep-tevo-demo-{reference}",
+                                         task_queue=settings.task_queue, result_type=SweepResult)
+    result = await handle.result()
+    print(f"Swept TEvo: {result.totals.seen} order(s) seen, {result.totals.findings} finding(s), "
+          f"{result.totals.repaired} repaired.")
+    for item in await purchases.attention_items(client, provider="tevo"):
+        if item["purchase_id"] == reference:
+            print(f"Attention item {item['id']}: {item['kind']}, order {item['order_id']}, {item['amount']}")
+            print(f"  boxoffice attention show {item['id']}")
+            print(f"  boxoffice attention approve {item['id']} --action cancel")
+            return
+    print("The item is not in the list yet (visibility lags a second): boxoffice attention list")
+
+
+async def cmd_attention(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    client = await connect(settings)
+    command = args.attention_command
+    if command == "list":
+        items = await purchases.attention_items(client, include_closed=args.all, provider=args.provider, kind=args.kind)
+        if args.json:
+            print(json.dumps(items, indent=2))
+            return
+        for item in items:
+            print(f"{item['id']}  {item['state'] or '-'}  {item['provider'] or '-'}  {item['kind'] or '-'}  "
+                  f"order {item['order_id'] or '-'}  purchase {item['purchase_id'] or '-'}  {item['amount'] or ''}")
+        if not items:
+            print("nothing needs attention")
+        return
+    if command == "show":
+        view = await purchases.attention_item(client, args.item_id)
+    elif command == "approve":
+        decision = AttentionDecision(action=args.action, note=args.note, operator=os.environ.get("USER"))
+        view = await purchases.approve_attention(client, args.item_id, decision)
+    else:
+        decision = AttentionDecision(note=args.note, operator=os.environ.get("USER"))
+        view = await purchases.dismiss_attention(client, args.item_id, decision)
+    print(view.model_dump_json(indent=2))
+
+
+async def cmd_schedules(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    sweep = SweepSettings()
+    ids = await purchases.ensure_schedules(
+        await connect(settings), settings.task_queue, sweep.provider_list(), timedelta(minutes=sweep.interval_minutes),
+        timedelta(hours=sweep.window_hours), sweep.pages_per_run, sweep.page_size)
+    for schedule_id in ids:
+        print(f"{schedule_id}: every {sweep.interval_minutes:g} min, window {sweep.window_hours:g} h")
+
+
 COMMANDS = {
+    "attention": cmd_attention,
+    "schedules": cmd_schedules,
     "dev": cmd_dev,
     "demo": cmd_demo,
     "worker": cmd_worker,
