@@ -101,6 +101,7 @@ async def test_atom_guest_rerun_takes_the_fulfilled_result_it_cannot_read(dev_en
         second = await purchase_outcome(await rerun(client, request, tq))
     assert second.state == PurchaseState.FULFILLED, second.failure
     assert (second.provider_order_id, second.tickets) == (first.provider_order_id, first.tickets)
+    assert second.receipt == first.receipt and second.receipt is not None
     assert orders(sim) == [(first.provider_order_id, "fulfilled")]
 
 

@@ -188,6 +188,8 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         earlier = taken.run
         if earlier.provider_ids.get("account_id") != session.account_id:
             # A guest buyer's earlier run, under another guest account: it saw the order fulfilled.
+            flow.receipt = earlier.receipt
+            flow.record_provider_id("order_id", earlier.provider_ids["order_id"])
             return result_of(request, earlier)
         # The earlier run's order is this purchase's: confirmed then, followed (or undone) from here.
         order = ProviderOrder(order_id=earlier.provider_ids["order_id"])
@@ -234,7 +236,6 @@ def result_of(request: AtomPurchaseRequest, earlier: PurchaseStatus) -> Purchase
         provider=request.provider,
         state=PurchaseState.FULFILLED,
         provider_order_id=earlier.provider_ids["order_id"],
-        receipt=earlier.receipt,
         tickets=earlier.tickets,
     )
 
