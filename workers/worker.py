@@ -33,6 +33,7 @@ from activities.acme import AcmeActivities, AcmeSettings
 from activities.atm import AtmActivities, AtmSettings
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
+from activities.runs import EarlierRuns
 from activities.sweep import SweepActivities, SweepSettings, provider_sweeps
 from activities.tevo import TevoActivities, TevoSettings
 from workers import tracing
@@ -133,7 +134,8 @@ async def serving(
     the tests run so. The worker process (`run_worker`) runs them without it: the sandbox costs
     about a third of a purchase's CPU (bench/README.md)."""
     workers = []
-    activities: list[Any] = []
+    # What earlier runs of a purchase recorded, read by the workflow that needs it as a local activity.
+    activities: list[Any] = EarlierRuns(client).all()
     # The reconciliation sweep's activities go where the provider's go (its rate limit holds).
     sweeps = provider_sweeps(providers, client)
     for provider in providers:

@@ -6,7 +6,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         PurchaseFailed,
         PurchaseResult,
         PurchaseState,
+        PurchaseStatus,
         Receipt,
     )
     from workflows.outcomes import failure_from, outcome_known, outcome_unknown
@@ -62,39 +63,58 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     flow.record_provider_id("client_request_id", client_request_id)
     is_guest = request.login is None
 
-    def key_used(err: ActivityError) -> str | None:
+    def key_used(err: ActivityError, order: str = "an order placed with it may exist, id unknown") -> str | None:
         """What DUPLICATE_CLIENT_REQUEST_ID says (None for any other failure): the key's flow has
         ended (partner-docs-95q.pages.dev/guides/ordering). An earlier flow of this purchase (a reset,
         a re-run, or this run's unanswered create) placed an order with it, or leased and lapsed.
-        Atom returns no order id and documents no lookup by clientRequestId: the order stays unnamed."""
+        Atom returns no order id and documents no lookup by clientRequestId: only an earlier run's
+        own record names the order (`from_an_earlier_run`)."""
         if not flow.patch_2026_12_01 or failure_from(err).reason != FailureReason.DUPLICATE_REQUEST:
             return None
         return (f"Atom answered DUPLICATE_CLIENT_REQUEST_ID: clientRequestId {client_request_id} (account "
-                f"{session.account_id}) was used by an earlier flow; an order placed with it may exist, id unknown")
+                f"{session.account_id}) was used by an earlier flow; {order}")
+
+    async def from_an_earlier_run(err: ActivityError) -> PurchaseStatus | None:
+        """On DUPLICATE_CLIENT_REQUEST_ID, the earlier run of this purchase (before a workflow reset, or
+        ended before this re-run) that recorded the order placed with the key: this run carries on with
+        that order instead of naming an unknown one. Usable when this run's account can read and cancel
+        it (a returning customer signs in to the same account), or when that run saw it fulfilled."""
+        if key_used(err) is None:
+            return None
+        try:
+            runs = await flow.earlier_runs()
+        except (ActivityError, ApplicationError) as unreadable:  # a local activity's failure may come as either
+            # Nothing new is held: the order stays unnamed for an operator, as before this lookup.
+            workflow.logger.warning("earlier runs not readable", extra={"error": str(unreadable)})
+            return None
+        earlier = next((run for run in runs if run.provider_ids.get("order_id")), None)
+        if earlier is None:
+            return None
+        order_id, account_id = earlier.provider_ids["order_id"], earlier.provider_ids.get("account_id")
+        if account_id != session.account_id and earlier.state != PurchaseState.FULFILLED:
+            raise NotOurs(f"order {order_id} placed by an earlier run under account {account_id}, which this "
+                          f"run's account cannot read or cancel")
+        return earlier
+
+    def refused(err: ActivityError, order: str | None = None) -> None:
+        """Lease, preview or create: a used key means nothing new is held, yet an earlier order may
+        stand: never "nothing ordered", and nothing of it is undone here."""
+        if (used := key_used(err, *([order] if order else []))) is not None:
+            flow.saga.unsettled("cancel order", f"not done: {used}")
 
     async def refused_for_an_earlier_flow(call: Awaitable[T]) -> T:
-        """Lease or preview: a used key means nothing new is held, yet an earlier order may stand:
-        never "nothing ordered", and nothing of it is undone here."""
         try:
             return await call
         except ActivityError as err:
-            if (used := key_used(err)) is not None:
-                flow.saga.unsettled("cancel order", f"not done: {used}")
+            try:
+                earlier = await from_an_earlier_run(err)
+            except NotOurs as not_ours:
+                refused(err, str(not_ours))
+                raise err from None
+            if earlier is not None:
+                raise TakenFromEarlierRun(earlier) from None
+            refused(err)
             raise
-
-    flow.step("lease seats")
-    hold = await refused_for_an_earlier_flow(
-        flow.call("atom.lease", session, items, client_request_id, result_type=Hold, rerun_safe=True))
-    # Atom has no call that ends a lease early; an abandoned lease lapses after leaseDurationSeconds.
-    flow.record_hold(hold)
-
-    flow.step("preview order")
-    flow.receipt = await refused_for_an_earlier_flow(flow.call(
-        "atom.preview_order", session, items, client_request_id, is_guest, result_type=Receipt, read=True
-    ))
-
-    if request.confirmation == "manual":
-        await flow.await_confirmation(hold, policy)
 
     async def cancel_order(order: ProviderOrder) -> str:
         flow.record_provider_id("order_id", order.order_id)  # also when a cancel cut the create short
@@ -104,38 +124,78 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         refund = f", refund {cancelled.refund_amount}" if cancelled.refund_amount is not None else ""
         return f"order {cancelled.order_id} {cancelled.status}{refund}"
 
+    async def created_earlier(err: ActivityError) -> ProviderOrder:
+        """The create answered DUPLICATE_CLIENT_REQUEST_ID: the earlier run's order, or an unknown outcome."""
+        try:
+            earlier = await from_an_earlier_run(err)
+        except NotOurs as not_ours:
+            raise outcome_unknown(f"create order: {key_used(err, str(not_ours))}") from err
+        if earlier is None:
+            raise outcome_unknown(f"create order: {key_used(err)}") from err
+        if earlier.provider_ids.get("account_id") != session.account_id:
+            raise TakenFromEarlierRun(earlier) from None  # fulfilled there, not readable here
+        flow.receipt = earlier.receipt or flow.receipt
+        return ProviderOrder(order_id=earlier.provider_ids["order_id"])
+
     async def create_order() -> ProviderOrder:
         try:
             return await flow.call("atom.create_order", session, items, client_request_id, is_guest,
                                    result_type=ProviderOrder)
         except ActivityError as err:
-            if (used := key_used(err)) is not None:
-                raise outcome_unknown(f"create order: {used}") from err
+            if key_used(err) is not None:
+                return await created_earlier(err)
             raise
 
     async def placed_order() -> ProviderOrder | None:
         # Atom has no read by clientRequestId: the read-back is the create again. Answered, the first
         # attempt had placed nothing and this one placed the order; refused (lease gone, seats taken),
         # nothing was placed (assumed: Atom checks the key first); DUPLICATE_CLIENT_REQUEST_ID: an
-        # order exists, id unknown.
+        # order exists, named only by an earlier run's record.
         try:
             return await flow.call("atom.create_order", session, items, client_request_id, is_guest,
                                    result_type=ProviderOrder, undo=True, summary="read back: create order")
         except ActivityError as err:
-            if (used := key_used(err)) is not None:
-                raise outcome_unknown(f"create order: {used}") from err
+            if key_used(err) is not None:
+                return await created_earlier(err)
             if outcome_known(err) and failure_from(err).reason != FailureReason.DUPLICATE_REQUEST:
                 return None
             raise
 
-    order = await flow.act(
-        "create order",
-        create_order,
-        "cancel order",
-        cancel_order,
-        PurchaseState.COMMITTING,
-        find=placed_order,
-    )
+    try:
+        flow.step("lease seats")
+        hold = await refused_for_an_earlier_flow(
+            flow.call("atom.lease", session, items, client_request_id, result_type=Hold, rerun_safe=True))
+        # Atom has no call that ends a lease early; an abandoned lease lapses after leaseDurationSeconds.
+        flow.record_hold(hold)
+
+        flow.step("preview order")
+        flow.receipt = await refused_for_an_earlier_flow(flow.call(
+            "atom.preview_order", session, items, client_request_id, is_guest, result_type=Receipt, read=True
+        ))
+
+        if request.confirmation == "manual":
+            await flow.await_confirmation(hold, policy)
+
+        order = await flow.act(
+            "create order",
+            create_order,
+            "cancel order",
+            cancel_order,
+            PurchaseState.COMMITTING,
+            find=placed_order,
+        )
+    except TakenFromEarlierRun as taken:
+        earlier = taken.run
+        if earlier.provider_ids.get("account_id") != session.account_id:
+            # A guest buyer's earlier run, under another guest account: it saw the order fulfilled.
+            flow.receipt = earlier.receipt
+            flow.record_provider_id("order_id", earlier.provider_ids["order_id"])
+            return result_of(request, earlier)
+        # The earlier run's order is this purchase's: confirmed then, followed (or undone) from here.
+        order = ProviderOrder(order_id=earlier.provider_ids["order_id"])
+        flow.receipt = earlier.receipt or flow.receipt
+        flow.step("take earlier order", PurchaseState.COMMITTING)
+        flow.saga.add("cancel order", lambda: cancel_order(order))
     flow.record_provider_id("order_id", order.order_id)
 
     summary = await flow.await_fulfilment(
@@ -154,6 +214,29 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         provider_order_id=order.order_id,
         provider_status=summary.status,
         tickets=summary.tickets,
+    )
+
+
+class TakenFromEarlierRun(Exception):
+    """An earlier run of this purchase placed the order under this clientRequestId: it is taken."""
+
+    def __init__(self, run: PurchaseStatus) -> None:
+        super().__init__(run.provider_ids.get("order_id"))
+        self.run = run
+
+
+class NotOurs(Exception):
+    """An earlier run's order this run can neither follow nor cancel: its message names it."""
+
+
+def result_of(request: AtomPurchaseRequest, earlier: PurchaseStatus) -> PurchaseResult:
+    """The purchase as an earlier run fulfilled it."""
+    return PurchaseResult(
+        purchase_id=request.purchase_id,
+        provider=request.provider,
+        state=PurchaseState.FULFILLED,
+        provider_order_id=earlier.provider_ids["order_id"],
+        tickets=earlier.tickets,
     )
 
 

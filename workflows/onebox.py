@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
         ProviderOrder,
         PurchaseResult,
         PurchaseState,
+        PurchaseStatus,
     )
     from workflows.outcomes import outcome_unknown
 
@@ -26,8 +27,28 @@ if TYPE_CHECKING:
 async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
     policy = await flow.policy("onebox")
 
+    # Onebox takes no idempotency key: a reset run starting again here would open a second basket
+    # and could confirm a second order. The run before the reset recorded its basket and order code.
+    earlier = await earlier_basket(flow) if flow.patch_2026_12_01 and flow.restarted else None
+    if earlier is not None and (code := earlier.provider_ids.get("order_id")):
+        flow.step("read earlier order")
+        placed = await flow.find("onebox.find_order", code, result_type=OrderSummary)
+        if placed is not None and placed.fulfilled:
+            flow.point_of_no_return()
+            flow.receipt = placed.receipt or earlier.receipt
+            flow.record_provider_id("basket_id", earlier.provider_ids["basket_id"])
+            flow.record_provider_id("order_id", code)
+            return PurchaseResult(purchase_id=request.purchase_id, provider=request.provider,
+                                  state=PurchaseState.FULFILLED, provider_order_id=code,
+                                  provider_status=placed.status, tickets=placed.tickets)
+
     flow.step("create basket")
-    basket = await flow.call("onebox.create_order", result_type=ProviderOrder)
+    if earlier is not None:
+        # Not readable as an order: the steps below read the basket and take what it holds (seats,
+        # pre-confirmation, a confirmation not yet readable as an order) instead of adding again.
+        basket = ProviderOrder(order_id=earlier.provider_ids["basket_id"])
+    else:
+        basket = await flow.call("onebox.create_order", result_type=ProviderOrder)
     flow.record_provider_id("basket_id", basket.order_id)
 
     async def release_seats(hold: Hold) -> str:
@@ -86,6 +107,17 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
         provider_status=order.status,
         tickets=order.tickets,
     )
+
+
+async def earlier_basket(flow: PurchaseWorkflow) -> PurchaseStatus | None:
+    """The newest run before this reset whose basket may still hold seats or an order: it ended
+    fulfilled or needing attention, or the reset cut it short. A run that ended otherwise had its
+    basket released by its compensation: this run opens its own."""
+    for run in await flow.earlier_runs():
+        done = run.state.final and run.state not in (PurchaseState.FULFILLED, PurchaseState.COMPENSATION_FAILED)
+        if run.provider_ids.get("basket_id") and not done:
+            return run
+    return None
 
 
 async def add_seats(flow: PurchaseWorkflow, basket_id: str, adding: str, args: list[object]) -> Hold:

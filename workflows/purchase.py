@@ -405,6 +405,26 @@ class PurchaseWorkflow:
                                           summary=f"read back: {self._step}")
         return found
 
+    @property
+    def restarted(self) -> bool:
+        """This run is not the first of its chain: a workflow reset (the reset run starts with the
+        first run's id as `first_execution_run_id`, measured on the dev server). A re-run under the
+        id of an ended purchase starts a chain of its own: only the provider can tell (e.g. a
+        used idempotency key), then `earlier_runs` names what the earlier run did."""
+        info = workflow.info()
+        return info.first_execution_run_id != info.run_id
+
+    async def earlier_runs(self) -> list[PurchaseStatus]:
+        """The last status of every other run of this purchase, newest first (activities/runs.py): what
+        a run before a reset or an ended run before a re-run placed at the provider, after this run's
+        history stops telling. A local activity: it reads Temporal, not the provider (no rate limit)."""
+        runs: list[PurchaseStatus] = await workflow.execute_local_activity(
+            "runs.earlier", args=[workflow.info().workflow_id, workflow.info().run_id],
+            result_type=list[PurchaseStatus], start_to_close_timeout=CALL_TIMEOUT,
+            schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY, summary="read earlier runs",
+        )
+        return runs
+
     def _local_reads(self) -> bool:
         # Runs started before the decision moved to the start decide where they did.
         return self._reads_decided_at_start or workflow.patched("local-reads")
