@@ -183,9 +183,15 @@ def _event(envelope: Envelope, data: dict[str, Any], hold_id: str | None) -> Atm
     payment_id = _id(data.get("paymentId")) or _id(payment.get("id")) or _id(_dict(data.get("ticketHold")).get("paymentId"))
     status = data.get("status") or payment.get("status")
     reason = data.get("failureReason") or data.get("reason")
+    # What was paid, where the event says: `amount` (public payment.completed, cents), `amountCents`.
+    amount = next((v for v in (data.get("amount"), data.get("amountCents"), payment.get("amount"))
+                   if type(v) is int), None)
+    currency = data.get("currency") or payment.get("currency")
     return AtmEvent(delivery_id=envelope.delivery_id, event_id=envelope.event_id, type=envelope.type, hold_id=hold_id,
                     tickets=tickets, reason=reason if isinstance(reason, str) else None, payment_id=payment_id,
-                    checkout_token=_id(data.get("checkoutToken")), status=status if isinstance(status, str) else None)
+                    checkout_token=_id(data.get("checkoutToken")), status=status if isinstance(status, str) else None,
+                    amount_cents=amount, currency=currency if isinstance(currency, str) else None,
+                    environment=envelope.environment)
 
 
 class Envelope:
@@ -209,6 +215,8 @@ class Envelope:
             if header in headers and value is not None and headers[header] != value:
                 raise ValueError(f"{header} disagrees with the body")
         self.api_version = headers.get("atm-api-version") or body.get("apiVersion")
+        environment = headers.get("atm-environment") or body.get("environment")
+        self.environment: str | None = environment if isinstance(environment, str) else None
 
     @property
     def signed_ids(self) -> list[str]:
