@@ -19,9 +19,19 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedE
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.atm import AtmSettings
 from workers import client as purchases
 from workers.codec import CodecSettings, codec_server, validation_summary
-from workers.devstack import dev_mode, dev_stack, port_open, public_webhook_secret, split_address, use_simulators
+from workers.devstack import (
+    dev_mode,
+    dev_stack,
+    dev_webhooks_refusal,
+    port_open,
+    public_webhook_secret,
+    split_address,
+    use_simulators,
+    warn_dev_mode,
+)
 from workers.logs import configure
 from workers.settings import WebhookSettings, WorkerSettings
 from workers.webhooks import atm_receiver, temporal_delivery
@@ -353,6 +363,11 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
     if not dev_mode() and public_webhook_secret() in secrets:
         raise CommandError("BOXOFFICE_ATM_WEBHOOK_SECRETS holds the simulator's public secret: anyone could sign "
                            "webhooks.\nSet ATM's secret, or BOXOFFICE_ENV=dev to receive the simulator's.")
+    if dev_mode():
+        refusal = await dev_webhooks_refusal(webhooks.host, secrets, AtmSettings().base_url)
+        if refusal is not None:
+            raise CommandError(refusal)
+        warn_dev_mode()
     sock = bound_socket(webhooks.host, webhooks.port, "BOXOFFICE_WEBHOOKS_PORT")
     await serve(atm_receiver(secrets, temporal_delivery(await connect(settings), settings.task_queue)), sock)
 

@@ -42,6 +42,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.atm import HOLD_EXPIRED, ISSUED, MONEY_TAKEN_CHANGED, PAID, PAYMENT_FAILED
@@ -84,16 +86,30 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
             return execution.id
         return None
 
-    async def reconcile(workflow_id: str, event: AtmEvent, running: bool) -> None:
-        # Signal-with-start: one ReconcileWorkflow per purchase, which takes each event id once.
-        await client.start_workflow(
-            "ReconcileWorkflow", workflow_id, id=reconcile_workflow_id(workflow_id), task_queue=task_queue,
-            start_signal="atm_event", start_signal_args=[event],
-            static_summary=f"ATM {event.kind} for {workflow_id}{'' if running else ', which is not running'}: "
-                           "needs attention",
-        )
+    async def reconcile(workflow_id: str, event: AtmEvent, running: bool) -> str:
+        # Signal-with-start: one ReconcileWorkflow per purchase, which takes each event id once. Once an
+        # operator resolved it, a repeat of an event it had (a replay, or a redelivery after a receiver
+        # restart) is known from that run's events; only a new event opens a new item.
+        item = reconcile_workflow_id(workflow_id)
+
+        async def start(reuse: WorkflowIDReusePolicy) -> None:
+            await client.start_workflow(
+                "ReconcileWorkflow", workflow_id, id=item, task_queue=task_queue, id_reuse_policy=reuse,
+                start_signal="atm_event", start_signal_args=[event],
+                static_summary=f"ATM {event.kind} for {workflow_id}{'' if running else ', which is not running'}: "
+                               "needs attention",
+            )
+
+        try:
+            await start(WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        except WorkflowAlreadyStartedError:
+            resolved = await client.get_workflow_handle(item).query("events", result_type=list[AtmEvent])
+            if any(seen.identity == event.identity for seen in resolved):
+                return "duplicate: reconciled already"
+            await start(WorkflowIDReusePolicy.ALLOW_DUPLICATE)
         log.error("webhook sent to reconciliation: needs attention", event_type=event.type, workflow_id=workflow_id,
                   hold_id=event.hold_id, purchase_running=running)
+        return "reconciliation"
 
     async def deliver(workflow_id: str | None, event: AtmEvent) -> str:
         if workflow_id is None and event.hold_id:
@@ -111,8 +127,7 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
                 return "delivered"
             # The purchase lists it, but may still end FULFILLED and nobody would look: an operator's item now.
             # Sent after the signal, so a failure here (503, ATM delivers again) repeats only what is deduplicated.
-            await reconcile(workflow_id, event, running=True)
-            return "delivered; reconciliation"
+            return f"delivered; {await reconcile(workflow_id, event, running=True)}"
         if event.kind not in MONEY_EVENTS | MONEY_TAKEN_CHANGED:
             return "ignored: purchase not running"
         if event.kind in MONEY_EVENTS:
@@ -125,8 +140,7 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
             if state == [PurchaseState.FULFILLED]:
                 return "duplicate: purchase fulfilled"
         # A refund, dispute or void of an ended purchase is never a duplicate: its tickets or money changed.
-        await reconcile(workflow_id, event, running=False)
-        return "reconciliation"
+        return await reconcile(workflow_id, event, running=False)
 
     return deliver
 
