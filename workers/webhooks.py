@@ -15,7 +15,10 @@ delivery id, as in the fixtures; a signature over the event id is accepted too (
 the whole body).
 
 Delivery is at least once and a redelivery of an event may carry a new delivery id: an event is
-taken once by its event id (the delivery id where the envelope has no separate one). The purchase is
+taken once by its event id (the delivery id where the envelope has no separate one). The receiver's
+memory of it is a fast path; what survives a restart and is shared by every receiver is the purchase's
+and ReconcileWorkflow's own (each takes an event id once, a resolved item's events included). A
+purchase takes a payment or tickets event as a hint only (workflows/atm.py, `Evidence`). The purchase is
 found by every id an event can carry: our metadata (`workflowId`, `purchaseId`, `appOrderId`), the
 event's `appOrderId` (we send the purchase id as `metadata.appOrderId`), else its hold id (the
 BoxofficeProviderOrderId search attribute). A checkout token alone names no purchase: 503, logged.
