@@ -30,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atm import AtmSimulator
+from simulators.faults import Fault
 from tests.conftest import ATM_WEBHOOK_SECRET, atm_request, atm_worker, free_port, wait_for_state
 from tests.test_atm import pay, wire
 from tests.test_atom_workflow import record
@@ -167,6 +168,24 @@ async def test_forged_tickets_while_awaiting_real_ones_are_not_taken(env: Workfl
     assert result.state == PurchaseState.FULFILLED
     assert [t.booking_id for t in result.tickets] == [f"tkt_{hold}_0", f"tkt_{hold}_1"]
     assert [e.event_id for e in result.suspicious_events] == ["evt_forged_4"]
+
+
+async def test_atm_unreachable_for_its_status_read_neither_fails_nor_fulfils_blindly(env: WorkflowEnvironment) -> None:
+    """The buyer paid, but ATM's status read keeps failing: the events are not taken on their word, and the
+    purchase is not failed either (that would release a paid hold). At the deadline ATM's `completed` answer
+    to the release confirms the payment, and the tickets event already received fulfils the purchase."""
+    sim = AtmSimulator()
+    sim.faults.add(Fault(endpoint="payment status", status=503, times=10_000))
+    async with atm_worker(env.client, sim) as tq:
+        wire(sim, temporal_delivery(env.client, tq))
+        handle, hold = await held(env, sim, tq, "atm-status-down")
+        await pay(sim, hold)
+        result = await purchase_outcome(handle)
+    assert result.state == PurchaseState.FULFILLED
+    assert all("ATM could not be asked" in (e.suspicious or "") for e in result.suspicious_events)
+    assert [t.booking_id for t in result.tickets] == [f"tkt_{hold}_0", f"tkt_{hold}_1"]
+    assert [c["endpoint"] for c in sim.calls if c["endpoint"] != "payment status"] == ["create", "release"]
+    assert sim.holds[hold].status == "completed"
 
 
 async def test_simulator_serves_the_documented_payment_status_read() -> None:

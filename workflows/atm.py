@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
@@ -44,6 +45,8 @@ class Evidence:
         self.flow, self.held = flow, held
         self.checked = flow.patch_2026_12_02
         self.paid_at_atm = False
+        # Events naming our hold that ATM did not (yet) back: taken once ATM says the hold is paid.
+        self.unbacked: list[AtmEvent] = []
 
     def disagreement(self, event: AtmEvent) -> str | None:
         held, why = self.held, []
@@ -59,34 +62,57 @@ class Evidence:
             why.append(f"comes from ATM's {event.environment} environment, our hold is in {held.environment}")
         return "; ".join(why) or None
 
+    def names_our_hold(self, event: AtmEvent) -> bool:
+        return event.hold_id == self.held.hold_id or (
+            self.held.checkout_token is not None and event.checkout_token == self.held.checkout_token)
+
     async def believed(self, event: AtmEvent) -> bool:
         if not self.checked:
             return True
         why = self.disagreement(event)
         if why is None and event.kind in (PAID, ISSUED) and not self.paid_at_atm:
-            token = self.held.checkout_token
-            status = (await self.flow.call("atm.payment_status", token, result_type=str, read=True,
-                                           summary="ask ATM whether the hold is paid")
-                      if token else "unknown (the hold has no checkout token to ask by)")
+            status = await self._ask_atm()
             self.paid_at_atm = status == COMPLETED
             if not self.paid_at_atm:
                 why = f"ATM says the hold's payment is {status}"
+                if self.names_our_hold(event):
+                    self.unbacked.append(event)
         if why is not None:
             self.flow.suspicious(event, f"{event.type} {event.identity}: {why}")
             return False
         return True
 
+    async def _ask_atm(self) -> str:
+        token = self.held.checkout_token
+        if not token:
+            return "unknown (the hold has no checkout token to ask by)"
+        try:
+            # A regular activity: its retries wait on server timers, not in a workflow task.
+            return await self.flow.call("atm.payment_status", token, result_type=str,
+                                        summary="ask ATM whether the hold is paid")
+        except ActivityError as err:
+            # Not proof either way. Failing the purchase would release a hold that may be paid: it waits
+            # on, and the release's answer at the deadline says whether it was.
+            return f"unknown (ATM could not be asked: {err.cause})"
+
+    def _backed(self, kinds: set[str]) -> AtmEvent | None:
+        """An event ATM did not back when it came, now that ATM says the hold is paid."""
+        event = next((e for e in self.unbacked if e.kind in kinds), None) if self.paid_at_atm else None
+        if event is not None:
+            self.unbacked.remove(event)
+        return event
+
     async def next_event(self, kinds: set[str], deadline: datetime) -> AtmEvent | None:
         """The next believed event of `kinds` (flow.next_event), or None at `deadline`."""
         while True:
-            event = await self.flow.next_event(kinds, deadline)
+            event = self._backed(kinds) or await self.flow.next_event(kinds, deadline)
             if event is None or await self.believed(event):
                 return event
 
     async def take_event(self, kinds: set[str]) -> AtmEvent | None:
         """A believed event of `kinds` already arrived (flow.take_event), or None."""
         while True:
-            event = self.flow.take_event(kinds)
+            event = self._backed(kinds) or self.flow.take_event(kinds)
             if event is None or await self.believed(event):
                 return event
 
