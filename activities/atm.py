@@ -1,5 +1,14 @@
 """ATM Tickets XRPC (../shared/provider-docs/atm-tickets-overview.txt, FACTS.md): create and release
-ticket holds. Payment and issuance arrive as signed webhooks (workers/webhooks.py).
+ticket holds, and read whether a hold is paid. Payment and issuance arrive as signed webhooks
+(workers/webhooks.py), which the purchase takes as hints: before money moves it asks ATM.
+
+The read: ATM documents no query of a ticket hold (the lexicons under atmosphere.money/.well-known/
+atproto-lexicon/ have only createTicketHold and releaseTicketHold). It documents "status polling"
+(atmosphere.money/docs/payment-lifecycle, /docs/checkout) through `network.attested.payment.status`, a
+query by checkout token answering `{"status": "pending" | "completed" | "failed", "ref"?}`
+(atmosphere.money/docs/api, lexicon network.attested.payment.status). *Assumed*: it answers for the
+`token` createTicketHold returns (the checkout token ATM's payment events echo as `checkoutToken`), with
+the app's service-auth like the other calls.
 
 *Assumed*: XRPC error names for sold-out tiers and unknown events (`TierSoldOut`,
 `InsufficientInventory`, `EventNotFound`); the docs name only `TicketHoldNotFound`.
@@ -28,6 +37,7 @@ from workflows.models import (
 
 CREATE_HOLD = "/xrpc/tickets.atmosphere.createTicketHold"
 RELEASE_HOLD = "/xrpc/tickets.atmosphere.releaseTicketHold"
+PAYMENT_STATUS = "/xrpc/network.attested.payment.status"
 HOLD_NOT_FOUND = "TicketHoldNotFound"
 CODES = {
     "TierSoldOut": FailureReason.SEAT_UNAVAILABLE,
@@ -65,6 +75,7 @@ class CreateHoldResponse(Wire):
     hold_id: str
     token: str | None = None  # the checkout token ATM's public payment events carry as `checkoutToken`
     url: str
+    environment: str | None = None
     expires_at: ProviderTimestamp
     amount_cents: int
     currency: str
@@ -87,6 +98,10 @@ class ReleaseHoldResponse(Wire):
         return self.hold.status if self.hold is not None else self.status
 
 
+class PaymentStatusResponse(Wire):
+    status: str
+
+
 class AtmActivities:
     name = "atm"
 
@@ -99,7 +114,7 @@ class AtmActivities:
         await self.http.aclose()
 
     def all(self) -> list[Any]:
-        return [self.policy, self.create_hold, self.release_hold]
+        return [self.policy, self.create_hold, self.release_hold, self.payment_status]
 
     async def _xrpc(self, path: str, body: dict[str, Any]) -> Any:
         headers = {"authorization": f"Bearer {self.settings.service_token.get_secret_value()}"}
@@ -142,6 +157,7 @@ class AtmActivities:
             hold=Hold(expires_at=hold.expires_at),
             amount=Decimal(hold.amount_cents).scaleb(-2),  # cents → 50.00
             currency=hold.currency.upper(),
+            environment=hold.environment or self.settings.environment,
         )
 
     @activity.defn(name="atm.release_hold")
@@ -159,3 +175,11 @@ class AtmActivities:
             raise ApplicationError(f"atm: release ticket hold {hold_id}: the answer has no hold status",
                                    {"provider": "atm"}, type=FailureReason.PROVIDER_BAD_RESPONSE, non_retryable=True)
         return status
+
+    @activity.defn(name="atm.payment_status")
+    async def payment_status(self, token: str) -> str:
+        """ATM's word on the hold's payment: `completed` (paid), `pending` or `failed`. A webhook is a
+        hint; this read is what the purchase believes before it takes a payment or tickets as real."""
+        headers = {"authorization": f"Bearer {self.settings.service_token.get_secret_value()}"}
+        data = await self.http.request("GET", PAYMENT_STATUS, headers=headers, params={"token": token}, codes=CODES)
+        return self.http.parse(PaymentStatusResponse, data, "payment status").status

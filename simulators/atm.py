@@ -17,6 +17,12 @@ With `strict` (the default) XRPC input the lexicons refuse (atmosphere.money/.we
 tickets.atmosphere.createTicketHold, .releaseTicketHold) answers 400 `{"error": "InvalidRequest",
 "message"}`, and an XRPC method not served here 501 `MethodNotImplemented`.
 
+`network.attested.payment.status` (a GET query, parameter `token`; lexicon network.attested.payment.status,
+atmosphere.money/docs/api "Strict broker status lookup by token") answers `{"status"}` for a hold's
+checkout token: `completed` once paid, `pending` while the hold is active, `failed` otherwise. *Assumed*:
+it takes the ticket hold's token, and an unknown token answers 400 InvalidRequest (the lexicon lists no
+error names).
+
 Admin endpoints under /_sim: GET state, POST faults, POST redeliver, POST refund/{hold_id}.
 """
 
@@ -111,6 +117,7 @@ class AtmSimulator:
         return Starlette(routes=[
             Route("/xrpc/tickets.atmosphere.createTicketHold", self.create_hold, methods=["POST"]),
             Route("/xrpc/tickets.atmosphere.releaseTicketHold", self.release_hold, methods=["POST"]),
+            Route("/xrpc/network.attested.payment.status", self.payment_status, methods=["GET"]),
             Route("/checkout/{hold_id}", self.checkout, methods=["POST"]),
             Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
             Route("/_sim/faults", self.admin_faults, methods=["POST"]),
@@ -203,7 +210,8 @@ class AtmSimulator:
     def _hold_json(self, hold: HeldTickets, reused: bool) -> dict[str, Any]:
         return {"holdId": hold.hold_id, "token": hold.token, "url": f"{self.checkout_base}/{hold.hold_id}",
                 "expiresAt": datetime.fromtimestamp(hold.expires_at, UTC).isoformat().replace("+00:00", "Z"),
-                "amountCents": hold.amount_cents, "currency": "usd", "items": hold.items, "reused": reused}
+                "amountCents": hold.amount_cents, "currency": "usd", "items": hold.items, "reused": reused,
+                "environment": self.environment}
 
     async def release_hold(self, request: Request) -> Response:
         return await self._xrpc(request, "release", self._release)
@@ -222,6 +230,19 @@ class AtmSimulator:
         if self.release_shape == "flat":
             return JSONResponse({"holdId": hold.hold_id, "status": hold.status})
         return JSONResponse({"hold": {"id": hold.hold_id, "status": hold.status}})
+
+    async def payment_status(self, request: Request) -> Response:
+        token = request.query_params.get("token")
+        return await self._xrpc(request, "payment status", lambda _: self._payment_status(token))
+
+    def _payment_status(self, token: str | None) -> Response:
+        if not token:
+            return error(400, "InvalidRequest", "token is required")
+        hold = next((h for h in self.holds.values() if h.token == token), None)
+        if hold is None:
+            return error(400, "InvalidRequest", "unknown token")
+        status = {"completed": "completed", "active": "pending"}.get(hold.status, "failed")
+        return JSONResponse({"status": status})
 
     async def checkout(self, request: Request) -> Response:
         """What the buyer's payment on the hosted checkout does: events to the app's webhook."""

@@ -81,7 +81,7 @@ async def test_paid_without_tickets_needs_attention_and_late_tickets_fulfil(env:
         await record(handle, "atm_needs_attention_then_issued")
     assert result.state == PurchaseState.FULFILLED and result.failure is None
     assert [t.booking_id for t in result.tickets] == [f"tkt_{paid.hold}_0", f"tkt_{paid.hold}_1"]
-    assert [c["endpoint"] for c in paid.sim.calls] == ["create"]  # never released
+    assert [c["endpoint"] for c in paid.sim.calls] == ["create", "payment status"]  # never released
     history = [e async for e in handle.fetch_history_events()]
     assert len(history) < 100  # days of waiting in a few timers
 
@@ -102,7 +102,7 @@ async def test_operator_resolves_a_paid_purchase_without_tickets(env: WorkflowEn
     assert result.state == PurchaseState.FAILED and result.tickets == [] and result.compensations == []
     assert result.failure is not None and result.failure.reason == FailureReason.FULFILLMENT_TIMEOUT
     assert "refunded by hand (ticket 4711)" in result.failure.message
-    assert [c["endpoint"] for c in paid.sim.calls] == ["create"]  # a paid hold is never released
+    assert [c["endpoint"] for c in paid.sim.calls] == ["create", "payment status"]  # a paid hold is never released
 
 
 def free_port() -> int:

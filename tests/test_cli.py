@@ -93,7 +93,8 @@ async def test_webhook_receiver_fails_closed_and_names_a_busy_port() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        ran = await boxoffice("webhooks", BOXOFFICE_ENV="dev", BOXOFFICE_WEBHOOKS_PORT=port)
+        ran = await boxoffice("webhooks", BOXOFFICE_ENV="dev", BOXOFFICE_WEBHOOKS_PORT=port,
+                              BOXOFFICE_ATM_WEBHOOK_SECRETS="whsec_not_the_simulators")
     refused(ran, 1, f"127.0.0.1:{port}", "BOXOFFICE_WEBHOOKS_PORT")
 
 

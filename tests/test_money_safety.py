@@ -195,7 +195,7 @@ async def test_i1_payment_event_within_the_grace_period_is_kept(env: WorkflowEnv
         await paid.late()
         result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and result.compensations == []
-    assert [c["endpoint"] for c in sim.calls] == ["create"]  # never released
+    assert [c["endpoint"] for c in sim.calls if c["endpoint"] != "payment status"] == ["create"]  # never released
 
 
 async def test_i1_cancel_of_a_paid_hold_awaits_the_tickets(env: WorkflowEnvironment) -> None:
@@ -382,6 +382,7 @@ async def test_i1_temporal_cancellation_of_a_paid_purchase_still_awaits_the_tick
     async with atm_worker(env.client, sim) as tq:
         deliver = temporal_delivery(env.client, tq)
         handle, hold = await held_atm_purchase(env, sim, tq, "atm-ui-cancel")
+        sim.holds[hold].status = "completed"  # the buyer paid at ATM's checkout: ATM's status read says so
         paid = event_body("dlv_paid", "payment.completed", holdId=hold, metadata={"workflowId": handle.id})
         assert (await post(deliver, paid, headers(paid, "dlv_paid", "payment.completed"))).status_code == 200
         await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
@@ -391,7 +392,7 @@ async def test_i1_temporal_cancellation_of_a_paid_purchase_still_awaits_the_tick
         assert (await post(deliver, issued, headers(issued, "dlv_issued"))).status_code == 200
         result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and [t.booking_id for t in result.tickets] == ["tkt_1"]
-    assert [c["endpoint"] for c in sim.calls] == ["create"]  # never released
+    assert [c["endpoint"] for c in sim.calls if c["endpoint"] != "payment status"] == ["create"]  # never released
 
 
 async def test_i11_a_purchase_started_without_the_memo_still_refuses_a_different_request(env: WorkflowEnvironment) -> None:

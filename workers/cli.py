@@ -21,11 +21,20 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedE
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.atm import AtmSettings
 from activities.sweep import SweepSettings
 from activities.tevo import TevoActivities, TevoSettings, order_body
 from workers import client as purchases
 from workers.codec import CodecSettings, codec_server, validation_summary
-from workers.devstack import dev_mode, dev_stack, port_open, split_address, use_simulators
+from workers.devstack import (
+    dev_mode,
+    dev_stack,
+    dev_webhooks_refusal,
+    port_open,
+    split_address,
+    use_simulators,
+    warn_dev_mode,
+)
 from workers.logs import configure
 from workers.servers import server_config
 from workers.settings import (
@@ -404,6 +413,11 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
     webhooks = WebhookSettings()
     secrets = webhooks.atm_secret_list()
     refuse_to_serve(*([] if secrets else ["BOXOFFICE_ATM_WEBHOOK_SECRETS is not set: ATM's webhook signing secret(s)"]))
+    if dev_mode():
+        refusal = await dev_webhooks_refusal(webhooks.host, secrets, AtmSettings().base_url)
+        if refusal is not None:
+            raise CommandError(refusal)
+        warn_dev_mode()
     sock = bound_socket(webhooks.host, webhooks.port, "BOXOFFICE_WEBHOOKS_PORT")
     await serve(atm_receiver(secrets, temporal_delivery(await connect(settings), settings.task_queue)), sock)
 

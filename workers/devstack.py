@@ -3,12 +3,18 @@ UI), the provider simulators on loopback, and a worker — in one process tree, 
 
 The provider settings have no defaults (production fails closed); `boxoffice dev` and `demo`, and
 any command run with BOXOFFICE_ENV=dev, point every provider not otherwise configured at its
-simulator with the simulator's public credentials (`use_simulators`)."""
+simulator with the simulator's public credentials (`use_simulators`).
+
+Dev mode must not be switched on by accident in production (issue 25): the webhook receiver it runs
+accepts the ATM simulator's published secret, so `boxoffice webhooks` with BOXOFFICE_ENV=dev refuses to
+listen beyond loopback, and refuses that secret unless an ATM simulator answers at BOXOFFICE_ATM_BASE_URL
+on loopback (`boxoffice dev` starts one in process); it says it runs in dev mode in one WARNING line."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -18,7 +24,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import structlog
 import uvicorn
 from pydantic import Field
@@ -60,6 +68,53 @@ class DevSettings(BaseSettings):
 
 def dev_mode() -> bool:
     return DevSettings().environment == "dev"
+
+
+def public_webhook_secret() -> str:
+    """The ATM simulator's webhook secret: published in this repository, so never valid in production."""
+    return AtmSimulator.webhook_secret
+
+
+DEV_MODE_WARNING = ("DEV MODE (BOXOFFICE_ENV=dev): provider simulators and the ATM simulator's public webhook "
+                    "secret are in use; anyone who can reach this receiver can sign webhooks. Never in production.")
+
+
+def warn_dev_mode() -> None:
+    log.warning(DEV_MODE_WARNING)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def atm_simulator_answers(base_url: str) -> bool:
+    """An ATM simulator (its admin route, which ATM has not) answers at `base_url`, on loopback."""
+    host = urlsplit(base_url).hostname or ""
+    if not is_loopback(host):
+        return False
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            answer = await http.get(f"{base_url.rstrip('/')}/_sim/state")
+            return answer.status_code == 200 and "holds" in answer.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+async def dev_webhooks_refusal(host: str, secrets: list[str], atm_base_url: str) -> str | None:
+    """Why `boxoffice webhooks` must not start in dev mode as configured, or None."""
+    if not is_loopback(host):
+        return (f"BOXOFFICE_ENV=dev: the webhook receiver listens on loopback only, not BOXOFFICE_WEBHOOKS_HOST={host}; "
+                "unset BOXOFFICE_ENV in production")
+    if public_webhook_secret() in secrets and not await atm_simulator_answers(atm_base_url):
+        return ("BOXOFFICE_ATM_WEBHOOK_SECRETS holds the ATM simulator's public secret, but no ATM simulator answers "
+                f"at BOXOFFICE_ATM_BASE_URL={atm_base_url or '(unset)'} on loopback: run `boxoffice dev`, "
+                "or set ATM's secret and unset BOXOFFICE_ENV")
+    return None
 
 
 def use_simulators() -> None:
@@ -181,6 +236,7 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
     for name in SEARCH_ATTRIBUTES:
         command += ["--search-attribute", f"{name}=Keyword"]
     server_log = (settings.home / "temporal-server.log").open("ab")
+    warn_dev_mode()
     server = await asyncio.create_subprocess_exec(*command, stdout=server_log, stderr=server_log)
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
     try:

@@ -15,7 +15,10 @@ delivery id, as in the fixtures; a signature over the event id is accepted too (
 the whole body).
 
 Delivery is at least once and a redelivery of an event may carry a new delivery id: an event is
-taken once by its event id (the delivery id where the envelope has no separate one). The purchase is
+taken once by its event id (the delivery id where the envelope has no separate one). The receiver's
+memory of it is a fast path; what survives a restart and is shared by every receiver is the purchase's
+and ReconcileWorkflow's own (each takes an event id once, a resolved item's events included). A
+purchase takes a payment or tickets event as a hint only (workflows/atm.py, `Evidence`). The purchase is
 found by every id an event can carry: our metadata (`workflowId`, `purchaseId`, `appOrderId`), the
 event's `appOrderId` (we send the purchase id as `metadata.appOrderId`), else its hold id (the
 BoxofficeProviderOrderId search attribute). A checkout token alone names no purchase: 503, logged.
@@ -41,6 +44,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workers.servers import capped_body, loads_bounded, without_slash_redirect
@@ -84,16 +89,30 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
             return execution.id
         return None
 
-    async def reconcile(workflow_id: str, event: AtmEvent, running: bool) -> None:
-        # Signal-with-start: one ReconcileWorkflow per purchase, which takes each event id once.
-        await client.start_workflow(
-            "ReconcileWorkflow", workflow_id, id=reconcile_workflow_id(workflow_id), task_queue=task_queue,
-            start_signal="atm_event", start_signal_args=[event],
-            static_summary=f"ATM {event.kind} for {workflow_id}{'' if running else ', which is not running'}: "
-                           "needs attention",
-        )
+    async def reconcile(workflow_id: str, event: AtmEvent, running: bool) -> str:
+        # Signal-with-start: one ReconcileWorkflow per purchase, which takes each event id once. Once an
+        # operator resolved it, a repeat of an event it had (a replay, or a redelivery after a receiver
+        # restart) is known from that run's events; only a new event opens a new item.
+        item = reconcile_workflow_id(workflow_id)
+
+        async def start(reuse: WorkflowIDReusePolicy) -> None:
+            await client.start_workflow(
+                "ReconcileWorkflow", workflow_id, id=item, task_queue=task_queue, id_reuse_policy=reuse,
+                start_signal="atm_event", start_signal_args=[event],
+                static_summary=f"ATM {event.kind} for {workflow_id}{'' if running else ', which is not running'}: "
+                               "needs attention",
+            )
+
+        try:
+            await start(WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        except WorkflowAlreadyStartedError:
+            resolved = await client.get_workflow_handle(item).query("events", result_type=list[AtmEvent])
+            if any(seen.identity == event.identity for seen in resolved):
+                return "duplicate: reconciled already"
+            await start(WorkflowIDReusePolicy.ALLOW_DUPLICATE)
         log.error("webhook sent to reconciliation: needs attention", event_type=event.type, workflow_id=workflow_id,
                   hold_id=event.hold_id, purchase_running=running)
+        return "reconciliation"
 
     async def deliver(workflow_id: str | None, event: AtmEvent) -> str:
         if workflow_id is None and event.hold_id:
@@ -111,8 +130,7 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
                 return "delivered"
             # The purchase lists it, but may still end FULFILLED and nobody would look: an operator's item now.
             # Sent after the signal, so a failure here (503, ATM delivers again) repeats only what is deduplicated.
-            await reconcile(workflow_id, event, running=True)
-            return "delivered; reconciliation"
+            return f"delivered; {await reconcile(workflow_id, event, running=True)}"
         if event.kind not in MONEY_EVENTS | MONEY_TAKEN_CHANGED:
             return "ignored: purchase not running"
         if event.kind in MONEY_EVENTS:
@@ -125,8 +143,7 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
             if state == [PurchaseState.FULFILLED]:
                 return "duplicate: purchase fulfilled"
         # A refund, dispute or void of an ended purchase is never a duplicate: its tickets or money changed.
-        await reconcile(workflow_id, event, running=False)
-        return "reconciliation"
+        return await reconcile(workflow_id, event, running=False)
 
     return deliver
 
@@ -183,9 +200,15 @@ def _event(envelope: Envelope, data: dict[str, Any], hold_id: str | None) -> Atm
     payment_id = _id(data.get("paymentId")) or _id(payment.get("id")) or _id(_dict(data.get("ticketHold")).get("paymentId"))
     status = data.get("status") or payment.get("status")
     reason = data.get("failureReason") or data.get("reason")
+    # What was paid, where the event says: `amount` (public payment.completed, cents), `amountCents`.
+    amount = next((v for v in (data.get("amount"), data.get("amountCents"), payment.get("amount"))
+                   if type(v) is int), None)
+    currency = data.get("currency") or payment.get("currency")
     return AtmEvent(delivery_id=envelope.delivery_id, event_id=envelope.event_id, type=envelope.type, hold_id=hold_id,
                     tickets=tickets, reason=reason if isinstance(reason, str) else None, payment_id=payment_id,
-                    checkout_token=_id(data.get("checkoutToken")), status=status if isinstance(status, str) else None)
+                    checkout_token=_id(data.get("checkoutToken")), status=status if isinstance(status, str) else None,
+                    amount_cents=amount, currency=currency if isinstance(currency, str) else None,
+                    environment=envelope.environment)
 
 
 class Envelope:
@@ -209,6 +232,8 @@ class Envelope:
             if header in headers and value is not None and headers[header] != value:
                 raise ValueError(f"{header} disagrees with the body")
         self.api_version = headers.get("atm-api-version") or body.get("apiVersion")
+        environment = headers.get("atm-environment") or body.get("environment")
+        self.environment: str | None = environment if isinstance(environment, str) else None
 
     @property
     def signed_ids(self) -> list[str]:

@@ -350,6 +350,8 @@ class AtmHold(Response):
     hold: Hold
     amount: Decimal
     currency: str
+    # The hold's `environment` (test|live): an event from the other one is not about this hold.
+    environment: str | None = None
 
 
 class AtmEvent(Response):
@@ -366,6 +368,12 @@ class AtmEvent(Response):
     checkout_token: str | None = None
     # What the event says of the payment or ticket, e.g. `needs_response` for a dispute.
     status: str | None = None
+    # What the event says was paid, and where (the envelope's `environment`), when it says so.
+    amount_cents: int | None = None
+    currency: str | None = None
+    environment: str | None = None
+    # Why the purchase did not take it as proof (set by the purchase, shown in `suspicious_events`).
+    suspicious: str | None = None
 
     @property
     def kind(self) -> str:
@@ -439,6 +447,9 @@ class PurchaseStatus(Response):
     request_sha256: str | None = None
     # ATM events about money already taken (refunded, disputed, tickets voided or refunded).
     money_events: list[AtmEvent] = Field(default_factory=list)
+    # ATM payment or ticket events the purchase did not believe (they disagree with its hold, or ATM
+    # says the hold is unpaid): each raised attention; none moved the purchase.
+    suspicious_events: list[AtmEvent] = Field(default_factory=list)
 
 
 class PurchaseResult(Response):
@@ -454,6 +465,9 @@ class PurchaseResult(Response):
     compensations: list[Compensation] = Field(default_factory=list)
     # ATM events about money already taken (refunded, disputed, tickets voided or refunded).
     money_events: list[AtmEvent] = Field(default_factory=list)
+    # ATM payment or ticket events the purchase did not believe (they disagree with its hold, or ATM
+    # says the hold is unpaid): each raised attention; none moved the purchase.
+    suspicious_events: list[AtmEvent] = Field(default_factory=list)
 
 
 class ConfirmRequest(Request):

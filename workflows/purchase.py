@@ -71,8 +71,10 @@ WRONG_WORKFLOW_ID = "WRONG_WORKFLOW_ID"
 # The patch of a run started by this code: implies the patches before it. A later change renames it
 # and checks this name as a patch of its own (README: "Changing a workflow without breaking running
 # purchases").
-CURRENT_PATCH = "purchase-2026-12-01"
-# The previous CURRENT_PATCH: local rerun-safe writes and a local first poll (and the patches before).
+CURRENT_PATCH = "purchase-2026-12-02"
+# The previous CURRENT_PATCHes: provider conformance (2026-12-01); local rerun-safe writes and a local
+# first poll (2026-11-23), and the patches before.
+PATCH_2026_12_01 = "purchase-2026-12-01"
 PATCH_2026_11_23 = "purchase-2026-11-23"
 
 SEQUENCES: dict[str, Any] = {
@@ -119,8 +121,14 @@ class PurchaseWorkflow:
         self._unfulfilled_fail = False
         self._keys_from_purchase_id = False
         self._local_calls = False
-        # Runs started by this code: the commands changed for provider conformance (2026-12-01) apply.
+        # Runs started by this code: the commands changed for provider conformance (2026-12-01) apply,
+        # and ATM's webhooks are checked against ATM before money moves (2026-12-02).
         self.patch_2026_12_01 = False
+        self.patch_2026_12_02 = False
+        # ATM events the purchase did not believe (`suspicious`).
+        self._suspicious: list[AtmEvent] = []
+        # True only while `attend` waits for an operator: `resolve` is accepted then.
+        self._awaiting_operator = False
 
     @workflow.run
     async def run(self, request: PurchaseRequest) -> PurchaseResult:
@@ -140,7 +148,8 @@ class PurchaseWorkflow:
         # land in another workflow task than on replay (a non-determinism error for a running purchase).
         # A new run records one marker for all changes (each marker also upserts a search attribute,
         # a cost on every purchase); runs recorded before it decide change by change.
-        self.patch_2026_12_01 = workflow.patched(CURRENT_PATCH)
+        self.patch_2026_12_02 = workflow.patched(CURRENT_PATCH)
+        self.patch_2026_12_01 = self.patch_2026_12_02 or workflow.patched(PATCH_2026_12_01)
         previous = self.patch_2026_12_01 or workflow.patched(PATCH_2026_11_23)
         self._reads_decided_at_start = previous or workflow.patched("local-reads-at-start")
         self._keys_from_purchase_id = previous or workflow.patched("keys-from-purchase-id")
@@ -179,6 +188,7 @@ class PurchaseWorkflow:
                 "receipt": self.receipt,
                 "compensations": self.saga.outcomes,
                 "money_events": list(self._money_events),
+                "suspicious_events": list(self._suspicious),
             }
         )
         if self._unfulfilled_fail and self._state != PurchaseState.FULFILLED and self._failure is not None:
@@ -223,6 +233,7 @@ class PurchaseWorkflow:
             compensations=list(self.saga.outcomes),
             request_sha256=self._request_sha256,
             money_events=list(self._money_events),
+            suspicious_events=list(self._suspicious),
         )
 
     @workflow.update
@@ -285,14 +296,15 @@ class PurchaseWorkflow:
 
     @resolve.validator
     def _validate_resolve(self, note: str) -> None:
-        if self._state != PurchaseState.NEEDS_ATTENTION:
+        # A purchase alerting about a suspicious event goes on by itself: nothing to resolve.
+        if self._state != PurchaseState.NEEDS_ATTENTION or not self._awaiting_operator:
             raise ValueError(f"purchase is {self._state}, not awaiting an operator")
 
     @workflow.signal(name="resolve")
     def resolve_signal(self, note: str) -> None:
         """Fire-and-forget form of the `resolve` update (as ReconcileWorkflow's `resolve`)."""
-        if self._state != PurchaseState.NEEDS_ATTENTION:
-            workflow.logger.warning("resolve ignored: the purchase does not need attention", extra={"state": self._state})
+        if self._state != PurchaseState.NEEDS_ATTENTION or not self._awaiting_operator:
+            workflow.logger.warning("resolve ignored: the purchase does not await an operator", extra={"state": self._state})
             return
         self._resolution = note or "resolved"
 
@@ -487,6 +499,13 @@ class PurchaseWorkflow:
         cannot end it."""
         self._failure = failure
         self._set_state(PurchaseState.NEEDS_ATTENTION, self._step)
+        self._awaiting_operator = True
+        try:
+            return await self._attend(reason, failure, kinds)
+        finally:
+            self._awaiting_operator = False
+
+    async def _attend(self, reason: str, failure: Failure, kinds: set[str]) -> AtmEvent:
         while True:
             workflow.logger.error("purchase needs attention", extra={
                 "provider": self._provider, "purchase_id": self._purchase_id, "reason": reason, "why": failure.message})
@@ -509,6 +528,20 @@ class PurchaseWorkflow:
                 return event
             raise PurchaseFailed(PurchaseState.FAILED, failure.model_copy(
                 update={"message": f"{failure.message}; resolved by an operator: {self._resolution}"}))
+
+    def suspicious(self, event: AtmEvent, why: str) -> None:
+        """A provider event the purchase does not take as proof (it disagrees with the purchase, or the
+        provider says otherwise): listed in `suspicious_events` with `why`, NEEDS_ATTENTION (BoxofficeState)
+        until the purchase moves on, an error log line and `boxoffice_attention`. The purchase goes on
+        waiting as if it had not come."""
+        self._suspicious.append(event.model_copy(update={"suspicious": why}))
+        self._set_state(PurchaseState.NEEDS_ATTENTION, self._step)
+        workflow.logger.error("provider event not believed: needs attention", extra={
+            "provider": self._provider, "purchase_id": self._purchase_id, "event_type": event.type,
+            "event_id": event.identity, "why": why})
+        self._meter().create_counter(
+            "boxoffice_attention", "Alerts for purchases an operator must look at, by reason"
+        ).add(1, {"reason": "suspicious_event"})
 
     def idempotency_key(self, purpose: str) -> str:
         """The provider's idempotency key for one `purpose` of this purchase. Runs started before
