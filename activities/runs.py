@@ -14,8 +14,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import PurchaseState, PurchaseStatus
+from workflows.outcomes import EARLIER_RUNS_NOT_LISTABLE
 
-NOT_LISTABLE = "EARLIER_RUNS_NOT_LISTABLE"
 PROVIDER = SearchAttributeKey.for_keyword("BoxofficeProvider")
 STATE = SearchAttributeKey.for_keyword("BoxofficeState")
 PROVIDER_ORDER_ID = SearchAttributeKey.for_keyword("BoxofficeProviderOrderId")
@@ -45,7 +45,7 @@ class EarlierRuns:
             if err.status != RPCStatusCode.UNIMPLEMENTED:
                 raise
             # A server without visibility (the time-skipping test server): retrying will not help.
-            raise ApplicationError(f"earlier runs not listable: {err.message}", type=NOT_LISTABLE,
+            raise ApplicationError(f"earlier runs not listable: {err.message}", type=EARLIER_RUNS_NOT_LISTABLE,
                                    non_retryable=True) from None
         found.sort(key=lambda run: run.start_time, reverse=True)
         return [await self._status(run) for run in found]

@@ -20,8 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 from simulators.atom import AtomSimulator
 from simulators.onebox import OneboxSimulator
 from tests.conftest import atom_request, atom_worker, onebox_request, onebox_worker, wait_for_state
-from workers.client import purchase_outcome, start_purchase
-from workflows.models import AtomPurchaseRequest, PurchaseState
+from workers.client import parse_request, purchase_outcome, start_purchase
+from workflows.models import PurchaseState
 from workflows.purchase import PurchaseWorkflow
 
 LOGIN = {"identity_value": "moviefan@example.com", "password": "userpassword123"}
@@ -50,7 +50,7 @@ async def rerun(client: Client, request: dict[str, Any], task_queue: str) -> Wor
     """A second run under the id of an ended purchase: what a caller gets from Temporal's default
     reuse policy (ALLOW_DUPLICATE), e.g. `temporal workflow start` without --id-reuse-policy."""
     return await client.start_workflow(
-        PurchaseWorkflow.run, AtomPurchaseRequest.model_validate(request), id=f"purchase-{request['purchase_id']}",
+        PurchaseWorkflow.run, parse_request(request), id=f"purchase-{request['purchase_id']}",
         task_queue=task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
 
 
@@ -131,4 +131,18 @@ async def test_onebox_reset_before_the_confirm_confirms_once(dev_env: WorkflowEn
         await second.execute_update(PurchaseWorkflow.confirm, {"accepted_total": None})
         result = await purchase_outcome(second)
     assert result.state == PurchaseState.FULFILLED, result.failure
+    assert len(sim.baskets) == 1 and sim.confirmations == 1
+
+
+async def test_onebox_rerun_of_an_ended_purchase_takes_the_confirmed_order(dev_env: WorkflowEnvironment) -> None:
+    """A second run under the id of a fulfilled Onebox purchase (issue 26, defect 2: two confirmed
+    orders): Onebox takes no key, so the run reads the earlier run's order code and takes that order."""
+    sim, client = OneboxSimulator(), dev_env.client
+    async with onebox_worker(client, sim) as tq:
+        request = onebox_request("ob-rerun")
+        first = await purchase_outcome(await start_purchase(client, request, tq))
+        assert first.state == PurchaseState.FULFILLED
+        second = await purchase_outcome(await rerun(client, request, tq))
+    assert second.state == PurchaseState.FULFILLED, second.failure
+    assert (second.provider_order_id, len(second.tickets)) == (first.provider_order_id, len(first.tickets))
     assert len(sim.baskets) == 1 and sim.confirmations == 1

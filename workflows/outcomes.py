@@ -11,6 +11,9 @@ from workflows.models import Failure, FailureReason
 # A commit whose outcome could not be read back: something may have been done.
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 
+# runs.earlier on a server without visibility (the time-skipping test server): nothing to list.
+EARLIER_RUNS_NOT_LISTABLE = "EARLIER_RUNS_NOT_LISTABLE"
+
 
 def outcome_unknown(message: str) -> ApplicationError:
     """What a step raises when it cannot tell whether the provider did the work: never retried, and
