@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         if name == "confirm":
             sub.add_argument("--total", type=decimal_argument,
                              help="the total the buyer accepted (must match the preview)")
-            sub.add_argument("--recaptcha-token", help="ACME: a fresh reCAPTCHA token from the buyer's browser "
+            sub.usage = "%(prog)s purchase_id [--total TOTAL] [--recaptcha-token TOKEN] [--json]"
+            sub.add_argument("--recaptcha-token", metavar="TOKEN", help="ACME: a fresh reCAPTCHA token from the buyer's browser "
                              "(tokens live two minutes; it replaces the request's)")
         if name == "cancel":
             sub.add_argument("--reason", default="cancelled from the command line")
