@@ -27,6 +27,8 @@ async def start_worker(env: WorkflowEnvironment, base_url: str, task_queue: str,
                        BOXOFFICE_ATOM_ACTIVITIES_PER_SECOND=rate,
                        BOXOFFICE_TASK_QUEUE=task_queue, BOXOFFICE_ATOM_BASE_URL=base_url,
                        BOXOFFICE_ATOM_API_KEY="test-atom-key", BOXOFFICE_LOG_LEVEL="WARNING",
+                       # A simulator on plain http with its public key: dev mode (production refuses both).
+                       BOXOFFICE_ENV="dev",
                        # A 1 s HTTP timeout makes a dead worker's attempt time out after 8 s, not 35 s.
                        BOXOFFICE_ATOM_TIMEOUT_SECONDS="1")
     return await asyncio.create_subprocess_exec(
