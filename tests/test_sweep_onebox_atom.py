@@ -17,7 +17,7 @@ from simulators.onebox import OneboxSimulator
 from tests.conftest import atom_request, atom_worker, onebox_request, onebox_worker
 from tests.test_sweep import fulfilled, open_items, sweep, visible
 from workers.client import approve_attention, attention_item, dismiss_attention, purchase_outcome, start_purchase
-from workflows.findings import AttentionDecision, FindingKind
+from workflows.findings import AttentionDecision, FindingKind, SweepRequest, SweepResult
 from workflows.findings import attention_workflow_id as item_id
 from workflows.models import PurchaseState, PurchaseStatus
 
@@ -173,3 +173,26 @@ async def test_atom_order_left_processing_cancelled_after_fulfilment_and_unknown
 
         again = await sweep(dev_env.client, tq, "atom")
         assert again.totals.findings == 2  # the cancelled orphan is no finding any more
+
+
+async def test_onebox_orders_are_read_page_by_page(dev_env: WorkflowEnvironment) -> None:
+    """`limit`/`offset` paging (*assumed*, as Onebox's own API clients page the orders list; the answer's
+    `metadata.total` says when to stop): 5 orphans at 2 a page are 3 PURCHASE pages, then the REFUND
+    page and the baskets; one page a run (continue-as-new), each orphan opened once."""
+    sim = OneboxSimulator()
+    async with onebox_worker(dev_env.client, sim) as tq:
+        orphans = [onebox_sim.seed_order(sim, [20 + n]) for n in range(5)]
+        started = time.perf_counter()
+        handle = await dev_env.client.start_workflow(
+            "SweepWorkflow", SweepRequest(provider="onebox", window_seconds=3600, page_size=2, pages_per_run=1),
+            id="sweep-onebox-pages", task_queue=tq, result_type=SweepResult)
+        done = await handle.result()
+        elapsed = time.perf_counter() - started
+        history = [e async for e in handle.fetch_history_events()]
+        print(f"onebox sweep of {done.totals.seen} orders in {done.totals.pages} pages: {elapsed:.2f}s, "
+              f"last run {len(history)} history events")
+    assert (done.totals.pages, done.totals.runs, done.totals.seen, done.totals.findings) == (5, 5, 5, 5)
+    offsets = [dict(c["query"]).get("offset") for c in sim.calls if c["endpoint"] == "orders"]
+    assert offsets == ["0", "2", "4", "0"]  # PURCHASE 0, 2, 4; REFUND 0
+    items = await open_items(dev_env.client, 5)
+    assert sorted(i["order_id"] for i in items) == sorted(orphans)
