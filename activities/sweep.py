@@ -28,14 +28,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workers import client as purchases
 from workflows.findings import Finding, FindingKind, ItemKind, ProviderItem, Standing, SweepPage, SweepPageRequest
 from workflows.models import WORKFLOW_TYPE, ProviderSession, PurchaseState, PurchaseStatus, RefundRequest
-from workflows.purchase import PROVIDER_ORDER_ID, STATE
+from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
+from workflows.reconcile import AMOUNT, ATTENTION_KIND, NEEDS_ATTENTION, PURCHASE_ID
 
 log = structlog.get_logger("boxoffice.sweep")
 
@@ -671,6 +672,18 @@ def provider_sweeps(providers: Sequence[Any], client: Client) -> dict[str, Provi
     return {p.name: SWEEPS[p.name](p, client) for p in providers if p.name in SWEEPS}
 
 
+def attention_attributes(finding: Finding) -> TypedSearchAttributes:
+    """What the item upserts on its first finding, set at its start too: `attention list` run right after a
+    sweep shows whole rows (visibility lists a new workflow before its first task has run)."""
+    pairs = [SearchAttributePair(STATE, str(NEEDS_ATTENTION)), SearchAttributePair(PROVIDER, finding.provider),
+             SearchAttributePair(ATTENTION_KIND, str(finding.kind)), SearchAttributePair(PROVIDER_ORDER_ID, finding.item_id)]
+    if finding.purchase_id:
+        pairs.append(SearchAttributePair(PURCHASE_ID, finding.purchase_id))
+    if finding.amount is not None:
+        pairs.append(SearchAttributePair(AMOUNT, f"{finding.amount} {finding.currency or ''}".strip()))
+    return TypedSearchAttributes(pairs)
+
+
 class SweepActivities:
     """The sweep's activities that talk to Temporal (the workflows' queue): attention items and approvals."""
 
@@ -693,6 +706,7 @@ class SweepActivities:
                     "ReconcileWorkflow", finding.attention_id, id=finding.attention_id, task_queue=self.task_queue,
                     start_signal="finding", start_signal_args=[finding],
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    search_attributes=attention_attributes(finding),
                     static_summary=f"{finding.provider} {finding.kind}: {finding.item_kind} {finding.item_id}",
                 )
             except WorkflowAlreadyStartedError:
