@@ -28,14 +28,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workers import client as purchases
 from workflows.findings import Finding, FindingKind, ItemKind, ProviderItem, Standing, SweepPage, SweepPageRequest
-from workflows.models import WORKFLOW_TYPE, PurchaseState, PurchaseStatus, RefundRequest
-from workflows.purchase import PROVIDER_ORDER_ID, STATE
+from workflows.models import WORKFLOW_TYPE, ProviderSession, PurchaseState, PurchaseStatus, RefundRequest
+from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
+from workflows.reconcile import AMOUNT, ATTENTION_KIND, NEEDS_ATTENTION, PURCHASE_ID
 
 log = structlog.get_logger("boxoffice.sweep")
 
@@ -86,6 +87,10 @@ def classify(item: ProviderItem, purchase: PurchaseView | None) -> tuple[Finding
     base = {"provider": item.provider, "item_kind": item.kind, "item_id": item.item_id, "status": item.status,
             "purchase_id": purchase.purchase_id if purchase else item.purchase_id,
             "purchase_state": purchase.state if purchase else None, "amount": item.amount, "currency": item.currency}
+    if item.standing == "unknown" and not item.problem:
+        return Finding(kind=FindingKind.UNKNOWN_ORDER, proposed_action="none",
+                       detail=f"{item.status}: find the order at the provider (cancel it there if no tickets "
+                              "were issued), then dismiss.", **base), False
     if item.problem or item.standing is None:
         return Finding(kind=FindingKind.BAD_ANSWER, proposed_action="none",
                        detail=item.problem or f"state {item.status!r} is not one the provider documents", **base), False
@@ -248,6 +253,15 @@ class ProviderSweep:
 
     async def release(self, finding: Finding) -> str:
         raise ApplicationError(f"{self.name} has no holds to release", type="INVALID_REQUEST", non_retryable=True)
+
+    async def cancel(self, finding: Finding) -> str:
+        """An approved cancel of an order: the provider's own undo, as the purchase's saga uses it."""
+        cancelled = await self.provider.cancel_order(finding.item_id)
+        return str(getattr(cancelled, "status", cancelled))
+
+    async def refund(self, finding: Finding) -> str:
+        raise ApplicationError(f"refunds of {self.name} orders are not automated here", type="INVALID_REQUEST",
+                               non_retryable=True)
 
     async def sweep_page(self, request: SweepPageRequest) -> SweepPage:
         pairs, next_cursor = await self.items(request)
@@ -431,11 +445,243 @@ class AtmSweep(ProviderSweep):
         return str(await self.provider.release_hold(finding.item_id))
 
 
-SWEEPS: dict[str, type[ProviderSweep]] = {"tevo": TevoSweep, "acme": AcmeSweep, "atm": AtmSweep}
+# -- Onebox ---------------------------------------------------------------------------------------
+
+ONEBOX_ORDERS = "/orders-mgmt-api/v1/orders"
+ONEBOX_BASKETS = "/distribution-api/v1/orders"
+
+
+def onebox_date(value: datetime, up: bool = False) -> str:
+    """Exactly 2021-03-08T00:00:00Z ("otherwise the validation will fail"): whole seconds, the window widened."""
+    value = value.astimezone(UTC)
+    whole = value.replace(microsecond=0)
+    if up and whole < value:
+        whole = whole.fromtimestamp(whole.timestamp() + 1, UTC)
+    return whole.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def error_status(err: ApplicationError) -> tuple[int | None, str | None]:
+    details = err.details[0] if err.details and isinstance(err.details[0], dict) else {}
+    return details.get("status"), details.get("code")
+
+
+class OneboxSweep(ProviderSweep):
+    """Onebox's Orders Management API lists orders by purchase date (developer.oneboxtds.com/docs/api-orders-mgmt/
+    tutorials/get-purchases-by-time-range and get-refunds-by-time-range): `GET /orders-mgmt-api/v1/orders?
+    purchase_date_from=…&purchase_date_to=…&type=PURCHASE` (then `type=REFUND`). Onebox keeps no reference of
+    ours: an order is matched to its purchase by its code (BoxofficeProviderOrderId). A PURCHASE order no
+    fulfilled purchase accounts for is read (`GET …/orders/{code}`) to see whether its items are REFUNDED
+    already; a REFUND order names the order it refunds, which for a FULFILLED purchase is a finding.
+    Baskets are not listable: the sweep reads the basket each ended, unfulfilled purchase recorded and
+    releases one still holding seats. *Assumed* (the tutorials show no answer): `limit`/`offset` paging, the
+    answer `{data: [...], metadata: {total}}`, `purchase_date`, a REFUND's `related_original_code`, items' `state`."""
+
+    name = "onebox"
+    PHASES = ("PURCHASE", "REFUND", "baskets")
+
+    async def items(self, request: SweepPageRequest) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
+        cursor = decode_cursor(request.cursor)
+        phase = cursor.get("phase", "PURCHASE")
+        if phase == "baskets":
+            return await self._baskets(request, cursor)
+        offset = int(cursor.get("offset", 0))
+        data = await self.provider._call("GET", ONEBOX_ORDERS, params={
+            "purchase_date_from": onebox_date(request.since), "purchase_date_to": onebox_date(request.until, up=True),
+            "type": phase, "limit": request.page_size, "offset": offset})
+        raw_orders = data.get("data") if isinstance(data, dict) else None
+        key = f"{phase.lower()}-offset-{offset}"
+        if not isinstance(raw_orders, list):
+            return [(bad_item("onebox", "order", key, data, "no `data` list of orders"), None)], self._next(phase)
+        items: list[tuple[ProviderItem, PurchaseView | None]] = []
+        for index, raw in enumerate(raw_orders):
+            items.append(await (self._order(raw, f"{key}-{index}") if phase == "PURCHASE"
+                                else self._refund(raw, f"{key}-{index}")))
+        total = (data.get("metadata") or {}).get("total")
+        more = offset + len(raw_orders) < total if isinstance(total, int) else len(raw_orders) >= request.page_size
+        if more and raw_orders:
+            return items, encode_cursor({"phase": phase, "offset": offset + len(raw_orders)})
+        return items, self._next(phase)
+
+    def _next(self, phase: str) -> str:
+        return encode_cursor({"phase": self.PHASES[self.PHASES.index(phase) + 1]})
+
+    async def _order(self, raw: Any, key: str) -> tuple[ProviderItem, PurchaseView | None]:
+        if not isinstance(raw, dict) or not raw.get("code"):
+            return bad_item("onebox", "order", key, raw, "an order without `code`"), None
+        code, purchased = str(raw["code"]), timestamp(raw.get("purchase_date"))
+        purchase = await self.purchases.by_order("onebox", code)
+        if purchase is not None and purchase.fulfilled and purchase.order_id == code:
+            return self._item(raw, code, "live", purchased), purchase  # a refund of it shows in the REFUND list
+        detail = await self.provider._call("GET", f"{ONEBOX_ORDERS}/{code}")  # its items' states: refunded yet?
+        return self._item(detail, code, "live", purchased, item_states=True), purchase
+
+    @staticmethod
+    def _item(raw: Any, code: str, standing: Standing, purchased: datetime | None,
+              item_states: bool = False) -> ProviderItem:
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        price = data.get("price") if isinstance(data.get("price"), dict) else {}
+        items = [i for i in data.get("items") or [] if isinstance(i, dict)] if item_states else []
+        refunded = bool(items) and all(i.get("state") == "REFUNDED" for i in items)
+        status = "REFUNDED" if refunded else "CONFIRM" if standing == "live" else "refunded"
+        return ProviderItem(provider="onebox", kind="order", item_id=code, status=status,
+                            standing="cancelled" if refunded else standing, amount=money((price or {}).get("total")),
+                            currency=(price or {}).get("currency"), created_at=purchased)
+
+    async def _refund(self, raw: Any, key: str) -> tuple[ProviderItem, PurchaseView | None]:
+        if not isinstance(raw, dict) or not raw.get("related_original_code"):
+            return bad_item("onebox", "order", key, raw, "a REFUND order without `related_original_code`"), None
+        original = str(raw["related_original_code"])
+        item = self._item(raw, original, "cancelled", timestamp(raw.get("purchase_date")))
+        return item, await self.purchases.by_order("onebox", original)
+
+    async def _baskets(self, request: SweepPageRequest, cursor: dict[str, Any]) -> tuple[
+            list[tuple[ProviderItem, PurchaseView | None]], str | None]:
+        views, token = await self.purchases.started("onebox", request.since, request.until, cursor.get("token"),
+                                                    request.page_size)
+        items: list[tuple[ProviderItem, PurchaseView | None]] = []
+        for view in views:
+            basket_id = view.provider_ids.get("basket_id")
+            if view.running or view.fulfilled or not basket_id:
+                continue
+            items.append((await self._basket(basket_id, view), view))
+        return items, encode_cursor({"phase": "baskets", "token": token}) if token else None
+
+    async def _basket(self, basket_id: str, view: PurchaseView) -> ProviderItem:
+        base = {"provider": "onebox", "kind": "basket", "item_id": basket_id, "purchase_id": view.purchase_id}
+        try:
+            data = await self.provider._call("GET", ONEBOX_BASKETS, basket_id)
+        except ApplicationError as err:
+            if error_status(err)[0] == 404:  # ORDER_NOT_FOUND: Onebox dropped the idle basket, seats free
+                return ProviderItem(status="not found", standing="gone", **base)
+            raise
+        if not isinstance(data, dict):
+            return bad_item("onebox", "basket", basket_id, data, "a basket that is not an object")
+        status = data.get("status")
+        status = status.get("type") if isinstance(status, dict) else status
+        if status == "CONFIRM":  # an order now: the orders listing speaks for it
+            return ProviderItem(status="CONFIRM", standing="gone", **base)
+        held = [i for i in data.get("items") or [] if isinstance(i, dict)]
+        return ProviderItem(status=f"{status} with {len(held)} items", standing="active" if held else "gone", **base)
+
+    async def release(self, finding: Finding) -> str:
+        return str(await self.provider.release_basket(finding.item_id) or f"basket {finding.item_id} held nothing")
+
+    async def refund(self, finding: Finding) -> str:
+        """Refund order items (developer.oneboxtds.com/docs/api-orders-mgmt/tutorials/refund-order-items): the
+        order's items not REFUNDED yet, read first, so a repeated approval (or a retry after an unanswered
+        refund) refunds nothing twice; Onebox refuses an item already REFUNDED (409 PRODUCT_STATE_INVALID)."""
+        path = f"{ONEBOX_ORDERS}/{finding.item_id}"
+        order = await self.provider._call("GET", path)
+        items = [i for i in (order.get("items") or []) if isinstance(i, dict)] if isinstance(order, dict) else []
+        left = [{"id": i["id"]} for i in items if i.get("state") != "REFUNDED" and "id" in i]
+        if not left:
+            return f"order {finding.item_id} already refunded"
+        try:
+            await self.provider._call("POST", f"{path}/refund", json_body={
+                "items": left, "type": "MANUAL", "include_surcharges": True, "include_delivery": False})
+        except ApplicationError as err:
+            if error_status(err) != (409, "PRODUCT_STATE_INVALID"):
+                raise
+            return f"order {finding.item_id}: items already refunded"  # by an earlier, unanswered attempt
+        return f"refunded {len(left)} items of order {finding.item_id}"
+
+
+# -- Atom -----------------------------------------------------------------------------------------
+
+ATOM_STANDING: dict[str, Standing] = {
+    "fulfilled": "live", "cancelled": "cancelled", "canceled": "cancelled", "refunded": "cancelled",
+    "failed": "gone", "rejected": "gone", "expired": "gone",
+}
+# Activities the purchase called with the buyer's session (an Atom order is read only by its account).
+ATOM_SESSION_CALLS = ("atom.lease", "atom.preview_order", "atom.create_order", "atom.order_status",
+                      "atom.cancel_order")
+
+
+class AtomSweep(ProviderSweep):
+    """Atom documents no order listing (partner-docs-95q.pages.dev/guides/ordering): the sweep reads the
+    status (`GET /ordering/v1/customer/orders/{id}/status`) of each order its ended purchases recorded, with
+    the buyer's session the purchase used (from its history: Atom serves an order only to its account). An
+    order still in progress or fulfilled for a purchase that did not end FULFILLED is an orphan (cancel:
+    `DELETE /v1/customer/orders/{id}`, the purchase's own undo); a FULFILLED purchase's order Atom reads
+    cancelled or refunded is a finding. A purchase that ended COMPENSATION_FAILED with a clientRequestId and
+    no order id (DUPLICATE_CLIENT_REQUEST_ID: an order exists, id unknown) is an `unknown_order` item.
+    *Assumed*: any status but the final ones is in progress (as activities/atom.py)."""
+
+    name = "atom"
+
+    async def items(self, request: SweepPageRequest) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
+        views, token = await self.purchases.started("atom", request.since, request.until,
+                                                    decode_cursor(request.cursor).get("token"), request.page_size)
+        items: list[tuple[ProviderItem, PurchaseView | None]] = []
+        for view in views:
+            if view.running:
+                continue
+            order_id = view.provider_ids.get("order_id") or view.order_id
+            if order_id:
+                items.append((await self._order(order_id, view), view))
+            elif view.state == PurchaseState.COMPENSATION_FAILED and view.provider_ids.get("client_request_id"):
+                key = view.provider_ids["client_request_id"]
+                items.append((ProviderItem(provider="atom", kind="order", item_id=key, status="unknown",
+                                           standing="unknown", purchase_id=view.purchase_id), view))
+        return items, encode_cursor({"token": token}) if token else None
+
+    async def _order(self, order_id: str, view: PurchaseView) -> ProviderItem:
+        session = await self.session(view.workflow_id)
+        if session is None:
+            return bad_item("atom", "order", order_id, None, "no buyer session in the purchase's history to read it with")
+        try:
+            data = await self.provider._call("GET", f"/ordering/v1/customer/orders/{order_id}/status", session)
+        except ApplicationError as err:
+            status, code = error_status(err)
+            if status in (401, 403, 404):  # the buyer's token lapsed, or Atom does not show it to that account
+                return bad_item("atom", "order", order_id, {"status": status, "code": code},
+                                "the order could not be read with the purchase's session; look it up at Atom")
+            raise
+        state = data.get("orderStatus") if isinstance(data, dict) else None
+        if not isinstance(state, str):
+            return bad_item("atom", "order", order_id, data, "a status without `orderStatus`")
+        return ProviderItem(provider="atom", kind="order", item_id=order_id, status=state,
+                            standing=ATOM_STANDING.get(state.lower(), "live"), purchase_id=view.purchase_id)
+
+    async def session(self, workflow_id: str) -> ProviderSession | None:
+        """The session the purchase called Atom with: the first argument of its first call that took one."""
+        handle = self.purchases.client.get_workflow_handle(workflow_id)
+        async for event in handle.fetch_history_events():
+            scheduled = event.activity_task_scheduled_event_attributes
+            if event.HasField("activity_task_scheduled_event_attributes") \
+                    and scheduled.activity_type.name in ATOM_SESSION_CALLS and scheduled.input.payloads:
+                [session] = await self.purchases.client.data_converter.decode(scheduled.input.payloads[:1],
+                                                                               [ProviderSession])
+                return session if isinstance(session, ProviderSession) else None
+        return None
+
+    async def cancel(self, finding: Finding) -> str:
+        session = await self.session(f"purchase-{finding.purchase_id}") if finding.purchase_id else None
+        if session is None:
+            raise ApplicationError(f"no buyer session to cancel Atom order {finding.item_id} with: cancel it at Atom",
+                                   type="INVALID_REQUEST", non_retryable=True)
+        cancelled = await self.provider.cancel_order(session, finding.item_id)
+        return f"order {cancelled.order_id} {cancelled.status}"
+
+
+SWEEPS: dict[str, type[ProviderSweep]] = {"tevo": TevoSweep, "acme": AcmeSweep, "atm": AtmSweep, "onebox": OneboxSweep,
+                                           "atom": AtomSweep}
 
 
 def provider_sweeps(providers: Sequence[Any], client: Client) -> dict[str, ProviderSweep]:
     return {p.name: SWEEPS[p.name](p, client) for p in providers if p.name in SWEEPS}
+
+
+def attention_attributes(finding: Finding) -> TypedSearchAttributes:
+    """What the item upserts on its first finding, set at its start too: `attention list` run right after a
+    sweep shows whole rows (visibility lists a new workflow before its first task has run)."""
+    pairs = [SearchAttributePair(STATE, str(NEEDS_ATTENTION)), SearchAttributePair(PROVIDER, finding.provider),
+             SearchAttributePair(ATTENTION_KIND, str(finding.kind)), SearchAttributePair(PROVIDER_ORDER_ID, finding.item_id)]
+    if finding.purchase_id:
+        pairs.append(SearchAttributePair(PURCHASE_ID, finding.purchase_id))
+    if finding.amount is not None:
+        pairs.append(SearchAttributePair(AMOUNT, f"{finding.amount} {finding.currency or ''}".strip()))
+    return TypedSearchAttributes(pairs)
 
 
 class SweepActivities:
@@ -460,6 +706,7 @@ class SweepActivities:
                     "ReconcileWorkflow", finding.attention_id, id=finding.attention_id, task_queue=self.task_queue,
                     start_signal="finding", start_signal_args=[finding],
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    search_attributes=attention_attributes(finding),
                     static_summary=f"{finding.provider} {finding.kind}: {finding.item_kind} {finding.item_id}",
                 )
             except WorkflowAlreadyStartedError:
@@ -477,15 +724,18 @@ class SweepActivities:
                                    non_retryable=True)
         if finding.item_kind in ("hold", "basket"):
             return await sweep.release(finding)
-        cancelled = await sweep.provider.cancel_order(finding.item_id)
-        return str(getattr(cancelled, "status", cancelled))
+        return await sweep.cancel(finding)
 
     @activity.defn(name="sweep.refund")
     async def refund(self, finding: Finding) -> str:
-        """ACME: the RefundWorkflow of `boxoffice orders refund` (one per order: asked again, the same refund)."""
+        """ACME: the RefundWorkflow of `boxoffice orders refund` (one per order: asked again, the same refund).
+        Others: the provider's refund call (Onebox), where one exists."""
         if finding.provider != "acme":
-            raise ApplicationError(f"refunds of {finding.provider} orders are not automated here", type="INVALID_REQUEST",
-                                   non_retryable=True)
+            sweep = self.sweeps.get(finding.provider)
+            if sweep is None:
+                raise ApplicationError(f"{finding.provider} is not served here", type="PROVIDER_NOT_CONFIGURED",
+                                       non_retryable=True)
+            return await sweep.refund(finding)
         activity.heartbeat()
         request = RefundRequest(order_id=finding.item_id, notes=f"refunded by boxoffice: {finding.kind}"[:500])
         result = await purchases.refund(self.client, request, self.task_queue)

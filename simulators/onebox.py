@@ -25,6 +25,7 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -66,6 +67,7 @@ class Item:
     seat: int
     price_type: int
     session: int = SESSION
+    refunded: bool = False
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Basket:
     code: str | None = None
     email: str | None = None
     items: list[Item] = field(default_factory=list)
+    purchased_at: float | None = None  # when it was confirmed: the orders list's purchase date
 
     def total(self) -> Decimal:
         return sum((PRICE_TYPES[i.price_type][1] + CHARGE_PER_SEAT for i in self.items), Decimal(0))
@@ -104,6 +107,8 @@ class OneboxSimulator:
     # Sessions whose tickets need attendee data before pre-confirm.
     attendee_sessions: set[int] = field(default_factory=set)
     status_object: bool = False
+    # REFUND orders of the Orders Management API (POST .../orders/{code}/refund makes one).
+    refunds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def app(self) -> Starlette:
@@ -120,6 +125,8 @@ class OneboxSimulator:
                 route("POST", f"{ORDERS}/pre-confirm", "pre-confirm", self.pre_confirm),
                 route("POST", f"{ORDERS}/confirm", "confirm", self.confirm),
                 route("GET", "/orders-mgmt-api/v1/orders/{code}", "read", self.read),
+                route("GET", "/orders-mgmt-api/v1/orders", "orders", self.list_orders),
+                route("POST", "/orders-mgmt-api/v1/orders/{code}/refund", "refund", self.refund),
                 Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
                 Route("/_sim/faults", self.admin_faults, methods=["POST"]),
                 Route("/_sim/expire-tokens", self.admin_expire_tokens, methods=["POST"]),
@@ -201,6 +208,7 @@ class OneboxSimulator:
                                      "price": {"total": float(price + CHARGE_PER_SEAT), "currency": CURRENCY}}
             if basket.status == "CONFIRM":
                 entry["ticket"] = {"barcode": f"OBX{basket.code}{item.seat:03d}"}
+                entry["state"] = "REFUNDED" if item.refunded else "PURCHASE"  # *assumed* field name
             items.append(entry)
         charges = CHARGE_PER_SEAT * len(basket.items)
         status: Any = basket.status
@@ -293,6 +301,7 @@ class OneboxSimulator:
         if basket.status != "PRE_CONFIRM":
             return error(409, "ORDER_INVALID_STATUS", f"order is {basket.status}, not PRE_CONFIRM")
         basket.status = "CONFIRM"
+        basket.purchased_at = self.clock()
         self.confirmations += 1
         for item in basket.items:
             self.seats[item.seat] = "sold"
@@ -336,3 +345,105 @@ class OneboxSimulator:
 
     def expire_tokens(self) -> None:
         self.tokens = dict.fromkeys(self.tokens, 0.0)
+
+    # -- Orders Management API: orders by purchase date, refunds ------------------------------
+    # developer.oneboxtds.com/docs/api-orders-mgmt/tutorials/get-purchases-by-time-range (and
+    # get-refunds-by-time-range): GET /orders-mgmt-api/v1/orders?purchase_date_from=…&purchase_date_to=…&type=
+    # PURCHASE|REFUND, dates exactly as 2021-03-08T00:00:00Z ("otherwise the validation will fail").
+    # *Assumed* (the tutorials show no answer): `limit`/`offset` paging and the answer `{data, metadata:
+    # {offset, limit, total}}`, the convention Onebox's own API clients read; a REFUND order names the
+    # order it refunds in `related_original_code`; the validation error code AOMG0001.
+    # refund-order-items: POST /orders-mgmt-api/v1/orders/{code}/refund with `items: [{id}]`; an item
+    # already REFUNDED answers 409 PRODUCT_STATE_INVALID. Its answer body is not shown (*assumed*: the REFUND order).
+
+    def _purchase_dates(self, request: Request) -> tuple[float, float] | Response:
+        bounds = []
+        for name in ("purchase_date_from", "purchase_date_to"):
+            value = request.query_params.get(name, "")
+            try:
+                bounds.append(datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+            except ValueError:
+                return error(400, "AOMG0001", f"{name} must be a date like 2021-03-08T00:00:00Z")
+        return bounds[0], bounds[1]
+
+    async def list_orders(self, request: Request, body: Any, _: Basket | None) -> Response:
+        dates = self._purchase_dates(request)
+        if isinstance(dates, Response):
+            return dates
+        kind = request.query_params.get("type", "PURCHASE")
+        if kind not in ("PURCHASE", "REFUND"):
+            return error(400, "AOMG0001", "type must be PURCHASE or REFUND")
+        try:
+            limit, offset = int(request.query_params.get("limit", 50)), int(request.query_params.get("offset", 0))
+        except ValueError:
+            return error(400, "AOMG0001", "limit and offset are integers")
+        if limit < 1 or offset < 0:
+            return error(400, "AOMG0001", "limit >= 1, offset >= 0")
+        since, until = dates
+        if kind == "PURCHASE":
+            orders = [{**self.order(b), "type": "PURCHASE", "purchase_date": iso(b.purchased_at)}
+                      for b in self.baskets.values()
+                      if b.status == "CONFIRM" and b.purchased_at is not None and since <= b.purchased_at <= until]
+        else:
+            orders = [{k: v for k, v in r.items() if k != "at"} for r in self.refunds if since <= r["at"] <= until]
+        return JSONResponse({"data": orders[offset:offset + limit],
+                             "metadata": {"offset": offset, "limit": limit, "total": len(orders)}})
+
+    async def refund(self, request: Request, body: Any, _: Basket | None) -> Response:
+        code = request.path_params["code"]
+        basket = next((b for b in self.baskets.values() if b.code == code and b.status == "CONFIRM"), None)
+        if basket is None:
+            return error(404, "ORDER_NOT_FOUND", f"no order {code}")
+        wanted = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(wanted, list) or not wanted or any(missing_fields(i, {"id": int}) for i in wanted):
+            return error(400, "AOMG0001", "items[].id is required")
+        by_id = {item.id: item for item in basket.items}
+        unknown = [i["id"] for i in wanted if i["id"] not in by_id]
+        if unknown:
+            return error(404, "ORDER_ITEM_NOT_FOUND", f"no items {unknown} in order {code}")
+        items = [by_id[i["id"]] for i in wanted]
+        if any(item.refunded for item in items):
+            return error(409, "PRODUCT_STATE_INVALID", "an item is already REFUNDED")
+        return JSONResponse(self.refund_items(basket, items))
+
+    def refund_items(self, basket: Basket, items: list[Item]) -> dict[str, Any]:
+        for item in items:
+            item.refunded = True
+            self.seats[item.seat] = "free"
+        amount = sum((PRICE_TYPES[i.price_type][1] + CHARGE_PER_SEAT for i in items), Decimal(0))
+        now = self.clock()
+        refund = {"code": f"R{secrets.token_hex(5).upper()}", "type": "REFUND", "related_original_code": basket.code,
+                  "purchase_date": iso(now), "price": {"total": float(amount), "currency": CURRENCY}, "at": now}
+        self.refunds.append(refund)
+        return {k: v for k, v in refund.items() if k != "at"}
+
+
+def iso(at: float | None) -> str | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+def seed_order(sim: OneboxSimulator, seats: list[int]) -> str:
+    """A confirmed order nobody here placed (by hand at Onebox, or a basket confirmed after its purchase
+    gave up): its code."""
+    basket = Basket(id=secrets.token_hex(12), touched=sim.clock(), status="CONFIRM",
+                    code=secrets.token_hex(6).upper(), email="walk-in@example.com", purchased_at=sim.clock())
+    for seat in seats:
+        sim.seats[seat] = "sold"
+        basket.items.append(Item(id=next(sim._ids), seat=seat, price_type=1))
+    sim.baskets[basket.id] = basket
+    return basket.code or ""
+
+
+def hold_again(sim: OneboxSimulator, basket_id: str, seats: list[int]) -> None:
+    """Puts seats back in a basket whose release was lost (a bug, an operator's reset)."""
+    basket = sim.baskets.setdefault(basket_id, Basket(id=basket_id, touched=sim.clock()))
+    basket.touched = sim.clock()
+    for seat in seats:
+        sim.seats[seat] = "basket"
+        basket.items.append(Item(id=next(sim._ids), seat=seat, price_type=1))
+
+
+def refund_at_onebox(sim: OneboxSimulator, code: str) -> None:
+    """The whole order refunded at Onebox, not through boxoffice (its box office, the promoter)."""
+    basket = next(b for b in sim.baskets.values() if b.code == code)
+    sim.refund_items(basket, [item for item in basket.items if not item.refunded])

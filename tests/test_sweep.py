@@ -51,7 +51,8 @@ async def open_items(client: Client, expected: int, timeout: float = 10) -> list
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         items = [i for i in await attention_items(client) if i["id"].startswith("attention-")]
-        if len(items) >= expected or asyncio.get_running_loop().time() > deadline:
+        whole = all(i["kind"] and i["order_id"] for i in items)  # attributes listed with the item
+        if (len(items) >= expected and whole) or asyncio.get_running_loop().time() > deadline:
             return items
         await asyncio.sleep(0.2)
 

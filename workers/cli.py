@@ -236,6 +236,13 @@ def explain(err: Exception, args: argparse.Namespace, address: str) -> tuple[str
     if isinstance(err, RuntimeError) and str(err).startswith("Failed client connect"):
         return (f"no Temporal server at {address}: start one with `boxoffice dev`, "
                 "or set TEMPORAL_ADDRESS to yours"), EXIT_ERROR
+    item_id = getattr(args, "item_id", None)
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND and item_id is not None:
+        if "completed" in err.message:  # an update to an item that has ended
+            return (f"attention item {item_id} has been answered: see `boxoffice attention show {item_id}`"), EXIT_ERROR
+        return f"no attention item {item_id} (see `boxoffice attention list --all`)", EXIT_ERROR
+    if isinstance(err, WorkflowQueryFailedError) and item_id is not None:
+        return f"the worker could not answer for attention item {item_id}: {err.message}", EXIT_ERROR
     if isinstance(err, RPCError):
         if err.status == RPCStatusCode.NOT_FOUND and purchase_id is not None:
             if "completed" in err.message:  # an update to a purchase that has ended
@@ -524,7 +531,7 @@ async def _demo_orphan(client: Client, settings: WorkerSettings) -> None:
     tevo = TevoActivities(TevoSettings())
     try:
         client_id = await tevo.find_or_create_client(request.buyer)
-        await tevo._call("POST", "/v10/orders", json_body=order_body(request, client_id))
+        await tevo._call("POST", "/v10/orders", json_body={"order": order_body(request, client_id)})
     finally:
         await tevo.aclose()
     print(f"Placed a TEvo order with reference {reference} outside boxoffice: no purchase has that id.")
@@ -534,13 +541,15 @@ async def _demo_orphan(client: Client, settings: WorkerSettings) -> None:
     result = await handle.result()
     print(f"Swept TEvo: {result.totals.seen} order(s) seen, {result.totals.findings} finding(s), "
           f"{result.totals.repaired} repaired.")
-    for item in await purchases.attention_items(client, provider="tevo"):
-        if item["purchase_id"] == reference:
-            print(f"Attention item {item['id']}: {item['kind']}, order {item['order_id']}, {item['amount']}")
-            print(f"  boxoffice attention show {item['id']}")
-            print(f"  boxoffice attention approve {item['id']} --action cancel")
-            return
-    print("The item is not in the list yet (visibility lags a second): boxoffice attention list")
+    for _ in range(50):  # visibility lists the new item within a second or so
+        for item in await purchases.attention_items(client, provider="tevo"):
+            if item["purchase_id"] == reference:
+                print(f"Attention item {item['id']}: {item['kind']}, order {item['order_id']}, {item['amount']}")
+                print(f"  boxoffice attention show {item['id']}")
+                print(f"  boxoffice attention approve {item['id']} --action cancel")
+                return
+        await asyncio.sleep(0.2)
+    print("The item is not in the list yet (visibility lags): boxoffice attention list")
 
 
 async def cmd_attention(args: argparse.Namespace, settings: WorkerSettings) -> None:

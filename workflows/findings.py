@@ -16,8 +16,9 @@ from workflows.models import AtmEvent, Request, Response
 ItemKind = Literal["order", "hold", "basket", "payment"]
 # What an item means for money or seats, whatever the provider calls its state:
 # live: an order or payment that holds the buyer's money (pending, accepted, confirmed, paid, processing);
-# active: a hold or basket that holds seats; cancelled: cancelled or refunded; gone: expired, released, failed.
-Standing = Literal["live", "active", "cancelled", "gone"]
+# active: a hold or basket that holds seats; cancelled: cancelled or refunded; gone: expired, released, failed;
+# unknown: an order may exist, its id unknown (Atom: a clientRequestId an earlier flow used).
+Standing = Literal["live", "active", "cancelled", "gone", "unknown"]
 Action = Literal["cancel", "refund", "release", "none"]
 
 
@@ -34,6 +35,9 @@ class FindingKind(StrEnum):
     PAYMENT_WITHOUT_TICKETS = "payment_without_tickets"
     # The provider answered what its docs do not describe (missing fields, an unknown state).
     BAD_ANSWER = "bad_answer"
+    # Atom: a purchase ended COMPENSATION_FAILED because its clientRequestId had placed an order nobody
+    # knows the id of (Atom documents no lookup by clientRequestId): a person finds it at Atom.
+    UNKNOWN_ORDER = "unknown_order"
     # ATM's webhook events for a purchase that is not running, or changing money already taken.
     PROVIDER_EVENT = "provider_event"
 
