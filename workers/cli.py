@@ -25,8 +25,10 @@ from activities.atm import AtmSettings
 from activities.sweep import SweepSettings
 from activities.tevo import TevoActivities, TevoSettings, order_body
 from workers import client as purchases
-from workers.codec import CodecSettings, codec_server, validation_summary
+from workers.codec import ENCODING, CodecSettings, UnknownCodecKey, codec_server, validation_summary
 from workers.devstack import (
+    SIMULATORS,
+    DevSettings,
     dev_mode,
     dev_stack,
     dev_webhooks_refusal,
@@ -81,10 +83,85 @@ DEMO_BUYER = {"email": "guest@example.com", "first_name": "Jane", "last_name": "
 # Commands that serve: outside dev, they refuse to start on unsafe settings (refuse_to_serve).
 SERVERS = frozenset({"worker", "webhooks", "codec-server"})
 
-# Exit codes (README, "The command line"); argparse exits 2 on a usage mistake.
+# Exit codes (README, "The command line"); argparse exits 2 on a usage mistake. One per way a
+# purchase can stand, so a script never reads money or seats stuck at a provider as success.
 EXIT_ERROR = 1  # the command could not do what was asked: no server, unknown id, refused, bad input
-EXIT_UNSUCCESSFUL = 3  # the purchase ended FAILED, CANCELLED or EXPIRED (`result`, `buy --wait`)
+EXIT_UNSUCCESSFUL = 3  # the purchase ended FAILED, CANCELLED or EXPIRED: no tickets, nothing owed
+EXIT_COMPENSATION_FAILED = 4  # an undo failed: money or seats may be stuck; an operator must act
+EXIT_ATTENTION = 5  # NEEDS_ATTENTION: still running, owed tickets (ATM paid); an operator must look
 UNSUCCESSFUL = frozenset({PurchaseState.FAILED, PurchaseState.CANCELLED, PurchaseState.EXPIRED})
+
+EXIT_CODES = """\
+exit codes:
+  0  done; for result and buy --wait: the purchase ended FULFILLED
+  1  could not do it: no Temporal server, unknown id, refused, bad input or settings
+  2  usage: unknown command or option, malformed option value
+  3  result, buy --wait: the purchase ended FAILED, CANCELLED or EXPIRED (no tickets, nothing owed)
+  4  the purchase is COMPENSATION_FAILED: an undo failed, money or seats may be stuck at the
+     provider; an operator must act (see its compensations)
+  5  the purchase NEEDS_ATTENTION (still running; ATM paid without tickets): an operator must look"""
+
+# What each serving command reads (README, "Configuration", has them all).
+DEV_HELP = """\
+Runs the Temporal dev server and UI, the five provider simulators, ATM's webhook receiver and a
+worker in one process; Ctrl-C stops all. Providers not otherwise configured use the simulators.
+
+environment:
+  TEMPORAL_ADDRESS           the dev server (localhost:7233); its UI listens on that port + 1000
+  TEMPORAL_NAMESPACE         namespace (default)
+  BOXOFFICE_TASK_QUEUE       task queue of workflows and activities (boxoffice)
+  BOXOFFICE_HOME             where the dev server's SQLite file and log live (.boxoffice)
+  BOXOFFICE_SIMULATORS_PORT  the first of five simulator ports: Atom, Onebox, TEvo, ATM, ACME (8701)
+  BOXOFFICE_WEBHOOKS_HOST, BOXOFFICE_WEBHOOKS_PORT   the webhook receiver (127.0.0.1, 8780)
+  BOXOFFICE_CODEC_KEYS       payload encryption keys id:base64,... (unset: plain JSON)
+  BOXOFFICE_LOG_FORMAT, BOXOFFICE_LOG_LEVEL          dev or json (dev); INFO
+  BOXOFFICE_<PROVIDER>_*     a provider's settings, where set, instead of its simulator's"""
+
+WORKER_HELP = """\
+Serves purchases (workflows and provider activities) until SIGTERM or Ctrl-C, which drain the running
+activities. Outside BOXOFFICE_ENV=dev it refuses to start on unsafe settings, one line each: no
+codec keys, a simulator's public credentials, a provider URL that is not https://, ...
+
+environment:
+  TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE  Temporal frontend and namespace (localhost:7233, default)
+  TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE  a temporal.toml profile shared with the temporal CLI
+  TEMPORAL_API_KEY, TEMPORAL_TLS*       Temporal Cloud / mTLS
+  BOXOFFICE_TASK_QUEUE                  task queue of workflows and activities (boxoffice)
+  BOXOFFICE_WORKER_ROLES                workflows and/or the providers this process serves (all)
+  BOXOFFICE_CODEC_KEYS                  payload encryption keys id:base64,... (required outside dev)
+  BOXOFFICE_ENV                         dev: unset provider settings take the simulators' values
+  BOXOFFICE_SHUTDOWN_GRACE_SECONDS      how long running activities may finish on SIGTERM (30)
+  BOXOFFICE_METRICS_BIND, BOXOFFICE_HEALTH_BIND  host:port of /metrics and /healthz (none)
+  BOXOFFICE_DEPLOYMENT_NAME, BOXOFFICE_BUILD_ID  this worker's Worker Deployment version
+  BOXOFFICE_LOG_FORMAT, BOXOFFICE_LOG_LEVEL      dev or json (dev); INFO
+  BOXOFFICE_<PROVIDER>_*                a provider's URL, credentials and tuning (ATOM, ONEBOX, TEVO, ATM, ACME)
+  OTEL_*                                OpenTelemetry tracing (the tracing extra)"""
+
+WEBHOOKS_HELP = """\
+Receives ATM's signed webhooks and signals the purchases. Refuses to start without
+BOXOFFICE_ATM_WEBHOOK_SECRETS, and outside BOXOFFICE_ENV=dev on unsafe settings (the simulator's
+public secret, a secret shorter than 32 characters, no codec keys, ...).
+
+environment:
+  BOXOFFICE_ATM_WEBHOOK_SECRETS  ATM's signing secrets, comma-separated while rotating (required)
+  BOXOFFICE_WEBHOOKS_HOST        where it listens (127.0.0.1; put it behind TLS)
+  BOXOFFICE_WEBHOOKS_PORT        (8780)
+  TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, BOXOFFICE_TASK_QUEUE   the purchases' Temporal (as the worker's)
+  BOXOFFICE_CODEC_KEYS           payload encryption keys, as the workers'
+  BOXOFFICE_ENV                  dev: the simulator's secret is accepted"""
+
+CODEC_SERVER_HELP = """\
+Decrypts payloads for the Temporal UI and the temporal CLI (--codec-endpoint): Temporal's remote
+codec protocol, POST /encode and /decode, with a bearer token. Refuses to start without keys or
+token, and outside BOXOFFICE_ENV=dev on unsafe settings (a short token, a * origin, ...).
+
+environment:
+  BOXOFFICE_CODEC_KEYS          the workers' keys, id:base64,... (required)
+  BOXOFFICE_CODEC_AUTH_TOKEN    the token the UI and CLI send (required; 32 characters or more)
+  BOXOFFICE_CODEC_CORS_ORIGINS  the Temporal UI's origin(s), comma-separated (http://localhost:8233)
+  BOXOFFICE_CODEC_HOST          where it listens (127.0.0.1)
+  BOXOFFICE_CODEC_PORT          (8081)
+  BOXOFFICE_ENV                 dev: the checks for production are off"""
 
 
 class CommandError(Exception):
@@ -115,17 +192,22 @@ ORDER_FLAGS = {"email": "email", "first-name": "contactFirstName", "last-name": 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="boxoffice", description="Durable ticket purchases on Temporal.")
+    parser = argparse.ArgumentParser(prog="boxoffice", description="Durable ticket purchases on Temporal.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("dev", help="run the Temporal dev server + UI, the simulators and a worker")
+
+    def command(name: str, text: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    command("dev", "run the Temporal dev server + UI, the simulators and a worker", DEV_HELP)
     demo = commands.add_parser("demo", help="buy tickets from the Atom simulator, step by step")
     demo.add_argument("--auto", action="store_true", help="auto confirmation instead of confirming after the price")
     demo.add_argument("--provider", choices=sorted(DEMO_REQUESTS), default="atom")
     demo.add_argument("--orphan", action="store_true", help="show the reconciliation sweep: an order at the TEvo "
                       "simulator no purchase accounts for becomes an attention item")
-    commands.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE")
-    commands.add_parser("webhooks", help="receive ATM's signed webhooks and signal the purchases")
-    commands.add_parser("codec-server", help="decrypt payloads for the Temporal UI and CLI (--codec-endpoint)")
+    command("worker", "run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE", WORKER_HELP)
+    command("webhooks", "receive ATM's signed webhooks and signal the purchases", WEBHOOKS_HELP)
+    command("codec-server", "decrypt payloads for the Temporal UI and CLI (--codec-endpoint)", CODEC_SERVER_HELP)
     orders = commands.add_parser("orders", help="ACME order management, run by the worker")
     order_commands = orders.add_subparsers(dest="orders_command", required=True)
     search = order_commands.add_parser("search", help="orders by buyer e-mail or phone, or by event")
@@ -170,14 +252,14 @@ def main(argv: list[str] | None = None) -> None:
     schedules = commands.add_parser("schedules", help="the reconciliation sweeps' Temporal Schedules")
     schedule_commands = schedules.add_subparsers(dest="schedules_command", required=True)
     schedule_commands.add_parser("apply", help="create or update one schedule per provider (BOXOFFICE_SWEEP_*)")
-    buy = commands.add_parser("buy", help="start a purchase from a JSON request")
+    buy = command("buy", "start a purchase from a JSON request", EXIT_CODES)
     buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
-    buy.add_argument("--wait", action="store_true", help="wait for the result (exit 3 if it ends unsuccessfully)")
+    buy.add_argument("--wait", action="store_true", help="wait for the result (exit codes below)")
     buy.add_argument("--json", action="store_true", help="print the result as JSON")
     for name, text in (("status", "show a purchase"), ("result", "wait for a purchase's outcome: tickets, "
-                       "failure, compensations (exit 3 if it ended unsuccessfully)"),
+                       "failure, compensations"),
                        ("confirm", "confirm a held purchase"), ("cancel", "cancel a purchase and compensate")):
-        sub = commands.add_parser(name, help=text)
+        sub = command(name, text, EXIT_CODES)
         sub.add_argument("purchase_id")
         sub.add_argument("--json", action="store_true", help="print JSON instead of text")
         if name == "confirm":
@@ -227,8 +309,10 @@ def main(argv: list[str] | None = None) -> None:
 def explain(err: Exception, args: argparse.Namespace, address: str) -> tuple[str, int] | None:
     """One or two lines and the exit code for an ordinary mistake; None for anything else."""
     purchase_id = getattr(args, "purchase_id", None)
-    if isinstance(err, CommandError):
-        return str(err), err.code
+    if isinstance(err, CommandError | purchases.PurchaseConflict | UnknownCodecKey):
+        return str(err), getattr(err, "code", EXIT_ERROR)
+    if isinstance(err, KeyError) and err.args == (f"Unknown payload encoding {ENCODING.decode()}",):
+        return "history is encrypted: set BOXOFFICE_CODEC_KEYS (the keys the workers use)", EXIT_ERROR
     if isinstance(err, ValidationError):
         # Settings classes are named *Settings; everything else validated here is a request.
         what = "configuration" if err.title.endswith("Settings") else "request"
@@ -271,6 +355,7 @@ def root_cause(err: BaseException) -> BaseException:
 
 
 async def cmd_dev(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    check_dev_ports()
     async with dev_stack(settings) as stack:
         print(f"Temporal UI:      {stack.ui_url}")
         print(f"Temporal server:  {settings.temporal_address} (namespace {settings.temporal_namespace})")
@@ -285,6 +370,7 @@ async def cmd_demo(args: argparse.Namespace, settings: WorkerSettings) -> None:
         print(f"Using the stack at {settings.temporal_address}.")
         await _demo(await connect(settings), settings, args)
         return
+    check_dev_ports()
     print("Starting the dev stack (Temporal dev server, simulators, worker)...", flush=True)
     async with dev_stack(settings) as stack:
         providers = Providers()
@@ -385,6 +471,32 @@ def show_or_dump(view: PurchaseStatus | PurchaseResult, as_json: bool) -> None:
         show(view)
 
 
+def purchase_exit_code(state: PurchaseState, ended: bool) -> int:
+    """The exit code of a command that showed a purchase in `state`: `ended` for `result` and `buy
+    --wait`, which wait for the end; the others show the state now, non-zero only where an operator
+    must act."""
+    if state == PurchaseState.COMPENSATION_FAILED:
+        return EXIT_COMPENSATION_FAILED
+    if state == PurchaseState.NEEDS_ATTENTION:
+        return EXIT_ATTENTION
+    return EXIT_UNSUCCESSFUL if ended and state in UNSUCCESSFUL else 0
+
+
+def show_purchase(view: PurchaseStatus | PurchaseResult, as_json: bool, ended: bool = False) -> None:
+    """Shows the purchase, then exits with its code (README, "The command line"): a script must not
+    read stuck money as success. Where an operator must act, one line on stderr says so."""
+    show_or_dump(view, as_json)
+    code = purchase_exit_code(view.state, ended)
+    if code == EXIT_COMPENSATION_FAILED:
+        raise CommandError(f"purchase {view.purchase_id} is COMPENSATION_FAILED: money or seats may be stuck at "
+                           f"{view.provider}; an operator must act (see its compensations)", code)
+    if code == EXIT_ATTENTION:
+        raise CommandError(f"purchase {view.purchase_id} NEEDS_ATTENTION: an operator must act "
+                           "(README, \"Operating it\")", code)
+    if code:
+        raise SystemExit(code)
+
+
 def refusals_outside_dev() -> list[str]:
     """Why this process must not serve production (workers.settings.production_refusals), unless dev."""
     return [] if dev_mode() else production_refusals()
@@ -401,8 +513,21 @@ async def cmd_worker(args: argparse.Namespace, settings: WorkerSettings) -> None
     await run_worker(settings, refusals=refusals_outside_dev())
 
 
+def check_port(port: int, variable: str, last: int = 65535) -> None:
+    # 0 would bind a port chosen at random, which nothing could be told to call.
+    if not 1 <= port <= last:
+        raise CommandError(f"{variable}={port} is not a port: set it within 1-{last}")
+
+
+def check_dev_ports() -> None:
+    """The ports the dev stack listens on, checked before anything starts."""
+    check_port(DevSettings().simulators_port, "BOXOFFICE_SIMULATORS_PORT", 65535 - len(SIMULATORS) + 1)
+    check_port(WebhookSettings().port, "BOXOFFICE_WEBHOOKS_PORT")
+
+
 def bound_socket(host: str, port: int, variable: str) -> socket.socket:
     """Binds before serving, so a port in use is one clear line instead of uvicorn's exit."""
+    check_port(port, variable)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -492,34 +617,27 @@ async def cmd_buy(args: argparse.Namespace, settings: WorkerSettings) -> None:
     else:
         print(f"{handle.id} already exists (started earlier); showing it")
         held = await purchases.status(client, request.purchase_id)
-    if not args.wait:
-        show_or_dump(held, args.json)
     if args.wait:
-        await print_result(client, request.purchase_id, args.json)
-
-
-async def print_result(client: Client, purchase_id: str, as_json: bool) -> None:
-    result = await purchases.purchase_result(client, purchase_id)
-    show_or_dump(result, as_json)
-    if result.state in UNSUCCESSFUL:
-        raise SystemExit(EXIT_UNSUCCESSFUL)
+        show_purchase(await purchases.purchase_result(client, request.purchase_id), args.json, ended=True)
+    else:
+        show_purchase(held, args.json)
 
 
 async def cmd_result(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    await print_result(await connect(settings), args.purchase_id, args.json)
+    show_purchase(await purchases.purchase_result(await connect(settings), args.purchase_id), args.json, ended=True)
 
 
 async def cmd_status(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    show_or_dump(await purchases.status(await connect(settings), args.purchase_id), args.json)
+    show_purchase(await purchases.status(await connect(settings), args.purchase_id), args.json)
 
 
 async def cmd_confirm(args: argparse.Namespace, settings: WorkerSettings) -> None:
     confirmation = ConfirmRequest(accepted_total=args.total, recaptcha_token=args.recaptcha_token)
-    show_or_dump(await purchases.confirm(await connect(settings), args.purchase_id, confirmation), args.json)
+    show_purchase(await purchases.confirm(await connect(settings), args.purchase_id, confirmation), args.json)
 
 
 async def cmd_cancel(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    show_or_dump(await purchases.cancel(await connect(settings), args.purchase_id, args.reason), args.json)
+    show_purchase(await purchases.cancel(await connect(settings), args.purchase_id, args.reason), args.json)
 
 
 async def _demo_orphan(client: Client, settings: WorkerSettings) -> None:

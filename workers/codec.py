@@ -61,6 +61,10 @@ FIELDS_SHOWN = 5
 REQUEST_UNION = get_args(PurchaseRequest)[0]
 
 
+class UnknownCodecKey(ValueError):
+    """A payload encrypted with a key id the keys here lack: the message is all a caller needs."""
+
+
 class CodecSettings(BaseSettings):
     # An empty variable (as deploy/ sets for unused options) means "not set".
     model_config = SettingsConfigDict(env_ignore_empty=True)
@@ -127,7 +131,8 @@ class EncryptionCodec(PayloadCodec):
                 continue
             key_id = payload.metadata[KEY_ID].decode()
             if key_id not in self._keys:
-                raise ValueError(f"payload encrypted with unknown key {key_id!r}: add it to BOXOFFICE_CODEC_KEYS")
+                raise UnknownCodecKey(f"payload encrypted with unknown key {key_id!r}: add it to BOXOFFICE_CODEC_KEYS "
+                                      "(the keys the workers use)")
             plain = self._keys[key_id].decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], None)
             decoded.append(Payload.FromString(plain))
         return decoded
