@@ -15,7 +15,7 @@ from simulators.atom import AtomSimulator
 from tests.conftest import atom_request, atom_worker, binary
 from workers.client import ensure_search_attributes, purchase_outcome, start_purchase
 from workers.logs import configure
-from workers.telemetry import prometheus_runtime
+from workers.telemetry import sdk_runtime
 from workers.worker import SANDBOX, WORKFLOWS
 
 
@@ -59,7 +59,7 @@ async def test_prometheus_metrics_per_provider_and_outcome() -> None:
     port = free_port()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter,
-        runtime=prometheus_runtime(f"127.0.0.1:{port}"),
+        runtime=sdk_runtime(f"127.0.0.1:{port}"),
     )
     try:
         await ensure_search_attributes(env.client)
