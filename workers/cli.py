@@ -24,6 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.sweep import SweepSettings
 from activities.tevo import TevoActivities, TevoSettings, order_body
 from workers import client as purchases
+from workers import tracing
 from workers.codec import CodecSettings, codec_server, validation_summary
 from workers.devstack import dev_mode, dev_stack, port_open, split_address, use_simulators
 from workers.logs import configure
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(problem[0], file=sys.stderr)
             code = problem[1]
+    tracing.flush()  # os._exit below skips OpenTelemetry's own flush at exit
     sys.stdout.flush()
     sys.stderr.flush()
     # The SDK's Rust threads can abort the interpreter teardown of a short-lived client process
