@@ -36,6 +36,7 @@ from workers.settings import (
     production_refusals,
     temporal_refusals,
 )
+from workers.telemetry import RequestMetrics, sdk_runtime
 from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import Providers, connect, run_worker, serving
 from workflows.findings import AttentionDecision, SweepRequest, SweepResult
@@ -408,7 +409,12 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
     secrets = webhooks.atm_secret_list()
     refuse_to_serve(*([] if secrets else ["BOXOFFICE_ATM_WEBHOOK_SECRETS is not set: ATM's webhook signing secret(s)"]))
     sock = bound_socket(webhooks.host, webhooks.port, "BOXOFFICE_WEBHOOKS_PORT")
-    await serve(atm_receiver(secrets, temporal_delivery(await connect(settings), settings.task_queue)), sock)
+    # Its metrics (the SDK client's and its requests') where the manifests have them scraped (BOXOFFICE_METRICS_BIND).
+    runtime = sdk_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    app: Any = atm_receiver(secrets, temporal_delivery(await connect(settings, runtime), settings.task_queue))
+    if runtime:
+        app = RequestMetrics(app, runtime.metric_meter, "webhooks", ("/webhooks/atm",))
+    await serve(app, sock)
 
 
 async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -> None:
@@ -418,7 +424,10 @@ async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -
         "BOXOFFICE_CODEC_AUTH_TOKEN is not set: the token the Temporal UI and CLI send"]))
     assert codec is not None and codec_settings.auth_token is not None
     origins = [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
-    app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins)
+    # Its metrics where the manifests have them scraped (BOXOFFICE_METRICS_BIND); the runtime lives while it serves.
+    runtime = sdk_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins,
+                       runtime.metric_meter if runtime else None)
     sock = bound_socket(codec_settings.host, codec_settings.port, "BOXOFFICE_CODEC_PORT")
     print(f"codec server on http://{codec_settings.host}:{codec_settings.port} for {', '.join(origins)}", flush=True)
     await serve(app, sock)
