@@ -23,7 +23,7 @@ from tests.conftest import atm_request, atm_worker, binary, wait_for_state
 from tests.test_atm import pay, wire
 from tests.test_atom_workflow import record
 from workers.client import ensure_search_attributes, purchase_outcome, start_purchase
-from workers.telemetry import prometheus_runtime
+from workers.telemetry import sdk_runtime
 from workers.webhooks import temporal_delivery
 from workflows.models import AtmEvent, FailureReason, PurchaseState, PurchaseStatus
 
@@ -115,7 +115,7 @@ async def test_attention_is_counted_in_a_metric() -> None:
     port = free_port()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter,
-        runtime=prometheus_runtime(f"127.0.0.1:{port}"),
+        runtime=sdk_runtime(f"127.0.0.1:{port}"),
     )
     try:
         await ensure_search_attributes(env.client)

@@ -3,21 +3,33 @@ nothing is traced unless the standard OTEL_* variables ask for it."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
+import uvicorn
 from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from temporalio.testing import WorkflowEnvironment
 
 from activities.atom import AtomActivities, AtomSettings
 from simulators.atom import AtomSimulator
-from tests.conftest import atom_request
+from tests.conftest import atom_request, atom_settings, free_port
 from workers import tracing
 from workers.client import purchase_outcome, start_purchase
 from workers.settings import WorkerSettings
@@ -99,3 +111,42 @@ async def test_one_trace_spans_a_purchase_from_start_to_provider_http_calls(
     # Each provider call hangs under the activity attempt that made it.
     run_activity = {s.context.span_id: s.name for s in by_name(in_trace, "RunActivity:")}
     assert all(s.parent is not None and s.parent.span_id in run_activity for s in http)
+
+
+async def test_the_cli_exports_its_spans_before_it_exits(
+    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI ends with os._exit (no interpreter teardown, so no OpenTelemetry atexit): its buffered
+    spans are flushed first. The batch delay is a minute: only a flush sends them in time.
+    OTLP/HTTP: https://opentelemetry.io/docs/specs/otlp/#otlphttp (POST protobuf to /v1/traces)."""
+    received: list[bytes] = []
+
+    async def traces(request: Request) -> Response:
+        received.append(await request.body())
+        return Response(ExportTraceServiceResponse().SerializeToString(), media_type="application/x-protobuf")
+
+    port = free_port()
+    collector = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])]),
+                                              host="127.0.0.1", port=port, log_level="warning"))
+    collecting = asyncio.create_task(collector.serve())
+    sim = AtomSimulator(api_key="test-atom-key")
+    activities = AtomActivities(atom_settings(), transport=httpx.ASGITransport(app=sim.app))
+    environment = dict(os.environ, TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+                       BOXOFFICE_TASK_QUEUE="traced-cli", OTEL_TRACES_EXPORTER="otlp",
+                       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{port}/v1/traces",
+                       OTEL_BSP_SCHEDULE_DELAY="60000")
+    try:
+        async with serving(dev_env.client, "traced-cli", [activities]):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "workers.cli", "buy", json.dumps(atom_request("traced-cli-1", confirmation="manual")),
+                env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            _, err = await process.communicate()
+            assert process.returncode == 0, err.decode()
+    finally:
+        await activities.aclose()
+        collector.should_exit = True
+        await collecting
+    exported = [ExportTraceServiceRequest.FromString(body) for body in received]
+    names = {span.name for request in exported for resource in request.resource_spans
+             for scope in resource.scope_spans for span in scope.spans}
+    assert "StartWorkflow:PurchaseWorkflow" in names, names

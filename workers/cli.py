@@ -25,6 +25,7 @@ from activities.atm import AtmSettings
 from activities.sweep import SweepSettings
 from activities.tevo import TevoActivities, TevoSettings, order_body
 from workers import client as purchases
+from workers import tracing
 from workers.codec import ENCODING, CodecSettings, UnknownCodecKey, codec_server, validation_summary
 from workers.devstack import (
     SIMULATORS,
@@ -46,6 +47,7 @@ from workers.settings import (
     production_refusals,
     temporal_refusals,
 )
+from workers.telemetry import RequestMetrics, sdk_runtime
 from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import Providers, connect, run_worker, serving
 from workflows.findings import AttentionDecision, SweepRequest, SweepResult
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(problem[0], file=sys.stderr)
             code = problem[1]
+    tracing.flush()  # os._exit below skips OpenTelemetry's own flush at exit
     sys.stdout.flush()
     sys.stderr.flush()
     # The SDK's Rust threads can abort the interpreter teardown of a short-lived client process
@@ -552,7 +555,12 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
             raise CommandError(refusal)
         warn_dev_mode()
     sock = bound_socket(webhooks.host, webhooks.port, "BOXOFFICE_WEBHOOKS_PORT")
-    await serve(atm_receiver(secrets, temporal_delivery(await connect(settings), settings.task_queue)), sock)
+    # Its metrics (the SDK client's and its requests') where the manifests have them scraped (BOXOFFICE_METRICS_BIND).
+    runtime = sdk_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    app: Any = atm_receiver(secrets, temporal_delivery(await connect(settings, runtime), settings.task_queue))
+    if runtime:
+        app = RequestMetrics(app, runtime.metric_meter, "webhooks", ("/webhooks/atm",))
+    await serve(app, sock)
 
 
 async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -> None:
@@ -562,7 +570,10 @@ async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -
         "BOXOFFICE_CODEC_AUTH_TOKEN is not set: the token the Temporal UI and CLI send"]))
     assert codec is not None and codec_settings.auth_token is not None
     origins = [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
-    app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins)
+    # Its metrics where the manifests have them scraped (BOXOFFICE_METRICS_BIND); the runtime lives while it serves.
+    runtime = sdk_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins,
+                       runtime.metric_meter if runtime else None)
     sock = bound_socket(codec_settings.host, codec_settings.port, "BOXOFFICE_CODEC_PORT")
     print(f"codec server on http://{codec_settings.host}:{codec_settings.port} for {', '.join(origins)}", flush=True)
     await serve(app, sock)

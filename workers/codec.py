@@ -9,7 +9,8 @@ Independently of keys, a payload that does not validate (a request started from 
 fails as one line naming the bad fields, never quoting their values (card tokens, e-mails).
 
 `boxoffice codec-server` serves Temporal's remote codec protocol (POST /encode, /decode) for the
-Temporal UI and CLI (`--codec-endpoint`), with CORS for the UI and a bearer-token check.
+Temporal UI and CLI (`--codec-endpoint`), with CORS for the UI and a bearer-token check, and its
+request metrics on BOXOFFICE_METRICS_BIND (workers/telemetry.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.common import MetricMeter
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
     DataConverter,
@@ -44,6 +46,7 @@ from temporalio.converter import (
 from temporalio.exceptions import ApplicationError
 
 from workers.servers import capped_body, loads_bounded, without_slash_redirect
+from workers.telemetry import RequestMetrics
 from workflows.models import PurchaseRequest
 
 ENCODING = b"binary/encrypted"
@@ -177,10 +180,12 @@ def data_converter(codec: PayloadCodec | None) -> DataConverter:
                          failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
 
 
-def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence[str]) -> Starlette:
+def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence[str],
+                 meter: MetricMeter | None = None) -> Starlette:
     """Temporal's remote codec protocol: JSON `{"payloads": [...]}` in and out. The token is checked
     before the body is read; a body over MAX_BODY_BYTES is 413; anything that does not parse, decode
-    or decrypt is 400, naming what, never quoting it."""
+    or decrypt is 400, naming what, never quoting it. With `meter`, every request is counted and timed
+    (refusals and CORS preflights too)."""
 
     def authorized(request: Request) -> bool:
         sent = request.headers.get("authorization", "")
@@ -214,7 +219,9 @@ def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence
 
     return without_slash_redirect(Starlette(
         routes=[Route("/encode", endpoint(True), methods=["POST"]), Route("/decode", endpoint(False), methods=["POST"])],
-        middleware=[Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["POST"],
-                               allow_headers=["authorization", "content-type", "x-namespace"],
-                               allow_credentials=True)],
+        middleware=[
+            *([Middleware(RequestMetrics, meter=meter, server="codec", paths=("/encode", "/decode"))] if meter else []),
+            Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["POST"],
+                       allow_headers=["authorization", "content-type", "x-namespace"], allow_credentials=True),
+        ],
     ))

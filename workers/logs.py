@@ -32,6 +32,16 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return {k: _masked(k, v) for k, v in event.items()}
 
 
+def _core_fields(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A line the SDK core forwarded (workers/telemetry.py): its Rust target and fields as fields."""
+    entry = event.pop("temporal_log", None)
+    if entry is not None:
+        event["target"] = entry.target
+        if entry.fields:
+            event["fields"] = entry.fields
+    return event
+
+
 def configure(log_format: str = "dev", level: str = "INFO") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
@@ -43,6 +53,7 @@ def configure(log_format: str = "dev", level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
         structlog.processors.format_exc_info,
+        _core_fields,
         _redact,
     ]
     structlog.configure(
@@ -50,7 +61,7 @@ def configure(log_format: str = "dev", level: str = "INFO") -> None:
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
-    # The SDK's own loggers (workflow.logger, activity.logger) go through the same pipeline.
+    # The SDK's own loggers (workflow.logger, activity.logger, the core's forwarded lines) go through the same pipeline.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[

@@ -41,6 +41,20 @@ def interceptors() -> list[Any]:
 
 
 _set_up = False
+# How long `flush` may hold an exiting process for a collector that does not answer.
+FLUSH_MILLIS = 5000
+
+
+def flush() -> None:
+    """Exports the spans still buffered (BatchSpanProcessor). For a process ending with os._exit
+    (the CLI), which skips the OpenTelemetry SDK's own flush at interpreter exit."""
+    if not _set_up:
+        return
+    from opentelemetry import trace
+
+    force_flush = getattr(trace.get_tracer_provider(), "force_flush", None)  # the API's no-op provider has none
+    if force_flush is not None:
+        force_flush(FLUSH_MILLIS)
 
 
 def _set_up_once() -> None:

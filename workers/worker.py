@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from temporalio import activity
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.runtime import Runtime
@@ -39,8 +41,9 @@ from activities.tevo import TevoActivities, TevoSettings
 from workers import tracing
 from workers.client import ensure_schedules, ensure_search_attributes
 from workers.codec import CodecSettings, data_converter
+from workers.servers import server_config
 from workers.settings import ROLES, WorkerSettings
-from workers.telemetry import Telemetry, prometheus_runtime
+from workers.telemetry import Telemetry, forwarding_runtime, sdk_runtime
 from workflows.models import FailureReason, PurchasePolicy, provider_task_queue
 from workflows.orders import OrderChangeWorkflow, OrdersWorkflow, RefundWorkflow
 from workflows.purchase import PurchaseWorkflow
@@ -65,12 +68,13 @@ SANDBOX = SandboxedWorkflowRunner(
 
 async def connect(settings: WorkerSettings, runtime: Runtime | None = None) -> Client:
     # Encrypted payloads when BOXOFFICE_CODEC_KEYS is set (workers/codec.py); traces when OTEL_* ask
-    # (workers/tracing.py), for this client's calls and every worker built on it.
+    # (workers/tracing.py), for this client's calls and every worker built on it. The SDK core's log
+    # lines go through our logging (workers/telemetry.py), unless `runtime` says otherwise.
     return await Client.connect(
         **settings.temporal,
         data_converter=data_converter(CodecSettings().codec()),
         interceptors=tracing.interceptors(),
-        runtime=runtime,
+        runtime=runtime or forwarding_runtime(),
     )
 
 
@@ -121,8 +125,8 @@ async def serving(
     roles: Collection[str] = ROLES,
     sandboxed: bool = True,
     **options: Any,
-) -> AsyncIterator[None]:
-    """The "workflows" role runs the workflows on `task_queue` with every provider's activities
+) -> AsyncIterator[list[Worker]]:
+    """Yields the workers it started. The "workflows" role runs the workflows on `task_queue` with every provider's activities
     (unlimited providers' calls land there: local ones in the workflows' worker, regular ones in a
     worker of its own, in this process). A rate-limited provider's role runs
     its activities on `{task_queue}-{provider}`, where the server enforces `activities_per_second`
@@ -181,23 +185,70 @@ async def serving(
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)
-        yield
+        yield workers
+
+
+# The server is asked every HEALTH_CHECK_SECONDS (each ask given as long to answer); /healthz is 503
+# once it has not answered for HEALTHY_WITHIN_SECONDS: at most ~8 s after it went away.
+HEALTH_CHECK_SECONDS = 2.0
+HEALTHY_WITHIN_SECONDS = 6.0
+
+
+class Health:
+    """Whether the workers can poll: each still running, and the Temporal server answered lately
+    (GetSystemInfo, the call every SDK makes on connecting: any namespace's credentials may make it)."""
+
+    def __init__(self, client: Client, workers: Sequence[Worker]) -> None:
+        self.client = client
+        self.workers = workers
+        self.answered_at: float | None = None
+
+    async def check_forever(self) -> None:
+        was = None
+        while True:
+            try:
+                await self.client.workflow_service.get_system_info(
+                    GetSystemInfoRequest(), retry=False, timeout=timedelta(seconds=HEALTH_CHECK_SECONDS))
+                self.answered_at = time.monotonic()
+            except RPCError:
+                pass  # stale answered_at says it; the core logs why
+            problem = self.problem()
+            if problem != was and problem is None:
+                log.info("healthy")
+            elif problem != was:
+                log.warning("not healthy", problem=problem)
+            was = problem
+            await asyncio.sleep(HEALTH_CHECK_SECONDS)
+
+    def problem(self) -> str | None:
+        if not all(worker.is_running for worker in self.workers):
+            return "a worker stopped"
+        if self.answered_at is None or time.monotonic() - self.answered_at > HEALTHY_WITHIN_SECONDS:
+            return f"the Temporal server has not answered for {HEALTHY_WITHIN_SECONDS:g} s"
+        return None
+
+    async def endpoint(self, _: Any) -> PlainTextResponse:
+        problem = self.problem()
+        return PlainTextResponse("ok" if problem is None else problem, status_code=200 if problem is None else 503)
 
 
 @contextlib.asynccontextmanager
-async def health(bind: str | None) -> AsyncIterator[None]:
-    """GET /healthz answers 200 while the workers run (entered after they started polling)."""
+async def health(bind: str | None, client: Client, workers: Sequence[Worker]) -> AsyncIterator[None]:
+    """GET /healthz: 200 while the workers can poll (Health), else 503 naming why."""
     if bind is None:
         yield
         return
     host, _, port = bind.rpartition(":")
-    app = Starlette(routes=[Route("/healthz", lambda _: PlainTextResponse("ok"))])
-    server = uvicorn.Server(uvicorn.Config(app, host=host or "0.0.0.0", port=int(port), log_level="warning"))
+    state = Health(client, workers)
+    checking = asyncio.create_task(state.check_forever())
+    app = Starlette(routes=[Route("/healthz", state.endpoint)])
+    server = uvicorn.Server(server_config(app, host=host or "0.0.0.0", port=int(port)))
     task = asyncio.create_task(server.serve())
     try:
         yield
     finally:
         server.should_exit = True
+        checking.cancel()
         await task
 
 
@@ -235,8 +286,7 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
-        runtime = prometheus_runtime(settings.metrics_bind) if settings.metrics_bind else None
-        client = client or await connect(settings, runtime)
+        client = client or await connect(settings, sdk_runtime(settings.metrics_bind))
         try:
             await ensure_search_attributes(client)
         except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly
@@ -256,7 +306,7 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
         log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
                  task_queue=settings.task_queue, roles=sorted(settings.role_set()),
                  deployment=settings.deployment_name, build_id=settings.build_id)
-        async with worker, health(settings.health_bind):
+        async with worker as workers, health(settings.health_bind, client, workers):
             await stop.wait()
             log.info("worker stopping")
     finally:
