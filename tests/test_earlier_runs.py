@@ -21,7 +21,8 @@ from simulators.atom import AtomSimulator
 from simulators.onebox import OneboxSimulator
 from tests.conftest import atom_request, atom_worker, onebox_request, onebox_worker, wait_for_state
 from workers.client import parse_request, purchase_outcome, start_purchase
-from workflows.models import PurchaseState
+from workflows.models import PurchaseState, PurchaseStatus
+from workflows.onebox import earlier_basket
 from workflows.purchase import PurchaseWorkflow
 
 LOGIN = {"identity_value": "moviefan@example.com", "password": "userpassword123"}
@@ -146,3 +147,24 @@ async def test_onebox_rerun_of_an_ended_purchase_takes_the_confirmed_order(dev_e
     assert second.state == PurchaseState.FULFILLED, second.failure
     assert (second.provider_order_id, len(second.tickets)) == (first.provider_order_id, len(first.tickets))
     assert len(sim.baskets) == 1 and sim.confirmations == 1
+
+
+async def test_onebox_run_after_a_reset_that_expired_opens_its_own_basket() -> None:
+    """Run A was cut short by a reset; run B carried on with A's basket and ended EXPIRED (the basket
+    had lapsed; B's compensation released it). A later run must not take A's basket again (it would
+    fail HOLD_EXPIRED every time): the newest run with a basket speaks for it."""
+    a = PurchaseStatus(purchase_id="ob", provider="onebox", state=PurchaseState.AWAITING_CONFIRMATION,
+                       step="await confirmation", provider_ids={"basket_id": "b-1"})
+    b = a.model_copy(update={"state": PurchaseState.EXPIRED, "step": "done"})
+
+    class Flow:
+        def __init__(self, runs: list[PurchaseStatus]) -> None:
+            self.runs = runs
+
+        async def earlier_runs(self) -> list[PurchaseStatus]:
+            return self.runs
+
+    assert await earlier_basket(Flow([b, a])) is None  # type: ignore[arg-type]
+    assert await earlier_basket(Flow([a])) == a  # type: ignore[arg-type]
+    fulfilled = b.model_copy(update={"state": PurchaseState.FULFILLED})
+    assert await earlier_basket(Flow([fulfilled, a])) == fulfilled  # type: ignore[arg-type]

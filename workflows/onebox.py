@@ -114,10 +114,12 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
 
 
 async def earlier_basket(flow: PurchaseWorkflow) -> PurchaseStatus | None:
-    """The newest earlier run (before a reset, or an ended run before a re-run) whose basket may
-    still hold seats or an order: it ended fulfilled or needing attention, or the reset cut it short.
-    A run that ended otherwise had its basket released by its compensation: this run opens its own.
-    None as well on a server without visibility (the time-skipping test server): nothing to list."""
+    """The newest earlier run that recorded a basket (before a reset, or an ended run before a
+    re-run), if that basket may still hold seats or an order: the run ended fulfilled or needing
+    attention, or a reset cut it short. A run that ended otherwise had its basket released by its
+    compensation (a reset run carries on with the basket before it, so its end speaks for that one
+    too): this run opens its own. None as well on a server without visibility (the time-skipping
+    test server): nothing to list."""
     try:
         runs = await flow.earlier_runs()
     except (ActivityError, ApplicationError) as err:  # a local activity's failure may come as either
@@ -125,11 +127,11 @@ async def earlier_basket(flow: PurchaseWorkflow) -> PurchaseStatus | None:
         if raised is None or raised.type != EARLIER_RUNS_NOT_LISTABLE:
             raise
         return None
-    for run in runs:
-        done = run.state.final and run.state not in (PurchaseState.FULFILLED, PurchaseState.COMPENSATION_FAILED)
-        if run.provider_ids.get("basket_id") and not done:
-            return run
-    return None
+    newest = next((run for run in runs if run.provider_ids.get("basket_id")), None)
+    if newest is None or (newest.state.final
+                          and newest.state not in (PurchaseState.FULFILLED, PurchaseState.COMPENSATION_FAILED)):
+        return None
+    return newest
 
 
 async def add_seats(flow: PurchaseWorkflow, basket_id: str, adding: str, args: list[object]) -> Hold:
