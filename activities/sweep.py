@@ -685,7 +685,8 @@ def attention_attributes(finding: Finding) -> TypedSearchAttributes:
 
 
 class SweepActivities:
-    """The sweep's activities that talk to Temporal (the workflows' queue): attention items and approvals."""
+    """The sweep's activities that talk to Temporal: attention items (the workflows' queue) and approvals
+    (where the provider's calls run: its own queue when it has one, whose workers alone hold its credentials)."""
 
     def __init__(self, client: Client, task_queue: str, sweeps: dict[str, ProviderSweep]) -> None:
         self.client = client
@@ -693,7 +694,10 @@ class SweepActivities:
         self.sweeps = sweeps
 
     def all(self) -> list[Any]:
-        return [self.open_attention, self.cancel, self.refund]
+        return [self.open_attention, *self.approvals()]
+
+    def approvals(self) -> list[Any]:
+        return [self.cancel, self.refund]
 
     @activity.defn(name="sweep.open_attention")
     async def open_attention(self, findings: list[Finding]) -> int:

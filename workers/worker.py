@@ -149,7 +149,8 @@ async def serving(
             activities.append(not_configured(provider.name, missing))
         else:  # configured, or here only its `policy` runs, routing the calls to its queue
             activities += provider.all() + (sweeps[provider.name].all() if provider.name in sweeps else [])
-    activities += SweepActivities(client, task_queue, sweeps).all()
+    sweep_activities = SweepActivities(client, task_queue, sweeps)
+    activities += sweep_activities.all()
     if "workflows" in roles:
         workers.append(Worker(
             client,
@@ -177,7 +178,9 @@ async def serving(
             workers.append(Worker(
                 client,
                 task_queue=provider_task_queue(task_queue, provider.name),
-                activities=provider.all() + (sweeps[provider.name].all() if provider.name in sweeps else []),
+                # An approved cancel or refund calls the provider too: with the credentials, which only these workers hold.
+                activities=provider.all() + (sweeps[provider.name].all() if provider.name in sweeps else [])
+                + sweep_activities.approvals(),
                 interceptors=[Telemetry()],
                 max_task_queue_activities_per_second=provider.settings.activities_per_second,
                 **options,
@@ -252,12 +255,13 @@ async def health(bind: str | None, client: Client, workers: Sequence[Worker]) ->
         await task
 
 
-async def apply_sweep_schedules(client: Client, settings: WorkerSettings, configured: list[str]) -> None:
-    """The reconciliation sweeps' schedules, created or updated by every workflows worker (idempotent)."""
+async def apply_sweep_schedules(client: Client, settings: WorkerSettings, routed: list[str]) -> None:
+    """The reconciliation sweeps' schedules, created or updated by every workflows worker (idempotent), of
+    the providers it `routed`: configured here, or rate-limited (served by their role's workers)."""
     sweep = SweepSettings()
     if not sweep.enabled or "workflows" not in settings.role_set():
         return
-    providers = [p for p in sweep.provider_list() if p in configured]
+    providers = [p for p in sweep.provider_list() if p in routed]
     try:
         ids = await ensure_schedules(client, settings.task_queue, providers, timedelta(minutes=sweep.interval_minutes),
                                      timedelta(hours=sweep.window_hours), sweep.pages_per_run, sweep.page_size)
@@ -291,7 +295,10 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
             await ensure_search_attributes(client)
         except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly
             log.error("cannot register search attributes; register them as README says", error=err.message)
-        await apply_sweep_schedules(client, settings, [p.name for p in providers.providers if p.name not in unconfigured])
+        # As `serving` routes them: a provider not configured here but rate-limited runs on its own queue, in
+        # the workers of its role (deploy/k8s: the workflows pods hold no provider credentials).
+        await apply_sweep_schedules(client, settings, [p.name for p in providers.providers if p.name not in unconfigured
+                                                       or p.settings.activities_per_second is not None])
         worker = serving(
             client,
             settings.task_queue,

@@ -14,8 +14,9 @@ one list in the UI):
 
 Each logs at error level and counts `boxoffice_reconciliations`, shows its provider, kind, order
 id, purchase id and amount as search attributes, and stays open until an operator answers: the
-`approve` update (cancel or refund, done here through the provider's own undo or the same
-RefundWorkflow as `boxoffice orders refund`), `dismiss`, or the `resolve` signal (the note only).
+`approve` update (cancel or refund, done through the provider's own undo on the provider's queue, whose
+workers hold its credentials, or the same RefundWorkflow as `boxoffice orders refund`), `dismiss`, or the
+`resolve` signal (the note only).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.findings import AttentionDecision, AttentionState, AttentionView, Finding, FindingKind
-    from workflows.models import AtmEvent, PurchaseState
+    from workflows.models import AtmEvent, PurchasePolicy, PurchaseState
     from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
 
 # The purchases' own attention state: one BoxofficeState filter lists both.
@@ -147,8 +148,15 @@ class ReconcileWorkflow:
         self._acting = True
         self._decision = decision
         try:
+            queue = None  # approvals made before routing ran on this queue
+            if workflow.patched("approval-on-provider-queue"):
+                # Where the provider's calls run (its rate-limited queue, whose workers hold its credentials),
+                # as the sweep and the purchases learn it.
+                policy = await workflow.execute_local_activity(
+                    f"{last.provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5))
+                queue = policy.activity_task_queue
             outcome = await workflow.execute_activity(
-                f"sweep.{decision.action}", last, result_type=str, start_to_close_timeout=ACT_TIMEOUT,
+                f"sweep.{decision.action}", last, result_type=str, task_queue=queue, start_to_close_timeout=ACT_TIMEOUT,
                 retry_policy=ACT_RETRY, summary=f"{decision.action} {last.item_kind} {last.item_id}")
         except Exception:
             self._decision = None
