@@ -164,7 +164,7 @@ async def test_onebox_run_after_a_reset_that_expired_opens_its_own_basket() -> N
         async def earlier_runs(self) -> list[PurchaseStatus]:
             return self.runs
 
-    assert await earlier_basket(Flow([b, a])) is None  # type: ignore[arg-type]
-    assert await earlier_basket(Flow([a])) == a  # type: ignore[arg-type]
+    assert await earlier_basket(Flow([b, a])) is None
+    assert await earlier_basket(Flow([a])) == a
     fulfilled = b.model_copy(update={"state": PurchaseState.FULFILLED})
-    assert await earlier_basket(Flow([fulfilled, a])) == fulfilled  # type: ignore[arg-type]
+    assert await earlier_basket(Flow([fulfilled, a])) == fulfilled

@@ -225,6 +225,9 @@ def check_atm(result: PurchaseResult, hold_status: str, delivered: Delivered, re
 # Paid, events lost past the tickets budget: the purchase ends FULFILLMENT_TIMEOUT, late events reconcile.
 @example([("pay", 0), ("sleep", 730), ("sleep", 730)], True, False)
 @example([("release faulted", 5), ("pay", 0), ("sleep", 730), ("outage over", 0)], True, False)
+# A cancel while ATM is asked whether the paid hold is paid: it waits for the answer (it used to take
+# the cancel as "ATM could not be asked" and leave the purchase waiting on a suspicious payment).
+@example([("outage", 0), ("outage over", 0), ("pay", 0), ("outage over", 0), ("cancel", 0)], True, False)
 async def test_atm_purchase_never_ends_charged_but_released(
     schedule: list[Action], held_back: bool, duplicate_sends: bool
 ) -> None:

@@ -45,6 +45,8 @@ class Evidence:
         self.flow, self.held = flow, held
         self.checked = flow.patch_2026_12_02
         self.paid_at_atm = False
+        # A cancel that arrived while ATM was being asked (see _ask_atm).
+        self.cancel_pending = False
         # Events naming our hold that ATM did not (yet) back: taken once ATM says the hold is paid.
         self.unbacked: list[AtmEvent] = []
 
@@ -79,17 +81,26 @@ class Evidence:
                     self.unbacked.append(event)
         if why is not None:
             self.flow.suspicious(event, f"{event.type} {event.identity}: {why}")
-            return False
-        return True
+        if self.cancel_pending and not self.paid_at_atm:
+            self.cancel_pending = False
+            raise asyncio.CancelledError("cancelled while ATM was asked whether the hold is paid")
+        return why is None
 
     async def _ask_atm(self) -> str:
         token = self.held.checkout_token
         if not token:
             return "unknown (the hold has no checkout token to ask by)"
+        # A regular activity: its retries wait on server timers, not in a workflow task.
+        asking = asyncio.ensure_future(self.flow.call("atm.payment_status", token, result_type=str,
+                                                      summary="ask ATM whether the hold is paid"))
         try:
-            # A regular activity: its retries wait on server timers, not in a workflow task.
-            return await self.flow.call("atm.payment_status", token, result_type=str,
-                                        summary="ask ATM whether the hold is paid")
+            try:
+                return await asyncio.shield(asking)
+            except asyncio.CancelledError:
+                # A cancel while ATM is asked waits for the answer: paid, the cancel is refused (as after
+                # any payment); not paid, `believed` raises it once the event is set aside.
+                self.cancel_pending = True
+                return await asking
         except ActivityError as err:
             # Not proof either way. Failing the purchase would release a hold that may be paid: it waits
             # on, and the release's answer at the deadline says whether it was.
