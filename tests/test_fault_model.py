@@ -33,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import binary, onebox_request
 from tests.fault_model import (
+    KILLED,
     KINDS,
     OUTAGE,
     PROVIDERS,
@@ -47,7 +48,7 @@ from tests.fault_model import (
 from workers.client import ensure_search_attributes, purchase_outcome
 from workers.codec import data_converter
 from workers.devstack import dev_server_args
-from workflows.models import PurchaseResult
+from workflows.models import PurchaseResult, PurchaseState
 from workflows.purchase import purchase_workflow_id
 
 # BOXOFFICE_FAULT_EXAMPLES: examples per provider of the big randomized run; unset, the CI-sized one.
@@ -111,6 +112,14 @@ async def test_tevo_create_landing_after_its_retry_is_a_second_order() -> None:
 @example(Schedule(("create", "lands late, after its retry"), None, "pays"))
 async def test_atm_under_the_fault_model(schedule: Schedule) -> None:
     await fault_model("atm", schedule)
+
+
+@pytest.mark.parametrize(("name", "commit"), [("onebox", "confirm"), ("tevo", "create")])
+async def test_worker_killed_during_the_commit(name: str, commit: str) -> None:
+    """The commit is carried out and its attempt never reports (about 8 s of real time: the
+    attempt's timeout). The other killed-worker cases are in the big run."""
+    outcome = await fault_model(name, Schedule((commit, KILLED)))
+    assert outcome.result.state == PurchaseState.FULFILLED
 
 
 # -- on the dev server: cancels racing each step, resets, re-runs -----------------------------------
