@@ -1,16 +1,28 @@
-"""ACME Ticketing (../shared/provider-docs/acme-b2c-orders.txt, FACTS.md): reservations, carts,
-checkout with `x-acme-request-uuid`, and order management (search, by event, get, update, delete,
-refund). Amounts are strings in ACME's JSON; they are parsed as decimals.
+"""ACME Ticketing (../shared/provider-docs/acme-b2c-orders.txt, FACTS.md, and the public pages on
+developers.acmeticketing.com): reservations, carts, checkout with `x-acme-request-uuid`, and order
+management (search, by event, get, update, delete, refund). Amounts are strings in ACME's JSON;
+they are parsed as decimals.
 
-*Assumed* where the docs are silent: the reservation, cart and checkout answers' fields, the checkout
-body (`shoppingCartId`, `reservationId`, `contact`, `payment.cardToken`, `notes`), and the error body
-`{errorCode, message}`. The request uuid is also written into the order's `notes`, so a checkout
-whose answer was lost can be found again by a documented search (every page of it).
+Documented and followed: the Reservation Object (integer `id`, `expirationTimestamp`;
+POST, GET by id, PUT, DELETE, no list), the CheckoutInput's top-level Order Contact
+(`contactFirstName`, `contactLastName`, `email`) and billing contact (the billing email sends the
+order confirmation), the Refund Input (`incidentReasonCode` `Cancelled Event` | `Miscellaneous`,
+`refundItems[].ticketUUIDs`) and Refund Result (`incidentNumber`, `refundAmount`, `order`).
 
-Also *assumed*, to make the non-idempotent calls safe to retry: a reservation keeps a
-`clientReference` given at creation and can be listed by it (`GET /v2/b2b/reservations?clientReference=`),
-and a refund's `notes` are copied onto the tickets it refunds (`ticketVos[].notes`, documented as
-"notes associated with the ticket").
+*Assumed* where the pages are silent: the cart answer's amounts, the checkout's `reservationId`,
+`payment.cardToken` and `notes`, and the error body `{errorCode|code, message}`.
+
+reCAPTCHA: ACME requires every B2C checkout to carry the buyer's Google reCAPTCHA token, made by
+Google's JS in the buyer's browser and relayed by the integrator's server (developers 33000250711,
+support 33000248940). Where it travels is *assumed*: the pages' header list could not be read, and a
+public ACME client (Barnes Foundation's) sends it as the `x-acme-captcha-token` header; the setting
+`recaptcha_header` changes it. The request uuid
+is written into the order's `notes`, so a checkout whose answer was lost can be found again by the
+documented search by e-mail (every page of it).
+
+Not findable: a reservation whose answer was lost. Nothing documented lists reservations or takes
+a client reference, and GET needs the id that was lost: a retry reserves again and the lost one
+holds its seats until its `expirationTimestamp` (~10 minutes).
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http import ActivitiesPerSecond, ProviderHttp, ProviderTimestamp, attempt_timeout, own_queue, utc_now
+from activities.http import ActivitiesPerSecond, ProviderHttp, ProviderTimestamp, attempt_timeout, own_queue
 from workflows.models import (
     AcmePurchaseRequest,
     FailureReason,
@@ -49,7 +61,7 @@ CODES = {
     "RESERVATION_EXPIRED": FailureReason.HOLD_EXPIRED,
 }
 SEARCH_PAGE_SIZE = 100
-REFUNDED = "Refund"
+NORMAL = "Normal"  # ticketStatus: Normal, Rebook, Refund or Void
 
 
 class AcmeSettings(BaseSettings):
@@ -66,6 +78,8 @@ class AcmeSettings(BaseSettings):
     # Activity tasks per second the provider's task queue hands out, across all workers. Unset: no limit.
     activities_per_second: ActivitiesPerSecond = None
     hold_margin_seconds: float = Field(default=30, ge=0)
+    # Where checkout carries the reCAPTCHA token: *assumed* (module docstring).
+    recaptcha_header: str = Field(default="x-acme-captcha-token", min_length=1)
 
 
 class Wire(BaseModel):
@@ -73,7 +87,7 @@ class Wire(BaseModel):
 
 
 class Reservation(Wire):
-    id: str
+    id: int | str  # an integer in the Reservation Object sample (10754)
     expiration_timestamp: ProviderTimestamp
 
 
@@ -141,8 +155,12 @@ class OrderList(Wire):
     pagination: Pagination = Pagination()
 
 
-class ReservationList(Wire):
-    reservations: list[Reservation] = Field(default_factory=list, alias="list")
+class RefundAnswer(Wire):
+    """The Refund Result object."""
+
+    incident_number: int | str | None = None
+    refund_amount: Decimal | None = None
+    order: Order | None = None
 
 
 class AcmeActivities:
@@ -159,7 +177,7 @@ class AcmeActivities:
     def all(self) -> list[Any]:
         return [self.policy, self.reserve, self.release_reservation, self.create_cart, self.checkout,
                 self.find_checkout, self.search_orders, self.get_order, self.update_order, self.delete_order,
-                self.refund]
+                self.plan_refund, self.refund]
 
     async def _call(self, method: str, path: str, checkout: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
         """`checkout`: the headers only checkout takes (browser IP, request uuid)."""
@@ -179,23 +197,13 @@ class AcmeActivities:
 
     @activity.defn(name="acme.reserve")
     async def reserve(self, request: AcmePurchaseRequest) -> Hold:
-        """Tagged with the purchase id: a retry after a lost answer takes the reservation the
-        earlier attempt made (if still unexpired) instead of holding the seats twice."""
-        if activity.info().attempt > 1:
-            earlier = await self._reservation_for(request.purchase_id)
-            if earlier is not None:
-                return Hold(expires_at=earlier.expiration_timestamp, item_ids=[earlier.id])
-        body = {"reservationItems": [{"eventId": i.event_id, "quantity": i.quantity} for i in request.items],
-                "clientReference": request.purchase_id}
+        """A retry reserves again: nothing documented finds the reservation of an attempt whose
+        answer was lost (module docstring); that one lapses at its `expirationTimestamp`."""
+        body = {"reservationItems": [{"eventId": i.event_id, "quantity": i.quantity} for i in request.items]}
         data = await self._call("POST", "/v2/b2b/reservations", json_body=body,
                                 errors={409: FailureReason.SEAT_UNAVAILABLE})
         reservation = self.http.parse(Reservation, data, "create reservation")
-        return Hold(expires_at=reservation.expiration_timestamp, item_ids=[reservation.id])
-
-    async def _reservation_for(self, reference: str) -> Reservation | None:
-        data = await self._call("GET", "/v2/b2b/reservations", params={"clientReference": reference})
-        found = self.http.parse(ReservationList, data, "list reservations").reservations
-        return next((r for r in found if r.expiration_timestamp > utc_now()), None)
+        return Hold(expires_at=reservation.expiration_timestamp, item_ids=[str(reservation.id)])
 
     @activity.defn(name="acme.release_reservation")
     async def release_reservation(self, reservation_id: str) -> str:
@@ -209,9 +217,14 @@ class AcmeActivities:
 
     @activity.defn(name="acme.create_cart")
     async def create_cart(self, request: AcmePurchaseRequest) -> tuple[str, Receipt]:
+        """The shopping cart page lists the create answer as the "Shopping Cart ID": a bare id is
+        read back (GET) for its amounts (*assumed* field names)."""
         body = {"items": [{"eventId": i.event_id, "ticketingTypeId": i.ticketing_type_id, "quantity": i.quantity}
                           for i in request.items]}
-        cart = self.http.parse(Cart, await self._call("POST", "/v2/b2c/carts", json_body=body), "create cart")
+        data = await self._call("POST", "/v2/b2c/carts", json_body=body)
+        if isinstance(data, str | int):
+            data = await self._call("GET", f"/v2/b2c/carts/{data}")
+        cart = self.http.parse(Cart, data, "create cart")
         total = cart.total if cart.total is not None else Decimal(0)
         subtotal = cart.subtotal if cart.subtotal is not None else total
         return cart.id, Receipt(subtotal=subtotal, fees=cart.fees, tax=cart.tax, total=total, currency=cart.currency)
@@ -220,21 +233,33 @@ class AcmeActivities:
     async def checkout(self, request: AcmePurchaseRequest, cart_id: str, reservation_id: str, request_uuid: str,
                        card_token: str | None) -> OrderRecord:
         """`x-acme-request-uuid` makes a repeat answer 409; then the order placed by the first
-        attempt is fetched instead of failing."""
+        attempt is fetched instead of failing. A retry repeats the reCAPTCHA token: should ACME
+        refuse it as stale, that refusal of a later attempt leaves the outcome unknown, and the
+        workflow reads back by the request uuid."""
+        token = request.recaptcha_token
+        if not token:
+            # Refused before anything is sent: ACME requires it on every B2C checkout.
+            raise ApplicationError("acme: checkout needs the buyer's Google reCAPTCHA token (recaptcha_token in the "
+                                   "request or the confirm update)", type=FailureReason.RECAPTCHA_REQUIRED,
+                                   non_retryable=True)
+        buyer = request.buyer
         body: dict[str, Any] = {
             "shoppingCartId": cart_id,
-            "reservationId": reservation_id,
-            "contact": {"email": request.buyer.email, "firstName": request.buyer.first_name,
-                        "lastName": request.buyer.last_name},
+            # The Reservation Object's id is an integer.
+            "reservationId": int(reservation_id) if reservation_id.isdigit() else reservation_id,
+            # The Order Contact, and the billing contact: its e-mail sends the order confirmation.
+            "contactFirstName": buyer.first_name, "contactLastName": buyer.last_name, "email": buyer.email,
+            "billingFirstName": buyer.first_name, "billingLastName": buyer.last_name, "billingEmail": buyer.email,
             "notes": f"boxoffice purchase {request.purchase_id} request {request_uuid}",
         }
-        if request.buyer.phone:
-            body["contact"]["phoneNumber"] = request.buyer.phone
+        if buyer.phone:
+            body["phoneNumber"] = body["billingPhoneNumber"] = buyer.phone
         if card_token:
             body["payment"] = {"cardToken": card_token}
         try:
-            checkout = {"x-acme-browser-ip": str(request.browser_ip), "x-acme-request-uuid": request_uuid}
-            data = await self._call("POST", "/v2/b2c/checkout", checkout, json_body=body,
+            checkout = {"x-acme-browser-ip": str(request.browser_ip), "x-acme-request-uuid": request_uuid,
+                        self.settings.recaptcha_header: token}
+            data = await self._call("POST", "/v2/b2c/checkout", checkout, json_body=body, secrets=[token],
                                     errors={402: FailureReason.PAYMENT_FAILED, 410: FailureReason.HOLD_EXPIRED})
         except ApplicationError as err:
             if not err.details or err.details[0].get("status") != 409 or err.type != FailureReason.PROVIDER_REJECTED:
@@ -296,26 +321,82 @@ class AcmeActivities:
 
     @activity.defn(name="acme.delete_order")
     async def delete_order(self, order_id: str) -> None:
-        await self._call("DELETE", f"/v2/b2c/orders/{order_id}")
+        try:
+            await self._call("DELETE", f"/v2/b2c/orders/{order_id}")
+        except ApplicationError as err:
+            # Gone on a retry: the earlier attempt, whose answer was lost, deleted it.
+            if activity.info().attempt == 1 or not err.details or err.details[0].get("status") != 404:
+                raise
+
+    @activity.defn(name="acme.plan_refund")
+    async def plan_refund(self, request: RefundRequest) -> RefundRequest:
+        """The request with the tickets its `items` repay, chosen once (RefundWorkflow records
+        them), so every attempt of the refund means the same tickets."""
+        return request.model_copy(update={"tickets": _pick_tickets(await self._order(request.order_id), request.items)})
 
     @activity.defn(name="acme.refund")
     async def refund(self, request: RefundRequest) -> RefundResult:
-        """Idempotent: an order already refunded in full is not refunded again, and a refund whose
-        mark (`refund_id`, in its notes) is on the order's tickets was applied by an earlier attempt
-        whose answer was lost: repeating a partial refund would refund other tickets too."""
-        info = activity.info()
-        mark = f"[boxoffice refund {request.refund_id or f'{info.workflow_id}/{info.activity_id}'}]"
+        """Idempotent by what the refund page documents: tickets named in `ticketUUIDs` take the
+        status Refund. A full refund repays what is not refunded yet (nothing left: an earlier
+        attempt did it); a partial one repays its chosen `tickets`, those already refunded were
+        repaid by an earlier attempt whose answer was lost."""
         order = await self._order(request.order_id)
         total = order.total_amount or Decimal(0)
-        applied = any(vo.ticket_status == REFUNDED and vo.notes and mark in vo.notes
-                      for item in order.order_items for vo in item.ticket_vos)
-        if applied or (order.refund_amount is not None and order.refund_amount >= total):
+        tickets = request.tickets
+        if request.items and not tickets:
+            # A RefundWorkflow started before plan_refund: tickets chosen now cannot tell a lost
+            # earlier attempt's tickets from others.
+            if activity.info().attempt > 1:
+                raise ApplicationError(f"acme: partial refund of order {order.id}: an earlier attempt's outcome is "
+                                       "unknown; check the order's tickets before refunding again",
+                                       type=FailureReason.PROVIDER_ERROR, non_retryable=True)
+            tickets = _pick_tickets(order, request.items)
+        lines = _refund_lines(order, tickets) if request.items else _whole_refund_lines(order)
+        if not lines:
             return RefundResult(order_id=order.id, refunded=order.refund_amount or Decimal(0), total=total,
                                 already_refunded=True)
-        items = request.items or {item.item_id: item.quantity for item in order.order_items if item.quantity}
-        body = {"orderId": order.id, "incidentReasonCode": request.reason_code, "notes": f"{request.notes} {mark}",
-                "noEmail": request.no_email,
-                "refundItems": [{"orderItemId": item, "quantity": quantity} for item, quantity in items.items()]}
-        await self._call("POST", "/v2/b2b/b2b/refunds", json_body=body)  # the documented path, b2b twice
-        after = await self._order(request.order_id)
-        return RefundResult(order_id=after.id, refunded=after.refund_amount or Decimal(0), total=total)
+        body = {"orderId": order.id, "incidentReasonCode": request.reason_code, "notes": request.notes,
+                "noEmail": request.no_email, "refundItems": lines}
+        data = await self._call("POST", "/v2/b2b/b2b/refunds", json_body=body)  # the documented path, b2b twice
+        answer = self.http.parse(RefundAnswer, data, "refund")
+        after = answer.order or await self._order(request.order_id)
+        return RefundResult(order_id=after.id, refunded=after.refund_amount or Decimal(0), total=total,
+                            incident_number=None if answer.incident_number is None else str(answer.incident_number),
+                            amount=answer.refund_amount)
+
+
+def _pick_tickets(order: Order, items: Mapping[str, int]) -> list[str]:
+    """The first `quantity` unrefunded tickets of each item. An item without tickets (add-on,
+    donation) cannot be checked after a lost answer, so it is refunded in full refunds only."""
+    picked: list[str] = []
+    for item_id, quantity in items.items():
+        item = next((i for i in order.order_items if i.item_id == item_id), None)
+        left = [vo.uuid for vo in item.ticket_vos if vo.ticket_status == NORMAL] if item else []
+        if len(left) < quantity:
+            raise ApplicationError(f"acme: order {order.id} item {item_id} has {len(left)} ticket(s) to refund, "
+                                   f"not {quantity}", type=FailureReason.PROVIDER_REJECTED, non_retryable=True)
+        picked += left[:quantity]
+    return picked
+
+
+def _refund_lines(order: Order, tickets: list[str]) -> list[dict[str, Any]]:
+    """Refund items for the `tickets` not refunded yet."""
+    lines = []
+    for item in order.order_items:
+        uuids = [vo.uuid for vo in item.ticket_vos if vo.uuid in tickets and vo.ticket_status == NORMAL]
+        if uuids:
+            lines.append({"orderItemId": item.item_id, "quantity": len(uuids), "ticketUUIDs": uuids})
+    return lines
+
+
+def _whole_refund_lines(order: Order) -> list[dict[str, Any]]:
+    """Every unrefunded ticket, and the items without tickets; nothing once the order is refunded
+    in full or all its tickets are (an earlier attempt did it)."""
+    if order.refund_amount is not None and order.total_amount is not None and order.refund_amount >= order.total_amount:
+        return []
+    ticketed = [item for item in order.order_items if item.ticket_vos]
+    lines = _refund_lines(order, [vo.uuid for item in ticketed for vo in item.ticket_vos])
+    if ticketed and not lines:
+        return []
+    return lines + [{"orderItemId": item.item_id, "quantity": item.quantity}
+                    for item in order.order_items if not item.ticket_vos and item.quantity]

@@ -62,7 +62,8 @@ class AtomSettings(BaseSettings):
     channel: str = "Partner"
     client_version: str = "1.0.0"
     payment_processor: str = "PartnerPay"
-    # Attribution sent as attributionMap (guest account) and associateTags (preview, create).
+    # Attribution sent as attributionMap (guest account; an empty map when unset) and associateTags
+    # (preview, create).
     affiliate_name: str | None = None
     campaign: str | None = None
     # "package.module:factory": factory(settings) returns a Signer for X-Atom-Signature /
@@ -325,10 +326,15 @@ class AtomActivities:
 
     @activity.defn(name="atom.create_guest_account")
     async def create_guest_account(self, buyer: Buyer) -> ProviderSession:
-        body: dict[str, Any] = {"email": buyer.email, "firstName": buyer.first_name, "lastName": buyer.last_name}
+        # attributionMap is required (partner-docs-95q.pages.dev/models/ordering): always sent, empty
+        # when no attribution is configured (assumed accepted: the docs set no minimum).
         attribution = {"affiliateName": self.settings.affiliate_name, "campaign": self.settings.campaign}
-        if any(attribution.values()):
-            body["attributionMap"] = {k: v for k, v in attribution.items() if v}
+        body: dict[str, Any] = {
+            "email": buyer.email,
+            "firstName": buyer.first_name,
+            "lastName": buyer.last_name,
+            "attributionMap": {k: v for k, v in attribution.items() if v},
+        }
         data = await self._call("POST", "/ordering/v1/customer/account/guest", json_body=body)
         account = self.http.parse(GuestAccountResponse, data, "guest account")
         return ProviderSession(token=account.auth_token, account_id=account.account_id)
@@ -361,6 +367,7 @@ class AtomActivities:
             session,
             json_body=body,
             errors={409: FailureReason.SEAT_UNAVAILABLE, 410: FailureReason.SEAT_UNAVAILABLE},
+            codes={"DUPLICATE_CLIENT_REQUEST_ID": FailureReason.DUPLICATE_REQUEST},
         )
         lease = self.http.parse(LeaseResponse, data, "lease")
         return Hold(
@@ -378,7 +385,7 @@ class AtomActivities:
             session,
             json_body=self._order_parameters(items, client_request_id, is_guest),
             errors={409: FailureReason.SEAT_UNAVAILABLE, 410: FailureReason.HOLD_EXPIRED},
-            codes={"LEASE_EXPIRED": FailureReason.HOLD_EXPIRED},
+            codes={"LEASE_EXPIRED": FailureReason.HOLD_EXPIRED, "DUPLICATE_CLIENT_REQUEST_ID": FailureReason.DUPLICATE_REQUEST},
         )
         return self.http.parse(PreviewResponse, data, "preview").receipt.to_receipt()
 
@@ -386,7 +393,9 @@ class AtomActivities:
     async def create_order(
         self, session: ProviderSession, items: list[AtomItem], client_request_id: str, is_guest: bool
     ) -> ProviderOrder:
-        """Safe to retry: the clientRequestId makes Atom answer a repeat with the same order."""
+        """A repeat with the same clientRequestId answers DUPLICATE_CLIENT_REQUEST_ID once the first
+        placed an order (partner-docs-95q.pages.dev/guides/ordering), not the order: the workflow reads
+        that answer (workflows/atom.py)."""
         data = await self._call(
             "POST",
             "/ordering/v1/customer/orders",

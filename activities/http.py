@@ -41,10 +41,29 @@ TRACE_HEADERS = ("x-request-id", "x-amzn-requestid", "x-amzn-trace-id", "x-trace
 EXCERPT_CHARS = 300
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-# Values under these JSON keys are secrets wherever they appear in a logged or quoted body.
-_SECRET_KEYS = re.compile(
-    r'("(?:[A-Za-z_-]*(?:[Tt]oken|[Pp]assword|[Ss]ecret|[Kk]ey|[Ss]ignature)|vendorQrCodeData)"\s*:\s*)"[^"]*"'
+# Names of fields whose values are secrets or personal data (a person's name, a phone number),
+# wherever they appear: JSON, a Python repr, a form or query string, a header, a log field.
+SENSITIVE_KEY = (
+    r"[\w.-]*?(?:token|password|passwd|secret|key|signature|authorization|credential|cookie|cvv|cvc|card_?number"
+    r"|(?:first|last|full|given|family|middle|holder|buyer|customer)_?name|phone|mobile|vendorQrCodeData)[\w.-]*"
 )
+_QUOTED_FIELD = re.compile(  # "key": "value" / 'key': 'value' / "key": 123
+    rf"""(["'])({SENSITIVE_KEY})\1(\s*:\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,}}\]]+)""", re.IGNORECASE)
+_FORM_FIELD = re.compile(  # key=value in forms, queries and key=value log lines
+    rf"""(?<![\w.-])({SENSITIVE_KEY})=(?:"[^"]*"|'[^']*'|[^&\s,;]*)""", re.IGNORECASE)
+_HEADER = re.compile(  # Key: value, the value's scheme (Bearer, Basic) included
+    rf"""(?<![\w.-])({SENSITIVE_KEY})(\s*:[ \t]*)(?!["'\s])(?:(?:bearer|basic|digest)[ \t]+)?[^\s,;]+""",
+    re.IGNORECASE)
+# A credential after its scheme anywhere; it has a digit or punctuation, unlike "basic seating".
+_SCHEME_TOKEN = re.compile(r"\b([Bb]earer|Basic|Digest)\s+(?=[\w~+/=.-]*[0-9=+/._~-])[\w~+/=.-]+")
+# An international phone number in prose; bare digit runs are left alone (order ids look the same).
+_PHONE = re.compile(r"\+\d[\d ().-]{6,}\d")
+
+
+def _masked_field(match: re.Match[str]) -> str:
+    quote, key, separator, value = match.groups()
+    masked = f"{value[0]}***{value[0]}" if value[0] in "\"'" else "***"
+    return f"{quote}{key}{quote}{separator}{masked}"
 
 
 def attempt_timeout(http_timeout: float) -> float:
@@ -77,11 +96,17 @@ def not_yet(message: str) -> ApplicationError:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Masks known secret values, secret-looking JSON fields and e-mail addresses."""
+    """Masks known secret values; the values of secret or personal fields (SENSITIVE_KEY) in JSON,
+    Python reprs, forms, queries, headers and key=value text; bearer/basic credentials; phone numbers
+    in international form; e-mail addresses (but their first letter and domain)."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    text = _SECRET_KEYS.sub(r'\1"***"', text)
+    text = _QUOTED_FIELD.sub(_masked_field, text)
+    text = _FORM_FIELD.sub(r"\1=***", text)
+    text = _HEADER.sub(r"\1\2***", text)
+    text = _SCHEME_TOKEN.sub(r"\1 ***", text)
+    text = _PHONE.sub("+***", text)
     return _EMAIL.sub(r"\1***@\2", text)
 
 
@@ -148,10 +173,13 @@ class ProviderHttp:
         errors: Mapping[int, FailureReason] | None = None,
         codes: Mapping[str, FailureReason] | None = None,
         sign: Signer | None = None,
+        secrets: Iterable[str] = (),
     ) -> Any:
         """Sends one request and returns its JSON. `errors` types 4xx statuses, `codes` types the
         provider's error codes (codes win); other 4xx are PROVIDER_REJECTED. `sign` sees the exact
-        bytes sent and adds its headers."""
+        bytes sent and adds its headers. `secrets`: values of this call only (a buyer's token) that
+        are masked like the configured ones."""
+        hide = tuple(s for s in secrets if s)
         started = time.perf_counter()
         if form is not None:
             content, content_type = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
@@ -166,9 +194,11 @@ class ProviderHttp:
         try:
             response = await self.client.send(request)
         except httpx.TimeoutException as err:
-            raise self._error(f"{method} {path} timed out ({type(err).__name__})", UNREACHABLE, retryable=True) from None
+            raise self._error(f"{method} {path} timed out ({type(err).__name__})", UNREACHABLE, retryable=True,
+                              hide=hide) from None
         except httpx.TransportError as err:
-            raise self._error(f"{method} {path} failed: {type(err).__name__}: {err}", UNREACHABLE, retryable=True) from None
+            raise self._error(f"{method} {path} failed: {type(err).__name__}: {err}", UNREACHABLE, retryable=True,
+                              hide=hide) from None
 
         trace_id = next((response.headers[h] for h in self._trace_headers if h in response.headers), None)
         log.info(
@@ -181,7 +211,7 @@ class ProviderHttp:
             trace_id=trace_id,
         )
         if response.is_success:
-            return self._json(response, trace_id)
+            return self._json(response, trace_id, hide)
 
         code, message = _error_fields(response)
         where = f"{method} {response.request.url.path} → {response.status_code}"
@@ -189,9 +219,9 @@ class ProviderHttp:
         details = {"status": response.status_code, "code": code, "trace_id": trace_id}
         if response.status_code == 429:
             delay = retry_after(response.headers.get("retry-after"))
-            raise self._error(text, RATE_LIMITED, retryable=True, details=details, next_retry_delay=delay)
+            raise self._error(text, RATE_LIMITED, retryable=True, details=details, next_retry_delay=delay, hide=hide)
         if response.status_code >= 500:
-            raise self._error(text, UNAVAILABLE, retryable=True, details=details)
+            raise self._error(text, UNAVAILABLE, retryable=True, details=details, hide=hide)
         reason = (codes or {}).get(code or "") or (errors or {}).get(response.status_code)
         if reason is None:
             reason = (
@@ -199,7 +229,7 @@ class ProviderHttp:
                 if response.status_code in (401, 403)
                 else FailureReason.PROVIDER_REJECTED
             )
-        raise self._error(text, reason, retryable=False, details=details)
+        raise self._error(text, reason, retryable=False, details=details, hide=hide)
 
     def parse(self, model: type[M], data: Any, what: str) -> M:
         """Validates a provider answer; one that is not the documented shape is not retried."""
@@ -214,18 +244,19 @@ class ProviderHttp:
                 retryable=False,
             ) from None
 
-    def _json(self, response: httpx.Response, trace_id: str | None) -> Any:
+    def _json(self, response: httpx.Response, trace_id: str | None, hide: tuple[str, ...]) -> Any:
         if not response.content:
             return None
         try:
             return response.json()
         except ValueError:
-            excerpt = self.redact(response.text[:EXCERPT_CHARS])
+            excerpt = redact(response.text[:EXCERPT_CHARS], self._secrets + hide)
             raise self._error(
                 f"{response.request.method} {response.request.url.path}: malformed JSON: {excerpt!r}",
                 FailureReason.PROVIDER_BAD_RESPONSE,
                 retryable=False,
                 details={"status": response.status_code, "code": None, "trace_id": trace_id},
+                hide=hide,
             ) from None
 
     def _error(
@@ -236,8 +267,9 @@ class ProviderHttp:
         retryable: bool,
         details: dict[str, Any] | None = None,
         next_retry_delay: timedelta | None = None,
+        hide: tuple[str, ...] = (),
     ) -> ApplicationError:
-        message = f"{self.provider}: {self.redact(message)}"
+        message = f"{self.provider}: {redact(message, self._secrets + hide)}"
         log.warning("provider error", provider=self.provider, type=type_, retryable=retryable, error=message)
         # The attempt tells the workflow whether an earlier attempt may have done the work.
         attempt = activity.info().attempt if activity.in_activity() else None

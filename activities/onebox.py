@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -130,9 +130,21 @@ class OrderPrice(Wire):
 class Order(Wire):
     id: str | None = None
     code: str | None = None
+    # The state's name (BASKET, PRE_CONFIRM, CONFIRM: the purchase-flow page). Onebox's public client
+    # code models the status as an object `{type, expires_in}`: both shapes are read.
     status: str | None = None
+    # The object shape's `expires_in`: seconds (*assumed*, like the token's) the basket is still held.
+    expires_in: float | None = None
     items: list[OrderItem] = Field(default_factory=list)
     price: OrderPrice | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status_object(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("status"), dict):
+            status = data["status"]
+            return {**data, "status": status.get("type"), "expires_in": status.get("expires_in")}
+        return data
 
     def receipt(self) -> Receipt | None:
         if self.price is None:
@@ -232,8 +244,13 @@ class OneboxActivities:
         return await self.http.request(method, path, headers=headers, codes=CODES, **kwargs)
 
     def _hold(self, order: Order, sent_at: datetime) -> Hold:
+        """Held from `sent_at` for the basket's `expires_in` when it answers one, at most the
+        setting: an undocumented value may shorten the hold, never lengthen it."""
+        held = self.settings.basket_hold_seconds
+        if order.expires_in is not None and order.expires_in > 0:
+            held = min(held, order.expires_in)
         return Hold(
-            expires_at=sent_at + timedelta(seconds=self.settings.basket_hold_seconds),
+            expires_at=sent_at + timedelta(seconds=held),
             seat_ids=[item.label for item in order.items],
             item_ids=[str(item.id) for item in order.items],
         )
@@ -270,7 +287,7 @@ class OneboxActivities:
         if extras and basket.status != CONFIRMED:
             activity.logger.warning("releasing seats beyond the purchase", extra={"order_id": order_id, "items": extras})
             await self.release_seats(order_id, extras)
-        return self._hold(Order(items=wanted), sent_at)
+        return self._hold(Order(items=wanted, expires_in=basket.expires_in), sent_at)
 
     @activity.defn(name="onebox.add_seats")
     async def add_seats(self, order_id: str, session_id: int, seat_ids: list[int]) -> Hold:

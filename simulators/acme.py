@@ -2,8 +2,18 @@
 checkout with `x-acme-request-uuid` idempotency (a repeat answers 409) and the 16003
 DUPLICATE_TRANSACTION_FOUND error (same card and amount within 5 minutes), orders in the documented
 Order shape (amounts as strings), search with pagination, update, delete, refunds, and fault
-injection (simulators/faults.py). As assumed by activities/acme.py: reservations keep a
-`clientReference` and are listed by it, and a refund's notes land on the tickets it refunds.
+injection (simulators/faults.py). Pages it follows (developers.acmeticketing.com): reservations
+(33000250677: integer ids, POST / GET by id / PUT / DELETE, no list), B2C checkout and the checkout
+object (33000250712, 33000277687: a CheckoutInput with top-level contact and billing fields; contact
+taken from billing when missing), order refund (33000250661: two reason codes, `ticketUUIDs`, answer
+`incidentNumber`/`refundAmount`/`order`), checkout APIs best practices and security (33000250711:
+every B2C checkout carries the buyer's Google reCAPTCHA token). `strict` (default) refuses what those
+pages do not define or require: unknown body fields, a nested `contact`, other reason codes, wrong
+types, a checkout without the reCAPTCHA token, with 400.
+*Assumed* where they are silent: the error body `{errorCode, message}` (16003 adds `type`), the
+checkout's `reservationId`, `notes` and `payment.cardToken`, the cart's answer fields, the reCAPTCHA
+token's header (`x-acme-captcha-token`, as a public ACME client sends it) and its refusal's status.
+Any non-empty token passes (ACME asks Google to score it; the simulator cannot).
 Fault modes besides faults.py: `naive_timestamps`, and `max_page_size` (a server that caps search
 pages, `pageSize=-1` included).
 
@@ -32,6 +42,19 @@ from simulators.faults import Fault, Faults
 EVENT = "5ff74342210cbe0c44913be2"
 FEE_PER_TICKET = Decimal("2.50")
 DUPLICATE_WINDOW_SECONDS = 300
+FIRST_RESERVATION_ID = 10754  # the reservations page's sample id
+REFUND_REASONS = ("Cancelled Event", "Miscellaneous")
+RESERVATION_FIELDS = frozenset({"id", "expirationTimestamp", "reservationItems"})
+# CheckoutInput: the shopping cart, the Order Contact and the billing contact (the Order object's
+# names); `reservationId`, `notes` and `payment` are assumed (see the module docstring).
+CHECKOUT_FIELDS = frozenset({
+    "shoppingCartId", "shoppingCart", "contactFirstName", "contactLastName", "email", "phoneNumber", "zipCode",
+    "address1", "city", "state", "country", "billingFirstName", "billingLastName", "billingEmail",
+    "billingPhoneNumber", "billingAddress1", "billingCity", "billingState", "billingZipCode", "billingCountry",
+    "reservationId", "notes", "payment",
+})
+REFUND_FIELDS = frozenset({"orderId", "incidentReasonCode", "notes", "noEmail", "refundItems"})
+REFUND_ITEM_FIELDS = frozenset({"orderItemId", "quantity", "ticketUUIDs", "incidentReasonCode"})
 
 
 def error(status: int, code: str | int, message: str) -> JSONResponse:
@@ -54,6 +77,10 @@ class AcmeSimulator:
     tenant_id: str = "107"
     api_key: str = "dev-acme-key"
     reservation_seconds: int = 600
+    # Refuse what the pages do not define (unknown fields, nested contact, other reason codes) or
+    # require (the reCAPTCHA token on checkout).
+    strict: bool = True
+    recaptcha_header: str = "x-acme-captcha-token"
     # Fault mode: `expirationTimestamp` in UTC but without a zone, a shape some APIs send.
     naive_timestamps: bool = False
     max_page_size: int | None = None
@@ -62,7 +89,7 @@ class AcmeSimulator:
     events: dict[str, Event] = field(default_factory=lambda: {EVENT: Event(
         "Sailing", 20, {"54248ac8e4b01cd228b007a4": ("Adulting", Decimal("100.00")),
                         "54248ac8e4b01cd228b007a5": ("Child", Decimal("50.00"))})})
-    reservations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reservations: dict[int, dict[str, Any]] = field(default_factory=dict)
     carts: dict[str, dict[str, Any]] = field(default_factory=dict)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     request_uuids: dict[str, str] = field(default_factory=dict)  # request uuid → order id
@@ -70,14 +97,15 @@ class AcmeSimulator:
     refunds: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _reservation_ids: Any = field(default_factory=lambda: itertools.count(FIRST_RESERVATION_ID))
 
     @property
     def app(self) -> Starlette:
         route = self._route
         return Starlette(routes=[
             route("POST", "/v2/b2b/reservations", "reserve", self.reserve),
-            route("GET", "/v2/b2b/reservations", "reservations", self.list_reservations),
-            route("DELETE", "/v2/b2b/reservations/{id}", "release", self.release),
+            route("GET", "/v2/b2b/reservations/{id:int}", "get-reservation", self.get_reservation),
+            route("DELETE", "/v2/b2b/reservations/{id:int}", "release", self.release),
             route("POST", "/v2/b2c/carts", "cart", self.create_cart),
             route("GET", "/v2/b2c/carts/{id}", "get-cart", self.get_cart),
             route("POST", "/v2/b2c/checkout", "checkout", self.checkout),
@@ -120,38 +148,49 @@ class AcmeSimulator:
 
     # -- purchase --------------------------------------------------------------------------------
 
+    def _unknown(self, body: dict[str, Any], known: frozenset[str], what: str) -> Response | None:
+        unknown = sorted(set(body) - known) if self.strict else []
+        return error(400, "INVALID_REQUEST", f"unknown {what} field(s): {', '.join(unknown)}") if unknown else None
+
     async def reserve(self, request: Request, body: Any) -> Response:
-        items = (body or {}).get("reservationItems") or []
+        if not isinstance(body, dict) or not isinstance(body.get("reservationItems"), list) or not body["reservationItems"]:
+            return error(400, "INVALID_REQUEST", "reservationItems is required")
+        if refused := self._unknown(body, RESERVATION_FIELDS, "reservation"):
+            return refused
+        items = body["reservationItems"]
         for item in items:
-            event = self.events.get(item.get("eventId"))
+            if not isinstance(item.get("eventId"), str) or not isinstance(item.get("quantity"), int) or item["quantity"] < 1:
+                return error(400, "INVALID_REQUEST", "reservationItems[] take eventId (string) and quantity (integer)")
+            event = self.events.get(item["eventId"])
             if event is None:
                 return error(404, "EVENT_NOT_FOUND", "unknown event")
             if self._held(item["eventId"]) + item["quantity"] > event.capacity:
                 return error(409, "SOLD_OUT", f"not enough capacity for {item['eventId']}")
-        reservation_id = f"res_{next(self._ids)}"
+        reservation_id = next(self._reservation_ids)
         self.reservations[reservation_id] = {"id": reservation_id, "items": items,
-                                             "expires": self.clock() + self.reservation_seconds, "status": "active",
-                                             "clientReference": (body or {}).get("clientReference")}
+                                             "expires": self.clock() + self.reservation_seconds, "status": "active"}
         return JSONResponse(self._reservation_json(self.reservations[reservation_id]))
 
     def _reservation_json(self, reservation: dict[str, Any]) -> dict[str, Any]:
         stamp = datetime.fromtimestamp(reservation["expires"], UTC).isoformat().replace("+00:00", "Z")
         if self.naive_timestamps:
             stamp = stamp.removesuffix("Z")
-        return {"id": reservation["id"], "expirationTimestamp": stamp, "reservationItems": reservation["items"],
-                "clientReference": reservation["clientReference"]}
+        items = [{"id": reservation["id"] * 10 + n, "reservationId": reservation["id"], **item}
+                 for n, item in enumerate(reservation["items"])]
+        return {"id": reservation["id"], "expirationTimestamp": stamp, "reservationItems": items}
 
-    async def list_reservations(self, request: Request, body: Any) -> Response:
-        reference = request.query_params.get("clientReference")
-        return JSONResponse({"list": [self._reservation_json(r) for r in self.reservations.values()
-                                      if r["status"] == "active" and r["clientReference"] == reference]})
+    async def get_reservation(self, request: Request, body: Any) -> Response:
+        reservation = self.reservations.get(request.path_params["id"])
+        if reservation is None or reservation["status"] != "active":
+            return error(404, "RESERVATION_NOT_FOUND", "no active reservation")
+        return JSONResponse(self._reservation_json(reservation))
 
     async def release(self, request: Request, body: Any) -> Response:
         reservation = self.reservations.get(request.path_params["id"])
         if reservation is None or reservation["status"] != "active":
             return error(404, "RESERVATION_NOT_FOUND", "no active reservation")
         reservation["status"] = "deleted"
-        return JSONResponse({"id": reservation["id"], "status": "deleted"})
+        return JSONResponse(self._reservation_json(reservation))  # the deleted reservation, as documented
 
     async def create_cart(self, request: Request, body: Any) -> Response:
         lines, subtotal, tickets = [], Decimal(0), 0
@@ -174,16 +213,22 @@ class AcmeSimulator:
         return JSONResponse(cart) if cart else error(404, "CART_NOT_FOUND", "no such cart")
 
     async def checkout(self, request: Request, body: Any) -> Response:
-        body = body or {}
+        if not isinstance(body, dict):
+            return error(400, "INVALID_REQUEST", "the body is a CheckoutInput object")
         if not request.headers.get("x-acme-browser-ip"):
             return error(400, "BROWSER_IP_REQUIRED", "x-acme-browser-ip is required for checkout")
+        if self.strict and not request.headers.get(self.recaptcha_header):
+            return error(400, "RECAPTCHA_REQUIRED", f"the reCAPTCHA token ({self.recaptcha_header}) is required")
+        if refused := self._unknown(body, CHECKOUT_FIELDS, "CheckoutInput"):
+            return refused
         request_uuid = request.headers.get("x-acme-request-uuid")
         if request_uuid in self.request_uuids:
             return error(409, "DUPLICATE_REQUEST", "this x-acme-request-uuid was already processed")
         cart = self.carts.get(body.get("shoppingCartId", ""))
         if cart is None:
             return error(400, "CART_NOT_FOUND", "no such cart")
-        reservation = self.reservations.get(body.get("reservationId", ""))
+        reservation_id = body.get("reservationId")
+        reservation = self.reservations.get(int(reservation_id)) if str(reservation_id).isdigit() else None
         if reservation is None or reservation["status"] != "active":
             return error(410, "RESERVATION_EXPIRED", "the reservation expired or was deleted")
         card = (body.get("payment") or {}).get("cardToken", "")
@@ -192,11 +237,11 @@ class AcmeSimulator:
         now = self.clock()
         if card and any(c == card and a == cart["total"] and now - t < DUPLICATE_WINDOW_SECONDS
                         for c, a, t in self.charges):
-            return error(400, 16003, "DUPLICATE_TRANSACTION_FOUND")
+            return JSONResponse({"errorCode": 16003, "message": "Duplicate transaction found",
+                                 "type": "DUPLICATE_TRANSACTION_FOUND"}, status_code=400)
         self.charges.append((card, cart["total"], now))
         reservation["status"] = "used"
         order_id = str(30263798 + next(self._ids))
-        contact = body.get("contact") or {}
         items = []
         for line in cart["items"]:
             item_id = str(43371676 + next(self._ids))
@@ -211,10 +256,16 @@ class AcmeSimulator:
                                "ticketStatus": "Normal", "printed": False} for _ in range(line["quantity"])],
             })
         created = datetime.fromtimestamp(now, UTC).isoformat()
+        # Contact details not given are taken from billing (CheckoutInput, individual orders).
+        contact = {"email": body.get("email") or body.get("billingEmail"),
+                   "contactFirstName": body.get("contactFirstName") or body.get("billingFirstName"),
+                   "contactLastName": body.get("contactLastName") or body.get("billingLastName"),
+                   "phoneNumber": body.get("phoneNumber") or body.get("billingPhoneNumber")}
+        billing = {k: body[k] for k in ("billingEmail", "billingFirstName", "billingLastName", "billingPhoneNumber")
+                   if k in body}
         self.orders[order_id] = {
-            "id": order_id, "tenantId": int(self.tenant_id), "email": contact.get("email"),
-            "contactFirstName": contact.get("firstName"), "contactLastName": contact.get("lastName"),
-            "phoneNumber": contact.get("phoneNumber"), "orderNumber": str(100148401 + len(self.orders)),
+            "id": order_id, "tenantId": int(self.tenant_id), **contact, **billing,
+            "orderNumber": str(100148401 + len(self.orders)),
             "totalAmount": cart["total"], "paidAmount": cart["total"], "balanceAmount": "0.00",
             "refundAmount": "0.00", "saleChannel": "Online", "checkInStatus": "NotCheckedIn",
             "notes": body.get("notes"), "createdOn": created, "orderItems": items,
@@ -272,28 +323,45 @@ class AcmeSimulator:
         return Response(status_code=204)
 
     async def refund(self, request: Request, body: Any) -> Response:
-        body = body or {}
+        if not isinstance(body, dict):
+            return error(400, "INVALID_REFUND", "the body is a Refund Input object")
+        if refused := self._unknown(body, REFUND_FIELDS, "Refund Input"):
+            return refused
         order = self.orders.get(str(body.get("orderId")))
         if order is None:
             return error(404, "ORDER_NOT_FOUND", "no such order")
-        if not body.get("incidentReasonCode") or not body.get("refundItems"):
-            return error(400, "INVALID_REFUND", "incidentReasonCode and refundItems are required")
-        amount = Decimal(0)
-        for line in body["refundItems"]:
+        lines = body.get("refundItems")
+        if not isinstance(lines, list) or not lines:
+            return error(400, "INVALID_REFUND", "refundItems is required")
+        reasons = [body.get("incidentReasonCode")] + [line.get("incidentReasonCode") for line in lines
+                                                      if "incidentReasonCode" in line]
+        if self.strict and any(reason not in REFUND_REASONS for reason in reasons):
+            return error(400, "INVALID_REFUND", f"incidentReasonCode must be one of {', '.join(REFUND_REASONS)}")
+        amount, refunded_events = Decimal(0), []
+        for line in lines:
+            if refused := self._unknown(line, REFUND_ITEM_FIELDS, "refundItems[]"):
+                return refused
             item = next((i for i in order["orderItems"] if i["itemId"] == line.get("orderItemId")), None)
-            if item is None:
-                return error(400, "INVALID_REFUND", f"no order item {line.get('orderItemId')}")
+            if item is None or not isinstance(line.get("quantity"), int) or line["quantity"] < 1:
+                return error(400, "INVALID_REFUND", f"refundItems[] need an order item id and a quantity: {line}")
             normal = [t for t in item["ticketVos"] if t["ticketStatus"] == "Normal"]
             if line["quantity"] > len(normal):
                 return error(400, "INVALID_REFUND", "more than was bought is refunded")
-            for ticket in normal[: line["quantity"]]:
-                ticket["ticketStatus"], ticket["notes"] = "Refund", body.get("notes")
+            named = [t for t in normal if t["uuid"] in (line.get("ticketUUIDs") or [])]
+            # Named tickets become Refund; without (valid) uuids the quantity is refunded, and, as the
+            # page says, no ticket's status changes.
+            for ticket in named[: line["quantity"]]:
+                ticket["ticketStatus"] = "Refund"
             amount += Decimal(item["unitPrice"]) * line["quantity"]
+            refunded_events.append({"eventName": item.get("eventName"), "refundedItems": [{
+                "ticketType": item.get("ticketingTypeName"), "pricePerTicket": item["unitPrice"],
+                "refundedCount": line["quantity"], "totalRefunded": money(Decimal(item["unitPrice"]) * line["quantity"])}]})
         if all(t["ticketStatus"] == "Refund" for i in order["orderItems"] for t in i["ticketVos"]):
             amount = Decimal(order["totalAmount"]) - Decimal(order["refundAmount"])  # fees too
         order["refundAmount"] = money(Decimal(order["refundAmount"]) + amount)
-        refund = {"id": f"rf_{next(self._ids)}", "orderId": order["id"], "amount": money(amount)}
-        self.refunds.append(refund)
+        refund = {"incidentNumber": next(self._ids), "refundAmount": money(amount), "order": order,
+                  "refundedEvents": refunded_events}
+        self.refunds.append({"incidentNumber": refund["incidentNumber"], "orderId": order["id"], "amount": money(amount)})
         return JSONResponse(refund)
 
     def ledger(self) -> dict[str, Any]:
@@ -306,3 +374,29 @@ class AcmeSimulator:
     async def admin_faults(self, request: Request) -> Response:
         self.faults.add(Fault.model_validate(await request.json()))
         return JSONResponse({"pending": len(self.faults.pending)})
+
+
+def seed_order(sim: AcmeSimulator, notes: str | None, event_id: str = EVENT, total: str = "212.00",
+               refunded: str = "0.00") -> str:
+    """An order as if bought outside boxoffice's view, or by a purchase that lost its answer: for sweep tests."""
+    order_id = str(30263798 + next(sim._ids))
+    sim.orders[order_id] = {
+        "id": order_id, "tenantId": int(sim.tenant_id), "email": "janedoe@gmail.com",
+        "orderNumber": str(100148401 + len(sim.orders)), "totalAmount": total, "paidAmount": total,
+        "balanceAmount": "0.00", "refundAmount": refunded, "saleChannel": "Online", "checkInStatus": "NotCheckedIn",
+        "notes": notes, "createdOn": datetime.fromtimestamp(sim.clock(), UTC).isoformat(),
+        "orderItems": [{"itemId": str(43371676 + next(sim._ids)), "eventId": event_id, "eventName": "Sailing",
+                        "ticketingTypeId": "54248ac8e4b01cd228b007a4", "ticketingTypeName": "Adulting",
+                        "quantity": 2, "originalQuantity": 2, "unitPrice": "100.00", "amount": "200.00",
+                        "itemType": "Event", "ticketVos": [{"id": next(sim._ids), "uuid": f"seed-{order_id}-{n}",
+                                                           "ticketStatus": "Normal"} for n in range(2)]}],
+    }
+    return order_id
+
+
+def seed_reservation(sim: AcmeSimulator, event_id: str = EVENT, quantity: int = 2) -> int:
+    """An active reservation nobody releases (a purchase's that outlived it)."""
+    reservation_id = next(sim._reservation_ids)
+    sim.reservations[reservation_id] = {"id": reservation_id, "items": [{"eventId": event_id, "quantity": quantity}],
+                                        "expires": sim.clock() + sim.reservation_seconds, "status": "active"}
+    return reservation_id

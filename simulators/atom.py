@@ -1,5 +1,12 @@
-"""A stateful stand-in for Atom's ordering API: seats, leases that expire, idempotent orders whose
-status moves with each poll, enforced headers, and fault injection (simulators/faults.py).
+"""A stateful stand-in for Atom's ordering API: seats, leases that expire, orders whose status moves
+with each poll, enforced headers, and fault injection (simulators/faults.py).
+
+Strict (the default) refuses what Atom's pages refuse: a missing x-api-key, a guest account without
+its required attributionMap (partner-docs-95q.pages.dev/models/ordering), missing order fields, and a
+clientRequestId reused after its flow ended (an order was placed with it, or its lease lapsed):
+DUPLICATE_CLIENT_REQUEST_ID (partner-docs-95q.pages.dev/guides/ordering). The pages do not say that a
+repeated create answers the order it placed, so strict does not. `strict=False` keeps the lax
+behaviour: a repeated create answers its order.
 
 Admin endpoints under /_sim: GET state (the ledger), POST faults, POST fulfilment, POST reset.
 """
@@ -84,6 +91,7 @@ def default_showtime() -> Showtime:
 @dataclass
 class AtomSimulator:
     api_key: str = "dev-atom-key"
+    strict: bool = True
     lease_seconds: int = 600
     fulfil_after_polls: int = 1
     fulfilment: Fulfilment = "ok"
@@ -93,6 +101,8 @@ class AtomSimulator:
     tokens: dict[str, str] = field(default_factory=dict)  # auth token → account id
     leases: dict[str, Lease] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)
+    # clientRequestIds whose lease lapsed without an order: their flow timed out.
+    lapsed: set[str] = field(default_factory=set)
     calls: list[dict[str, Any]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -111,7 +121,7 @@ class AtomSimulator:
                 route("GET", "/ordering/v1/customer/orders/{order_id}/status", "status", self.status),
                 route("GET", "/ordering/v2/customer/orders/{order_id}/summary", "summary", self.summary),
                 route("DELETE", "/v1/customer/orders/{order_id}", "cancel", self.cancel),
-                Route("/partner/ping", lambda _: JSONResponse({"status": "ok"})),
+                route("GET", "/partner/ping", "ping", self.ping),
                 Route("/_sim/state", self.admin_state, methods=["GET"]),
                 Route("/_sim/faults", self.admin_faults, methods=["POST"]),
                 Route("/_sim/fulfilment", self.admin_fulfilment, methods=["POST"]),
@@ -143,8 +153,19 @@ class AtomSimulator:
     def _expire_leases(self) -> None:
         now = self.clock()
         for key, lease in list(self.leases.items()):
-            if lease.expires_at <= now and not any(o.client_request_id == key for o in self.orders.values()):
+            if lease.expires_at <= now and self._order_for(key) is None:
                 del self.leases[key]
+                self.lapsed.add(key)
+
+    def _order_for(self, client_request_id: str | None) -> Order | None:
+        return next((o for o in self.orders.values() if o.client_request_id == client_request_id), None)
+
+    def _duplicate(self, client_request_id: str | None, lapsed_too: bool) -> Response | None:
+        """Strict: the answer to a clientRequestId whose flow has ended (the HTTP status is assumed)."""
+        ended = self._order_for(client_request_id) is not None or (lapsed_too and client_request_id in self.lapsed)
+        if self.strict and ended:
+            return error(409, "DUPLICATE_CLIENT_REQUEST_ID", "clientRequestId was used by a previous flow")
+        return None
 
     def _showtime(self, showtime_id: str | None) -> Showtime | None:
         return self.showtimes.get(showtime_id or "")
@@ -156,7 +177,12 @@ class AtomSimulator:
 
     # -- provider API ------------------------------------------------------------------------
 
+    async def ping(self, request: Request, body: Any) -> Response:
+        return Response(status_code=200)  # "HTTP 200 with no body"
+
     async def refresh(self, request: Request, body: Any) -> Response:
+        if self.strict and not isinstance((body or {}).get("promotions"), list):
+            return error(400, "INVALID_REQUEST", "showtimeId and promotions are required")
         showtime = self._showtime(body.get("showtimeId"))
         if showtime is None:
             return error(404, "SHOWTIME_NOT_FOUND", "unknown showtime")
@@ -206,6 +232,9 @@ class AtomSimulator:
     async def guest(self, request: Request, body: Any) -> Response:
         if not body or not body.get("email") or not body.get("firstName") or not body.get("lastName"):
             return error(400, "INVALID_REQUEST", "email, firstName and lastName are required")
+        attribution = body.get("attributionMap")
+        if self.strict and not (isinstance(attribution, dict) and all(isinstance(v, str) for v in attribution.values())):
+            return error(400, "INVALID_REQUEST", "attributionMap (a map of strings) is required")
         account_id = f"GUEST-{next(self._ids)}"
         return JSONResponse(
             {"authToken": self._new_token(account_id), "accountId": account_id, "identityId": f"ID-{account_id}",
@@ -213,6 +242,8 @@ class AtomSimulator:
         )
 
     async def authenticate(self, request: Request, body: Any) -> Response:
+        if self.strict and not ((body or {}).get("identityValue") and body.get("password")):
+            return error(400, "INVALID_REQUEST", "identityValue and password are required")
         user = USERS.get((body or {}).get("identityValue", ""))
         if user is None or user[0] != body.get("password"):
             return error(401, "INVALID_CREDENTIALS", "identity or password is wrong")
@@ -221,8 +252,10 @@ class AtomSimulator:
     async def lease(self, request: Request, body: Any) -> Response:
         self._expire_leases()
         key = body.get("clientRequestId")
-        if not key:
-            return error(400, "INVALID_REQUEST", "clientRequestId is required")
+        if not key or (self.strict and not body.get("leaseItems")):
+            return error(400, "INVALID_REQUEST", "clientRequestId and leaseItems are required")
+        if duplicate := self._duplicate(key, lapsed_too=True):
+            return duplicate
         if key in self.leases:  # a retried lease: same seats, same answer
             return JSONResponse({"leaseDurationSeconds": self.lease_seconds})
         showtime = self.showtimes[SHOWTIME]
@@ -258,6 +291,8 @@ class AtomSimulator:
                 "totalAmount": money(subtotal + fee + tax), "currency": "USD", "lineItems": lines}
 
     async def preview(self, request: Request, body: Any) -> Response:
+        if duplicate := self._duplicate(((body or {}).get("orderParameters") or {}).get("clientRequestId"), False):
+            return duplicate
         parameters, _, problem = self._check_order(body)
         if problem:
             return problem
@@ -266,8 +301,10 @@ class AtomSimulator:
     async def create(self, request: Request, body: Any) -> Response:
         parameters = (body or {}).get("orderParameters") or {}
         key = parameters.get("clientRequestId")
-        existing = next((o for o in self.orders.values() if o.client_request_id == key), None)
-        if existing is not None:
+        if duplicate := self._duplicate(key, lapsed_too=False):
+            return duplicate
+        existing = self._order_for(key)
+        if existing is not None:  # lax: a repeat answers the order while it is live
             if existing.status in ("fulfilled", "processing"):
                 return JSONResponse({"orderId": existing.order_id, "eventId": existing.event_id})
             return error(409, "DUPLICATE_CLIENT_REQUEST_ID", "clientRequestId belongs to a finished order")
@@ -373,6 +410,7 @@ class AtomSimulator:
         self.tokens.clear()
         self.leases.clear()
         self.orders.clear()
+        self.lapsed.clear()
         self.calls.clear()
         self.faults.pending.clear()
         return JSONResponse({"reset": True})

@@ -10,6 +10,8 @@ Strict (the default) refuses what the docs refuse: a basket call without `ob-ord
 without its documented fields answers 400 PARAMETER_REQUIRED (code *assumed*: the docs list none),
 and sessions in `attendee_sessions` need attendee data, which this stand-in has no endpoint for:
 their pre-confirm answers 409 ORDER_ATTENDEE_DATA_REQUIRED (status *assumed*). Unknown paths 404.
+`status_object` answers the order status as Onebox's public client code models it, `{type,
+expires_in}` (seconds until the idle basket expires), instead of the state's name.
 
 Admin endpoints under /_sim: GET state (the ledger), POST faults, POST expire-tokens, POST reset.
 """
@@ -101,6 +103,7 @@ class OneboxSimulator:
     strict: bool = True
     # Sessions whose tickets need attendee data before pre-confirm.
     attendee_sessions: set[int] = field(default_factory=set)
+    status_object: bool = False
 
     @property
     def app(self) -> Starlette:
@@ -200,7 +203,12 @@ class OneboxSimulator:
                 entry["ticket"] = {"barcode": f"OBX{basket.code}{item.seat:03d}"}
             items.append(entry)
         charges = CHARGE_PER_SEAT * len(basket.items)
-        return {"id": basket.id, "code": basket.code, "status": basket.status, "items": items,
+        status: Any = basket.status
+        if self.status_object:
+            status = {"type": basket.status}
+            if basket.status != "CONFIRM":
+                status["expires_in"] = max(int(basket.touched + self.basket_seconds - self.clock()), 0)
+        return {"id": basket.id, "code": basket.code, "status": status, "items": items,
                 "buyer_data": {"email": basket.email} if basket.email else {},
                 "price": {"total": float(basket.total()), "charges": float(charges), "currency": CURRENCY}}
 

@@ -307,3 +307,12 @@ class TevoSimulator:
     async def admin_faults(self, request: Request) -> Response:
         self.faults.add(Fault.model_validate(await request.json()))
         return JSONResponse({"pending": len(self.faults.pending)})
+
+
+def seed_order(sim: TevoSimulator, reference: str | None, state: str = "accepted", quantity: int = 1) -> int:
+    """An order as if placed outside boxoffice's view (a manual order, a lost create): for sweep tests."""
+    order = Order(id=next(sim._ids), reference=reference, group=GROUP, quantity=quantity, price=Decimal("145.48"),
+                  body={"reference": reference}, seats=[], state=state, created=sim.clock(), hidden_searches=-1)
+    sim.orders[order.id] = order
+    return order.id
+

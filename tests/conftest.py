@@ -214,6 +214,7 @@ def acme_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
         "buyer": {"email": "janedoe@gmail.com", "first_name": "Jane", "last_name": "Doe"},
         "browser_ip": "203.0.113.7",
         "payment_token": "tok_visa_4242",
+        "recaptcha_token": "test-recaptcha-token",  # made by Google's JS in the buyer's browser
     }
     request.update(overrides)
     return request

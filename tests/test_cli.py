@@ -167,3 +167,25 @@ async def test_unknown_acme_order_is_one_line(dev_env: WorkflowEnvironment) -> N
     async with provider_worker(dev_env.client, activities) as tq:
         for args in (["orders", "show", "42"], ["orders", "refund", "42"]):
             refused(await boxoffice(*args, address=address, BOXOFFICE_TASK_QUEUE=tq), 1, "no ACME order 42")
+
+
+async def test_confirm_relays_a_fresh_recaptcha_token(dev_env: WorkflowEnvironment) -> None:
+    """ACME's checkout needs the buyer's reCAPTCHA token, which lives two minutes: the token given to
+    `confirm` is the one checkout sends, not the (stale) one the purchase was started with."""
+    address = dev_env.client.service_client.config.target_host
+    sim = AcmeSimulator()
+    async with acme_worker(dev_env.client, sim) as tq:
+
+        async def acme(*args: str) -> Ran:
+            return await boxoffice(*args, address=address, BOXOFFICE_TASK_QUEUE=tq)
+
+        assert (await acme("buy", json.dumps(acme_request("fresh-1", confirmation="manual")))).code == 0
+        for _ in range(100):
+            if "AWAITING_CONFIRMATION" in (await acme("status", "fresh-1")).out:
+                break
+            await asyncio.sleep(0.1)
+        confirmed = await acme("confirm", "fresh-1", "--recaptcha-token", "fresh-token-1")
+        assert confirmed.code == 0, confirmed.err
+        assert "fresh-token-1" not in confirmed.out + confirmed.err
+    [checkout] = [c for c in sim.calls if c["endpoint"] == "checkout"]
+    assert checkout["headers"]["x-acme-captcha-token"] == "fresh-token-1"

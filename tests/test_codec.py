@@ -85,3 +85,12 @@ async def test_codec_server_decodes_for_the_ui_with_the_token_only() -> None:
     assert list(json_format.Parse(decoded.content, Payloads()).payloads) == [PLAIN]
     assert preflight.headers["access-control-allow-origin"] == "http://localhost:8233"
     assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_a_key_pasted_without_its_id_is_not_echoed() -> None:
+    bare = key()
+    for setting in (bare, f"k1:{key()},{bare}"):
+        with pytest.raises(ValueError) as refused:
+            EncryptionCodec.from_setting(setting)
+        assert bare not in str(refused.value) and bare[:8] not in str(refused.value)
+        assert "id:" in str(refused.value)

@@ -73,7 +73,9 @@ def seats(sim: AtomSimulator, count: int) -> AtomSimulator:
 
 
 async def test_batch_under_faults_keeps_the_invariants(env: WorkflowEnvironment) -> None:
-    sim = seats(AtomSimulator(), 8)
+    # Lax: lost create answers are read back by a repeat create answering its order (strict Atom's
+    # DUPLICATE_CLIENT_REQUEST_ID path: tests/test_atom_duplicate.py).
+    sim = seats(AtomSimulator(strict=False), 8)
     first, rest = await batch_under_faults(env, sim, 8, seed=20261122)
     assert_invariants(sim, first, rest)
     assert len(sim.faults.pending) == 0  # every injected fault was met

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
 import time
 import traceback
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import uvicorn
@@ -19,20 +21,33 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedE
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.sweep import SweepSettings
+from activities.tevo import TevoActivities, TevoSettings, order_body
 from workers import client as purchases
 from workers.codec import CodecSettings, codec_server, validation_summary
-from workers.devstack import dev_mode, dev_stack, port_open, public_webhook_secret, split_address, use_simulators
+from workers.devstack import dev_mode, dev_stack, port_open, split_address, use_simulators
 from workers.logs import configure
-from workers.settings import WebhookSettings, WorkerSettings
+from workers.servers import server_config
+from workers.settings import (
+    NO_CODEC_KEYS,
+    WebhookSettings,
+    WorkerSettings,
+    production_refusals,
+    temporal_refusals,
+)
 from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import Providers, connect, run_worker, serving
+from workflows.findings import AttentionDecision, SweepRequest, SweepResult
 from workflows.models import (
     ConfirmRequest,
+    OrderChange,
     OrdersQuery,
     PurchaseResult,
     PurchaseState,
     PurchaseStatus,
+    RefundReason,
     RefundRequest,
+    TevoPurchaseRequest,
     purchase_workflow_id,
 )
 
@@ -47,12 +62,15 @@ DEMO_REQUESTS: dict[str, dict[str, Any]] = {
     "tevo": {"provider": "tevo", "ticket_group_id": 324466901, "quantity": 2, "price": "145.48",
              "payment": {"credit_card_id": 327284}},
     "atm": {"provider": "atm", "event_id": "evt_demo", "items": [{"tier_id": "GA", "quantity": 2}]},
-    "acme": {"provider": "acme", "browser_ip": "127.0.0.1",
+    "acme": {"provider": "acme", "browser_ip": "127.0.0.1", "recaptcha_token": "dev-recaptcha-token",
              "items": [{"event_id": "5ff74342210cbe0c44913be2", "ticketing_type_id": "54248ac8e4b01cd228b007a4",
                         "quantity": 2}]},
 }
 DEMO_BUYER = {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}
 
+
+# Commands that serve: outside dev, they refuse to start on unsafe settings (refuse_to_serve).
+SERVERS = frozenset({"worker", "webhooks", "codec-server"})
 
 # Exit codes (README, "The command line"); argparse exits 2 on a usage mistake.
 EXIT_ERROR = 1  # the command could not do what was asked: no server, unknown id, refused, bad input
@@ -75,6 +93,18 @@ def decimal_argument(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def refund_item(text: str) -> tuple[str, int]:
+    item_id, _, quantity = text.partition("=")
+    if not item_id or not quantity.isdigit() or int(quantity) < 1:
+        raise argparse.ArgumentTypeError(f"not ITEM_ID=QUANTITY: {text!r}")
+    return item_id, int(quantity)
+
+
+# `orders update` flags → the Order object's fields.
+ORDER_FLAGS = {"email": "email", "first-name": "contactFirstName", "last-name": "contactLastName",
+               "phone": "phoneNumber", "zip-code": "zipCode", "notes": "notes"}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="boxoffice", description="Durable ticket purchases on Temporal.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     demo = commands.add_parser("demo", help="buy tickets from the Atom simulator, step by step")
     demo.add_argument("--auto", action="store_true", help="auto confirmation instead of confirming after the price")
     demo.add_argument("--provider", choices=sorted(DEMO_REQUESTS), default="atom")
+    demo.add_argument("--orphan", action="store_true", help="show the reconciliation sweep: an order at the TEvo "
+                      "simulator no purchase accounts for becomes an attention item")
     commands.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE")
     commands.add_parser("webhooks", help="receive ATM's signed webhooks and signal the purchases")
     commands.add_parser("codec-server", help="decrypt payloads for the Temporal UI and CLI (--codec-endpoint)")
@@ -95,11 +127,40 @@ def main(argv: list[str] | None = None) -> None:
     search.add_argument("--page", type=int, default=1)
     search.add_argument("--page-size", type=int, default=100, help="-1 for all")
     order_commands.add_parser("show", help="one order").add_argument("order_id")
-    refund = order_commands.add_parser("refund", help="refund an order in full (once, however often asked)")
+    refund = order_commands.add_parser("refund", help="refund an order, in full or --item by item (once, however "
+                                       "often asked; another --refund-id is another refund)")
     refund.add_argument("order_id")
-    refund.add_argument("--reason-code", default="CUSTOMER_REQUEST")
+    refund.add_argument("--reason-code", choices=get_args(RefundReason), default="Miscellaneous")
     refund.add_argument("--notes", default="refunded from the command line")
     refund.add_argument("--no-email", action="store_true", help="do not e-mail the buyer")
+    refund.add_argument("--item", dest="items", action="append", type=refund_item, default=[],
+                        metavar="ITEM_ID=QUANTITY", help="refund this many tickets of an order item (repeatable)")
+    refund.add_argument("--refund-id", help="names one of several refunds of the order")
+    update = order_commands.add_parser("update", help="change an order's contact fields or notes")
+    update.add_argument("order_id")
+    for flag, name in ORDER_FLAGS.items():
+        update.add_argument(f"--{flag}", dest=name, metavar=flag.upper().replace("-", "_"))
+    delete = order_commands.add_parser("delete", help="delete an order (needs --yes)")
+    delete.add_argument("order_id")
+    delete.add_argument("--yes", action="store_true", help="yes, delete it")
+    attention = commands.add_parser("attention", help="items an operator must decide on (sweep findings, ATM events)")
+    attention_commands = attention.add_subparsers(dest="attention_command", required=True)
+    listing = attention_commands.add_parser("list", help="open items (--all: decided ones too)")
+    listing.add_argument("--all", action="store_true")
+    listing.add_argument("--provider")
+    listing.add_argument("--kind")
+    listing.add_argument("--json", action="store_true")
+    attention_commands.add_parser("show", help="one item: its observations and proposed action").add_argument("item_id")
+    approve = attention_commands.add_parser("approve", help="do the item's action: cancel or refund the order")
+    approve.add_argument("item_id")
+    approve.add_argument("--action", choices=["cancel", "refund"], required=True)
+    approve.add_argument("--note", default="")
+    dismiss = attention_commands.add_parser("dismiss", help="close the item without acting (settled by hand)")
+    dismiss.add_argument("item_id")
+    dismiss.add_argument("--note", required=True)
+    schedules = commands.add_parser("schedules", help="the reconciliation sweeps' Temporal Schedules")
+    schedule_commands = schedules.add_subparsers(dest="schedules_command", required=True)
+    schedule_commands.add_parser("apply", help="create or update one schedule per provider (BOXOFFICE_SWEEP_*)")
     buy = commands.add_parser("buy", help="start a purchase from a JSON request")
     buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
     buy.add_argument("--wait", action="store_true", help="wait for the result (exit 3 if it ends unsuccessfully)")
@@ -113,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         if name == "confirm":
             sub.add_argument("--total", type=decimal_argument,
                              help="the total the buyer accepted (must match the preview)")
+            sub.add_argument("--recaptcha-token", help="ACME: a fresh reCAPTCHA token from the buyer's browser "
+                             "(tokens live two minutes; it replaces the request's)")
         if name == "cancel":
             sub.add_argument("--reason", default="cancelled from the command line")
     args = parser.parse_args(argv)
@@ -124,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
             use_simulators()
         settings = WorkerSettings()
         address = settings.temporal_address
+        if args.command not in SERVERS and not dev_mode() and (refusals := temporal_refusals()):
+            raise SystemExit("\n".join(refusals))  # an API key over plaintext, from any command
         configure(settings.log_format, settings.log_level if args.command in ("dev", "worker") else "WARNING")
         asyncio.run(COMMANDS[args.command](args, settings))
     except KeyboardInterrupt:
@@ -217,6 +282,9 @@ async def cmd_demo(args: argparse.Namespace, settings: WorkerSettings) -> None:
 
 
 async def _demo(client: Client, settings: WorkerSettings, args: argparse.Namespace) -> None:
+    if args.orphan:
+        await _demo_orphan(client, settings)
+        return
     request = dict(
         DEMO_REQUESTS[args.provider],
         purchase_id=f"demo-{int(time.time() * 1000)}",
@@ -300,8 +368,20 @@ def show_or_dump(view: PurchaseStatus | PurchaseResult, as_json: bool) -> None:
         show(view)
 
 
+def refusals_outside_dev() -> list[str]:
+    """Why this process must not serve production (workers.settings.production_refusals), unless dev."""
+    return [] if dev_mode() else production_refusals()
+
+
+def refuse_to_serve(*problems: str) -> None:
+    """Refuses to start a server on its own `problems` and the production ones: one line each."""
+    lines = [*problems, *(line for line in refusals_outside_dev() if line not in problems)]
+    if lines:
+        raise SystemExit("\n".join(lines))
+
+
 async def cmd_worker(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    await run_worker(settings)
+    await run_worker(settings, refusals=refusals_outside_dev())
 
 
 def bound_socket(host: str, port: int, variable: str) -> socket.socket:
@@ -317,17 +397,13 @@ def bound_socket(host: str, port: int, variable: str) -> socket.socket:
 
 
 async def serve(app: Any, sock: socket.socket) -> None:
-    await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
+    await uvicorn.Server(server_config(app)).serve(sockets=[sock])
 
 
 async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> None:
     webhooks = WebhookSettings()
     secrets = webhooks.atm_secret_list()
-    if not secrets:
-        raise CommandError("set BOXOFFICE_ATM_WEBHOOK_SECRETS to ATM's webhook signing secret(s)")
-    if not dev_mode() and public_webhook_secret() in secrets:
-        raise CommandError("BOXOFFICE_ATM_WEBHOOK_SECRETS holds the simulator's public secret: anyone could sign "
-                           "webhooks.\nSet ATM's secret, or BOXOFFICE_ENV=dev to receive the simulator's.")
+    refuse_to_serve(*([] if secrets else ["BOXOFFICE_ATM_WEBHOOK_SECRETS is not set: ATM's webhook signing secret(s)"]))
     sock = bound_socket(webhooks.host, webhooks.port, "BOXOFFICE_WEBHOOKS_PORT")
     await serve(atm_receiver(secrets, temporal_delivery(await connect(settings), settings.task_queue)), sock)
 
@@ -335,8 +411,9 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
 async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -> None:
     codec_settings = CodecSettings()
     codec = codec_settings.codec()
-    if codec is None or codec_settings.auth_token is None:
-        raise CommandError("set BOXOFFICE_CODEC_KEYS and BOXOFFICE_CODEC_AUTH_TOKEN")
+    refuse_to_serve(*([] if codec else [NO_CODEC_KEYS]), *([] if codec_settings.auth_token else [
+        "BOXOFFICE_CODEC_AUTH_TOKEN is not set: the token the Temporal UI and CLI send"]))
+    assert codec is not None and codec_settings.auth_token is not None
     origins = [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
     app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins)
     sock = bound_socket(codec_settings.host, codec_settings.port, "BOXOFFICE_CODEC_PORT")
@@ -345,11 +422,22 @@ async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -
 
 
 async def cmd_orders(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    if args.orders_command == "delete" and not args.yes:
+        raise CommandError(f"deleting order {args.order_id} cannot be undone: add --yes")
+    if args.orders_command == "update":
+        changes = {name: value for name in ORDER_FLAGS.values() if (value := getattr(args, name)) is not None}
+        if not changes:
+            raise CommandError(f"nothing to change: give one of {', '.join('--' + f for f in ORDER_FLAGS)}")
     client = await connect(settings)
     if args.orders_command == "refund":
         request = RefundRequest(order_id=args.order_id, reason_code=args.reason_code, notes=args.notes,
-                                no_email=args.no_email)
+                                no_email=args.no_email, items=dict(args.items), refund_id=args.refund_id)
         print((await purchases.refund(client, request, settings.task_queue)).model_dump_json(indent=2))
+        return
+    if args.orders_command in ("update", "delete"):
+        change = OrderChange(order_id=args.order_id, changes=changes) if args.orders_command == "update" else (
+            OrderChange(order_id=args.order_id, delete=True))
+        print((await purchases.change_order(client, change, settings.task_queue)).model_dump_json(indent=2))
         return
     if args.orders_command == "show":
         query = OrdersQuery(order_id=args.order_id)
@@ -404,7 +492,7 @@ async def cmd_status(args: argparse.Namespace, settings: WorkerSettings) -> None
 
 
 async def cmd_confirm(args: argparse.Namespace, settings: WorkerSettings) -> None:
-    confirmation = ConfirmRequest(accepted_total=args.total)
+    confirmation = ConfirmRequest(accepted_total=args.total, recaptcha_token=args.recaptcha_token)
     show_or_dump(await purchases.confirm(await connect(settings), args.purchase_id, confirmation), args.json)
 
 
@@ -412,7 +500,71 @@ async def cmd_cancel(args: argparse.Namespace, settings: WorkerSettings) -> None
     show_or_dump(await purchases.cancel(await connect(settings), args.purchase_id, args.reason), args.json)
 
 
+async def _demo_orphan(client: Client, settings: WorkerSettings) -> None:
+    """An order placed at TEvo behind boxoffice's back (POST /v10/orders, as a lost create would leave
+    it), then a sweep of TEvo: one finding, an attention item."""
+    reference = f"demo-orphan-{int(time.time() * 1000)}"
+    request = purchases.parse_request(dict(DEMO_REQUESTS["tevo"], purchase_id=reference, buyer=DEMO_BUYER))
+    assert isinstance(request, TevoPurchaseRequest)
+    tevo = TevoActivities(TevoSettings())
+    try:
+        client_id = await tevo.find_or_create_client(request.buyer)
+        await tevo._call("POST", "/v10/orders", json_body=order_body(request, client_id))
+    finally:
+        await tevo.aclose()
+    print(f"Placed a TEvo order with reference {reference} outside boxoffice: no purchase has that id.")
+    sweep = SweepRequest(provider="tevo", window_seconds=SweepSettings().window_hours * 3600)
+    handle = await client.start_workflow("SweepWorkflow", sweep, id=f"sweep-tevo-demo-{reference}",
+                                         task_queue=settings.task_queue, result_type=SweepResult)
+    result = await handle.result()
+    print(f"Swept TEvo: {result.totals.seen} order(s) seen, {result.totals.findings} finding(s), "
+          f"{result.totals.repaired} repaired.")
+    for item in await purchases.attention_items(client, provider="tevo"):
+        if item["purchase_id"] == reference:
+            print(f"Attention item {item['id']}: {item['kind']}, order {item['order_id']}, {item['amount']}")
+            print(f"  boxoffice attention show {item['id']}")
+            print(f"  boxoffice attention approve {item['id']} --action cancel")
+            return
+    print("The item is not in the list yet (visibility lags a second): boxoffice attention list")
+
+
+async def cmd_attention(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    client = await connect(settings)
+    command = args.attention_command
+    if command == "list":
+        items = await purchases.attention_items(client, include_closed=args.all, provider=args.provider, kind=args.kind)
+        if args.json:
+            print(json.dumps(items, indent=2))
+            return
+        for item in items:
+            print(f"{item['id']}  {item['state'] or '-'}  {item['provider'] or '-'}  {item['kind'] or '-'}  "
+                  f"order {item['order_id'] or '-'}  purchase {item['purchase_id'] or '-'}  {item['amount'] or ''}")
+        if not items:
+            print("nothing needs attention")
+        return
+    if command == "show":
+        view = await purchases.attention_item(client, args.item_id)
+    elif command == "approve":
+        decision = AttentionDecision(action=args.action, note=args.note, operator=os.environ.get("USER"))
+        view = await purchases.approve_attention(client, args.item_id, decision)
+    else:
+        decision = AttentionDecision(note=args.note, operator=os.environ.get("USER"))
+        view = await purchases.dismiss_attention(client, args.item_id, decision)
+    print(view.model_dump_json(indent=2))
+
+
+async def cmd_schedules(args: argparse.Namespace, settings: WorkerSettings) -> None:
+    sweep = SweepSettings()
+    ids = await purchases.ensure_schedules(
+        await connect(settings), settings.task_queue, sweep.provider_list(), timedelta(minutes=sweep.interval_minutes),
+        timedelta(hours=sweep.window_hours), sweep.pages_per_run, sweep.page_size)
+    for schedule_id in ids:
+        print(f"{schedule_id}: every {sweep.interval_minutes:g} min, window {sweep.window_hours:g} h")
+
+
 COMMANDS = {
+    "attention": cmd_attention,
+    "schedules": cmd_schedules,
     "dev": cmd_dev,
     "demo": cmd_demo,
     "worker": cmd_worker,

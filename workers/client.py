@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from pydantic import TypeAdapter
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+    WithStartWorkflowOperation,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from workflows.findings import AttentionDecision, AttentionView, SweepRequest
 from workflows.models import (
     WORKFLOW_TYPE,
     CancelRequest,
     ConfirmRequest,
+    OrderChange,
+    OrderChangeResult,
     OrdersPage,
     OrdersQuery,
     PurchaseBase,
@@ -31,6 +50,8 @@ from workflows.models import (
 )
 from workflows.orders import refund_workflow_id
 from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
+from workflows.reconcile import AMOUNT, ATTENTION_KIND, PURCHASE_ID
+from workflows.sweep import sweep_workflow_id
 
 REQUEST = TypeAdapter(PurchaseRequest)
 # Memo key set when a purchase starts: the request's fingerprint.
@@ -54,8 +75,9 @@ async def purchase_outcome(handle: WorkflowHandle[Any, Any]) -> PurchaseResult:
 class PurchaseConflict(Exception):
     """The purchase id is taken by a purchase with a different request (like reusing an
     idempotency key with other parameters)."""
-# Upserted by PurchaseWorkflow; a namespace must have them before the first purchase runs.
-SEARCH_ATTRIBUTES = tuple(key.name for key in (PROVIDER, STATE, PROVIDER_ORDER_ID))
+# Upserted by PurchaseWorkflow and the attention items (ReconcileWorkflow); a namespace must have
+# them before the first purchase runs.
+SEARCH_ATTRIBUTES = tuple(key.name for key in (PROVIDER, STATE, PROVIDER_ORDER_ID, ATTENTION_KIND, PURCHASE_ID, AMOUNT))
 
 
 async def ensure_search_attributes(client: Client) -> None:
@@ -238,8 +260,9 @@ async def cancel(client: Client, purchase_id: str, reason: str) -> PurchaseStatu
 
 
 async def refund(client: Client, request: RefundRequest, task_queue: str) -> RefundResult:
-    """One refund workflow per order: asking again returns the same refund, never a second one."""
-    workflow_id = refund_workflow_id(request.order_id)
+    """One refund workflow per order and refund id: asking again returns the same refund, never a
+    second one; another `refund_id` is another refund of the order."""
+    workflow_id = refund_workflow_id(request.order_id, request.refund_id)
     try:
         handle = await client.start_workflow(
             "RefundWorkflow", request, id=workflow_id, task_queue=task_queue, result_type=RefundResult,
@@ -255,3 +278,88 @@ async def orders(client: Client, query: OrdersQuery, task_queue: str) -> OrdersP
     return await client.execute_workflow(
         "OrdersWorkflow", query, id=f"orders-{uuid.uuid4()}", task_queue=task_queue, result_type=OrdersPage
     )
+
+
+async def change_order(client: Client, change: OrderChange, task_queue: str) -> OrderChangeResult:
+    """Updates or deletes an ACME order (OrderChangeWorkflow)."""
+    return await client.execute_workflow(
+        "OrderChangeWorkflow", change, id=f"order-change-{uuid.uuid4()}", task_queue=task_queue,
+        result_type=OrderChangeResult,
+    )
+
+
+# -- reconciliation: sweep schedules and attention items ------------------------------------------
+
+
+def sweep_schedule(provider: str, task_queue: str, interval: timedelta, request: SweepRequest) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "SweepWorkflow", request, id=sweep_workflow_id(provider), task_queue=task_queue,
+            static_summary=f"reconciliation sweep of {provider}",
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
+        # A sweep still running when the next is due: the next is skipped, not stacked.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_schedules(client: Client, task_queue: str, providers: list[str], interval: timedelta,
+                           window: timedelta, pages_per_run: int = 20, page_size: int = 50) -> list[str]:
+    """Creates each provider's sweep schedule (`sweep-{provider}`), or updates it to these settings;
+    a pause set by an operator (`temporal schedule toggle --pause`) is kept. Returns the schedule ids."""
+    ids = []
+    for provider in providers:
+        request = SweepRequest(provider=provider, window_seconds=window.total_seconds(),
+                               pages_per_run=pages_per_run, page_size=page_size)
+        schedule = sweep_schedule(provider, task_queue, interval, request)
+        schedule_id = sweep_workflow_id(provider)
+        try:
+            await client.create_schedule(schedule_id, schedule)
+        except ScheduleAlreadyRunningError:
+            def keep_state(update: ScheduleUpdateInput, new: Schedule = schedule) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=dataclasses.replace(new, state=update.description.schedule.state))
+
+            await client.get_schedule_handle(schedule_id).update(keep_state)
+        ids.append(schedule_id)
+    return ids
+
+
+ATTENTION_QUERY = 'WorkflowType = "ReconcileWorkflow"'
+
+
+async def attention_items(client: Client, include_closed: bool = False, provider: str | None = None,
+                          kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Attention items from visibility (one line each): open ones unless `include_closed`."""
+    query = ATTENTION_QUERY
+    if not include_closed:
+        query += ' AND ExecutionStatus = "Running"'
+    if provider:
+        query += f' AND BoxofficeProvider = "{provider}"'
+    if kind:
+        query += f' AND BoxofficeAttentionKind = "{kind}"'
+    items = []
+    async for execution in client.list_workflows(query, limit=limit):
+        attributes = execution.search_attributes
+        items.append({
+            "id": execution.id, "status": execution.status.name if execution.status else None,
+            "state": (attributes.get(STATE.name) or [None])[0],
+            "provider": (attributes.get(PROVIDER.name) or [None])[0],
+            "kind": (attributes.get(ATTENTION_KIND.name) or [None])[0],
+            "order_id": (attributes.get(PROVIDER_ORDER_ID.name) or [None])[0],
+            "purchase_id": (attributes.get(PURCHASE_ID.name) or [None])[0],
+            "amount": (attributes.get(AMOUNT.name) or [None])[0],
+            "opened": execution.start_time.isoformat() if execution.start_time else None,
+        })
+    return items
+
+
+async def attention_item(client: Client, item_id: str) -> AttentionView:
+    return await client.get_workflow_handle(item_id).query("item", result_type=AttentionView)
+
+
+async def approve_attention(client: Client, item_id: str, decision: AttentionDecision) -> AttentionView:
+    return await client.get_workflow_handle(item_id).execute_update("approve", decision, result_type=AttentionView)
+
+
+async def dismiss_attention(client: Client, item_id: str, decision: AttentionDecision) -> AttentionView:
+    return await client.get_workflow_handle(item_id).execute_update("dismiss", decision, result_type=AttentionView)

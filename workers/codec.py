@@ -18,13 +18,16 @@ import base64
 import binascii
 import hmac
 import os
+import re
 from collections.abc import Sequence
 from typing import Any, get_args
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -40,11 +43,17 @@ from temporalio.converter import (
 )
 from temporalio.exceptions import ApplicationError
 
+from workers.servers import capped_body, loads_bounded, without_slash_redirect
 from workflows.models import PurchaseRequest
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+# What a refusal may echo as a key id; anything else before the `:` may be a pasted key.
+KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# /encode and /decode bodies: the UI sends one workflow's payloads at a time (*assumed* below 4 MiB,
+# Temporal's default gRPC message limit).
+MAX_BODY_BYTES = 4 * 1024 * 1024
 # The `type` of the ApplicationError a payload that does not validate raises (never retried).
 INVALID_REQUEST = "INVALID_REQUEST"
 # Fields named in a validation failure's one line; the rest are counted.
@@ -53,6 +62,9 @@ REQUEST_UNION = get_args(PurchaseRequest)[0]
 
 
 class CodecSettings(BaseSettings):
+    # An empty variable (as deploy/ sets for unused options) means "not set".
+    model_config = SettingsConfigDict(env_ignore_empty=True)
+
     keys: SecretStr | None = Field(default=None, validation_alias="BOXOFFICE_CODEC_KEYS")
     # The codec server: who may call it, and from which browser origin (the Temporal UI).
     auth_token: SecretStr | None = Field(default=None, validation_alias="BOXOFFICE_CODEC_AUTH_TOKEN")
@@ -84,15 +96,17 @@ class EncryptionCodec(PayloadCodec):
     @classmethod
     def from_setting(cls, value: str) -> EncryptionCodec:
         """`id:base64key,id:base64key`; each key 32 bytes (AES-256)."""
-        keys = []
+        keys: list[tuple[str, bytes]] = []
         for entry in filter(None, (part.strip() for part in value.split(","))):
-            key_id, _, encoded = entry.partition(":")
+            key_id, colon, encoded = entry.partition(":")
             try:
                 key = base64.b64decode(encoded, validate=True)
             except binascii.Error:
                 key = b""
-            if not key_id or len(key) != 32:
-                raise ValueError(f"codec key {key_id or '?'}: need `id:base64(32 bytes)`")
+            if not colon or not key_id or len(key) != 32:
+                # Named by position unless the id is plainly one: a key pasted without its id is no id to echo.
+                name = key_id if colon and KEY_ID_PATTERN.fullmatch(key_id) else f"number {len(keys) + 1}"
+                raise ValueError(f"codec key {name}: need `id:base64(32 bytes)`")
             keys.append((key_id, key))
         return cls(keys)
 
@@ -159,25 +173,43 @@ def data_converter(codec: PayloadCodec | None) -> DataConverter:
 
 
 def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence[str]) -> Starlette:
-    """Temporal's remote codec protocol: JSON `{"payloads": [...]}` in and out."""
+    """Temporal's remote codec protocol: JSON `{"payloads": [...]}` in and out. The token is checked
+    before the body is read; a body over MAX_BODY_BYTES is 413; anything that does not parse, decode
+    or decrypt is 400, naming what, never quoting it."""
 
     def authorized(request: Request) -> bool:
         sent = request.headers.get("authorization", "")
         return hmac.compare_digest(sent.encode(), f"Bearer {auth_token}".encode())
 
+    def refuse(status: int, error: str) -> JSONResponse:
+        return JSONResponse({"error": error}, status_code=status)
+
     def endpoint(encode: bool):  # noqa: ANN202
         async def handle(request: Request) -> Response:
             if not authorized(request):
-                return JSONResponse({"error": "unauthorized"}, status_code=401)
-            payloads = json_format.Parse(await request.body(), Payloads())
-            done = await (codec.encode if encode else codec.decode)(payloads.payloads)
+                return refuse(401, "unauthorized")
+            length = request.headers.get("content-length", "0")
+            raw = None if not length.isdigit() or int(length) > MAX_BODY_BYTES else (
+                await capped_body(request, MAX_BODY_BYTES))
+            if raw is None:
+                return refuse(413, f"body over {MAX_BODY_BYTES} bytes")
+            try:
+                payloads = json_format.ParseDict(loads_bounded(raw), Payloads())
+            except (ValueError, json_format.ParseError):  # json_format's errors quote no payload data
+                return refuse(400, "not a JSON {\"payloads\": [...]} object")
+            try:
+                done = await (codec.encode if encode else codec.decode)(payloads.payloads)
+            except (InvalidTag, KeyError, ValueError, DecodeError) as err:
+                # Wrong key, tampered or truncated data: the input's fault, not the server's.
+                return refuse(400, f"cannot decode: {type(err).__name__}" + (
+                    f" ({err})" if isinstance(err, ValueError) else ""))
             return Response(json_format.MessageToJson(Payloads(payloads=done)), media_type="application/json")
 
         return handle
 
-    return Starlette(
+    return without_slash_redirect(Starlette(
         routes=[Route("/encode", endpoint(True), methods=["POST"]), Route("/decode", endpoint(False), methods=["POST"])],
         middleware=[Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["POST"],
                                allow_headers=["authorization", "content-type", "x-namespace"],
                                allow_credentials=True)],
-    )
+    ))

@@ -62,11 +62,6 @@ def dev_mode() -> bool:
     return DevSettings().environment == "dev"
 
 
-def public_webhook_secret() -> str:
-    """The ATM simulator's webhook secret: published in this repository, so never valid in production."""
-    return AtmSimulator.webhook_secret
-
-
 def use_simulators() -> None:
     """Points every provider setting that is not set at the local simulators (their public
     credentials), for this process and the workers it starts."""

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
 import structlog
 from temporalio import activity, workflow
 
-from activities.http import redact
+from activities.http import SENSITIVE_KEY, redact
+
+_SENSITIVE_FIELD = re.compile(SENSITIVE_KEY, re.IGNORECASE)
+
+
+def _masked(key: Any, value: Any) -> Any:
+    """A log field's value: masked whole under a secret or personal name, else its text redacted, nested too."""
+    if isinstance(key, str) and _SENSITIVE_FIELD.fullmatch(key) and value is not None:
+        return "***"
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _masked(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(None, v) for v in value]
+    return value
 
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
+    return {k: _masked(k, v) for k, v in event.items()}
 
 
 def configure(log_format: str = "dev", level: str = "INFO") -> None:

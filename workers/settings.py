@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.worker import WorkerDeploymentConfig
 
+from simulators.acme import AcmeSimulator
+from simulators.atm import AtmSimulator
+from simulators.atom import AtomSimulator
+from simulators.onebox import OneboxSimulator
+from simulators.tevo import TevoSimulator
 from workflows.models import DEFAULT_TASK_QUEUE
 
 # What a worker process can serve: the workflows' task queue, and each provider's activity queue.
@@ -112,3 +118,66 @@ class WebhookSettings(BaseSettings):
     def atm_secret_list(self) -> list[str]:
         value = self.atm_secrets.get_secret_value() if self.atm_secrets else ""
         return [s.strip() for s in value.split(",") if s.strip()]
+
+
+# Outside dev (BOXOFFICE_ENV=dev), a process that serves refuses to start on any of these.
+MIN_SECRET_CHARS = 32
+NO_CODEC_KEYS = ("BOXOFFICE_CODEC_KEYS is not set: buyer data, passwords and tokens would reach Temporal's history "
+                 "in clear; set id:base64(32-byte key)")
+PUBLIC_SECRET = ("{} is a simulator's public secret, published in this repository: set the provider's, or "
+                 "BOXOFFICE_ENV=dev for the simulators")
+
+
+def public_credentials() -> frozenset[str]:
+    """The simulators' credentials (what `boxoffice dev` uses): anyone can read them here. Their ids
+    (Onebox channel, ACME tenant, TEvo reviewer) are not secrets and may well equal a real one."""
+    return frozenset({AtomSimulator.api_key, OneboxSimulator.client_id, OneboxSimulator.client_secret,
+                      TevoSimulator.token, TevoSimulator.secret, AtmSimulator.service_token,
+                      AtmSimulator.webhook_secret, AcmeSimulator.api_key})
+
+
+def temporal_refusals(environ: Mapping[str, str] | None = None) -> list[str]:
+    config = temporal_connect_config(environ)
+    if config.get("api_key") and not config.get("tls"):
+        return ["TEMPORAL_TLS is off while TEMPORAL_API_KEY is set: the key would travel in clear; turn TLS on"]
+    return []
+
+
+def production_refusals() -> list[str]:
+    """What makes a process unsafe to serve production, one line per setting, naming it and never
+    its value: no codec keys; a simulator's credential; a provider URL that is not https:// (loopback
+    too: a simulator's address); an API key over plaintext; a webhook secret or codec token shorter
+    than MIN_SECRET_CHARS; a wildcard CORS origin on the codec server (which allows credentials)."""
+    # Imported here: the provider settings and the codec import much, and this runs once, at start.
+    from activities.acme import AcmeSettings
+    from activities.atm import AtmSettings
+    from activities.atom import AtomSettings
+    from activities.onebox import OneboxSettings
+    from activities.tevo import TevoSettings
+    from workers.codec import CodecSettings
+
+    lines = temporal_refusals()
+    codec = CodecSettings()
+    if codec.codec() is None:
+        lines.append(NO_CODEC_KEYS)
+    public = public_credentials()
+    for settings in (AtomSettings(), OneboxSettings(), TevoSettings(), AtmSettings(), AcmeSettings()):
+        prefix = settings.model_config.get("env_prefix", "")
+        for name in type(settings).model_fields:
+            value = getattr(settings, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            variable = f"{prefix}{name}".upper()
+            if name.endswith("_url") and text and urllib.parse.urlsplit(text).scheme != "https":
+                lines.append(f"{variable} is not an https:// URL: credentials and buyer data would travel in clear")
+            elif isinstance(text, str) and text in public:
+                lines.append(PUBLIC_SECRET.format(variable))
+    webhook_secrets = WebhookSettings().atm_secret_list()
+    if set(webhook_secrets) & public:
+        lines.append(PUBLIC_SECRET.format("BOXOFFICE_ATM_WEBHOOK_SECRETS"))
+    elif any(len(secret) < MIN_SECRET_CHARS for secret in webhook_secrets):
+        lines.append(f"BOXOFFICE_ATM_WEBHOOK_SECRETS holds a secret shorter than {MIN_SECRET_CHARS} characters")
+    if codec.auth_token is not None and len(codec.auth_token.get_secret_value()) < MIN_SECRET_CHARS:
+        lines.append(f"BOXOFFICE_CODEC_AUTH_TOKEN is shorter than {MIN_SECRET_CHARS} characters")
+    if "*" in (origin.strip() for origin in codec.cors_origins.split(",")):
+        lines.append("BOXOFFICE_CODEC_CORS_ORIGINS allows any origin (*), with credentials: name the Temporal UI's")
+    return lines

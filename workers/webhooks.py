@@ -20,8 +20,8 @@ found by every id an event can carry: our metadata (`workflowId`, `purchaseId`, 
 event's `appOrderId` (we send the purchase id as `metadata.appOrderId`), else its hold id (the
 BoxofficeProviderOrderId search attribute). A checkout token alone names no purchase: 503, logged.
 It never starts a purchase. A payment or ticket event no running purchase can take, and any change to
-money already taken (refund, dispute, void) of a purchase no longer running, goes to a
-ReconcileWorkflow (needs attention); an event that names no purchase (yet) and anything that cannot
+money already taken (refund, dispute, void) of any purchase, running (which lists it in `money_events`
+too) or not, goes to a ReconcileWorkflow (needs attention); an event that names no purchase (yet) and anything that cannot
 reach Temporal get 503, so ATM delivers again. Unknown event types get 2xx.
 """
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from workers.servers import capped_body, loads_bounded, without_slash_redirect
 from workflows.atm import HOLD_EXPIRED, ISSUED, MONEY_TAKEN_CHANGED, PAID, PAYMENT_FAILED
 from workflows.models import AtmEvent, PurchaseState, Ticket, purchase_workflow_id
 from workflows.purchase import STATE
@@ -74,7 +74,8 @@ Deliver = Callable[[str | None, AtmEvent], Awaitable[str]]
 
 def temporal_delivery(client: Client, task_queue: str) -> Deliver:
     """Signals the purchase; an event no running purchase can take goes to reconciliation
-    (ReconcileWorkflow on `task_queue`), except a repeat of what a fulfilled purchase already had."""
+    (ReconcileWorkflow on `task_queue`), except a repeat of what a fulfilled purchase already had;
+    a change to money already taken goes there also when the purchase runs (it lists it too)."""
 
     async def by_hold(hold_id: str) -> str | None:
         # The hold id is the purchase's BoxofficeProviderOrderId (visibility lags a second or so).
@@ -82,6 +83,17 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
         async for execution in client.list_workflows(query, limit=1):
             return execution.id
         return None
+
+    async def reconcile(workflow_id: str, event: AtmEvent, running: bool) -> None:
+        # Signal-with-start: one ReconcileWorkflow per purchase, which takes each event id once.
+        await client.start_workflow(
+            "ReconcileWorkflow", workflow_id, id=reconcile_workflow_id(workflow_id), task_queue=task_queue,
+            start_signal="atm_event", start_signal_args=[event],
+            static_summary=f"ATM {event.kind} for {workflow_id}{'' if running else ', which is not running'}: "
+                           "needs attention",
+        )
+        log.error("webhook sent to reconciliation: needs attention", event_type=event.type, workflow_id=workflow_id,
+                  hold_id=event.hold_id, purchase_running=running)
 
     async def deliver(workflow_id: str | None, event: AtmEvent) -> str:
         if workflow_id is None and event.hold_id:
@@ -91,10 +103,16 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
         handle = client.get_workflow_handle(workflow_id)
         try:
             await handle.signal("atm_event", event)
-            return "delivered"
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: never started, or already ended
                 raise
+        else:
+            if event.kind not in MONEY_TAKEN_CHANGED:
+                return "delivered"
+            # The purchase lists it, but may still end FULFILLED and nobody would look: an operator's item now.
+            # Sent after the signal, so a failure here (503, ATM delivers again) repeats only what is deduplicated.
+            await reconcile(workflow_id, event, running=True)
+            return "delivered; reconciliation"
         if event.kind not in MONEY_EVENTS | MONEY_TAKEN_CHANGED:
             return "ignored: purchase not running"
         if event.kind in MONEY_EVENTS:
@@ -107,13 +125,7 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
             if state == [PurchaseState.FULFILLED]:
                 return "duplicate: purchase fulfilled"
         # A refund, dispute or void of an ended purchase is never a duplicate: its tickets or money changed.
-        await client.start_workflow(
-            "ReconcileWorkflow", workflow_id, id=reconcile_workflow_id(workflow_id), task_queue=task_queue,
-            start_signal="atm_event", start_signal_args=[event],
-            static_summary=f"ATM {event.kind} for {workflow_id}, which is not running: needs attention",
-        )
-        log.error("webhook for a purchase that is not running: sent to reconciliation", event_type=event.type,
-                  workflow_id=workflow_id, hold_id=event.hold_id)
+        await reconcile(workflow_id, event, running=False)
         return "reconciliation"
 
     return deliver
@@ -203,16 +215,6 @@ class Envelope:
         return [self.delivery_id] + ([self.event_id] if self.event_id else [])
 
 
-async def _capped_body(request: Request) -> bytes | None:
-    """The body, or None once it grows past MAX_BODY_BYTES (a chunked upload has no length to check)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return bytes(body)
-
-
 def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float] = time.time) -> Starlette:
     # Ids of events taken: event ids and delivery ids both, so a repeat is known by either.
     taken: OrderedDict[str, None] = OrderedDict()
@@ -238,13 +240,13 @@ def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float
             return refuse(400, "malformed content-length")
         if length is not None and int(length) > MAX_BODY_BYTES:
             return refuse(413, f"body over {MAX_BODY_BYTES} bytes")
-        raw = await _capped_body(request)
+        raw = await capped_body(request, MAX_BODY_BYTES)
         if raw is None:
             return refuse(413, f"body over {MAX_BODY_BYTES} bytes")
         # The signed delivery id may be only in the body (test console): it is read to check the
         # signature over the raw bytes, and nothing else of the body is used before that check.
         try:
-            body = json.loads(raw)
+            body = loads_bounded(raw)  # a ValueError, never a RecursionError
             envelope = Envelope(body if isinstance(body, dict) else {}, request.headers)
         except ValueError as err:
             header_id = request.headers.get("atm-delivery-id")
@@ -279,4 +281,4 @@ def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float
                  api_version=envelope.api_version, outcome=outcome)
         return JSONResponse({"ok": True, "outcome": outcome})
 
-    return Starlette(routes=[Route("/webhooks/atm", receive, methods=["POST"])])
+    return without_slash_redirect(Starlette(routes=[Route("/webhooks/atm", receive, methods=["POST"])]))

@@ -33,20 +33,23 @@ from activities.acme import AcmeActivities, AcmeSettings
 from activities.atm import AtmActivities, AtmSettings
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
+from activities.sweep import SweepActivities, SweepSettings, provider_sweeps
 from activities.tevo import TevoActivities, TevoSettings
 from workers import tracing
-from workers.client import ensure_search_attributes
+from workers.client import ensure_schedules, ensure_search_attributes
 from workers.codec import CodecSettings, data_converter
 from workers.settings import ROLES, WorkerSettings
 from workers.telemetry import Telemetry, prometheus_runtime
 from workflows.models import FailureReason, PurchasePolicy, provider_task_queue
-from workflows.orders import OrdersWorkflow, RefundWorkflow
+from workflows.orders import OrderChangeWorkflow, OrdersWorkflow, RefundWorkflow
 from workflows.purchase import PurchaseWorkflow
 from workflows.reconcile import ReconcileWorkflow
+from workflows.sweep import SweepWorkflow
 
 log = structlog.get_logger("boxoffice.worker")
 
-WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow, ReconcileWorkflow]
+WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow, OrderChangeWorkflow, ReconcileWorkflow,
+                             SweepWorkflow]
 # Imported once outside the sandbox instead of for every workflow run: pydantic, the models, and the
 # step sequences (plain code without module state; they do no I/O by the project's rules). The
 # sandbox re-imports only the workflow modules (purchase, orders). Measured: ~10 % less CPU per purchase (bench/README.md).
@@ -54,6 +57,7 @@ SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
         "pydantic", "pydantic_core", "opentelemetry", "workflows.models", "workflows.saga", "workflows.outcomes",
         "workflows.atom", "workflows.onebox", "workflows.tevo", "workflows.atm", "workflows.acme",
+        "workflows.findings",
     )
 )
 
@@ -130,13 +134,16 @@ async def serving(
     about a third of a purchase's CPU (bench/README.md)."""
     workers = []
     activities: list[Any] = []
+    # The reconciliation sweep's activities go where the provider's go (its rate limit holds).
+    sweeps = provider_sweeps(providers, client)
     for provider in providers:
         missing = missing_settings(provider.settings)
         own_queue = provider.settings.activities_per_second is not None
         if missing and (not own_queue or provider.name in roles):
             activities.append(not_configured(provider.name, missing))
         else:  # configured, or here only its `policy` runs, routing the calls to its queue
-            activities += provider.all()
+            activities += provider.all() + (sweeps[provider.name].all() if provider.name in sweeps else [])
+    activities += SweepActivities(client, task_queue, sweeps).all()
     if "workflows" in roles:
         workers.append(Worker(
             client,
@@ -164,7 +171,7 @@ async def serving(
             workers.append(Worker(
                 client,
                 task_queue=provider_task_queue(task_queue, provider.name),
-                activities=provider.all(),
+                activities=provider.all() + (sweeps[provider.name].all() if provider.name in sweeps else []),
                 interceptors=[Telemetry()],
                 max_task_queue_activities_per_second=provider.settings.activities_per_second,
                 **options,
@@ -192,17 +199,35 @@ async def health(bind: str | None) -> AsyncIterator[None]:
         await task
 
 
-async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None) -> None:
+async def apply_sweep_schedules(client: Client, settings: WorkerSettings, configured: list[str]) -> None:
+    """The reconciliation sweeps' schedules, created or updated by every workflows worker (idempotent)."""
+    sweep = SweepSettings()
+    if not sweep.enabled or "workflows" not in settings.role_set():
+        return
+    providers = [p for p in sweep.provider_list() if p in configured]
+    try:
+        ids = await ensure_schedules(client, settings.task_queue, providers, timedelta(minutes=sweep.interval_minutes),
+                                     timedelta(hours=sweep.window_hours), sweep.pages_per_run, sweep.page_size)
+    except RPCError as err:
+        log.error("cannot create the sweep schedules; run `boxoffice schedules apply`", error=err.message)
+        return
+    log.info("sweep schedules applied", schedules=ids, interval_minutes=sweep.interval_minutes,
+             window_hours=sweep.window_hours)
+
+
+async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None,
+                     refusals: Sequence[str] = ()) -> None:
     """Runs until SIGTERM/SIGINT (or `stop`), then drains: running activities get
     shutdown_grace_seconds to finish before they are cancelled and retried elsewhere.
-    Refuses to start when a provider named in BOXOFFICE_WORKER_ROLES is not configured."""
+    Refuses to start when a provider named in BOXOFFICE_WORKER_ROLES is not configured, or on
+    `refusals` (the command line's, outside dev: workers.settings.production_refusals), one line each."""
     providers = Providers()
     unconfigured = {p.name: missing for p in providers.providers if (missing := missing_settings(p.settings))}
     named = {role.strip() for role in settings.roles.split(",")} & set(unconfigured)
-    if named:
+    lines = [f"{name} is not configured: set {', '.join(unconfigured[name])}" for name in sorted(named)]
+    if lines or refusals:
         await providers.aclose()
-        raise SystemExit("\n".join(f"{name} is not configured: set {', '.join(unconfigured[name])}"
-                                    for name in sorted(named)))
+        raise SystemExit("\n".join([*lines, *refusals]))
     for name, missing in unconfigured.items():
         log.warning("provider not configured: not served here", provider=name, missing=missing)
     stop = stop or asyncio.Event()
@@ -214,6 +239,7 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
             await ensure_search_attributes(client)
         except RPCError as err:  # e.g. no operator permission: purchases would stall, say so loudly
             log.error("cannot register search attributes; register them as README says", error=err.message)
+        await apply_sweep_schedules(client, settings, [p.name for p in providers.providers if p.name not in unconfigured])
         worker = serving(
             client,
             settings.task_queue,

@@ -42,6 +42,10 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
         await flow.await_confirmation(hold, policy)
     confirmation = flow.confirmation
     card_token = (confirmation.payment_reference if confirmation else None) or request.payment_token
+    # A confirm's reCAPTCHA token is the fresher one (a token lives two minutes). It rides in the
+    # request the checkout activity already takes: the same arguments as runs started before it.
+    recaptcha_token = confirmation.recaptcha_token if confirmation else None
+    checkout_request = request.model_copy(update={"recaptcha_token": recaptcha_token}) if recaptcha_token else request
 
     # ACME's idempotency key for this checkout: stable across replays, activity retries and resets.
     request_uuid = flow.idempotency_key("checkout")
@@ -56,7 +60,7 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
 
     order = await flow.act(
         "checkout",
-        lambda: flow.call("acme.checkout", request, cart_id, hold.item_ids[0], request_uuid,
+        lambda: flow.call("acme.checkout", checkout_request, cart_id, hold.item_ids[0], request_uuid,
                           card_token, result_type=OrderRecord),
         "refund order",
         refund,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -23,10 +24,12 @@ with workflow.unsafe.imports_passed_through():
         PurchaseState,
         Receipt,
     )
-    from workflows.outcomes import failure_from, outcome_known
+    from workflows.outcomes import failure_from, outcome_known, outcome_unknown
 
 if TYPE_CHECKING:
     from workflows.purchase import PurchaseWorkflow
+
+T = TypeVar("T")
 
 
 async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
@@ -59,15 +62,36 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     flow.record_provider_id("client_request_id", client_request_id)
     is_guest = request.login is None
 
+    def key_used(err: ActivityError) -> str | None:
+        """What DUPLICATE_CLIENT_REQUEST_ID says (None for any other failure): the key's flow has
+        ended (partner-docs-95q.pages.dev/guides/ordering). An earlier flow of this purchase (a reset,
+        a re-run, or this run's unanswered create) placed an order with it, or leased and lapsed.
+        Atom returns no order id and documents no lookup by clientRequestId: the order stays unnamed."""
+        if not flow.patch_2026_12_01 or failure_from(err).reason != FailureReason.DUPLICATE_REQUEST:
+            return None
+        return (f"Atom answered DUPLICATE_CLIENT_REQUEST_ID: clientRequestId {client_request_id} (account "
+                f"{session.account_id}) was used by an earlier flow; an order placed with it may exist, id unknown")
+
+    async def refused_for_an_earlier_flow(call: Awaitable[T]) -> T:
+        """Lease or preview: a used key means nothing new is held, yet an earlier order may stand:
+        never "nothing ordered", and nothing of it is undone here."""
+        try:
+            return await call
+        except ActivityError as err:
+            if (used := key_used(err)) is not None:
+                flow.saga.unsettled("cancel order", f"not done: {used}")
+            raise
+
     flow.step("lease seats")
-    hold = await flow.call("atom.lease", session, items, client_request_id, result_type=Hold, rerun_safe=True)
+    hold = await refused_for_an_earlier_flow(
+        flow.call("atom.lease", session, items, client_request_id, result_type=Hold, rerun_safe=True))
     # Atom has no call that ends a lease early; an abandoned lease lapses after leaseDurationSeconds.
     flow.record_hold(hold)
 
     flow.step("preview order")
-    flow.receipt = await flow.call(
+    flow.receipt = await refused_for_an_earlier_flow(flow.call(
         "atom.preview_order", session, items, client_request_id, is_guest, result_type=Receipt, read=True
-    )
+    ))
 
     if request.confirmation == "manual":
         await flow.await_confirmation(hold, policy)
@@ -80,21 +104,33 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         refund = f", refund {cancelled.refund_amount}" if cancelled.refund_amount is not None else ""
         return f"order {cancelled.order_id} {cancelled.status}{refund}"
 
+    async def create_order() -> ProviderOrder:
+        try:
+            return await flow.call("atom.create_order", session, items, client_request_id, is_guest,
+                                   result_type=ProviderOrder)
+        except ActivityError as err:
+            if (used := key_used(err)) is not None:
+                raise outcome_unknown(f"create order: {used}") from err
+            raise
+
     async def placed_order() -> ProviderOrder | None:
-        # Atom has no read by clientRequestId, but create is idempotent by it: a repeat answers the
-        # order the first attempt placed. Refused (lease gone, seats taken), nothing was placed;
-        # DUPLICATE_CLIENT_REQUEST_ID means an order exists whose id Atom does not give: unknown.
+        # Atom has no read by clientRequestId: the read-back is the create again. Answered, the first
+        # attempt had placed nothing and this one placed the order; refused (lease gone, seats taken),
+        # nothing was placed (assumed: Atom checks the key first); DUPLICATE_CLIENT_REQUEST_ID: an
+        # order exists, id unknown.
         try:
             return await flow.call("atom.create_order", session, items, client_request_id, is_guest,
                                    result_type=ProviderOrder, undo=True, summary="read back: create order")
         except ActivityError as err:
+            if (used := key_used(err)) is not None:
+                raise outcome_unknown(f"create order: {used}") from err
             if outcome_known(err) and failure_from(err).reason != FailureReason.DUPLICATE_REQUEST:
                 return None
             raise
 
     order = await flow.act(
         "create order",
-        lambda: flow.call("atom.create_order", session, items, client_request_id, is_guest, result_type=ProviderOrder),
+        create_order,
         "cancel order",
         cancel_order,
         PurchaseState.COMMITTING,

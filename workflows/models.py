@@ -31,8 +31,10 @@ def purchase_workflow_id(purchase_id: str) -> str:
 
 def request_fingerprint(request: BaseModel) -> str:
     """sha256 of a validated request: the same for the same purchase however its JSON was written
-    (a purchase id reused with another request is refused by it)."""
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    (a purchase id reused with another request is refused by it). Without the ACME reCAPTCHA token:
+    a start retried with a fresh one is the same purchase (and a request without one keeps the
+    fingerprint it had before the field existed)."""
+    return hashlib.sha256(request.model_dump_json(exclude={"recaptcha_token"}).encode()).hexdigest()
 
 
 def provider_task_queue(task_queue: str, provider: str) -> str:
@@ -183,6 +185,10 @@ class AcmeItem(Request):
     quantity: int = Field(ge=1, le=50)
 
 
+# Google's reCAPTCHA tokens are some hundreds of characters; a bound against garbage.
+RECAPTCHA_TOKEN_CHARS = 4096
+
+
 class AcmePurchaseRequest(PurchaseBase):
     provider: Literal["acme"]
     items: list[AcmeItem] = Field(min_length=1, max_length=20)
@@ -190,6 +196,9 @@ class AcmePurchaseRequest(PurchaseBase):
     browser_ip: IPvAnyAddress
     # The card token to charge; a `confirm` update's payment_reference replaces it.
     payment_token: str | None = Field(default=None, repr=False)
+    # The Google reCAPTCHA token the buyer's browser made (ACME requires one on every B2C checkout);
+    # a `confirm` update's recaptcha_token replaces it. Optional here so runs started before it replay.
+    recaptcha_token: str | None = Field(default=None, repr=False, max_length=RECAPTCHA_TOKEN_CHARS)
 
 
 PurchaseRequest = Annotated[
@@ -210,6 +219,9 @@ class PurchaseState(StrEnum):
     # An undo failed: retried while its failure may pass (then the purchase ends as it would have),
     # else an operator must act. `compensations` says which and why.
     COMPENSATION_FAILED = "COMPENSATION_FAILED"
+    # Cannot end by itself and must not be given up (ATM paid, no tickets within the budget): still
+    # running, waiting for what is owed, until it arrives or an operator sends `resolve`.
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
     @property
     def final(self) -> bool:
@@ -241,6 +253,8 @@ class FailureReason(StrEnum):
     CANCELLED = "CANCELLED"
     # The worker lacks the provider's URL or credentials (README, Configuration).
     PROVIDER_NOT_CONFIGURED = "PROVIDER_NOT_CONFIGURED"
+    # An ACME checkout without the buyer's Google reCAPTCHA token, which ACME requires: send one.
+    RECAPTCHA_REQUIRED = "RECAPTCHA_REQUIRED"
 
 
 class Response(BaseModel):
@@ -447,32 +461,75 @@ class ConfirmRequest(Request):
 
     accepted_total: Decimal | None = None
     payment_reference: str | None = Field(default=None, max_length=200)
+    # ACME: a fresh reCAPTCHA token (one lives two minutes), sent on checkout instead of the request's.
+    recaptcha_token: str | None = Field(default=None, repr=False, max_length=RECAPTCHA_TOKEN_CHARS)
 
 
 class CancelRequest(Request):
     reason: str = Field(default="cancelled by caller", max_length=500)
 
 
+# ACME's two refund reasons (Refund Input `incidentReasonCode`, developers.acmeticketing.com order-refund).
+RefundReason = Literal["Cancelled Event", "Miscellaneous"]
+# The Order fields `boxoffice orders update` changes (the Order object's contact fields and notes).
+ORDER_CONTACT_FIELDS = frozenset({"email", "contactFirstName", "contactLastName", "phoneNumber", "zipCode", "notes"})
+
+
 class RefundRequest(Request):
     """Refund an ACME order, whole (no items) or by order item."""
 
     order_id: str = Field(min_length=1)
-    reason_code: str = "CUSTOMER_REQUEST"
+    # Miscellaneous: a buyer's or operator's cancellation is not a cancelled event.
+    reason_code: RefundReason = "Miscellaneous"
     notes: str = Field(default="refunded by boxoffice", max_length=500)
     no_email: bool = False
     # order item id → quantity; empty refunds every item in full.
     items: dict[str, int] = Field(default_factory=dict)
-    # Marks the refund at ACME so a retry whose earlier answer was lost finds it instead of refunding
-    # again; stable for one refund (e.g. derived from the workflow). Unset: the activity's
-    # workflow id and activity id, stable across that activity's retries.
+    # Tells refunds of one order apart (workflow `refund-{order_id}-{refund_id}`); unset, the order's
+    # one refund (`refund-{order_id}`).
     refund_id: str | None = Field(default=None, min_length=1, max_length=100)
+    # The tickets (uuids) this refund repays, chosen once from `items` by RefundWorkflow: a retry
+    # whose earlier answer was lost finds them refunded instead of refunding others.
+    tickets: list[str] = Field(default_factory=list)
+
+    @field_validator("reason_code", mode="before")
+    @classmethod
+    def _recorded_default(cls, value: object) -> object:
+        # The default before 2026-12 (ACME refuses it): refunds recorded with it still run.
+        return "Miscellaneous" if value == "CUSTOMER_REQUEST" else value
 
 
 class RefundResult(Response):
     order_id: str
+    # What the order has refunded in all, and its total.
     refunded: Decimal
     total: Decimal
     already_refunded: bool = False
+    # This refund, from ACME's answer (`incidentNumber`, `refundAmount`); None when already refunded.
+    incident_number: str | None = None
+    amount: Decimal | None = None
+
+
+class OrderChange(Request):
+    """An ACME order's update (`changes`: Order field → value) or deletion, run by OrderChangeWorkflow."""
+
+    order_id: str = Field(min_length=1)
+    changes: dict[str, str] = Field(default_factory=dict)
+    delete: bool = False
+
+    @model_validator(mode="after")
+    def _one_change(self) -> OrderChange:
+        if bool(self.changes) == self.delete:
+            raise ValueError("give either changes or delete")
+        if unknown := sorted(set(self.changes) - ORDER_CONTACT_FIELDS):
+            raise ValueError(f"not a changeable order field: {', '.join(unknown)}")
+        return self
+
+
+class OrderChangeResult(Response):
+    order_id: str
+    deleted: bool = False
+    order: OrderRecord | None = None
 
 
 class OrdersQuery(Request):

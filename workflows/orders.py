@@ -1,5 +1,6 @@
 """Order management for operators, run by the worker so every call to ACME is durable, retried and
-visible in the Temporal UI: RefundWorkflow (one per order, idempotent) and OrdersWorkflow (reads).
+visible in the Temporal UI: RefundWorkflow (one per order and refund id, idempotent),
+OrdersWorkflow (reads) and OrderChangeWorkflow (update or delete an order).
 Their calls go where ACME's purchase calls go (ACME's `policy`): to its own queue when it has a
 rate limit, whose workers hold the ACME credentials."""
 
@@ -11,6 +12,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
+        OrderChange,
+        OrderChangeResult,
+        OrderRecord,
         OrdersPage,
         OrdersQuery,
         PurchasePolicy,
@@ -26,8 +30,9 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-def refund_workflow_id(order_id: str) -> str:
-    return f"refund-{order_id}"
+def refund_workflow_id(order_id: str, refund_id: str | None = None) -> str:
+    """`refund-{order_id}`: the order's refund; with a refund id, one of several refunds of it."""
+    return f"refund-{order_id}" if refund_id is None else f"refund-{order_id}-{refund_id}"
 
 
 async def acme_queue() -> str | None:
@@ -45,10 +50,18 @@ async def acme_queue() -> str | None:
 class RefundWorkflow:
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundResult:
+        queue = await acme_queue()
+        # A partial refund's tickets are chosen once and recorded here, so a retry after a lost
+        # answer checks those tickets instead of refunding others (runs started before: patch).
+        if request.items and not request.tickets and workflow.patched("refund-tickets"):
+            request = await workflow.execute_activity(
+                "acme.plan_refund", request, result_type=RefundRequest, task_queue=queue,
+                start_to_close_timeout=CALL_TIMEOUT, schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY,
+            )
         # Keeps trying like a compensation: a refund that was asked for must happen. The activity
-        # skips an order already refunded in full, so a retry never refunds twice.
+        # skips what is already refunded, so a retry never refunds twice.
         return await workflow.execute_activity(
-            "acme.refund", request, result_type=RefundResult, task_queue=await acme_queue(),
+            "acme.refund", request, result_type=RefundResult, task_queue=queue,
             start_to_close_timeout=CALL_TIMEOUT,
             schedule_to_close_timeout=UNDO_TIMEOUT, retry_policy=UNDO_RETRY, summary=f"refund {request.order_id}",
         )
@@ -63,3 +76,23 @@ class OrdersWorkflow:
             start_to_close_timeout=CALL_TIMEOUT,
             schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY,
         )
+
+
+@workflow.defn(name="OrderChangeWorkflow")
+class OrderChangeWorkflow:
+    @workflow.run
+    async def run(self, change: OrderChange) -> OrderChangeResult:
+        # Both are safe to retry: PUT sends the whole order, and a delete finds it gone.
+        queue = await acme_queue()
+        if change.delete:
+            await workflow.execute_activity(
+                "acme.delete_order", change.order_id, task_queue=queue, start_to_close_timeout=CALL_TIMEOUT,
+                schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY, summary=f"delete {change.order_id}",
+            )
+            return OrderChangeResult(order_id=change.order_id, deleted=True)
+        order = await workflow.execute_activity(
+            "acme.update_order", args=[change.order_id, change.changes], result_type=OrderRecord, task_queue=queue,
+            start_to_close_timeout=CALL_TIMEOUT, schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY,
+            summary=f"update {change.order_id}",
+        )
+        return OrderChangeResult(order_id=change.order_id, order=order)

@@ -62,6 +62,8 @@ UNDO_TIMEOUT = timedelta(hours=6)
 # One round of an undo's retries: then the saga alerts (COMPENSATION_FAILED) and starts another.
 UNDO_ROUND = timedelta(minutes=10)
 CALL_TIMEOUT = timedelta(seconds=30)
+# A purchase needing attention alerts again each round (one timer a round: history stays small).
+ATTENTION_ROUND = timedelta(days=1)
 # Idempotency keys are uuid5(KEYS, purchase id + purpose): the same after a workflow reset or a
 # second run of the same purchase, so the provider recognises a repeat.
 KEYS = uuid.UUID("6f1d7c3e-1b7a-4f0e-9a55-7c2d8b1e4a90")
@@ -111,6 +113,8 @@ class PurchaseWorkflow:
         self._events: list[AtmEvent] = []
         self._deliveries: set[str] = set()
         self._money_events: list[AtmEvent] = []
+        # An operator's note ending a purchase that needs attention (`resolve`).
+        self._resolution: str | None = None
         self._reads_decided_at_start = False
         self._unfulfilled_fail = False
         self._keys_from_purchase_id = False
@@ -271,6 +275,27 @@ class PurchaseWorkflow:
         """Fire-and-forget form of the `cancel` update, for callers that cannot wait."""
         self._request_cancel(request.reason)
 
+    @workflow.update
+    async def resolve(self, note: str) -> PurchaseStatus:
+        """An operator ends a purchase that needs attention (e.g. after refunding the buyer by hand):
+        it ends FAILED with its failure and `note`. Returns the final status."""
+        self._resolution = note or "resolved"
+        await workflow.wait_condition(lambda: self._state.final)
+        return self.status()
+
+    @resolve.validator
+    def _validate_resolve(self, note: str) -> None:
+        if self._state != PurchaseState.NEEDS_ATTENTION:
+            raise ValueError(f"purchase is {self._state}, not awaiting an operator")
+
+    @workflow.signal(name="resolve")
+    def resolve_signal(self, note: str) -> None:
+        """Fire-and-forget form of the `resolve` update (as ReconcileWorkflow's `resolve`)."""
+        if self._state != PurchaseState.NEEDS_ATTENTION:
+            workflow.logger.warning("resolve ignored: the purchase does not need attention", extra={"state": self._state})
+            return
+        self._resolution = note or "resolved"
+
     @workflow.signal(name="atm_event")
     def atm_event(self, event: AtmEvent) -> None:
         """A verified ATM webhook (workers/webhooks.py). Events come at least once, a redelivery
@@ -374,8 +399,8 @@ class PurchaseWorkflow:
         )
 
     async def find(self, activity: str, *args: Any, result_type: type[T]) -> T | None:
-        """A read-back by idempotency key (None: not there), retried like an undo: it decides
-        what to keep or undo."""
+        """A read-back by idempotency key (None: not there), retried like an undo (one round here;
+        `read_back` runs further rounds): it decides what to keep or undo."""
         found: T | None = await self.call(activity, *args, result_type=Optional[result_type], undo=True,  # type: ignore[arg-type]  # noqa: UP045
                                           summary=f"read back: {self._step}")
         return found
@@ -434,6 +459,37 @@ class PurchaseWorkflow:
             self._events.remove(event)
         return event
 
+    async def attend(self, reason: str, failure: Failure, kinds: set[str]) -> AtmEvent:
+        """For a purchase that cannot end by itself: NEEDS_ATTENTION (BoxofficeState, the status
+        query with `failure` saying why, an error log line and the metric `boxoffice_attention`,
+        again each ATTENTION_ROUND) until a provider event of `kinds` arrives (returned: the purchase
+        goes on) or an operator sends `resolve` (it ends FAILED with `failure` and the note). A cancel
+        cannot end it."""
+        self._failure = failure
+        self._set_state(PurchaseState.NEEDS_ATTENTION, self._step)
+        while True:
+            workflow.logger.error("purchase needs attention", extra={
+                "provider": self._provider, "purchase_id": self._purchase_id, "reason": reason, "why": failure.message})
+            self._meter().create_counter(
+                "boxoffice_attention", "Alerts for purchases an operator must look at, by reason"
+            ).add(1, {"reason": reason})
+            try:
+                await workflow.wait_condition(
+                    lambda: self._resolution is not None or any(event.kind in kinds for event in self._events),
+                    timeout=ATTENTION_ROUND, timeout_summary="needs attention: alert again",
+                )
+            except TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                workflow.logger.warning("cancel refused: the purchase awaits an operator's `resolve`")
+                continue
+            event = self.take_event(kinds)
+            if event is not None:
+                self._failure = None
+                return event
+            raise PurchaseFailed(PurchaseState.FAILED, failure.model_copy(
+                update={"message": f"{failure.message}; resolved by an operator: {self._resolution}"}))
+
     def idempotency_key(self, purpose: str) -> str:
         """The provider's idempotency key for one `purpose` of this purchase. Runs started before
         keys were derived from the purchase id keep their random ones (patch "keys-from-purchase-id")."""
@@ -491,13 +547,26 @@ class PurchaseWorkflow:
                 raise
             workflow.logger.warning("outcome unknown; reading back", extra={"step": step, "error": str(err.cause)})
             try:
-                found = await find()
+                found = await (self._find_in_rounds(step, find) if self.patch_2026_12_01 else find())
             except ActivityError as unreadable:
                 raise outcome_unknown(
                     f"{step}: outcome unknown ({err.cause}); read-back failed: {unreadable.cause}") from err
             if found is None:
                 raise
             return found
+
+    async def _find_in_rounds(self, step: str, find: Callable[[], Awaitable[T | None]]) -> T | None:
+        """The read-back decides what is kept or undone: like an undo, it keeps trying in rounds while
+        its failures may pass (a provider down longer than a round), alerting COMPENSATION_FAILED
+        meanwhile; once it has an answer the alert is withdrawn and the purchase carries on."""
+        action = f"read back: {step}"
+        state = self._state
+        try:
+            found = await self.saga.keep_trying(action, find)
+        finally:
+            self.saga.withdraw(action)  # settled, or a failed undo will say what is unknown
+        self._set_state(state, step)
+        return found
 
     async def commit(
         self, step: str, do: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]] | None = None

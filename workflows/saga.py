@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import TracebackType
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
@@ -23,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 with workflow.unsafe.imports_passed_through():
     from workflows.models import Compensation
 
+T = TypeVar("T")
 Undo = Callable[[], Awaitable[str | None]]
 # (action, what went wrong, whether it is tried again)
 Alert = Callable[[str, str, bool], None]
@@ -88,26 +90,40 @@ class Saga:
     async def _unwind(self) -> None:
         while self._stack:
             action, undo = self._stack.pop()
-            rounds = 0
-            while True:
-                try:
-                    detail = await undo()
-                except Exception as err:  # one failed undo must not stop the others
-                    retrying = _may_pass(err)
-                    self._failed(action, _describe(err), retrying)
-                    if not retrying:
-                        break
-                    rounds += 1
-                    await workflow.sleep(min(PAUSE * rounds, MAX_PAUSE), summary=f"retry {action}")
-                    continue
-                self.outcomes = [o for o in self.outcomes if o.action != action]
-                if detail is not None:
-                    self.outcomes.append(Compensation(action=action, ok=True, detail=detail))
-                break
+            try:
+                detail = await self.keep_trying(action, undo)
+            except Exception as err:  # one failed undo must not stop the others
+                self._failed(action, _describe(err), retrying=False)
+                continue
+            self.withdraw(action)
+            if detail is not None:
+                self.outcomes.append(Compensation(action=action, ok=True, detail=detail))
+
+    async def keep_trying(self, action: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt` until it succeeds, or raises a failure that will not pass. One that may pass is
+        alerted (`action` retrying) and tried again after a pause, for as long as it takes."""
+        rounds = 0
+        while True:
+            try:
+                return await attempt()
+            except Exception as err:
+                if not _may_pass(err):
+                    raise
+                self._failed(action, _describe(err), retrying=True)
+                rounds += 1
+                await workflow.sleep(min(PAUSE * rounds, MAX_PAUSE), summary=f"retry {action}")
+
+    def withdraw(self, action: str) -> None:
+        """Drops what was said of `action`: it is settled, or a later outcome speaks for it."""
+        self.outcomes = [o for o in self.outcomes if o.action != action]
+
+    def unsettled(self, action: str, detail: str) -> None:
+        """Something may have been done that nothing here can undo or name: a failed outcome for
+        an operator, without running anything."""
+        self._failed(action, detail, retrying=False)
 
     def _failed(self, action: str, detail: str, retrying: bool) -> None:
-        # One outcome per action: the latest word on it.
-        self.outcomes = [o for o in self.outcomes if o.action != action]
+        self.withdraw(action)  # one outcome per action: the latest word on it
         self.outcomes.append(Compensation(action=action, ok=False, detail=detail, retrying=retrying))
         workflow.logger.error("compensation failed; needs attention",
                               extra={"action": action, "error": detail, "retrying": retrying})
