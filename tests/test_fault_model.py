@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -42,10 +42,11 @@ from tests.fault_model import (
     Run,
     Schedule,
     check,
+    outcome_or_attention,
     run_purchase,
     slow,
 )
-from workers.client import ensure_search_attributes, purchase_outcome
+from workers.client import ensure_search_attributes
 from workers.codec import data_converter
 from workers.devstack import dev_server_args
 from workflows.models import PurchaseResult, PurchaseState
@@ -53,7 +54,7 @@ from workflows.purchase import purchase_workflow_id
 
 # BOXOFFICE_FAULT_EXAMPLES: examples per provider of the big randomized run; unset, the CI-sized one.
 BIG = int(os.environ.get("BOXOFFICE_FAULT_EXAMPLES", "0"))
-EXAMPLES = settings(max_examples=BIG or 12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(max_examples=BIG or 8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def faults(provider: Provider) -> list[tuple[str, str] | None]:
@@ -82,12 +83,13 @@ async def test_onebox_under_the_fault_model(schedule: Schedule) -> None:
     await fault_model("onebox", schedule)
 
 
-def no_late_create(schedule: Schedule) -> bool:
-    return schedule.fault != ("create", "lands late, after its retry")
+def lands_late_at(endpoint: str) -> Callable[[Schedule], bool]:
+    """Leaves out the late landing of `endpoint`: a known defect, kept as a strict xfail."""
+    return lambda schedule: schedule.fault != (endpoint, "lands late, after its retry")
 
 
 @EXAMPLES
-@given(schedules(PROVIDERS["tevo"]).filter(no_late_create))  # that one: the xfail below
+@given(schedules(PROVIDERS["tevo"]).filter(lands_late_at("create")))  # that one: the xfail below
 @example(Schedule(("create", "answer lost after commit")))
 @example(Schedule(("create", OUTAGE)))
 @example(Schedule(("orders", "connection dropped")))
@@ -105,6 +107,30 @@ async def test_tevo_create_landing_after_its_retry_is_a_second_order() -> None:
 
 
 @EXAMPLES
+@given(schedules(PROVIDERS["atom"]))
+@example(Schedule(("create", "answer lost after commit")))
+@example(Schedule(("cancel", OUTAGE)))
+async def test_atom_under_the_fault_model(schedule: Schedule) -> None:
+    await fault_model("atom", schedule)
+
+
+@EXAMPLES
+@given(schedules(PROVIDERS["acme"]).filter(lands_late_at("reserve")))  # that one: the xfail below
+@example(Schedule(("checkout", "answer lost after commit")))
+@example(Schedule(("checkout", "lands late, after its retry")))
+async def test_acme_under_the_fault_model(schedule: Schedule) -> None:
+    await fault_model("acme", schedule)
+
+
+@pytest.mark.xfail(strict=True, reason="ACME: a reservation landing after its retry's is a second reservation, "
+                                       "never named nor deleted (it holds the seats until it expires)")
+async def test_acme_reservation_landing_after_its_retry_is_left_active() -> None:
+    """The reserve's connection drops before ACME saw it; the retry reserves (10754), the purchase
+    is FULFILLED; then the first request lands: reservation 10755, active, named by nobody."""
+    await fault_model("acme", Schedule(("reserve", "lands late, after its retry")))
+
+
+@EXAMPLES
 @given(schedules(PROVIDERS["atm"]))
 @example(Schedule(None, None, "pays racing release, before"))
 @example(Schedule(("release", "answer lost after commit"), None, "pays racing release, before"))
@@ -114,11 +140,10 @@ async def test_atm_under_the_fault_model(schedule: Schedule) -> None:
     await fault_model("atm", schedule)
 
 
-@pytest.mark.parametrize(("name", "commit"), [("onebox", "confirm"), ("tevo", "create")])
-async def test_worker_killed_during_the_commit(name: str, commit: str) -> None:
-    """The commit is carried out and its attempt never reports (about 8 s of real time: the
+async def test_worker_killed_during_the_commit() -> None:
+    """Onebox's confirm is carried out and its attempt never reports (about 8 s of real time: the
     attempt's timeout). The other killed-worker cases are in the big run."""
-    outcome = await fault_model(name, Schedule((commit, KILLED)))
+    outcome = await fault_model("onebox", Schedule(("confirm", KILLED)))
     assert outcome.result.state == PurchaseState.FULFILLED
 
 
@@ -182,9 +207,7 @@ async def test_reset_to_before_and_after_the_commit(dev_server: WorkflowEnvironm
         events = [e async for e in run.handle.fetch_history_events()]
         before, after = reset_points(events, provider.commit_activity)
         again = await reset(dev_server.client, run.handle, before if point == "before" else after)
-        result = await asyncio.wait_for(purchase_outcome(again), 60)
-        assert result.state == first.state, (first.state, result)
-        return result
+        return await asyncio.wait_for(outcome_or_attention(again), 60)
 
     outcome = await run_purchase(provider, Schedule(), dev_server, purchase_id=f"reset-{name}-{point}", then=then)
     check(outcome)
@@ -193,8 +216,8 @@ async def test_reset_to_before_and_after_the_commit(dev_server: WorkflowEnvironm
 RERUN_DEFECTS = {
     "onebox": "Onebox: a re-run knows nothing of the first run's confirmed order (no idempotency key, a new "
               "basket): it fails SEAT_UNAVAILABLE naming no order; with seats chosen by Onebox it orders again",
-    "atm": "ATM: a re-run takes the same (paid) hold by its key, but the events went to the first run: it ends "
-           "FAILED FULFILLMENT_TIMEOUT, paid without tickets, no attention state, nothing sent to reconciliation",
+    "acme": "ACME: a re-run reserves again (a new reservation), then takes the first run's order by its request "
+            "uuid and ends FULFILLED: the new reservation is never deleted (it holds the seats until it expires)",
 }
 
 
@@ -213,7 +236,7 @@ async def rerun(name: str, request: Any = None) -> Outcome:
         run.handle = handle
         if provider.buyer is not None:
             await provider.buyer(run)
-        return await asyncio.wait_for(purchase_outcome(handle), 60)
+        return await asyncio.wait_for(outcome_or_attention(handle), 60)
 
     outcome = await run_purchase(provider, Schedule(), purchase_id=f"rerun-{name}", then=then)
     check(outcome)
