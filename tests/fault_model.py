@@ -171,14 +171,24 @@ async def atm_buyer(run: Run) -> None:
         await run.env.sleep(timedelta(seconds=sim.hold_seconds + 200))  # past expiresAt and its grace
 
 
+async def watch(handle: WorkflowHandle[Any, PurchaseResult], until: Callable[[PurchaseStatus], bool]) -> PurchaseStatus:
+    """The purchase's status once `until` holds or the purchase has ended. Awaits its result
+    meanwhile: only then does the time-skipping server skip time."""
+    ending = asyncio.ensure_future(purchase_outcome(handle))
+    try:
+        while True:
+            with contextlib.suppress(RPCError):  # not started yet
+                status = await handle.query("status", result_type=PurchaseStatus)
+                if until(status) or ending.done():
+                    return status
+            await asyncio.wait([ending], timeout=0.05)
+    finally:
+        ending.cancel()
+
+
 async def held_or_ended(handle: WorkflowHandle[Any, PurchaseResult]) -> PurchaseStatus:
-    """The purchase's status once it awaits the buyer, or has ended."""
-    while True:
-        with contextlib.suppress(RPCError):  # not started yet
-            status = await handle.query("status", result_type=PurchaseStatus)
-            if status.state == PurchaseState.AWAITING_CONFIRMATION or status.state.final:
-                return status
-        await asyncio.sleep(0.05)
+    """The purchase's status once it awaits the buyer, or is past it, or has ended."""
+    return await watch(handle, lambda status: status.state != PurchaseState.HOLDING)
 
 
 # Timeouts: 1 s per HTTP call makes an attempt's start-to-close 8 s (activities/http.py
@@ -279,20 +289,13 @@ class Outcome:
 async def outcome_or_attention(handle: WorkflowHandle[Any, PurchaseResult]) -> PurchaseResult:
     """The purchase's result once it ends, or its status as a result once it needs attention (it
     then waits for an operator: it does not end by itself)."""
-    ending = asyncio.ensure_future(purchase_outcome(handle))  # awaiting the result lets time skip
-    try:
-        while not ending.done():
-            with contextlib.suppress(RPCError):
-                status = await handle.query("status", result_type=PurchaseStatus)
-                if status.state == PurchaseState.NEEDS_ATTENTION:
-                    return PurchaseResult(
-                        purchase_id=status.purchase_id, provider=status.provider, state=status.state,
-                        provider_order_id=status.provider_ids.get("order_id"), tickets=status.tickets,
-                        failure=status.failure, compensations=status.compensations)
-            await asyncio.wait([ending], timeout=0.1)
-        return ending.result()
-    finally:
-        ending.cancel()
+    status = await watch(handle, lambda status: status.state == PurchaseState.NEEDS_ATTENTION)
+    if status.state == PurchaseState.NEEDS_ATTENTION:
+        return PurchaseResult(
+            purchase_id=status.purchase_id, provider=status.provider, state=status.state,
+            provider_order_id=status.provider_ids.get("order_id"), tickets=status.tickets,
+            failure=status.failure, compensations=status.compensations)
+    return await purchase_outcome(handle)
 
 
 Then = Callable[[Run, PurchaseResult], Awaitable[PurchaseResult]]
