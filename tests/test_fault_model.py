@@ -115,7 +115,9 @@ async def test_atom_under_the_fault_model(schedule: Schedule) -> None:
 
 
 @EXAMPLES
-@given(schedules(PROVIDERS["acme"]).filter(lands_late_at("reserve")))  # that one: the xfail below
+# The reserve's lost answer and late landing: the xfails below.
+@given(schedules(PROVIDERS["acme"]).filter(lands_late_at("reserve")).filter(
+    lambda schedule: schedule.fault != ("reserve", "answer lost after commit")))
 @example(Schedule(("checkout", "answer lost after commit")))
 @example(Schedule(("checkout", "lands late, after its retry")))
 async def test_acme_under_the_fault_model(schedule: Schedule) -> None:
@@ -128,6 +130,14 @@ async def test_acme_reservation_landing_after_its_retry_is_left_active() -> None
     """The reserve's connection drops before ACME saw it; the retry reserves (10754), the purchase
     is FULFILLED; then the first request lands: reservation 10755, active, named by nobody."""
     await fault_model("acme", Schedule(("reserve", "lands late, after its retry")))
+
+
+@pytest.mark.xfail(strict=True, reason="ACME: a reserve whose answer is lost leaves its reservation active: the "
+                                       "retry reserves again, the purchase uses the second and never names the first")
+async def test_acme_reservation_whose_answer_is_lost_is_left_active() -> None:
+    """Found by the big run: reservation 10754 made, its answer lost; the retry's 10755 is used,
+    the purchase ends FULFILLED, and 10754 stays active, named by nobody."""
+    await fault_model("acme", Schedule(("reserve", "answer lost after commit")))
 
 
 @EXAMPLES
