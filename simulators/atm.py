@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.faults import Fault, Faults
+from simulators.faults import Effect, Fault, Faults
 
 API_VERSION = "2026-10-01"
 ENVIRONMENTS = ("test", "live")
@@ -360,6 +360,17 @@ class AtmSimulator:
         self._expire()
         return {"holds": [{"holdId": h.hold_id, "status": h.status, "key": h.key} for h in self.holds.values()],
                 "sold": dict(self.sold), "undelivered": len(self.outbox)}
+
+    def committed(self) -> list[Effect]:
+        """Every hold, standing while active; a paid (completed) one is also an order and a payment."""
+        self._expire()
+        effects: list[Effect] = []
+        for hold in self.holds.values():
+            effects.append(Effect("hold", (hold.hold_id,), hold.status, hold.status == "active"))
+            if hold.status == "completed":
+                names = (hold.hold_id, hold.payment_id)
+                effects += [Effect("order", names, hold.status, True), Effect("payment", names, hold.status, True)]
+        return effects
 
     async def admin_faults(self, request: Request) -> Response:
         self.faults.add(Fault.model_validate(await request.json()))

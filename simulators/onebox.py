@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.faults import Fault, Faults
+from simulators.faults import Effect, Fault, Faults
 
 SESSION = 1001
 PRICE_TYPES = {1: ("General", Decimal("25.00"))}
@@ -334,6 +334,19 @@ class OneboxSimulator:
             "sold": sorted(s for s, state in self.seats.items() if state == "sold" and s != 7),
             "confirmations": self.confirmations,
         }
+
+    def committed(self) -> list[Effect]:
+        """What Onebox holds to: a confirmed basket is an order, sold to the channel (its payment); a
+        basket not confirmed with seats in it holds them. An empty basket holds nothing."""
+        self._expire_baskets()
+        effects: list[Effect] = []
+        for basket in self.baskets.values():
+            names = tuple(n for n in (basket.id, basket.code) if n)
+            if basket.status == "CONFIRM":
+                effects += [Effect("order", names, basket.status, True), Effect("payment", names, basket.status, True)]
+            elif basket.items:
+                effects.append(Effect("hold", names, basket.status, True))
+        return effects
 
     async def admin_faults(self, request: Request) -> Response:
         self.faults.add(Fault.model_validate(await request.json()))

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.faults import Fault, Faults
+from simulators.faults import Effect, Fault, Faults
 
 Outcome = Literal["accept", "reject", "never"]
 GROUP = 324466901
@@ -291,6 +291,18 @@ class TevoSimulator:
                             "seats": o.seats}
                            for o in self.orders.values()],
                 "clients": len(self.clients), "available": {g.id: g.available for g in self.groups.values()}}
+
+    def committed(self) -> list[Effect]:
+        """Every order placed, standing until rejected or cancelled; an accepted one has taken the
+        buyer's payment (*assumed*: the card is charged when the seller accepts)."""
+        effects: list[Effect] = []
+        for order in self.orders.values():
+            names = (str(order.id), f"388214-{order.id}")
+            standing = order.state not in ("rejected", "canceled", "cancelled")
+            effects.append(Effect("order", names, order.state, standing))
+            if order.state in ("accepted", "completed"):
+                effects.append(Effect("payment", names, order.state, True))
+        return effects
 
     async def admin_faults(self, request: Request) -> Response:
         self.faults.add(Fault.model_validate(await request.json()))

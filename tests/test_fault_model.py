@@ -1,0 +1,266 @@
+"""One fault model applied to every provider (issue 26; the model and the invariants are in
+tests/fault_model.py). Each provider call of a purchase can meet one fault: its answer lost after
+the commit, the request landing late (after its retry), a 5xx before the commit, the connection
+dropped, an outage longer than the step, the worker killed mid-step. A cancel can race each step
+(as its request arrives, or once it is carried out); ATM's payment can race the release. Workflow
+resets to before and after each commit, and a re-run of an ended purchase under its id, run on the
+dev server. After each run the simulator's ledger of committed effects must show: at most one order
+per purchase; every order, hold and payment named by the purchase's result or by an attention
+state; no paid purchase ended without tickets or an attention state; no hold outliving its purchase.
+
+CI-sized by default (about a minute). The big randomized run draws more examples and adds the slow
+faults (a killed worker's attempt waits out its timeout in real time, and so does an outage at a
+read run as a local activity): BOXOFFICE_FAULT_EXAMPLES=200 pytest tests/test_fault_model.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import binary, onebox_request
+from tests.fault_model import (
+    KILLED,
+    KINDS,
+    OUTAGE,
+    PROVIDERS,
+    Outcome,
+    Provider,
+    Run,
+    Schedule,
+    check,
+    outcome_or_attention,
+    run_purchase,
+    slow,
+)
+from workers.client import ensure_search_attributes
+from workers.codec import data_converter
+from workers.devstack import dev_server_args
+from workflows.models import PurchaseResult, PurchaseState
+from workflows.purchase import purchase_workflow_id
+
+# BOXOFFICE_FAULT_EXAMPLES: examples per provider of the big randomized run; unset, the CI-sized one.
+BIG = int(os.environ.get("BOXOFFICE_FAULT_EXAMPLES", "0"))
+EXAMPLES = settings(max_examples=BIG or 8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def faults(provider: Provider) -> list[tuple[str, str] | None]:
+    """Every (call, fault) of `provider`; the slow ones only in the big run."""
+    pairs = [(endpoint, kind) for endpoint in provider.endpoints for kind in KINDS]
+    return [None, *(pair for pair in pairs if BIG or not slow(provider.name, *pair))]
+
+
+def schedules(provider: Provider) -> st.SearchStrategy[Schedule]:
+    return st.builds(Schedule, st.sampled_from(faults(provider)), st.none(), st.sampled_from(provider.buyers))
+
+
+async def fault_model(name: str, schedule: Schedule) -> Outcome:
+    outcome = await run_purchase(PROVIDERS[name], schedule)
+    check(outcome)
+    return outcome
+
+
+@EXAMPLES
+@given(schedules(PROVIDERS["onebox"]))
+@example(Schedule(("confirm", "answer lost after commit")))
+@example(Schedule(("confirm", "lands late, after its retry")))
+@example(Schedule(("confirm", OUTAGE)))  # unknown outcome: the seats stay held, for an operator
+@example(Schedule(("seats", "answer lost after commit")))
+async def test_onebox_under_the_fault_model(schedule: Schedule) -> None:
+    await fault_model("onebox", schedule)
+
+
+def lands_late_at(endpoint: str) -> Callable[[Schedule], bool]:
+    """Leaves out the late landing of `endpoint`: a known defect, kept as a strict xfail."""
+    return lambda schedule: schedule.fault != (endpoint, "lands late, after its retry")
+
+
+@EXAMPLES
+@given(schedules(PROVIDERS["tevo"]).filter(lands_late_at("create")))  # that one: the xfail below
+@example(Schedule(("create", "answer lost after commit")))
+@example(Schedule(("create", OUTAGE)))
+@example(Schedule(("orders", "connection dropped")))
+async def test_tevo_under_the_fault_model(schedule: Schedule) -> None:
+    await fault_model("tevo", schedule)
+
+
+@pytest.mark.xfail(strict=True, reason="TEvo has no idempotency key: a create landing after its retry's POST "
+                                       "(more than create_settle_seconds late) is a second order, never named")
+async def test_tevo_create_landing_after_its_retry_is_a_second_order() -> None:
+    """The create's connection drops before TEvo saw it; the retry searches by reference (nothing),
+    waits out create_settle_seconds (60 s), posts: order A, accepted, FULFILLED. Then the first
+    request lands: order B, pending, reference fault-1, which the purchase never names."""
+    await fault_model("tevo", Schedule(("create", "lands late, after its retry")))
+
+
+@EXAMPLES
+@given(schedules(PROVIDERS["atom"]))
+@example(Schedule(("create", "answer lost after commit")))
+@example(Schedule(("cancel", OUTAGE)))
+async def test_atom_under_the_fault_model(schedule: Schedule) -> None:
+    await fault_model("atom", schedule)
+
+
+@EXAMPLES
+# The reserve's lost answer and late landing: the xfails below.
+@given(schedules(PROVIDERS["acme"]).filter(lands_late_at("reserve")).filter(
+    lambda schedule: schedule.fault != ("reserve", "answer lost after commit")))
+@example(Schedule(("checkout", "answer lost after commit")))
+@example(Schedule(("checkout", "lands late, after its retry")))
+async def test_acme_under_the_fault_model(schedule: Schedule) -> None:
+    await fault_model("acme", schedule)
+
+
+@pytest.mark.xfail(strict=True, reason="ACME: a reservation landing after its retry's is a second reservation, "
+                                       "never named nor deleted (it holds the seats until it expires)")
+async def test_acme_reservation_landing_after_its_retry_is_left_active() -> None:
+    """The reserve's connection drops before ACME saw it; the retry reserves (10754), the purchase
+    is FULFILLED; then the first request lands: reservation 10755, active, named by nobody."""
+    await fault_model("acme", Schedule(("reserve", "lands late, after its retry")))
+
+
+@pytest.mark.xfail(strict=True, reason="ACME: a reserve whose answer is lost leaves its reservation active: the "
+                                       "retry reserves again, the purchase uses the second and never names the first")
+async def test_acme_reservation_whose_answer_is_lost_is_left_active() -> None:
+    """Found by the big run: reservation 10754 made, its answer lost; the retry's 10755 is used,
+    the purchase ends FULFILLED, and 10754 stays active, named by nobody."""
+    await fault_model("acme", Schedule(("reserve", "answer lost after commit")))
+
+
+@EXAMPLES
+@given(schedules(PROVIDERS["atm"]))
+@example(Schedule(None, None, "pays racing release, before"))
+@example(Schedule(("release", "answer lost after commit"), None, "pays racing release, before"))
+@example(Schedule(("release", OUTAGE), None, "never"))
+@example(Schedule(("create", "lands late, after its retry"), None, "pays"))
+async def test_atm_under_the_fault_model(schedule: Schedule) -> None:
+    await fault_model("atm", schedule)
+
+
+async def test_worker_killed_during_the_commit() -> None:
+    """Onebox's confirm is carried out and its attempt never reports (about 8 s of real time: the
+    attempt's timeout). The other killed-worker cases are in the big run."""
+    outcome = await fault_model("onebox", Schedule(("confirm", KILLED)))
+    assert outcome.result.state == PurchaseState.FULFILLED
+
+
+# -- on the dev server: cancels racing each step, resets, re-runs -----------------------------------
+# The time-skipping test server refuses a workflow's cancel of an activity still running
+# (ACTIVITY_UNKNOWN, the workflow task never completes), so the races run on the real server, where
+# none of them waits for skipped time.
+
+
+@pytest.fixture(scope="module")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """One dev server for the module: each test runs its own purchase ids."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"), data_converter=data_converter(None), ui=False,
+        dev_server_extra_args=dev_server_args(),
+    )
+    await ensure_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+RACES = [(name, endpoint, after) for name, provider in PROVIDERS.items()
+         for endpoint in provider.cancellable for after in (False, True)]
+
+
+@pytest.mark.parametrize(("name", "endpoint", "after"), RACES)
+async def test_cancel_racing_each_step(dev_server: WorkflowEnvironment, name: str, endpoint: str, after: bool) -> None:
+    outcome = await run_purchase(PROVIDERS[name], Schedule(cancel=(endpoint, after)), dev_server,
+                                 purchase_id=f"race-{name}-{endpoint}-{after}")
+    check(outcome)
+
+
+def reset_points(events: list[Any], activity: str) -> tuple[int, int]:
+    """The workflow tasks completed just before `activity` was scheduled and just after it completed."""
+    scheduled = next(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                     and e.activity_task_scheduled_event_attributes.activity_type.name == activity)
+    done = next(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+                and e.activity_task_completed_event_attributes.scheduled_event_id == scheduled)
+    tasks = [e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    return max(t for t in tasks if t < scheduled), min(t for t in tasks if t > done)
+
+
+async def reset(client: Client, handle: WorkflowHandle[Any, PurchaseResult], event_id: int) -> WorkflowHandle[Any, Any]:
+    run_id = (await handle.describe()).run_id
+    answer = await client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
+        namespace=client.namespace, reason="operator re-runs the purchase",
+        workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=run_id),
+        workflow_task_finish_event_id=event_id, request_id=str(uuid.uuid4())))
+    return client.get_workflow_handle(handle.id, run_id=answer.run_id)
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+@pytest.mark.parametrize("point", ["before", "after"])
+async def test_reset_to_before_and_after_the_commit(dev_server: WorkflowEnvironment, name: str, point: str) -> None:
+    """A purchase ends; an operator resets it to before (or after) its commit: the new run ends
+    too, and the ledger holds what the invariants allow, checked against the new run's end."""
+    provider = PROVIDERS[name]
+
+    async def then(run: Run, first: PurchaseResult) -> PurchaseResult:
+        assert run.handle is not None
+        events = [e async for e in run.handle.fetch_history_events()]
+        before, after = reset_points(events, provider.commit_activity)
+        again = await reset(dev_server.client, run.handle, before if point == "before" else after)
+        return await asyncio.wait_for(outcome_or_attention(again), 60)
+
+    outcome = await run_purchase(provider, Schedule(), dev_server, purchase_id=f"reset-{name}-{point}", then=then)
+    check(outcome)
+
+
+RERUN_DEFECTS = {
+    "onebox": "Onebox: a re-run knows nothing of the first run's confirmed order (no idempotency key, a new "
+              "basket): it fails SEAT_UNAVAILABLE naming no order; with seats chosen by Onebox it orders again",
+    "acme": "ACME: a re-run reserves again (a new reservation), then takes the first run's order by its request "
+            "uuid and ends FULFILLED: the new reservation is never deleted (it holds the seats until it expires)",
+}
+
+
+async def rerun(name: str, request: Any = None) -> Outcome:
+    """The purchase ended; something starts it again under the same workflow id (boxoffice's client
+    refuses: REJECT_DUPLICATE; an operator or another SDK may allow a duplicate). The second run's
+    result is the purchase's, checked against the ledger."""
+    provider = PROVIDERS[name]
+    if request is not None:
+        provider = dataclasses.replace(provider, request=request)
+
+    async def then(run: Run, first: PurchaseResult) -> PurchaseResult:
+        handle = await run.env.client.start_workflow(
+            "PurchaseWorkflow", provider.request(run.purchase_id), id=purchase_workflow_id(run.purchase_id),
+            task_queue=run.task_queue, result_type=PurchaseResult, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+        run.handle = handle
+        if provider.buyer is not None:
+            await provider.buyer(run)
+        return await asyncio.wait_for(outcome_or_attention(handle), 60)
+
+    outcome = await run_purchase(provider, Schedule(), purchase_id=f"rerun-{name}", then=then)
+    check(outcome)
+    return outcome
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=RERUN_DEFECTS[name])) if name in RERUN_DEFECTS
+    else name for name in PROVIDERS])
+async def test_rerun_of_an_ended_purchase_under_its_id(name: str) -> None:
+    await rerun(name)
+
+
+@pytest.mark.xfail(strict=True, reason=RERUN_DEFECTS["onebox"])
+async def test_onebox_rerun_with_seats_chosen_by_onebox_orders_twice() -> None:
+    """Seats by price type and quantity: the re-run takes two more seats and confirms a second order."""
+    await rerun("onebox", lambda purchase_id: onebox_request(purchase_id, seat_ids=[], price_type_id=1, quantity=2))
