@@ -223,12 +223,6 @@ async def test_reset_to_before_and_after_the_commit(dev_server: WorkflowEnvironm
     check(outcome)
 
 
-RERUN_DEFECTS = {
-    "acme": "ACME: a re-run reserves again (a new reservation), then takes the first run's order by its request "
-            "uuid and ends FULFILLED: the new reservation is never deleted (it holds the seats until it expires)",
-}
-
-
 async def rerun(name: str, env: WorkflowEnvironment, request: Any = None) -> Outcome:
     """The purchase ended; something starts it again under the same workflow id (boxoffice's client
     refuses: REJECT_DUPLICATE; an operator or another SDK may allow a duplicate). The second run's
@@ -255,9 +249,7 @@ async def rerun(name: str, env: WorkflowEnvironment, request: Any = None) -> Out
     return outcome
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=RERUN_DEFECTS[name])) if name in RERUN_DEFECTS
-    else name for name in PROVIDERS])
+@pytest.mark.parametrize("name", list(PROVIDERS))
 async def test_rerun_of_an_ended_purchase_under_its_id(name: str, dev_env: WorkflowEnvironment) -> None:
     await rerun(name, dev_env)
 

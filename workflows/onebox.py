@@ -6,7 +6,6 @@ import asyncio
 from typing import TYPE_CHECKING, Optional
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
@@ -19,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
         PurchaseState,
         PurchaseStatus,
     )
-    from workflows.outcomes import EARLIER_RUNS_NOT_LISTABLE, outcome_unknown, raised_by_activity
+    from workflows.outcomes import outcome_unknown
 
 if TYPE_CHECKING:
     from workflows.purchase import PurchaseWorkflow
@@ -120,14 +119,7 @@ async def earlier_basket(flow: PurchaseWorkflow) -> PurchaseStatus | None:
     compensation (a reset run carries on with the basket before it, so its end speaks for that one
     too): this run opens its own. None as well on a server without visibility (the time-skipping
     test server): nothing to list."""
-    try:
-        runs = await flow.earlier_runs()
-    except (ActivityError, ApplicationError) as err:  # a local activity's failure may come as either
-        raised = raised_by_activity(err)
-        if raised is None or raised.type != EARLIER_RUNS_NOT_LISTABLE:
-            raise
-        return None
-    newest = next((run for run in runs if run.provider_ids.get("basket_id")), None)
+    newest = next((run for run in await flow.earlier_runs() if run.provider_ids.get("basket_id")), None)
     if newest is None or (newest.state.final
                           and newest.state not in (PurchaseState.FULFILLED, PurchaseState.COMPENSATION_FAILED)):
         return None
