@@ -61,7 +61,7 @@ class WorkerSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30, validation_alias="BOXOFFICE_SHUTDOWN_GRACE_SECONDS")
     # host:port for the worker's Prometheus /metrics (SDK and boxoffice metrics); unset: none.
     metrics_bind: str | None = Field(default=None, validation_alias="BOXOFFICE_METRICS_BIND")
-    # host:port for GET /healthz (200 once the workers poll): the readiness probe in deploy/.
+    # host:port for GET /healthz (200 while the workers can poll the server, else 503): the readiness probe in deploy/.
     health_bind: str | None = Field(default=None, validation_alias="BOXOFFICE_HEALTH_BIND")
     # What this process serves: "all", or a comma list of "workflows" and provider names.
     roles: str = Field(default="all", validation_alias="BOXOFFICE_WORKER_ROLES")
