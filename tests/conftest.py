@@ -51,16 +51,25 @@ def binary(name: str) -> str:
     return found
 
 
-@pytest.fixture
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server per test: after an update, this test server (1.40) keeps skipping
-    time for the rest of its life, so one server per test keeps tests independent (~0.3 s each)."""
+@asynccontextmanager
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of its own: after an update, this test server (1.40) keeps skipping
+    time for the rest of its life, so one server per test (or property example) keeps them
+    independent (~0.3 s each)."""
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"), data_converter=data_converter(None)
     )
-    await ensure_search_attributes(environment.client)
-    yield environment
-    await environment.shutdown()
+    try:
+        await ensure_search_attributes(environment.client)
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with time_skipping() as environment:
+        yield environment
 
 
 def atom_settings(**overrides: Any) -> AtomSettings:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,15 +35,14 @@ from tests.conftest import (
     atm_worker,
     atom_request,
     atom_worker,
-    binary,
     onebox_request,
     onebox_worker,
     tevo_request,
     tevo_worker,
+    time_skipping,
 )
 from tests.test_atm import pay, wire
-from workers.client import ensure_search_attributes, purchase_outcome, start_purchase
-from workers.codec import data_converter
+from workers.client import purchase_outcome, start_purchase
 from workers.webhooks import temporal_delivery
 from workflows.models import CancelRequest, PurchaseResult, PurchaseState, PurchaseStatus
 
@@ -230,19 +229,6 @@ PROVIDERS: dict[str, Provider] = {
         committed=acme_committed,
     ),
 }
-
-
-@contextlib.asynccontextmanager
-async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
-    """One test server per example: after an update it skips time for the rest of its life."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=data_converter(None)
-    )
-    try:
-        await ensure_search_attributes(env.client)
-        yield env
-    finally:
-        await env.shutdown()
 
 
 async def cancel(handle: WorkflowHandle[Any, PurchaseResult], how: str = "signal") -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,11 +28,10 @@ from temporalio.testing import WorkflowEnvironment
 from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
 from simulators.faults import Fault
-from tests.conftest import atm_request, atm_worker, atom_request, atom_worker, binary, wait_for_state
+from tests.conftest import atm_request, atm_worker, atom_request, atom_worker, time_skipping, wait_for_state
 from tests.test_atm import pay, wire
 from tests.test_money_safety import Outage
-from workers.client import ensure_search_attributes, purchase_outcome, start_purchase
-from workers.codec import data_converter
+from workers.client import purchase_outcome, start_purchase
 from workers.webhooks import Deliver, temporal_delivery
 from workflows.atm import ISSUED, PAID
 from workflows.models import (
@@ -53,20 +51,6 @@ PURCHASE = "prop-1"  # one purchase per example, each on its own server
 END_TIMEOUT = 30.0
 
 Action = tuple[str, int]
-
-
-@contextlib.asynccontextmanager
-async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
-    """One test server per example: after an update it skips time for the rest of its life (see
-    the `env` fixture), which would leak into the next example."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=data_converter(None)
-    )
-    try:
-        await ensure_search_attributes(env.client)
-        yield env
-    finally:
-        await env.shutdown()
 
 
 async def cancel(handle: WorkflowHandle[Any, PurchaseResult], how: str) -> None:
