@@ -19,6 +19,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atm import AtmSimulator
@@ -430,7 +431,12 @@ async def test_i1_change_to_money_taken_of_a_running_purchase_needs_attention(en
         reconcile = env.client.get_workflow_handle(f"reconcile-{handle.id}")
         [kept] = await reconcile.query("events", result_type=list[AtmEvent])
         assert (await reconcile.describe()).search_attributes["BoxofficeState"] == ["NEEDS_ATTENTION"]
-        await reconcile.signal("resolve", "dispute answered")
+        try:
+            await reconcile.signal("resolve", "dispute answered")
+        except RPCError as err:
+            # Under load the client may send the signal again after it already ended the item: the
+            # result below still says whether this resolution is what ended it.
+            assert err.status == RPCStatusCode.NOT_FOUND, err
         assert await reconcile.result() == "dispute answered"
     assert (kept.kind, kept.event_id, kept.status) == ("payment.disputed", "evt_dispute", "needs_response")
     assert result.state == PurchaseState.FULFILLED
