@@ -371,6 +371,19 @@ class AcmeSimulator:
                            for o in self.orders.values()],
                 "refunds": len(self.refunds)}
 
+    def committed(self) -> list[Effect]:
+        """ACME's active reservations (holds) and its orders, paid at checkout, standing until refunded
+        in full."""
+        self._expire()
+        effects = [Effect("hold", (str(r["id"]),), r["status"], True) for r in self.reservations.values()
+                   if r["status"] == "active"]
+        for order in self.orders.values():
+            standing = Decimal(str(order["refundAmount"] or 0)) < Decimal(str(order["totalAmount"]))
+            state = "paid" if standing else "refunded"
+            names = (str(order["id"]),)
+            effects += [Effect("order", names, state, standing), Effect("payment", names, state, standing)]
+        return effects
+
     async def admin_faults(self, request: Request) -> Response:
         self.faults.add(Fault.model_validate(await request.json()))
         return JSONResponse({"pending": len(self.faults.pending)})
@@ -400,16 +413,3 @@ def seed_reservation(sim: AcmeSimulator, event_id: str = EVENT, quantity: int = 
     sim.reservations[reservation_id] = {"id": reservation_id, "items": [{"eventId": event_id, "quantity": quantity}],
                                         "expires": sim.clock() + sim.reservation_seconds, "status": "active"}
     return reservation_id
-
-    def committed(self) -> list[Effect]:
-        """ACME's active reservations (holds) and its orders, paid at checkout, standing until refunded
-        in full."""
-        self._expire()
-        effects = [Effect("hold", (str(r["id"]),), r["status"], True) for r in self.reservations.values()
-                   if r["status"] == "active"]
-        for order in self.orders.values():
-            standing = Decimal(str(order["refundAmount"] or 0)) < Decimal(str(order["totalAmount"]))
-            state = "paid" if standing else "refunded"
-            names = (str(order["id"]),)
-            effects += [Effect("order", names, state, standing), Effect("payment", names, state, standing)]
-        return effects
