@@ -103,7 +103,8 @@ STANDS = {
         acme_stand,
         lambda sim, url: {"BOXOFFICE_ACME_BASE_URL": url, "BOXOFFICE_ACME_TENANT_ID": sim.tenant_id,
                           "BOXOFFICE_ACME_API_KEY": sim.api_key},
-        lambda sim, pid, n: acme_request(pid, buyer=buyer(n), items=[
+        # One card per buyer: the same card and amount again within minutes is ACME's 16003 duplicate.
+        lambda sim, pid, n: acme_request(pid, buyer=buyer(n), payment_token=f"tok_visa_{n}", items=[
             {"event_id": EVENT, "ticketing_type_id": "54248ac8e4b01cd228b007a4", "quantity": 1}]),
     ),
 }
