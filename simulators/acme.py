@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.faults import Fault, Faults
+from simulators.faults import Effect, Fault, Faults
 
 EVENT = "5ff74342210cbe0c44913be2"
 FEE_PER_TICKET = Decimal("2.50")
@@ -370,6 +370,19 @@ class AcmeSimulator:
                 "orders": [{"id": o["id"], "total": o["totalAmount"], "refunded": o["refundAmount"]}
                            for o in self.orders.values()],
                 "refunds": len(self.refunds)}
+
+    def committed(self) -> list[Effect]:
+        """ACME's active reservations (holds) and its orders, paid at checkout, standing until refunded
+        in full."""
+        self._expire()
+        effects = [Effect("hold", (str(r["id"]),), r["status"], True) for r in self.reservations.values()
+                   if r["status"] == "active"]
+        for order in self.orders.values():
+            standing = Decimal(str(order["refundAmount"] or 0)) < Decimal(str(order["totalAmount"]))
+            state = "paid" if standing else "refunded"
+            names = (str(order["id"]),)
+            effects += [Effect("order", names, state, standing), Effect("payment", names, state, standing)]
+        return effects
 
     async def admin_faults(self, request: Request) -> Response:
         self.faults.add(Fault.model_validate(await request.json()))

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.faults import Fault, Faults
+from simulators.faults import Effect, Fault, Faults
 
 SHOWTIME = "ST-20260214-1930-AMC4"
 FEE_PER_TICKET = Decimal("1.75")
@@ -103,6 +103,7 @@ class AtomSimulator:
     orders: dict[str, Order] = field(default_factory=dict)
     # clientRequestIds whose lease lapsed without an order: their flow timed out.
     lapsed: set[str] = field(default_factory=set)
+    guests: dict[str, str] = field(default_factory=dict)  # guest account id → its email (buyer PII)
     calls: list[dict[str, Any]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -236,6 +237,7 @@ class AtomSimulator:
         if self.strict and not (isinstance(attribution, dict) and all(isinstance(v, str) for v in attribution.values())):
             return error(400, "INVALID_REQUEST", "attributionMap (a map of strings) is required")
         account_id = f"GUEST-{next(self._ids)}"
+        self.guests[account_id] = body["email"]
         return JSONResponse(
             {"authToken": self._new_token(account_id), "accountId": account_id, "identityId": f"ID-{account_id}",
              "identityValue": body["email"]}
@@ -411,6 +413,29 @@ class AtomSimulator:
         self.leases.clear()
         self.orders.clear()
         self.lapsed.clear()
+        self.guests.clear()
         self.calls.clear()
         self.faults.pending.clear()
         return JSONResponse({"reset": True})
+
+    def committed(self) -> list[Effect]:
+        """Atom's orders, standing until cancelled or failed; one not refunded has the buyer's money
+        (*assumed*: Atom charges at create). Leases are not holds here: Atom has no call to end one
+        early, they lapse on their own (10 minutes); `unordered_leases` lists them."""
+        effects: list[Effect] = []
+        for order in self.orders.values():
+            standing = order.status not in ("cancelled", "failed")
+            effects.append(Effect("order", (order.order_id,), order.status, standing))
+            if standing and order.refund is None:
+                effects.append(Effect("payment", (order.order_id,), order.status, True))
+        return effects
+
+    def unordered_leases(self) -> list[Lease]:
+        """Leases still holding seats that no order was placed with."""
+        self._expire_leases()
+        return [lease for key, lease in self.leases.items() if self._order_for(key) is None]
+
+    def orphan_guests(self) -> list[str]:
+        """Guest accounts (each holding a buyer's name and email) no order was placed from."""
+        ordering = {self.tokens.get(order.token) for order in self.orders.values()}
+        return [account for account in self.guests if account not in ordering]

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -112,38 +111,9 @@ class Provider:
     cancellable: tuple[str, ...]
     # The activity that commits: a reset goes to before and after it.
     commit_activity: str
-    # The simulator's ledger of committed effects.
-    committed: Callable[[Any], list[Effect]] = lambda sim: sim.committed()
     # What the buyer may do at the provider, and the driver doing it once the purchase started.
     buyers: tuple[str, ...] = ("pays",)
     buyer: Callable[[Run], Awaitable[None]] | None = None
-
-
-def atom_committed(sim: AtomSimulator) -> list[Effect]:
-    """Atom's orders, standing until cancelled or failed; one not refunded has the buyer's money
-    (*assumed*: Atom charges at create). Leases are not holds here: Atom has no call to end one
-    early, they lapse on their own (10 minutes)."""
-    effects: list[Effect] = []
-    for order in sim.orders.values():
-        standing = order.status not in ("cancelled", "failed")
-        effects.append(Effect("order", (order.order_id,), order.status, standing))
-        if standing and order.refund is None:
-            effects.append(Effect("payment", (order.order_id,), order.status, True))
-    return effects
-
-
-def acme_committed(sim: AcmeSimulator) -> list[Effect]:
-    """ACME's active reservations (holds) and its orders, paid at checkout, standing until refunded
-    in full."""
-    sim._expire()
-    effects = [Effect("hold", (str(r["id"]),), r["status"], True) for r in sim.reservations.values()
-               if r["status"] == "active"]
-    for order in sim.orders.values():
-        standing = Decimal(str(order["refundAmount"] or 0)) < Decimal(str(order["totalAmount"]))
-        state = "paid" if standing else "refunded"
-        names = (str(order["id"]),)
-        effects += [Effect("order", names, state, standing), Effect("payment", names, state, standing)]
-    return effects
 
 
 async def atm_buyer(run: Run) -> None:
@@ -219,14 +189,12 @@ PROVIDERS: dict[str, Provider] = {
         endpoints=("refresh", "guest", "lease", "preview", "create", "status", "summary", "cancel"),
         cancellable=("refresh", "guest", "lease", "preview", "create", "status"),
         commit_activity="atom.create_order",
-        committed=atom_committed,
     ),
     "acme": Provider(
         "acme", AcmeSimulator, lambda client, sim: acme_worker(client, sim, timeout_seconds=1), acme_request,
         endpoints=("reserve", "cart", "checkout", "search", "get", "release", "refund"),
         cancellable=("reserve", "cart", "checkout", "get"),
         commit_activity="acme.checkout",
-        committed=acme_committed,
     ),
 }
 
@@ -308,7 +276,7 @@ async def run_purchase(provider: Provider, schedule: Schedule, env: WorkflowEnvi
     # A late request whose retry never came lands now, after the purchase ended: what it committed
     # is in the ledger too.
     landed = await sim.faults.land()
-    return Outcome(result, status, provider.committed(sim), landed)
+    return Outcome(result, status, sim.committed(), landed)
 
 
 ATTENTION = (PurchaseState.COMPENSATION_FAILED, PurchaseState.NEEDS_ATTENTION)
