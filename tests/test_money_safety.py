@@ -19,7 +19,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atm import AtmSimulator
@@ -412,10 +411,13 @@ async def test_i11_a_purchase_started_without_the_memo_still_refuses_a_different
         await purchases.cancel(env.client, "no-memo-1", "test over")
 
 
-async def test_i1_change_to_money_taken_of_a_running_purchase_needs_attention(env: WorkflowEnvironment) -> None:
+async def test_i1_change_to_money_taken_of_a_running_purchase_needs_attention(dev_env: WorkflowEnvironment) -> None:
     """https://www.atmosphere.money/docs/events: `payment.disputed` ("The payer opened a dispute or
     chargeback") for a purchase still running: listed in its `money_events` and at once an operator's
-    item (ReconcileWorkflow, NEEDS_ATTENTION), once per event id — the purchase may still end FULFILLED."""
+    item (ReconcileWorkflow, NEEDS_ATTENTION), once per event id — the purchase may still end FULFILLED.
+    On the dev server: under CI load the time-skipping server once let the open item time out (skipped
+    time) before the operator's resolve reached it; skipped time is not this test's subject."""
+    env = dev_env
     sim = AtmSimulator()
     async with atm_worker(env.client, sim) as tq:
         deliver = temporal_delivery(env.client, tq)
@@ -431,12 +433,7 @@ async def test_i1_change_to_money_taken_of_a_running_purchase_needs_attention(en
         reconcile = env.client.get_workflow_handle(f"reconcile-{handle.id}")
         [kept] = await reconcile.query("events", result_type=list[AtmEvent])
         assert (await reconcile.describe()).search_attributes["BoxofficeState"] == ["NEEDS_ATTENTION"]
-        try:
-            await reconcile.signal("resolve", "dispute answered")
-        except RPCError as err:
-            # Under load the client may send the signal again after it already ended the item: the
-            # result below still says whether this resolution is what ended it.
-            assert err.status == RPCStatusCode.NOT_FOUND, err
+        await reconcile.signal("resolve", "dispute answered")
         assert await reconcile.result() == "dispute answered"
     assert (kept.kind, kept.event_id, kept.status) == ("payment.disputed", "evt_dispute", "needs_response")
     assert result.state == PurchaseState.FULFILLED
