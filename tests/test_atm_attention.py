@@ -5,7 +5,6 @@ tickets are owed, however late their `tickets.issued` (ATM redrives events: /doc
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -19,7 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atm import AtmSimulator
-from tests.conftest import atm_request, atm_worker, binary, wait_for_state
+from tests.conftest import atm_request, atm_worker, binary, free_port, wait_for_state
 from tests.test_atm import pay, wire
 from tests.test_atom_workflow import record
 from workers.client import ensure_search_attributes, purchase_outcome, start_purchase
@@ -103,12 +102,6 @@ async def test_operator_resolves_a_paid_purchase_without_tickets(env: WorkflowEn
     assert result.failure is not None and result.failure.reason == FailureReason.FULFILLMENT_TIMEOUT
     assert "refunded by hand (ticket 4711)" in result.failure.message
     assert [c["endpoint"] for c in paid.sim.calls] == ["create", "payment status"]  # a paid hold is never released
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_attention_is_counted_in_a_metric() -> None:

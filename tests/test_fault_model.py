@@ -31,7 +31,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import binary, onebox_request
+from tests.conftest import local_dev_server, onebox_request
 from tests.fault_model import (
     KILLED,
     KINDS,
@@ -46,9 +46,6 @@ from tests.fault_model import (
     run_purchase,
     slow,
 )
-from workers.client import ensure_search_attributes
-from workers.codec import data_converter
-from workers.devstack import dev_server_args
 from workflows.models import PurchaseResult, PurchaseState
 from workflows.purchase import purchase_workflow_id
 
@@ -166,13 +163,8 @@ async def test_worker_killed_during_the_commit() -> None:
 @pytest.fixture(scope="module")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """One dev server for the module: each test runs its own purchase ids."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"), data_converter=data_converter(None), ui=False,
-        dev_server_extra_args=dev_server_args(),
-    )
-    await ensure_search_attributes(env.client)
-    yield env
-    await env.shutdown()
+    async with local_dev_server() as env:
+        yield env
 
 
 RACES = [(name, endpoint, after) for name, provider in PROVIDERS.items()

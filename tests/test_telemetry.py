@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from simulators.atom import AtomSimulator
-from tests.conftest import atom_request, atom_worker, binary
+from tests.conftest import atom_request, atom_worker, binary, free_port
 from workers.client import ensure_search_attributes, purchase_outcome, start_purchase
 from workers.logs import configure
 from workers.telemetry import sdk_runtime
@@ -55,12 +54,6 @@ async def test_activity_log_lines_carry_the_purchase_and_no_pii(
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=SANDBOX)
     await replayer.replay_workflow(history)
     assert "purchase step" not in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_prometheus_metrics_per_provider_and_outcome() -> None:
