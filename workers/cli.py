@@ -26,7 +26,7 @@ from activities.sweep import SweepSettings
 from activities.tevo import TevoActivities, TevoSettings, order_body
 from workers import client as purchases
 from workers import tracing
-from workers.codec import ENCODING, CodecSettings, UnknownCodecKey, codec_server, validation_summary
+from workers.codec import ENCODING, CodecSettings, UiSessions, UnknownCodecKey, codec_server, validation_summary
 from workers.devstack import (
     SIMULATORS,
     DevSettings,
@@ -154,8 +154,10 @@ environment:
 
 CODEC_SERVER_HELP = """\
 Decrypts payloads for the Temporal UI and the temporal CLI (--codec-endpoint): Temporal's remote
-codec protocol, POST /encode and /decode, with a bearer token. Refuses to start without keys or
-token, and outside BOXOFFICE_ENV=dev on unsafe settings (a short token, a * origin, ...).
+codec protocol, POST /encode and /decode, with a bearer token (CLI) or a browser session (UI): a
+one-time sign-in link from `curl -X POST -H "Authorization: Bearer $TOKEN" http://HOST:8081/login-link`
+sets it; the UI sends it with TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true. Refuses to start without
+keys or token, and outside BOXOFFICE_ENV=dev on unsafe settings (a short token, a * origin, ...).
 
 environment:
   BOXOFFICE_CODEC_KEYS          the workers' keys, id:base64,... (required)
@@ -361,6 +363,8 @@ async def cmd_dev(args: argparse.Namespace, settings: WorkerSettings) -> None:
     check_dev_ports()
     async with dev_stack(settings) as stack:
         print(f"Temporal UI:      {stack.ui_url}")
+        if stack.codec_login_url:
+            print(f"Decode in the UI: open {stack.codec_login_url} once (a one-time sign-in for this browser)")
         print(f"Temporal server:  {settings.temporal_address} (namespace {settings.temporal_namespace})")
         print(f"State:            {settings.home / 'temporal.db'}")
         print("Try `boxoffice demo` in another shell. Ctrl-C stops everything.", flush=True)
@@ -572,8 +576,11 @@ async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -
     origins = [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
     # Its metrics where the manifests have them scraped (BOXOFFICE_METRICS_BIND); the runtime lives while it serves.
     runtime = sdk_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    # A browser signs in with a one-time link minted with the token (POST /login-link); the UI
+    # sends the cookie with TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true.
     app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins,
-                       runtime.metric_meter if runtime else None)
+                       runtime.metric_meter if runtime else None,
+                       sessions=UiSessions(after_login=origins[0]) if origins else None)
     sock = bound_socket(codec_settings.host, codec_settings.port, "BOXOFFICE_CODEC_PORT")
     print(f"codec server on http://{codec_settings.host}:{codec_settings.port} for {', '.join(origins)}", flush=True)
     await serve(app, sock)
