@@ -44,7 +44,8 @@ PURCHASES: dict[str, tuple[str, str, str, str]] = {
 DUPLICATE = {"endpoint": "create", "status": 409, "times": 2,
              "body": {"errorCode": "DUPLICATE_CLIENT_REQUEST_ID", "message": "clientRequestId was used by a previous flow"}}
 BUYER_EMAIL = "ui-check@example.com"
-ROWS_JS = "() => [...document.querySelectorAll('table tr')].map(tr => [...tr.querySelectorAll('th,td')].map(c => c.innerText.trim()))"
+ROWS_JS = """() => [...document.querySelectorAll('table tr')]
+  .map(tr => [...tr.querySelectorAll('th,td')].map(cell => cell.innerText.trim()))"""
 STRANGER_FETCH_JS = """async ([url, body]) => {
   try {
     const answer = await fetch(url, {method: "POST", credentials: "include",
