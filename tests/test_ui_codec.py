@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import yaml
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
@@ -122,3 +124,14 @@ async def test_sessions_expire() -> None:
     sessions = UiSessions(after_login=f"{UI}/", seconds=0)
     session = sessions.redeem(sessions.new_code())
     assert session is not None and not sessions.valid(session)
+
+
+def test_compose_ui_sends_the_codec_cookie_to_a_codec_that_allows_only_it() -> None:
+    """deploy/compose.yaml: the UI (published on localhost:8080) includes credentials in its codec
+    calls, and the codec server allows that origin, with credentials, and no other."""
+    compose = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "compose.yaml").read_text())
+    ui = compose["services"]["temporal-ui"]["environment"]
+    assert ui["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true" and ui["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8081"
+    codec = compose["services"]["codec-server"]["environment"]
+    assert codec["BOXOFFICE_CODEC_CORS_ORIGINS"] == "http://localhost:8080"
+    assert compose["services"]["temporal-ui"]["ports"] == ["8080:8080"]

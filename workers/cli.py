@@ -115,7 +115,8 @@ environment:
   BOXOFFICE_HOME             where the dev server's SQLite file and log live (.boxoffice)
   BOXOFFICE_SIMULATORS_PORT  the first of five simulator ports: Atom, Onebox, TEvo, ATM, ACME (8701)
   BOXOFFICE_WEBHOOKS_HOST, BOXOFFICE_WEBHOOKS_PORT   the webhook receiver (127.0.0.1, 8780)
-  BOXOFFICE_CODEC_KEYS       payload encryption keys id:base64,... (unset: plain JSON)
+  BOXOFFICE_CODEC_KEYS       payload encryption keys id:base64,... (unset: plain JSON); with keys the UI
+                             decodes at its /codec once the browser opened the one-time link printed
   BOXOFFICE_LOG_FORMAT, BOXOFFICE_LOG_LEVEL          dev or json (dev); INFO
   BOXOFFICE_<PROVIDER>_*     a provider's settings, where set, instead of its simulator's"""
 
