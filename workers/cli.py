@@ -157,12 +157,12 @@ CODEC_SERVER_HELP = """\
 Decrypts payloads for the Temporal UI and the temporal CLI (--codec-endpoint): Temporal's remote
 codec protocol, POST /encode and /decode, with a bearer token (CLI) or a browser session (UI): a
 one-time sign-in link from `curl -X POST -H "Authorization: Bearer $TOKEN" http://HOST:8081/login-link`
-sets it; the UI sends it with TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true. Refuses to start without
+sets it; the UI sends it when its codec setting includeCredentials is on. Refuses to start without
 keys or token, and outside BOXOFFICE_ENV=dev on unsafe settings (a short token, a * origin, ...).
 
 environment:
   BOXOFFICE_CODEC_KEYS          the workers' keys, id:base64,... (required)
-  BOXOFFICE_CODEC_AUTH_TOKEN    the token the UI and CLI send (required; 32 characters or more)
+  BOXOFFICE_CODEC_AUTH_TOKEN    the token the CLI sends and UI sign-in links are minted with (required; 32+ chars)
   BOXOFFICE_CODEC_CORS_ORIGINS  the Temporal UI's origin(s), comma-separated (http://localhost:8233)
   BOXOFFICE_CODEC_HOST          where it listens (127.0.0.1)
   BOXOFFICE_CODEC_PORT          (8081)

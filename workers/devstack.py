@@ -255,8 +255,9 @@ def ui_front(upstream: str, namespace: str, codec: ASGIApp | None = None) -> Sta
 
     async def forward(request: Request) -> Response:
         headers = [(k, v) for k, v in request.headers.items() if k not in HOP_HEADERS]
-        sent = http.build_request(request.method, request.url.path, params=request.url.query, headers=headers,
-                                  content=request.stream())
+        # As sent: a workflow id's %2F must not become a path separator.
+        target = request.scope["raw_path"].decode("latin-1") + (f"?{request.url.query}" if request.url.query else "")
+        sent = http.build_request(request.method, target, headers=headers, content=request.stream())
         answer = await http.send(sent, stream=True)
         kept = [(k.encode(), v.encode()) for k, v in answer.headers.multi_items() if k.lower() not in HOP_HEADERS]
         response = StreamingResponse(answer.aiter_raw(), status_code=answer.status_code,
