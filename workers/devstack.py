@@ -277,14 +277,14 @@ def ui_front(upstream: str, namespace: str, codec: ASGIApp | None = None) -> Sta
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-async def _serve(apps: dict[str, tuple[Any, int]]) -> list[tuple[uvicorn.Server, asyncio.Task[None]]]:
+async def _serve(apps: dict[str, tuple[Any, int]], host: str = "127.0.0.1") -> list[tuple[uvicorn.Server, asyncio.Task[None]]]:
     servers = []
     for name, (app, port) in apps.items():
-        if port_open("127.0.0.1", port):
+        if port_open(host, port):
             raise SystemExit(f"port {port} for the {name} is taken: is `boxoffice dev` already running? "
                              "(BOXOFFICE_SIMULATORS_PORT, BOXOFFICE_WEBHOOKS_PORT choose others)")
         # A browser's open long-poll to the UI must not hold up Ctrl-C.
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                timeout_graceful_shutdown=5))
         servers.append((server, asyncio.create_task(server.serve())))
     for server, _ in servers:
@@ -301,12 +301,13 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
     settings.home.mkdir(parents=True, exist_ok=True)
     ui_port = port + 1000
     ui_url = f"http://{host}:{ui_port}"
+    server_ip = host if host != "localhost" else "127.0.0.1"
     # The dev server's UI behind ui_front, on a loopback port of its own.
     ui_upstream_port = free_loopback_port()
     codec = CodecSettings().codec()
     command = [
         temporal_binary(), "server", "start-dev",
-        "--ip", host if host != "localhost" else "127.0.0.1",
+        "--ip", server_ip,
         "--port", str(port), "--ui-ip", "127.0.0.1", "--ui-port", str(ui_upstream_port),
         *(["--ui-codec-endpoint", f"{ui_url}/codec"] if codec else []),
         "--namespace", settings.temporal_namespace,
@@ -339,9 +340,10 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
                                      sorted(origins), sessions=sessions)
             # Printed in the developer's terminal: valid until used (or the stack stops).
             login_url = f"{ui_url}/codec/login?code={sessions.new_code(seconds=float('inf'))}"
-        upstream = f"http://127.0.0.1:{ui_upstream_port}"
-        apps["Temporal UI"] = (ui_front(upstream, settings.temporal_namespace, codec_app), ui_port)
         servers = await _serve(apps)
+        # Where the dev server's UI listened before it moved behind ui_front: the server's address.
+        front = ui_front(f"http://127.0.0.1:{ui_upstream_port}", settings.temporal_namespace, codec_app)
+        servers += await _serve({"Temporal UI": (front, ui_port)}, host=server_ip)
         yield DevStack(settings=settings, ui_url=ui_url, client=client, codec_login_url=login_url)
     finally:
         for http_server, task in servers:
