@@ -204,7 +204,9 @@ class UiSessions:
 
     def new_code(self, seconds: float = CODE_SECONDS) -> str:
         code = secrets.token_urlsafe(32)
-        self._codes[code] = time.monotonic() + seconds
+        now = time.monotonic()
+        self._codes = {key: until for key, until in self._codes.items() if until > now}
+        self._codes[code] = now + seconds
         return code
 
     def redeem(self, code: str) -> str | None:

@@ -248,7 +248,8 @@ def ui_front(upstream: str, namespace: str, codec: ASGIApp | None = None) -> Sta
     """The UI's origin: the columns page at /, the codec under /codec, everything else forwarded to
     the Temporal UI server at `upstream` (streamed both ways: the UI long-polls history)."""
     http = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(None, connect=5))
-    page = COLUMNS_PAGE % {"namespace": json.dumps(namespace), "columns": json.dumps(LIST_COLUMNS)}
+    # `<` escaped: no value can close the script element.
+    page = COLUMNS_PAGE % {"namespace": json.dumps(namespace).replace("<", "\\u003c"), "columns": json.dumps(LIST_COLUMNS)}
 
     async def columns(request: Request) -> Response:
         return HTMLResponse(page, headers={"cache-control": "no-store"})
