@@ -9,7 +9,11 @@ FAILED, cancelled by the buyer, COMPENSATION_FAILED, one held), then in chromium
   must show each purchase's state and provider without any column set up by hand;
 - opens a purchase: its input must be decoded (the buyer's e-mail shown, no `binary/encrypted`);
 - as a stranger (a fresh browser, no sign-in) the same page must not show the decoded input, and a
-  page of another origin in the signed-in browser must not get an answer from the codec.
+  page of another origin in the signed-in browser must not get an answer from the codec;
+- as deploy/compose.yaml has it: a codec server on an origin of its own, the UI sending credentials
+  (the dev server's UI cannot be told TEMPORAL_CODEC_INCLUDE_CREDENTIALS, so the browser's own
+  codec settings, which the UI keeps in local storage, stand in for it): decoded after the link
+  minted with the token (POST /login-link), not before.
 
 Prints what it saw as a table; exits 1 if anything is off. Screenshots go to --shots (/tmp).
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import shutil
 import sys
@@ -46,6 +51,9 @@ DUPLICATE = {"endpoint": "create", "status": 409, "times": 2,
 BUYER_EMAIL = "ui-check@example.com"
 ROWS_JS = """() => [...document.querySelectorAll('table tr')]
   .map(tr => [...tr.querySelectorAll('th,td')].map(cell => cell.innerText.trim()))"""
+# The UI's own codec settings in this browser (UI 2.54.1 keeps them in local storage under these names),
+# as the UI server's TEMPORAL_CODEC_ENDPOINT and TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true would set them.
+COMPOSE_CODEC_JS = """for (const [key, value] of Object.entries(%s)) localStorage.setItem(key, JSON.stringify(value));"""
 STRANGER_FETCH_JS = """async ([url, body]) => {
   try {
     const answer = await fetch(url, {method: "POST", credentials: "include",
@@ -172,8 +180,48 @@ async def browse(stack: Any, shots: Path) -> tuple[dict[str, dict[str, str]], di
         seen["stranger: codec answer"] = await strange_page.evaluate(
             STRANGER_FETCH_JS, [f"{stack.ui_url}/codec/decode", '{"payloads": []}'])
         await strange_page.screenshot(path=str(shots / "ui-stranger.png"))
+        seen.update(await compose_style(browser, stack))
         await browser.close()
     return table, seen
+
+
+async def compose_style(browser: Any, stack: Any) -> dict[str, str]:
+    """The codec server on its own origin, as `boxoffice codec-server` in compose."""
+    import httpx
+    import uvicorn
+
+    from workers.codec import CodecSettings, UiSessions, codec_server
+
+    token = base64.b64encode(os.urandom(32)).decode()
+    codec_url = f"http://127.0.0.1:{free_port()}"
+    codec = CodecSettings().codec()
+    assert codec is not None
+    app = codec_server(codec, token, [stack.ui_url], sessions=UiSessions(after_login=stack.ui_url))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(codec_url.rsplit(":", 1)[1]),
+                                           log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    seen = {}
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient() as http:
+            minted = await http.post(f"{codec_url}/login-link", headers={"Authorization": f"Bearer {token}"})
+        settings = {"endpoint": codec_url, "includeCredentials": True, "passAccessToken": False,
+                    "overrideRemoteCodecConfiguration": True}
+        for who in ("compose, before the link", "compose, after the link"):
+            context = await browser.new_context(viewport={"width": 1500, "height": 800})
+            await context.add_init_script(COMPOSE_CODEC_JS % json.dumps(settings))
+            page = await context.new_page()
+            if who.endswith("after the link"):
+                await page.goto(minted.json()["url"])
+            await page.goto(f"{stack.ui_url}/namespaces/default/workflows/purchase-ui-fulfilled")
+            text = await page_text(page, lambda text: BUYER_EMAIL in text, seconds=8 if "before" in who else 30)
+            seen[f"{who}: input decoded"] = str(BUYER_EMAIL in text)
+            await context.close()
+    finally:
+        server.should_exit = True
+        await task
+    return seen
 
 
 def report(table: dict[str, dict[str, str]], seen: dict[str, str]) -> list[str]:
@@ -189,9 +237,10 @@ def report(table: dict[str, dict[str, str]], seen: dict[str, str]) -> list[str]:
             wrong.append(f"{purchase_id}: the list shows {row or 'no row'}, not {state}/{provider}")
     print()
     for what, value in seen.items():
-        print(f"{what:<34} {value}")
+        print(f"{what:<40} {value}")
     expected = {"operator: input decoded": "True", "operator: binary/encrypted shown": "False",
-                "stranger: input decoded": "False"}
+                "stranger: input decoded": "False", "compose, before the link: input decoded": "False",
+                "compose, after the link: input decoded": "True"}
     wrong += [f"{what}: {seen.get(what)}" for what, value in expected.items() if seen.get(what) != value]
     if not seen.get("other origin: codec fetch", "").startswith("blocked"):
         wrong.append(f"another origin got a codec answer: {seen.get('other origin: codec fetch')}")
