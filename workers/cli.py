@@ -26,7 +26,7 @@ from activities.sweep import SweepSettings
 from activities.tevo import TevoActivities, TevoSettings, order_body
 from workers import client as purchases
 from workers import tracing
-from workers.codec import ENCODING, CodecSettings, UnknownCodecKey, codec_server, validation_summary
+from workers.codec import ENCODING, CodecSettings, UiSessions, UnknownCodecKey, codec_server, validation_summary
 from workers.devstack import (
     SIMULATORS,
     DevSettings,
@@ -115,7 +115,8 @@ environment:
   BOXOFFICE_HOME             where the dev server's SQLite file and log live (.boxoffice)
   BOXOFFICE_SIMULATORS_PORT  the first of five simulator ports: Atom, Onebox, TEvo, ATM, ACME (8701)
   BOXOFFICE_WEBHOOKS_HOST, BOXOFFICE_WEBHOOKS_PORT   the webhook receiver (127.0.0.1, 8780)
-  BOXOFFICE_CODEC_KEYS       payload encryption keys id:base64,... (unset: plain JSON)
+  BOXOFFICE_CODEC_KEYS       payload encryption keys id:base64,... (unset: plain JSON); with keys the UI
+                             decodes at its /codec once the browser opened the one-time link printed
   BOXOFFICE_LOG_FORMAT, BOXOFFICE_LOG_LEVEL          dev or json (dev); INFO
   BOXOFFICE_<PROVIDER>_*     a provider's settings, where set, instead of its simulator's"""
 
@@ -154,12 +155,14 @@ environment:
 
 CODEC_SERVER_HELP = """\
 Decrypts payloads for the Temporal UI and the temporal CLI (--codec-endpoint): Temporal's remote
-codec protocol, POST /encode and /decode, with a bearer token. Refuses to start without keys or
-token, and outside BOXOFFICE_ENV=dev on unsafe settings (a short token, a * origin, ...).
+codec protocol, POST /encode and /decode, with a bearer token (CLI) or a browser session (UI): a
+one-time sign-in link from `curl -X POST -H "Authorization: Bearer $TOKEN" http://HOST:8081/login-link`
+sets it; the UI sends it when its codec setting includeCredentials is on. Refuses to start without
+keys or token, and outside BOXOFFICE_ENV=dev on unsafe settings (a short token, a * origin, ...).
 
 environment:
   BOXOFFICE_CODEC_KEYS          the workers' keys, id:base64,... (required)
-  BOXOFFICE_CODEC_AUTH_TOKEN    the token the UI and CLI send (required; 32 characters or more)
+  BOXOFFICE_CODEC_AUTH_TOKEN    the token the CLI sends and UI sign-in links are minted with (required; 32+ chars)
   BOXOFFICE_CODEC_CORS_ORIGINS  the Temporal UI's origin(s), comma-separated (http://localhost:8233)
   BOXOFFICE_CODEC_HOST          where it listens (127.0.0.1)
   BOXOFFICE_CODEC_PORT          (8081)
@@ -361,6 +364,8 @@ async def cmd_dev(args: argparse.Namespace, settings: WorkerSettings) -> None:
     check_dev_ports()
     async with dev_stack(settings) as stack:
         print(f"Temporal UI:      {stack.ui_url}")
+        if stack.codec_login_url:
+            print(f"Decode in the UI: open {stack.codec_login_url} once (a one-time sign-in for this browser)")
         print(f"Temporal server:  {settings.temporal_address} (namespace {settings.temporal_namespace})")
         print(f"State:            {settings.home / 'temporal.db'}")
         print("Try `boxoffice demo` in another shell. Ctrl-C stops everything.", flush=True)
@@ -572,8 +577,11 @@ async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -
     origins = [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
     # Its metrics where the manifests have them scraped (BOXOFFICE_METRICS_BIND); the runtime lives while it serves.
     runtime = sdk_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    # A browser signs in with a one-time link minted with the token (POST /login-link); the UI
+    # sends the cookie with TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true.
     app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins,
-                       runtime.metric_meter if runtime else None)
+                       runtime.metric_meter if runtime else None,
+                       sessions=UiSessions(after_login=origins[0]) if origins else None)
     sock = bound_socket(codec_settings.host, codec_settings.port, "BOXOFFICE_CODEC_PORT")
     print(f"codec server on http://{codec_settings.host}:{codec_settings.port} for {', '.join(origins)}", flush=True)
     await serve(app, sock)

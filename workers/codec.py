@@ -9,8 +9,12 @@ Independently of keys, a payload that does not validate (a request started from 
 fails as one line naming the bad fields, never quoting their values (card tokens, e-mails).
 
 `boxoffice codec-server` serves Temporal's remote codec protocol (POST /encode, /decode) for the
-Temporal UI and CLI (`--codec-endpoint`), with CORS for the UI and a bearer-token check, and its
-request metrics on BOXOFFICE_METRICS_BIND (workers/telemetry.py).
+Temporal UI and CLI (`--codec-endpoint`), and its request metrics on BOXOFFICE_METRICS_BIND
+(workers/telemetry.py). Who may call it: the CLI with the bearer token; a browser with the session
+cookie a one-time sign-in link (GET /login?code=..., minted with the token by POST /login-link;
+`boxoffice dev` prints one) sets, which the Temporal UI sends when its
+codec settings include credentials (TEMPORAL_CODEC_INCLUDE_CREDENTIALS) or when the codec is on the
+UI's own origin (`boxoffice dev`). A browser request from an origin not allowed is refused (403).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import binascii
 import hmac
 import os
 import re
+import secrets
+import time
 from collections.abc import Sequence
 from typing import Any, get_args
 
@@ -33,7 +39,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.common import MetricMeter
@@ -62,6 +68,11 @@ INVALID_REQUEST = "INVALID_REQUEST"
 # Fields named in a validation failure's one line; the rest are counted.
 FIELDS_SHOWN = 5
 REQUEST_UNION = get_args(PurchaseRequest)[0]
+# The browser session a sign-in link opens: HttpOnly, SameSite=Strict, only on the codec's path.
+SESSION_COOKIE = "boxoffice_codec_session"
+SESSION_SECONDS = 12 * 3600
+# How long a sign-in link minted with the token (POST /login-link) may wait to be opened.
+CODE_SECONDS = 600
 
 
 class UnknownCodecKey(ValueError):
@@ -180,22 +191,66 @@ def data_converter(codec: PayloadCodec | None) -> DataConverter:
                          failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
 
 
-def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence[str],
-                 meter: MetricMeter | None = None) -> Starlette:
-    """Temporal's remote codec protocol: JSON `{"payloads": [...]}` in and out. The token is checked
-    before the body is read; a body over MAX_BODY_BYTES is 413; anything that does not parse, decode
-    or decrypt is 400, naming what, never quoting it. With `meter`, every request is counted and timed
-    (refusals and CORS preflights too)."""
+class UiSessions:
+    """One-time sign-in codes and the browser sessions they open, in this process's memory (one
+    codec server: `boxoffice dev`, compose; behind a load balancer each replica would need its own
+    sign-in, so production puts the codec behind the UI's own sign-in: README)."""
 
-    def authorized(request: Request) -> bool:
+    def __init__(self, after_login: str, seconds: float = SESSION_SECONDS) -> None:
+        self.after_login = after_login  # where a signed-in browser goes: the Temporal UI
+        self.seconds = seconds
+        self._codes: dict[str, float] = {}  # code -> expiry (monotonic)
+        self._sessions: dict[str, float] = {}  # session id -> expiry (monotonic)
+
+    def new_code(self, seconds: float = CODE_SECONDS) -> str:
+        code = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        self._codes = {key: until for key, until in self._codes.items() if until > now}
+        self._codes[code] = now + seconds
+        return code
+
+    def redeem(self, code: str) -> str | None:
+        """A new session for an unused, unexpired code (the code is spent), else None."""
+        now = time.monotonic()
+        if self._codes.pop(code, 0.0) <= now:
+            return None
+        session = secrets.token_urlsafe(32)
+        self._sessions = {key: until for key, until in self._sessions.items() if until > now}
+        self._sessions[session] = now + self.seconds
+        return session
+
+    def valid(self, session: str | None) -> bool:
+        return session is not None and self._sessions.get(session, 0.0) > time.monotonic()
+
+
+def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence[str],
+                 meter: MetricMeter | None = None, sessions: UiSessions | None = None) -> Starlette:
+    """Temporal's remote codec protocol: JSON `{"payloads": [...]}` in and out. The caller (bearer
+    token, or with `sessions` a signed-in browser's cookie) and its origin are checked before the
+    body is read; a body over MAX_BODY_BYTES is 413; anything that does not parse, decode or decrypt
+    is 400, naming what, never quoting it. With `meter`, every request is counted and timed
+    (refusals and CORS preflights too)."""
+    allowed_origins = frozenset(cors_origins)
+
+    def bearer(request: Request) -> bool:
         sent = request.headers.get("authorization", "")
         return hmac.compare_digest(sent.encode(), f"Bearer {auth_token}".encode())
+
+    def authorized(request: Request) -> bool:
+        return bearer(request) or (sessions is not None and sessions.valid(request.cookies.get(SESSION_COOKIE)))
+
+    def foreign(request: Request) -> bool:
+        # Browsers name the page's origin on every POST; the CLI sends none.
+        origin = request.headers.get("origin")
+        return origin is not None and origin not in allowed_origins
 
     def refuse(status: int, error: str) -> JSONResponse:
         return JSONResponse({"error": error}, status_code=status)
 
     def endpoint(encode: bool):  # noqa: ANN202
         async def handle(request: Request) -> Response:
+            if foreign(request):
+                return refuse(403, "origin not allowed")
             if not authorized(request):
                 return refuse(401, "unauthorized")
             length = request.headers.get("content-length", "0")
@@ -217,10 +272,34 @@ def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence
 
         return handle
 
+    async def login(request: Request) -> Response:
+        assert sessions is not None
+        session = sessions.redeem(request.query_params.get("code", ""))
+        if session is None:
+            return refuse(403, "sign-in link unknown or already used")
+        answer = RedirectResponse(sessions.after_login, status_code=303)
+        answer.set_cookie(SESSION_COOKIE, session, max_age=int(sessions.seconds), path=request.scope.get("root_path") or "/",
+                          secure=request.url.scheme == "https", httponly=True, samesite="strict")
+        return answer
+
+    async def login_link(request: Request) -> Response:
+        # Only the token mints a link: a browser session cannot hand out more.
+        assert sessions is not None
+        if foreign(request):
+            return refuse(403, "origin not allowed")
+        if not bearer(request):
+            return refuse(401, "unauthorized")
+        base = str(request.base_url).rstrip("/")  # with the path the codec is mounted under
+        return JSONResponse({"url": f"{base}/login?code={sessions.new_code()}", "expires_in_seconds": CODE_SECONDS})
+
+    routes = [Route("/encode", endpoint(True), methods=["POST"]), Route("/decode", endpoint(False), methods=["POST"])]
+    if sessions is not None:
+        routes += [Route("/login", login, methods=["GET"]), Route("/login-link", login_link, methods=["POST"])]
     return without_slash_redirect(Starlette(
-        routes=[Route("/encode", endpoint(True), methods=["POST"]), Route("/decode", endpoint(False), methods=["POST"])],
+        routes=routes,
         middleware=[
-            *([Middleware(RequestMetrics, meter=meter, server="codec", paths=("/encode", "/decode"))] if meter else []),
+            *([Middleware(RequestMetrics, meter=meter, server="codec", paths=("/encode", "/decode", "/login", "/login-link"))]
+              if meter else []),
             Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["POST"],
                        allow_headers=["authorization", "content-type", "x-namespace"], allow_credentials=True),
         ],

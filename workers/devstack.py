@@ -8,7 +8,13 @@ simulator with the simulator's public credentials (`use_simulators`).
 Dev mode must not be switched on by accident in production (issue 25): the webhook receiver it runs
 accepts the ATM simulator's published secret, so `boxoffice webhooks` with BOXOFFICE_ENV=dev refuses to
 listen beyond loopback, and refuses that secret unless an ATM simulator answers at BOXOFFICE_ATM_BASE_URL
-on loopback (`boxoffice dev` starts one in process); it says it runs in dev mode in one WARNING line."""
+on loopback (`boxoffice dev` starts one in process); it says it runs in dev mode in one WARNING line.
+
+The Temporal UI is served through `ui_front` on the UI's port (the dev server's own UI listens on a
+loopback port of its own behind it): the first visit to its root sets the Workflows list's columns
+to show each purchase's BoxofficeState and BoxofficeProvider, and with BOXOFFICE_CODEC_KEYS the codec
+server answers on the UI's own origin under /codec, for a browser signed in by the one-time link
+`boxoffice dev` prints (the dev server's UI has no setting to send credentials cross-origin)."""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -31,6 +38,12 @@ import structlog
 import uvicorn
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 from temporalio.client import Client
 
 from simulators.acme import AcmeSimulator
@@ -39,6 +52,7 @@ from simulators.atom import AtomSimulator
 from simulators.onebox import OneboxSimulator
 from simulators.tevo import TevoSimulator
 from workers.client import SEARCH_ATTRIBUTES
+from workers.codec import CodecSettings, UiSessions, codec_server
 from workers.settings import WebhookSettings, WorkerSettings
 from workers.webhooks import atm_receiver, temporal_delivery
 from workers.worker import connect
@@ -192,6 +206,13 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host or "localhost", int(port)
@@ -202,15 +223,70 @@ class DevStack:
     settings: WorkerSettings
     ui_url: str
     client: Client
+    # With codec keys: the one-time link that lets a browser decode payloads in the UI.
+    codec_login_url: str | None = None
 
 
-async def _serve(apps: dict[str, tuple[Any, int]]) -> list[tuple[uvicorn.Server, asyncio.Task[None]]]:
+# The Workflows list's columns on a browser's first visit: the UI keeps them per browser (its local
+# storage key `namespace-workflow-table-columns`, UI 2.54); an operator's own choice is kept.
+LIST_COLUMNS = ("Status", "BoxofficeState", "BoxofficeProvider", "Workflow ID", "Type", "Start", "End")
+COLUMNS_PAGE = """<!doctype html><meta charset="utf-8"><title>Temporal UI</title><script>
+const key = "namespace-workflow-table-columns", namespace = %(namespace)s;
+const saved = JSON.parse(localStorage.getItem(key) || "{}");
+if (!(saved[namespace] || []).length) {
+  saved[namespace] = %(columns)s.map(label => ({label}));
+  localStorage.setItem(key, JSON.stringify(saved));
+}
+location.replace("/namespaces/" + encodeURIComponent(namespace) + "/workflows");
+</script>"""
+# Not forwarded between the browser and the UI server: hop-by-hop headers and the codec's session.
+HOP_HEADERS = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
+                         "proxy-authorization", "proxy-authenticate", "content-length"})
+
+
+def ui_front(upstream: str, namespace: str, codec: ASGIApp | None = None) -> Starlette:
+    """The UI's origin: the columns page at /, the codec under /codec, everything else forwarded to
+    the Temporal UI server at `upstream` (streamed both ways: the UI long-polls history)."""
+    http = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(None, connect=5))
+    # `<` escaped: no value can close the script element.
+    page = COLUMNS_PAGE % {"namespace": json.dumps(namespace).replace("<", "\\u003c"), "columns": json.dumps(LIST_COLUMNS)}
+
+    async def columns(request: Request) -> Response:
+        return HTMLResponse(page, headers={"cache-control": "no-store"})
+
+    async def forward(request: Request) -> Response:
+        headers = [(k, v) for k, v in request.headers.items() if k not in HOP_HEADERS]
+        # As sent: a workflow id's %2F must not become a path separator.
+        target = request.scope["raw_path"].decode("latin-1") + (f"?{request.url.query}" if request.url.query else "")
+        sent = http.build_request(request.method, target, headers=headers, content=request.stream())
+        answer = await http.send(sent, stream=True)
+        kept = [(k.encode(), v.encode()) for k, v in answer.headers.multi_items() if k.lower() not in HOP_HEADERS]
+        response = StreamingResponse(answer.aiter_raw(), status_code=answer.status_code,
+                                     background=BackgroundTask(answer.aclose))
+        response.raw_headers = kept
+        return response
+
+    routes: list[Route | Mount] = [Route("/", columns, methods=["GET"])]
+    if codec is not None:
+        routes.append(Mount("/codec", codec))
+    routes.append(Route("/{path:path}", forward, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]))
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with http:
+            yield
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _serve(apps: dict[str, tuple[Any, int]], host: str = "127.0.0.1") -> list[tuple[uvicorn.Server, asyncio.Task[None]]]:
     servers = []
     for name, (app, port) in apps.items():
-        if port_open("127.0.0.1", port):
+        if port_open(host, port):
             raise SystemExit(f"port {port} for the {name} is taken: is `boxoffice dev` already running? "
                              "(BOXOFFICE_SIMULATORS_PORT, BOXOFFICE_WEBHOOKS_PORT choose others)")
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        # A browser's open long-poll to the UI must not hold up Ctrl-C.
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                               timeout_graceful_shutdown=5))
         servers.append((server, asyncio.create_task(server.serve())))
     for server, _ in servers:
         while not server.started:
@@ -225,10 +301,16 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
         raise SystemExit(f"something already listens on {settings.temporal_address}: is `boxoffice dev` running?")
     settings.home.mkdir(parents=True, exist_ok=True)
     ui_port = port + 1000
+    ui_url = f"http://{host}:{ui_port}"
+    server_ip = host if host != "localhost" else "127.0.0.1"
+    # The dev server's UI behind ui_front, on a loopback port of its own.
+    ui_upstream_port = free_loopback_port()
+    codec = CodecSettings().codec()
     command = [
         temporal_binary(), "server", "start-dev",
-        "--ip", host if host != "localhost" else "127.0.0.1",
-        "--port", str(port), "--ui-port", str(ui_port),
+        "--ip", server_ip,
+        "--port", str(port), "--ui-ip", "127.0.0.1", "--ui-port", str(ui_upstream_port),
+        *(["--ui-codec-endpoint", f"{ui_url}/codec"] if codec else []),
         "--namespace", settings.temporal_namespace,
         "--log-level", "error", "--ui-disable-news-fetch",
         *dev_server_args(settings.home / "temporal.db"),
@@ -249,8 +331,21 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
         apps = {f"{name} simulator": (sim.app, ports[name]) for name, sim in simulators.items()}
         receiver = atm_receiver(webhooks.atm_secret_list(), temporal_delivery(client, settings.task_queue))
         apps["webhook receiver"] = (receiver, webhooks.port)
+        codec_app, login_url = None, None
+        if codec:
+            sessions = UiSessions(after_login=f"{ui_url}/")
+            token = CodecSettings().auth_token
+            # The browser's origin as the UI is printed, and its other loopback spelling.
+            origins = {ui_url, f"http://127.0.0.1:{ui_port}", f"http://localhost:{ui_port}"}
+            codec_app = codec_server(codec, token.get_secret_value() if token else secrets.token_urlsafe(32),
+                                     sorted(origins), sessions=sessions)
+            # Printed in the developer's terminal: valid until used (or the stack stops).
+            login_url = f"{ui_url}/codec/login?code={sessions.new_code(seconds=float('inf'))}"
         servers = await _serve(apps)
-        yield DevStack(settings=settings, ui_url=f"http://{host}:{ui_port}", client=client)
+        # Where the dev server's UI listened before it moved behind ui_front: the server's address.
+        front = ui_front(f"http://127.0.0.1:{ui_upstream_port}", settings.temporal_namespace, codec_app)
+        servers += await _serve({"Temporal UI": (front, ui_port)}, host=server_ip)
+        yield DevStack(settings=settings, ui_url=ui_url, client=client, codec_login_url=login_url)
     finally:
         for http_server, task in servers:
             http_server.should_exit = True
