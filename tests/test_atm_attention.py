@@ -18,7 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from simulators.atm import AtmSimulator
-from tests.conftest import atm_request, atm_worker, binary, free_port, wait_for_state
+from tests.conftest import SERVER_STARTUP, atm_request, atm_worker, binary, free_port, wait_for_state
 from tests.test_atm import pay, wire
 from tests.test_atom_workflow import record
 from workers.client import ensure_search_attributes, purchase_outcome, start_purchase
@@ -108,6 +108,7 @@ async def test_attention_is_counted_in_a_metric() -> None:
     port = free_port()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter,
+        test_server_startup_timeout=SERVER_STARTUP,
         runtime=sdk_runtime(f"127.0.0.1:{port}"),
     )
     try:

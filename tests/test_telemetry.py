@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from simulators.atom import AtomSimulator
-from tests.conftest import atom_request, atom_worker, binary, free_port
+from tests.conftest import SERVER_STARTUP, atom_request, atom_worker, binary, free_port
 from workers.client import ensure_search_attributes, purchase_outcome, start_purchase
 from workers.logs import configure
 from workers.telemetry import sdk_runtime
@@ -60,6 +60,7 @@ async def test_prometheus_metrics_per_provider_and_outcome() -> None:
     port = free_port()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter,
+        test_server_startup_timeout=SERVER_STARTUP,
         runtime=sdk_runtime(f"127.0.0.1:{port}"),
     )
     try:
