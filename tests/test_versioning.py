@@ -70,15 +70,29 @@ async def temporal(client: Client, *args: str) -> tuple[int, str]:
     return process.returncode or 0, (out + err).decode()
 
 
-async def set_current(client: Client, build_id: str) -> None:
-    """The rollout step the controller takes (deploy/README.md); it fails until the build's workers poll."""
+async def set_routing(client: Client, build_id: str, ramp: int | None = None) -> None:
+    """A rollout step the controller takes (deploy/README.md): the build becomes ramping (`ramp` % of
+    new workflows) or current. The server refuses it until the build's workers poll."""
+    step = ["set-current-version"] if ramp is None else ["set-ramping-version", "--percentage", str(ramp)]
     for _ in range(100):
-        code, output = await temporal(client, "worker", "deployment", "set-current-version", "--yes",
+        code, output = await temporal(client, "worker", "deployment", *step, "--yes",
                                       "--deployment-name", DEPLOYMENT, "--build-id", build_id)
         if code == 0:
             return
         await asyncio.sleep(0.2)
-    raise AssertionError(f"{build_id} never became current: {output}")
+    raise AssertionError(f"{build_id} never became {step[0]}: {output}")
+
+
+async def set_current(client: Client, build_id: str) -> None:
+    await set_routing(client, build_id)
+
+
+async def routing(client: Client) -> tuple[str, str]:
+    """(current build, ramping build) as `temporal worker deployment describe` shows them."""
+    code, output = await temporal(client, "worker", "deployment", "describe", "--output", "json", "--name", DEPLOYMENT)
+    assert code == 0, output
+    config = json.loads(output)["routingConfig"]
+    return config.get("currentVersionBuildID", ""), config.get("rampingVersionBuildID", "")
 
 
 async def describe_version(client: Client, build_id: str) -> dict[str, Any]:
@@ -121,8 +135,13 @@ async def test_rollout_a_held_purchase_finishes_on_its_draining_build_and_the_bu
             await asyncio.sleep(0.1)
 
         async with build(client, "build-b", sim_b):
-            # The new build becomes current; A is no longer current and drains, its workers still running.
+            # The controller's Progressive rollout: B ramps (A stays current), then becomes current;
+            # A is no longer current and drains, its workers still running.
+            await set_routing(client, "build-b", ramp=10)
+            assert await routing(client) == ("build-a", "build-b")
+            assert await drainage(client, "build-a") == ""
             await set_current(client, "build-b")
+            assert await routing(client) == ("build-b", "")
             assert await drainage(client, "build-a") == "draining"
             new = await purchases.start_purchase(client, atom_request("v-2"), TASK_QUEUE)
             assert (await purchase_outcome(new)).state == "FULFILLED"
