@@ -55,7 +55,8 @@ def load(path: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all((DEPLOY / path).read_text()) if doc]
 
 
-K8S = ["k8s/namespace.yaml", "k8s/config.yaml", "k8s/workers.yaml", "k8s/edge.yaml", "k8s/network.yaml"]
+K8S = ["k8s/namespace.yaml", "k8s/config.yaml", "k8s/workers.yaml", "k8s/edge.yaml", "k8s/network.yaml",
+       "k8s/monitoring.yaml"]
 # What a pod template is found in: the controller's WorkerDeployment takes a Deployment's pod template.
 POD_OWNERS = {"Deployment", "WorkerDeployment", "StatefulSet", "DaemonSet", "Job"}
 # Set in the worker pods by the Temporal Worker Controller, for the version it runs them as; the worker
@@ -172,6 +173,14 @@ def test_one_worker_container_per_role_in_each_version_pod() -> None:
         needed = {n for n, secret in variables(provider).items() if secret} if provider else set()
         assert needed | {"BOXOFFICE_CODEC_KEYS"} <= secrets, f"{role} lacks its provider's credentials"
     assert len(ports) == len(set(ports)), "two containers of the pod on one port"
+    # Every process's metrics are scraped: the PodMonitor names each container's metrics port.
+    [monitor] = load("k8s/monitoring.yaml")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= worker_deployment()["spec"]["template"]["metadata"][
+        "labels"].items()
+    scraped = {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]}
+    for role, container in containers.items():
+        [metrics] = [p for p in container["ports"] if p["name"].startswith("metrics")]
+        assert metrics["name"] in scraped, role
 
 
 def test_compose_runs_the_current_temporal_server_with_admin_tools_jobs() -> None:
