@@ -352,6 +352,12 @@ def test_every_pod_template_meets_the_restricted_pod_security_profile() -> None:
         assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, name
         for constraint in spread:
             assert constraint["labelSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items(), name
+    # compose's boxoffice services likewise.
+    services = load("compose.yaml")[0]["services"]
+    for service in ("worker", "webhooks", "codec-server"):
+        hardened = services[service]
+        assert hardened["user"] == ":".join(user) and hardened["read_only"] is True and hardened["tmpfs"] == ["/tmp"]
+        assert hardened["cap_drop"] == ["ALL"] and hardened["security_opt"] == ["no-new-privileges:true"]
     [namespace] = load("k8s/namespace.yaml")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     for document in kubernetes():
