@@ -169,6 +169,20 @@ async def test_rollout_a_held_purchase_finishes_on_its_draining_build_and_the_bu
     assert await behavior(item) == VersioningBehavior.VERSIONING_BEHAVIOR_AUTO_UPGRADE
 
 
+async def test_an_unversioned_worker_runs_the_auto_upgrade_workflows(dev_env: WorkflowEnvironment) -> None:
+    """`boxoffice dev` and most tests run unversioned workers. The server refuses a task completion that
+    reports a versioning behaviour without versioned deployment options ("versioning behavior cannot be
+    specified without deployment options being set with versioned mode"), and the SDK reports what
+    @workflow.defn declares: an attention item (AUTO_UPGRADE) would never get past its first task."""
+    client = dev_env.client
+    async with serving(client, "unversioned", []):
+        item = await client.start_workflow("ReconcileWorkflow", "purchase-u", id=reconcile_workflow_id("purchase-u"),
+                                           task_queue="unversioned")
+        await item.signal("resolve", "checked")
+        assert await asyncio.wait_for(item.result(), 10) == "checked"
+    assert await behavior(item) == VersioningBehavior.VERSIONING_BEHAVIOR_UNSPECIFIED
+
+
 def test_versioning_is_off_unless_both_settings_are_given() -> None:
     assert WorkerSettings().deployment_config() is None
     config = WorkerSettings(BOXOFFICE_DEPLOYMENT_NAME="boxoffice", BOXOFFICE_BUILD_ID="2026.11.23-ab12").deployment_config()
