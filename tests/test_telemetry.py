@@ -85,15 +85,16 @@ async def test_prometheus_metrics_per_provider_and_outcome() -> None:
 
 
 def scraped_deployments() -> dict[str, tuple[str, str]]:
-    """deploy/k8s: each Deployment Prometheus is told to scrape, its command and annotated port."""
+    """deploy/k8s: each Deployment (or the workers' WorkerDeployment) Prometheus is told to scrape, its
+    command and annotated port (a worker pod's first container: the other roles', deploy/k8s/monitoring.yaml)."""
     documents = [doc for path in sorted(DEPLOY_K8S.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
     scraped = {}
     for doc in documents:
-        if doc["kind"] != "Deployment":
+        if doc["kind"] not in ("Deployment", "WorkerDeployment"):
             continue
         annotations = doc["spec"]["template"]["metadata"].get("annotations", {})
         if annotations.get("prometheus.io/scrape") == "true":
-            [container] = doc["spec"]["template"]["spec"]["containers"]
+            container = doc["spec"]["template"]["spec"]["containers"][0]
             scraped[doc["metadata"]["name"]] = (container["command"][1], annotations["prometheus.io/port"])
     return scraped
 

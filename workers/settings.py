@@ -7,7 +7,7 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, PrivateAttr, SecretStr
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
@@ -66,10 +66,14 @@ class WorkerSettings(BaseSettings):
     # What this process serves: "all", or a comma list of "workflows" and provider names.
     roles: str = Field(default="all", validation_alias="BOXOFFICE_WORKER_ROLES")
     # Worker Versioning: this process serves build `build_id` of the Worker Deployment `deployment_name`
-    # (both set), or runs unversioned (both unset: `boxoffice dev`, the tests).
-    deployment_name: str | None = Field(default=None, validation_alias="BOXOFFICE_DEPLOYMENT_NAME",
-                                        pattern=r"^[^.]+$")
-    build_id: str | None = Field(default=None, validation_alias="BOXOFFICE_BUILD_ID")
+    # (both set), or runs unversioned (both unset: `boxoffice dev`, the tests). On Kubernetes the Temporal
+    # Worker Controller injects TEMPORAL_DEPLOYMENT_NAME and TEMPORAL_WORKER_BUILD_ID into the pods of the
+    # version it runs them as, and the worker must register as exactly that: those win (deploy/README.md).
+    deployment_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("TEMPORAL_DEPLOYMENT_NAME", "BOXOFFICE_DEPLOYMENT_NAME"),
+        pattern=r"^[^.]+$")
+    build_id: str | None = Field(default=None,
+                                 validation_alias=AliasChoices("TEMPORAL_WORKER_BUILD_ID", "BOXOFFICE_BUILD_ID"))
 
     @property
     def temporal(self) -> ClientConnectConfig:
@@ -84,9 +88,9 @@ class WorkerSettings(BaseSettings):
         return self._temporal["namespace"]
 
     def deployment_config(self) -> WorkerDeploymentConfig | None:
-        """Every workflow is PINNED: it runs to its end on the build that started it. A purchase holds
-        seats for minutes and must not meet code it did not start with; refunds and order reads last
-        seconds, so pinning them too delays retiring a build by no more than that."""
+        """PINNED by default: a purchase holds seats for minutes and runs to its end on the build that
+        started it. The workflows that must not hold a build (attention items, refunds, order reads and
+        changes, sweeps) declare AUTO_UPGRADE on their definitions, each saying why."""
         if (self.deployment_name is None) != (self.build_id is None):
             raise ValueError("set both BOXOFFICE_DEPLOYMENT_NAME and BOXOFFICE_BUILD_ID, or neither")
         if self.deployment_name is None or self.build_id is None:

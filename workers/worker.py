@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
     SandboxRestrictions,
@@ -44,6 +44,7 @@ from workers.codec import CodecSettings, data_converter
 from workers.servers import server_config
 from workers.settings import ROLES, WorkerSettings
 from workers.telemetry import Telemetry, forwarding_runtime, sdk_runtime
+from workers.versioning import Unversioned
 from workflows.models import FailureReason, PurchasePolicy, provider_task_queue
 from workflows.orders import OrderChangeWorkflow, OrdersWorkflow, RefundWorkflow
 from workflows.purchase import PurchaseWorkflow
@@ -151,13 +152,17 @@ async def serving(
             activities += provider.all() + (sweeps[provider.name].all() if provider.name in sweeps else [])
     sweep_activities = SweepActivities(client, task_queue, sweeps)
     activities += sweep_activities.all()
+    runner: WorkflowRunner = SANDBOX if sandboxed else UnsandboxedWorkflowRunner()
+    deployment = options.get("deployment_config")
+    if deployment is None or not deployment.use_worker_versioning:
+        runner = Unversioned(runner)  # the definitions' versioning behaviour is only for versioned workers
     if "workflows" in roles:
         workers.append(Worker(
             client,
             task_queue=task_queue,
             workflows=WORKFLOWS,
             activities=activities,
-            workflow_runner=SANDBOX if sandboxed else UnsandboxedWorkflowRunner(),
+            workflow_runner=runner,
             interceptors=[Telemetry()],
             no_remote_activities=True,
             **options,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
@@ -46,7 +47,10 @@ async def acme_queue() -> str | None:
     return policy.activity_task_queue
 
 
-@workflow.defn(name="RefundWorkflow")
+# AUTO_UPGRADE, not pinned: a refund keeps retrying for up to UNDO_TIMEOUT (6 h) through a provider
+# outage, which would keep its build from draining that long. It holds no seats or buyer to answer,
+# and each step is one idempotent activity, so it may continue on the current build (changes patched).
+@workflow.defn(name="RefundWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class RefundWorkflow:
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundResult:
@@ -67,7 +71,8 @@ class RefundWorkflow:
         )
 
 
-@workflow.defn(name="OrdersWorkflow")
+# AUTO_UPGRADE: one read; nothing ties it to the build that started it, so it never delays a drain.
+@workflow.defn(name="OrdersWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class OrdersWorkflow:
     @workflow.run
     async def run(self, query: OrdersQuery) -> OrdersPage:
@@ -78,7 +83,8 @@ class OrdersWorkflow:
         )
 
 
-@workflow.defn(name="OrderChangeWorkflow")
+# AUTO_UPGRADE: one idempotent write (a PUT of the whole order, or a delete), safe on any build.
+@workflow.defn(name="OrderChangeWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class OrderChangeWorkflow:
     @workflow.run
     async def run(self, change: OrderChange) -> OrderChangeResult:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate, VersioningBehavior
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -57,7 +57,10 @@ def reconcile_workflow_id(purchase_workflow_id: str) -> str:
     return f"reconcile-{purchase_workflow_id}"
 
 
-@workflow.defn(name="ReconcileWorkflow")
+# AUTO_UPGRADE, not pinned: an item stays open until a person answers, days perhaps, and a pinned one
+# would keep the build it started on from ever draining. Its next task runs on the current build,
+# which replays this history: changes to it are patched like every workflow's (tests/test_replay.py).
+@workflow.defn(name="ReconcileWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class ReconcileWorkflow:
     def __init__(self) -> None:
         self._subject = ""

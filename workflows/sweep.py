@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, VersioningBehavior
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -33,7 +33,10 @@ def sweep_workflow_id(provider: str) -> str:
     return f"sweep-{provider}"
 
 
-@workflow.defn(name="SweepWorkflow")
+# AUTO_UPGRADE: a large account's sweep pages on through continue-as-new; each run and each page may
+# follow the current build (it reads, matches and releases only what ended purchases left, idempotently),
+# so a build is never held by the sweep schedules, which start one run after another.
+@workflow.defn(name="SweepWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class SweepWorkflow:
     def __init__(self) -> None:
         self._repaired: list[str] = []
