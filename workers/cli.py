@@ -136,6 +136,7 @@ environment:
   BOXOFFICE_SHUTDOWN_GRACE_SECONDS      how long running activities may finish on SIGTERM (30)
   BOXOFFICE_METRICS_BIND, BOXOFFICE_HEALTH_BIND  host:port of /metrics and /healthz (none)
   BOXOFFICE_DEPLOYMENT_NAME, BOXOFFICE_BUILD_ID  this worker's Worker Deployment version
+  TEMPORAL_DEPLOYMENT_NAME, TEMPORAL_WORKER_BUILD_ID  the same, set by the Worker Controller (preferred)
   BOXOFFICE_LOG_FORMAT, BOXOFFICE_LOG_LEVEL      dev or json (dev); INFO
   BOXOFFICE_<PROVIDER>_*                a provider's URL, credentials and tuning (ATOM, ONEBOX, TEVO, ATM, ACME)
   OTEL_*                                OpenTelemetry tracing (the tracing extra)"""
