@@ -73,7 +73,7 @@ OUTAGE = "outage longer than the step"  # from this call on, every call to the p
 KINDS = [*FAULTS, OUTAGE]
 KILLED = "worker killed mid-step"
 # Calls run as local activities (reads, rerun-safe writes): their retries back off in the worker, in real time.
-LOCAL_READS = {"tevo": {"group", "show"}, "atom": {"refresh", "guest", "lease", "preview", "status", "summary"},
+LOCAL_READS = {"tevo": {"group", "show"}, "atom": {"refresh", "lease", "preview", "status", "summary"},
                "acme": {"get"}}
 
 
@@ -244,6 +244,8 @@ class Outcome:
     status: PurchaseStatus
     effects: list[Effect]
     landed_after_end: int
+    # Accounts holding the buyer's details that no order was placed from (Atom's guest accounts).
+    orphan_accounts: list[str] = field(default_factory=list)
 
 
 async def outcome_or_attention(handle: WorkflowHandle[Any, PurchaseResult]) -> PurchaseResult:
@@ -286,12 +288,14 @@ async def run_purchase(provider: Provider, schedule: Schedule, env: WorkflowEnvi
     # A late request whose retry never came lands now, after the purchase ended: what it committed
     # is in the ledger too.
     landed = await sim.faults.land()
-    return Outcome(result, status, sim.committed(), landed)
+    orphans = sim.orphan_guests() if isinstance(sim, AtomSimulator) else []
+    return Outcome(result, status, sim.committed(), landed, orphans)
 
 
 ATTENTION = (PurchaseState.COMPENSATION_FAILED, PurchaseState.NEEDS_ATTENTION)
 # The provider-id names of holds the provider cannot find again (workflows/acme.py).
 UNKNOWN_HOLD = "unknown_hold_"
+UNKNOWN_ACCOUNT = "unknown_guest_account_"  # workflows/atom.py
 
 
 def attention(result: PurchaseResult) -> bool:
@@ -319,6 +323,10 @@ def check(outcome: Outcome) -> None:
     if len(unnamed_holds) <= unknown_holds:
         unnamed = [e for e in unnamed if e.kind != "hold"]
     assert not unnamed or attention(result), ("held by the provider, named by nobody", unnamed, result)
+    # Every account holding the buyer's details is named: by its id, or as an attempt's of unknown id.
+    unnamed_accounts = [a for a in outcome.orphan_accounts if a not in names]
+    assert len(unnamed_accounts) <= sum(k.startswith(UNKNOWN_ACCOUNT) for k in ids), (
+        "an account with the buyer's details, named by nobody", unnamed_accounts, ids)
     paid = [e for e in effects if e.kind == "payment" and e.standing]
     if paid and not attention(result):
         assert result.state == PurchaseState.FULFILLED and result.tickets, ("paid, ended without tickets", paid, result)

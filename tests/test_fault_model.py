@@ -111,6 +111,21 @@ async def test_atom_under_the_fault_model(schedule: Schedule) -> None:
     await fault_model("atom", schedule)
 
 
+@pytest.mark.parametrize("kind", ["answer lost after commit", "lands late, after its retry"])
+async def test_atom_guest_account_of_unknown_id_is_named_by_its_attempt(kind: str) -> None:
+    """Atom's guest account (partner-docs-95q.pages.dev/api/ordering, llms-full.txt: POST
+    /ordering/v1/customer/account/guest with email, firstName, lastName, attributionMap; no
+    password, no idempotency key, no lookup, no delete) cannot be recognised when repeated: the
+    retry's account orders, and the one the lost attempt made, holding the buyer's name and email,
+    is named for an operator (to ask Atom to remove it)."""
+    outcome = await fault_model("atom", Schedule(("guest", kind)))
+    assert outcome.result.state == PurchaseState.FULFILLED
+    [orphan] = outcome.orphan_accounts
+    ids = outcome.status.provider_ids
+    assert orphan != ids["account_id"]
+    assert ids["unknown_guest_account_1"].startswith("guest account attempt 1: outcome unknown")
+
+
 @EXAMPLES
 @given(schedules(PROVIDERS["acme"]))
 @example(Schedule(("checkout", "answer lost after commit")))

@@ -317,6 +317,9 @@ class ProviderSession(Response):
 
     token: str = Field(repr=False)
     account_id: str
+    # Earlier attempts of the call whose outcome is unknown: each may have made an account nobody
+    # can find again (Atom's guest accounts: no lookup, no delete documented).
+    unknown_attempts: int = 0
 
 
 class ProviderOrder(Response):

@@ -133,7 +133,8 @@ class PurchaseWorkflow:
         # and ATM's webhooks are checked against ATM before money moves (2026-12-02).
         self.patch_2026_12_01 = False
         self.patch_2026_12_02 = False
-        # ACME waits out reservations of unknown id before a failed purchase says its seats are free (2026-12-03).
+        # ACME waits out reservations of unknown id before a failed purchase says its seats are free, and
+        # Atom's guest account is a regular activity, its retries counted (2026-12-03).
         self.patch_2026_12_03 = False
         # ATM events the purchase did not believe (`suspicious`).
         self._suspicious: list[AtmEvent] = []
