@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +22,8 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError,
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.sweep import SweepSettings, TevoSweep
+from activities.tevo import TevoActivities, TevoSettings
 from simulators.acme import AcmeSimulator
 from simulators.atm import AtmSimulator
 from simulators.atom import AtomSimulator
@@ -44,6 +46,7 @@ from tests.conftest import (
 from tests.test_atm import pay, wire
 from workers.client import purchase_outcome, start_purchase
 from workers.webhooks import temporal_delivery
+from workflows.findings import Finding, SweepPageRequest
 from workflows.models import CancelRequest, PurchaseResult, PurchaseState, PurchaseStatus
 
 PURCHASE = "fault-1"  # one purchase per example, each on its own server
@@ -120,6 +123,30 @@ class Provider:
     # What the buyer may do at the provider, and the driver doing it once the purchase started.
     buyers: tuple[str, ...] = ("pays",)
     buyer: Callable[[Run], Awaitable[None]] | None = None
+    # The reconciliation sweep's scan of the provider (activities/sweep.py), run once after the
+    # purchase ended and late requests landed: what it finds it opens as attention items.
+    sweep: Callable[[Any, Client], Awaitable[list[Finding]]] | None = None
+
+
+async def tevo_sweep(sim: TevoSimulator, client: Client) -> list[Finding]:
+    """TEvo's sweep over every page of Orders / Index, as the schedule runs it (settle time 0: the
+    late order is seconds old)."""
+    activities = TevoActivities(TevoSettings(base_url="https://api.tevo.test", api_token=sim.token,
+                                             api_secret=sim.secret, reviewer_id=sim.reviewer_id),
+                                transport=httpx.ASGITransport(app=sim.app))
+    sweep = TevoSweep(activities, client, SweepSettings(settle_seconds=0))
+    findings: list[Finding] = []
+    cursor: str | None = None
+    try:
+        while True:
+            page = await sweep.sweep_page(SweepPageRequest(provider="tevo", since=datetime(2000, 1, 1, tzinfo=UTC),
+                                                           until=datetime(2100, 1, 1, tzinfo=UTC), cursor=cursor))
+            findings += page.findings + page.repairs
+            cursor = page.next_cursor
+            if cursor is None:
+                return findings
+    finally:
+        await activities.aclose()
 
 
 async def atm_buyer(run: Run) -> None:
@@ -181,6 +208,7 @@ PROVIDERS: dict[str, Provider] = {
         endpoints=("group", "clients", "create-client", "create", "orders", "show", "reject", "cancel"),
         cancellable=("group", "clients", "create-client", "create", "orders", "show"),
         commit_activity="tevo.create_order",
+        sweep=tevo_sweep,
     ),
     "atm": Provider(
         "atm", AtmSimulator, lambda client, sim: atm_worker(client, sim, timeout_seconds=1), atm_request,
@@ -244,6 +272,8 @@ class Outcome:
     status: PurchaseStatus
     effects: list[Effect]
     landed_after_end: int
+    # What the provider's sweep found afterwards (an attention item each), when the provider has one here.
+    swept: list[Finding] = field(default_factory=list)
     # Accounts holding the buyer's details that no order was placed from (Atom's guest accounts).
     orphan_accounts: list[str] = field(default_factory=list)
 
@@ -285,11 +315,12 @@ async def run_purchase(provider: Provider, schedule: Schedule, env: WorkflowEnvi
         # simulator's): what lapsed while the purchase waited is no longer held.
         ahead = (await env.get_current_time()).timestamp() - time.time()
         sim.clock = lambda: time.time() + max(ahead, 0)
-    # A late request whose retry never came lands now, after the purchase ended: what it committed
-    # is in the ledger too.
-    landed = await sim.faults.land()
+        # A late request whose retry never came lands now, after the purchase ended: what it committed
+        # is in the ledger too.
+        landed = await sim.faults.land()
+        swept = await provider.sweep(sim, env.client) if provider.sweep is not None else []
     orphans = sim.orphan_guests() if isinstance(sim, AtomSimulator) else []
-    return Outcome(result, status, sim.committed(), landed, orphans)
+    return Outcome(result, status, sim.committed(), landed, swept, orphans)
 
 
 ATTENTION = (PurchaseState.COMPENSATION_FAILED, PurchaseState.NEEDS_ATTENTION)
@@ -310,8 +341,12 @@ def check(outcome: Outcome) -> None:
     failed_undos = [c for c in result.compensations if not c.ok]
     assert not failed_undos or attention(result), ("failed undo, no attention state", result.state, failed_undos)
     assert not any(c.retrying for c in result.compensations), ("ended with an undo still retrying", result.compensations)
+    # What the sweep found is named by an attention item it opens: an operator undoes it. Nothing
+    # else is, and a fulfilled purchase still needs its own order standing, named by its result.
+    flagged = {f.item_id for f in outcome.swept}
+    effects = [e for e in effects if not flagged & set(e.names)]
     orders = [e for e in effects if e.kind == "order"]
-    assert len(orders) <= 1, ("more than one order for the purchase", orders)
+    assert len(orders) <= 1, ("more than one order for the purchase", orders, outcome.swept)
     # Every order, and every hold and payment still in force, is named by the purchase or flagged.
     # A hold the provider cannot find again (ACME lists no reservations) is named by the attempt
     # that may have made it: one such name stands for one hold, and for nothing else.
