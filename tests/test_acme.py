@@ -190,6 +190,27 @@ async def test_failed_purchase_waits_out_a_reservation_of_unknown_id(env: Workfl
     assert (await purchase_duration(handle)).total_seconds() >= 600 + 30
 
 
+async def test_a_reserve_failing_after_a_lost_answer_waits_out_the_reservation(env: WorkflowEnvironment) -> None:
+    """The reserve's first answer is lost (ACME made reservation 10754); the retry is refused
+    (409 SOLD_OUT: 10754 took the last seats). Nothing finds 10754 again (reservations page,
+    developers.acmeticketing.com/support/solutions/articles/33000250677): the purchase names it and
+    fails only once it has lapsed, ~10 minutes ("approximately 10 mins", OTA reseller checkout
+    guide, article 33000257544) + the hold margin."""
+    sim = AcmeSimulator()
+    sim.events["5ff74342210cbe0c44913be2"].capacity = 2
+    sim.faults.add(Fault(endpoint="reserve", lost=True, drop=True))
+    async with acme_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, acme_request("acme-sold-out"), tq)
+        result = await purchase_outcome(handle)
+        await record(handle, "acme_reserve_failed_after_lost_answer")
+        status = await handle.query("status", result_type=PurchaseStatus)
+    assert result.state == PurchaseState.FAILED and result.failure is not None
+    assert result.failure.reason == "SEAT_UNAVAILABLE"
+    assert sim.ledger()["reservations"] == {10754: "active"}  # as the simulator's clock sees it
+    assert status.provider_ids["unknown_hold_1"].startswith("reserve attempt 1: outcome unknown")
+    assert (await purchase_duration(handle)).total_seconds() >= 600 + 30
+
+
 async def test_lost_checkout_answer_gives_one_order(env: WorkflowEnvironment) -> None:
     sim = AcmeSimulator()
     sim.faults.add(Fault(endpoint="checkout", status=502, lost=True))
