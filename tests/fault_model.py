@@ -318,6 +318,8 @@ async def run_purchase(provider: Provider, schedule: Schedule, env: WorkflowEnvi
         # A late request whose retry never came lands now, after the purchase ended: what it committed
         # is in the ledger too.
         landed = await sim.faults.land()
+        # The sweep runs later (hourly): an outage the purchase met is over by then.
+        sim.faults.pending.clear()
         swept = await provider.sweep(sim, env.client) if provider.sweep is not None else []
     orphans = sim.orphan_guests() if isinstance(sim, AtomSimulator) else []
     return Outcome(result, status, sim.committed(), landed, swept, orphans)
