@@ -21,8 +21,14 @@ is written into the order's `notes`, so a checkout whose answer was lost can be 
 documented search by e-mail (every page of it).
 
 Not findable: a reservation whose answer was lost. Nothing documented lists reservations or takes
-a client reference, and GET needs the id that was lost: a retry reserves again and the lost one
-holds its seats until its `expirationTimestamp` (~10 minutes).
+a client reference (`x-acme-request-uuid` guards checkout calls only, and a 409 would not give the
+id back), and GET and DELETE need the id that was lost: a retry reserves again and the lost one
+holds its seats until its `expirationTimestamp`. What is bounded instead: every earlier attempt
+counts as one such reservation (`Hold.unknown_attempts`; an attempt answered 5xx is counted too, the
+next attempt cannot tell how it ended), and each expires no later than the retry's own (the pages:
+reservations hold "approximately 10 mins"; *assumed*: a lost request reached ACME before its retry,
+and the hold length is the same for both). The workflow names them and waits them out before a
+failed or cancelled purchase says its seats are free (workflows/acme.py).
 """
 
 from __future__ import annotations
@@ -198,12 +204,14 @@ class AcmeActivities:
     @activity.defn(name="acme.reserve")
     async def reserve(self, request: AcmePurchaseRequest) -> Hold:
         """A retry reserves again: nothing documented finds the reservation of an attempt whose
-        answer was lost (module docstring); that one lapses at its `expirationTimestamp`."""
+        answer was lost (module docstring). The earlier attempts are counted as reservations of
+        unknown id, lapsing by this one's `expirationTimestamp`."""
         body = {"reservationItems": [{"eventId": i.event_id, "quantity": i.quantity} for i in request.items]}
         data = await self._call("POST", "/v2/b2b/reservations", json_body=body,
                                 errors={409: FailureReason.SEAT_UNAVAILABLE})
         reservation = self.http.parse(Reservation, data, "create reservation")
-        return Hold(expires_at=reservation.expiration_timestamp, item_ids=[str(reservation.id)])
+        return Hold(expires_at=reservation.expiration_timestamp, item_ids=[str(reservation.id)],
+                    unknown_attempts=activity.info().attempt - 1)
 
     @activity.defn(name="acme.release_reservation")
     async def release_reservation(self, reservation_id: str) -> str:

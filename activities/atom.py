@@ -326,6 +326,10 @@ class AtomActivities:
 
     @activity.defn(name="atom.create_guest_account")
     async def create_guest_account(self, buyer: Buyer) -> ProviderSession:
+        """A retry creates another account: the guest account page documents no idempotency key,
+        no password (so no sign-in to an earlier one), no lookup and no delete
+        (partner-docs-95q.pages.dev/api/ordering, llms-full.txt). Each earlier attempt is counted
+        as an account of unknown id holding the buyer's name and email, for the workflow to name."""
         # attributionMap is required (partner-docs-95q.pages.dev/models/ordering): always sent, empty
         # when no attribution is configured (assumed accepted: the docs set no minimum).
         attribution = {"affiliateName": self.settings.affiliate_name, "campaign": self.settings.campaign}
@@ -337,7 +341,8 @@ class AtomActivities:
         }
         data = await self._call("POST", "/ordering/v1/customer/account/guest", json_body=body)
         account = self.http.parse(GuestAccountResponse, data, "guest account")
-        return ProviderSession(token=account.auth_token, account_id=account.account_id)
+        return ProviderSession(token=account.auth_token, account_id=account.account_id,
+                               unknown_attempts=activity.info().attempt - 1)
 
     @activity.defn(name="atom.authenticate")
     async def authenticate(self, login: AtomLogin) -> ProviderSession:

@@ -27,7 +27,7 @@ from tests.conftest import (
 from tests.test_atom_workflow import record
 from workers import client as purchases
 from workers.client import parse_request, purchase_outcome, start_purchase
-from workflows.models import CancelRequest, OrdersQuery, PurchaseState, RefundRequest
+from workflows.models import CancelRequest, OrdersQuery, PurchaseState, PurchaseStatus, RefundRequest
 
 # The excerpt's example answers (shared/provider-docs/acme-b2c-orders.txt), copied verbatim.
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -164,6 +164,51 @@ async def test_naive_reservation_timestamp_still_expires(env: WorkflowEnvironmen
     assert result.state == PurchaseState.EXPIRED
     assert 560 <= (await purchase_duration(handle)).total_seconds() < 600
     assert list(sim.ledger()["reservations"].values()) == ["deleted"]
+
+
+async def test_failed_purchase_waits_out_a_reservation_of_unknown_id(env: WorkflowEnvironment) -> None:
+    """The reserve's answer is lost: ACME holds reservation 10754, which nothing documented finds
+    again (developers.acmeticketing.com/support/solutions/articles/33000250677: POST, GET by id, PUT,
+    DELETE by id; no list, no client reference). The retry's 10755 is used; the card is declined.
+    The purchase deletes 10755 and ends FAILED only once 10754 has lapsed (the retry's
+    expirationTimestamp + the hold margin), naming it in the compensation."""
+    sim = AcmeSimulator()
+    sim.faults.add(Fault(endpoint="reserve", lost=True, drop=True))
+    async with acme_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, acme_request("acme-unknown", payment_token="tok_declined"), tq)
+        result = await purchase_outcome(handle)
+        await record(handle, "acme_declined_unknown_reservation")
+        status = await handle.query("status", result_type=PurchaseStatus)
+    assert result.state == PurchaseState.FAILED and result.failure is not None
+    assert result.failure.reason == "PAYMENT_FAILED"
+    assert sim.ledger()["reservations"] == {10754: "active", 10755: "deleted"}  # as the simulator's clock sees it
+    [undo] = result.compensations
+    assert undo.ok and undo.action == "delete reservation"
+    assert undo.detail is not None and "1 reservation(s) of reserve attempts whose outcome is unknown lapsed by" in undo.detail
+    assert status.provider_ids["unknown_hold_1"].startswith("reserve attempt 1: outcome unknown")
+    # 10754 expires 600 s after it was made, 10755 a little later: the purchase ended after both (+ 30 s margin).
+    assert (await purchase_duration(handle)).total_seconds() >= 600 + 30
+
+
+async def test_a_reserve_failing_after_a_lost_answer_waits_out_the_reservation(env: WorkflowEnvironment) -> None:
+    """The reserve's first answer is lost (ACME made reservation 10754); the retry is refused
+    (409 SOLD_OUT: 10754 took the last seats). Nothing finds 10754 again (reservations page,
+    developers.acmeticketing.com/support/solutions/articles/33000250677): the purchase names it and
+    fails only once it has lapsed, ~10 minutes ("approximately 10 mins", OTA reseller checkout
+    guide, article 33000257544) + the hold margin."""
+    sim = AcmeSimulator()
+    sim.events["5ff74342210cbe0c44913be2"].capacity = 2
+    sim.faults.add(Fault(endpoint="reserve", lost=True, drop=True))
+    async with acme_worker(env.client, sim) as tq:
+        handle = await start_purchase(env.client, acme_request("acme-sold-out"), tq)
+        result = await purchase_outcome(handle)
+        await record(handle, "acme_reserve_failed_after_lost_answer")
+        status = await handle.query("status", result_type=PurchaseStatus)
+    assert result.state == PurchaseState.FAILED and result.failure is not None
+    assert result.failure.reason == "SEAT_UNAVAILABLE"
+    assert sim.ledger()["reservations"] == {10754: "active"}  # as the simulator's clock sees it
+    assert status.provider_ids["unknown_hold_1"].startswith("reserve attempt 1: outcome unknown")
+    assert (await purchase_duration(handle)).total_seconds() >= 600 + 30
 
 
 async def test_lost_checkout_answer_gives_one_order(env: WorkflowEnvironment) -> None:

@@ -40,7 +40,7 @@ async def test_compensation_failed_exits_4_from_buy_wait_result_and_status(dev_e
     async with atom_worker(dev_env.client, sim) as tq:
 
         async def run(*args: str) -> Ran:
-            return await boxoffice(*args, address=address, BOXOFFICE_TASK_QUEUE=tq)
+            return await boxoffice(*args, address=address, BOXOFFICE_TASK_QUEUE=tq, BOXOFFICE_ENV="dev")
 
         ran = await run("buy", json.dumps(atom_request("stuck-1")), "--wait")
         assert ran.code == EXIT_COMPENSATION_FAILED == 4, (ran.code, ran.err)
@@ -70,7 +70,7 @@ async def test_result_help_documents_the_exit_codes() -> None:
         ran = await boxoffice(*command, "--help")
         assert ran.code == 0
         listed = {int(code) for code in re.findall(r"^  (\d)  ", ran.out, re.MULTILINE)}
-        assert listed == {0, 1, 2, 3, 4, 5}, (command, ran.out)
+        assert listed == {0, 1, 2, 3, 4, 5, 6}, (command, ran.out)
         assert "COMPENSATION_FAILED" in ran.out and "NEEDS_ATTENTION" in ran.out
 
 
@@ -78,11 +78,12 @@ async def test_a_reused_purchase_id_with_another_request_is_one_line(dev_env: Wo
     """Before: 18 lines of traceback ending in PurchaseConflict."""
     address = dev_env.client.service_client.config.target_host
     async with atom_worker(dev_env.client, AtomSimulator()) as tq:
-        first = await boxoffice("buy", json.dumps(atom_request("same-1")), address=address, BOXOFFICE_TASK_QUEUE=tq)
+        first = await boxoffice("buy", json.dumps(atom_request("same-1")), address=address, BOXOFFICE_TASK_QUEUE=tq,
+                                BOXOFFICE_ENV="dev")
         assert first.code == 0, first.err
         other = atom_request("same-1", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001",
                                                "quantity": 3}])
-        ran = await boxoffice("buy", json.dumps(other), address=address, BOXOFFICE_TASK_QUEUE=tq)
+        ran = await boxoffice("buy", json.dumps(other), address=address, BOXOFFICE_TASK_QUEUE=tq, BOXOFFICE_ENV="dev")
     refused(ran, 1, "same-1", "different request", "new purchase id")
 
 

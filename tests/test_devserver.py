@@ -35,7 +35,7 @@ from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState
 
 async def cli(env: WorkflowEnvironment, task_queue: str, *args: str) -> str:
     environment = dict(os.environ, TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-                       BOXOFFICE_TASK_QUEUE=task_queue)
+                       BOXOFFICE_TASK_QUEUE=task_queue, BOXOFFICE_ENV="dev")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "workers.cli", *args, env=environment,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,

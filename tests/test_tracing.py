@@ -132,7 +132,7 @@ async def test_the_cli_exports_its_spans_before_it_exits(
     sim = AtomSimulator(api_key="test-atom-key")
     activities = AtomActivities(atom_settings(), transport=httpx.ASGITransport(app=sim.app))
     environment = dict(os.environ, TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
-                       BOXOFFICE_TASK_QUEUE="traced-cli", OTEL_TRACES_EXPORTER="otlp",
+                       BOXOFFICE_TASK_QUEUE="traced-cli", BOXOFFICE_ENV="dev", OTEL_TRACES_EXPORTER="otlp",
                        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{port}/v1/traces",
                        OTEL_BSP_SCHEDULE_DELAY="60000")
     try:

@@ -91,6 +91,9 @@ EXIT_ERROR = 1  # the command could not do what was asked: no server, unknown id
 EXIT_UNSUCCESSFUL = 3  # the purchase ended FAILED, CANCELLED or EXPIRED: no tickets, nothing owed
 EXIT_COMPENSATION_FAILED = 4  # an undo failed: money or seats may be stuck; an operator must act
 EXIT_ATTENTION = 5  # NEEDS_ATTENTION: still running, owed tickets (ATM paid); an operator must look
+# Refused outside dev: the request would reach Temporal's history in clear (no codec keys), as a
+# worker refuses to serve without them.
+EXIT_IN_CLEAR = 6
 UNSUCCESSFUL = frozenset({PurchaseState.FAILED, PurchaseState.CANCELLED, PurchaseState.EXPIRED})
 
 EXIT_CODES = """\
@@ -101,7 +104,9 @@ exit codes:
   3  result, buy --wait: the purchase ended FAILED, CANCELLED or EXPIRED (no tickets, nothing owed)
   4  the purchase is COMPENSATION_FAILED: an undo failed, money or seats may be stuck at the
      provider; an operator must act (see its compensations)
-  5  the purchase NEEDS_ATTENTION (still running; ATM paid without tickets): an operator must look"""
+  5  the purchase NEEDS_ATTENTION (still running; ATM paid without tickets): an operator must look
+  6  buy, outside BOXOFFICE_ENV=dev without BOXOFFICE_CODEC_KEYS: refused, nothing sent (buyer data
+     and card token would reach Temporal's history in clear)"""
 
 # What each serving command reads (README, "Configuration", has them all).
 DEV_HELP = """\
@@ -628,6 +633,8 @@ def read_request(argument: str) -> str:
 
 async def cmd_buy(args: argparse.Namespace, settings: WorkerSettings) -> None:
     request = purchases.parse_request(read_request(args.request))
+    if not dev_mode() and CodecSettings().codec() is None:
+        raise CommandError(f"{NO_CODEC_KEYS}, or BOXOFFICE_ENV=dev against the simulators", EXIT_IN_CLEAR)
     client = await connect(settings)
     handle, started = await purchases.start_or_find_purchase(client, request, settings.task_queue)
     if started:

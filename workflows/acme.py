@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
@@ -17,9 +20,15 @@ with workflow.unsafe.imports_passed_through():
         RefundRequest,
         RefundResult,
     )
+    from workflows.outcomes import outcome_known, raised_by_activity
 
 if TYPE_CHECKING:
     from workflows.purchase import PurchaseWorkflow
+
+# How long a reservation holds its seats: "approximately 10 mins" (OTA reseller checkout guide,
+# developers.acmeticketing.com/support/solutions/articles/33000257544). Used only where no
+# reservation's own expirationTimestamp was seen.
+RESERVATION = timedelta(minutes=10)
 
 
 async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
@@ -37,14 +46,40 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
                                   state=PurchaseState.FULFILLED, provider_order_id=done.provider_ids["order_id"],
                                   provider_status="paid", tickets=done.tickets)
 
-    async def release(hold: Hold) -> str:
-        return await flow.call("acme.release_reservation", hold.item_ids[0], result_type=str, undo=True)
+    margin = timedelta(seconds=policy.hold_margin_seconds)
 
-    hold = await flow.act(
-        "reserve", lambda: flow.call("acme.reserve", request, result_type=Hold), "delete reservation", release
-    )
+    def name_unknown(attempts: int, lapse: datetime) -> None:
+        """Named where an operator and the fault model look: ACME lists no reservations, so a reserve
+        attempt whose answer was lost may hold seats nobody else can name until it lapses."""
+        for attempt in range(1, attempts + 1):
+            flow.record_provider_id(f"unknown_hold_{attempt}", f"reserve attempt {attempt}: outcome unknown, "
+                                    f"a reservation it made lapses by {lapse.isoformat()}")
+
+    async def release(hold: Hold) -> str:
+        released = await flow.call("acme.release_reservation", hold.item_ids[0], result_type=str, undo=True)
+        if not hold.unknown_attempts or not flow.patch_2026_12_03:
+            return released
+        # Reservations of unknown id cannot be deleted: their seats are free only once they lapse.
+        lapsed = hold.expires_at + margin
+        await wait_until(lapsed)
+        return f"{released}; {unknown(hold)} lapsed by {lapsed.isoformat()}"
+
+    try:
+        hold = await flow.act(
+            "reserve", lambda: flow.call("acme.reserve", request, result_type=Hold), "delete reservation", release
+        )
+    except ActivityError as err:
+        if flow.patch_2026_12_03 and (attempts := unknown_attempts(err)):
+            # The reserve failed, yet earlier attempts may have reserved: the purchase fails only once
+            # they have lapsed (a reservation made just before the failure included).
+            lapse = workflow.now() + RESERVATION + margin
+            name_unknown(attempts, lapse)
+            await wait_until(lapse)
+        raise
     flow.record_hold(hold)
     flow.record_provider_id("reservation_id", hold.item_ids[0])
+    if flow.patch_2026_12_03:
+        name_unknown(hold.unknown_attempts, hold.expires_at)
 
     flow.step("cart")
     cart_id, flow.receipt = await flow.call("acme.create_cart", request, result_type=tuple[str, Receipt])
@@ -89,3 +124,27 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
         provider_status="paid",
         tickets=order.tickets,
     )
+
+
+def unknown(hold: Hold) -> str:
+    return f"{hold.unknown_attempts} reservation(s) of reserve attempts whose outcome is unknown"
+
+
+def unknown_attempts(err: ActivityError) -> int:
+    """How many attempts of a failed reserve may have reserved: those before a refusal; every one
+    when the retries ran out (the last attempt's number; 1 when unknown, e.g. timeouts)."""
+    if outcome_known(err):
+        return 0
+    cause = raised_by_activity(err)
+    details = cause.details[0] if cause is not None and cause.details and isinstance(cause.details[0], dict) else {}
+    attempt = details.get("attempt") or 1
+    return attempt - 1 if cause is not None and cause.non_retryable else attempt
+
+
+async def wait_until(when: datetime) -> None:
+    """Sleeps until `when`, also through a cancel: what it waits for is not cancelled with the purchase."""
+    while (left := when - workflow.now()) > timedelta(0):
+        try:
+            await workflow.sleep(left, summary="wait out reservations of unknown id")
+        except asyncio.CancelledError:
+            continue

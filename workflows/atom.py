@@ -53,8 +53,14 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     if request.login is not None:
         session = await flow.call("atom.authenticate", request.login, result_type=ProviderSession, rerun_safe=True)
     else:
+        # Not rerun-safe: a repeat makes another account with the buyer's name and email. A regular
+        # activity is repeated only as a counted retry (a local one runs again, uncounted, when its
+        # workflow task is lost), so each account a lost answer left behind is named.
         session = await flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession,
-                                  rerun_safe=True)
+                                  rerun_safe=not flow.patch_2026_12_03)
+        for attempt in range(1, session.unknown_attempts + 1 if flow.patch_2026_12_03 else 1):
+            flow.record_provider_id(f"unknown_guest_account_{attempt}", f"guest account attempt {attempt}: outcome "
+                                    "unknown; an account it made holds the buyer's name and email at Atom")
     flow.record_provider_id("account_id", session.account_id)
 
     # One clientRequestId for lease, preview and create: Atom's idempotency key for this purchase,

@@ -299,6 +299,9 @@ class Hold(Response):
     seat_ids: list[str] = Field(default_factory=list)
     # The provider's ids of the held items, where releasing them needs those (Onebox).
     item_ids: list[str] = Field(default_factory=list)
+    # Earlier attempts of the hold call whose outcome is unknown and which the provider cannot find
+    # again (ACME lists no reservations): each may hold seats too, at most until `expires_at`.
+    unknown_attempts: int = 0
 
 
 class PreConfirmedOrder(Response):
@@ -314,6 +317,9 @@ class ProviderSession(Response):
 
     token: str = Field(repr=False)
     account_id: str
+    # Earlier attempts of the call whose outcome is unknown: each may have made an account nobody
+    # can find again (Atom's guest accounts: no lookup, no delete documented).
+    unknown_attempts: int = 0
 
 
 class ProviderOrder(Response):

@@ -78,9 +78,10 @@ WRONG_WORKFLOW_ID = "WRONG_WORKFLOW_ID"
 # The patch of a run started by this code: implies the patches before it. A later change renames it
 # and checks this name as a patch of its own (README: "Changing a workflow without breaking running
 # purchases").
-CURRENT_PATCH = "purchase-2026-12-02"
-# The previous CURRENT_PATCHes: provider conformance (2026-12-01); local rerun-safe writes and a local
-# first poll (2026-11-23), and the patches before.
+CURRENT_PATCH = "purchase-2026-12-03"
+# The previous CURRENT_PATCHes: ATM webhooks checked against ATM (2026-12-02); provider conformance
+# (2026-12-01); local rerun-safe writes and a local first poll (2026-11-23), and the patches before.
+PATCH_2026_12_02 = "purchase-2026-12-02"
 PATCH_2026_12_01 = "purchase-2026-12-01"
 PATCH_2026_11_23 = "purchase-2026-11-23"
 
@@ -132,6 +133,9 @@ class PurchaseWorkflow:
         # and ATM's webhooks are checked against ATM before money moves (2026-12-02).
         self.patch_2026_12_01 = False
         self.patch_2026_12_02 = False
+        # ACME waits out reservations of unknown id before a failed purchase says its seats are free, and
+        # Atom's guest account is a regular activity, its retries counted (2026-12-03).
+        self.patch_2026_12_03 = False
         # ATM events the purchase did not believe (`suspicious`).
         self._suspicious: list[AtmEvent] = []
         # True only while `attend` waits for an operator: `resolve` is accepted then.
@@ -155,7 +159,8 @@ class PurchaseWorkflow:
         # land in another workflow task than on replay (a non-determinism error for a running purchase).
         # A new run records one marker for all changes (each marker also upserts a search attribute,
         # a cost on every purchase); runs recorded before it decide change by change.
-        self.patch_2026_12_02 = workflow.patched(CURRENT_PATCH)
+        self.patch_2026_12_03 = workflow.patched(CURRENT_PATCH)
+        self.patch_2026_12_02 = self.patch_2026_12_03 or workflow.patched(PATCH_2026_12_02)
         self.patch_2026_12_01 = self.patch_2026_12_02 or workflow.patched(PATCH_2026_12_01)
         previous = self.patch_2026_12_01 or workflow.patched(PATCH_2026_11_23)
         self._reads_decided_at_start = previous or workflow.patched("local-reads-at-start")
