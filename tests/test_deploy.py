@@ -109,6 +109,21 @@ def test_compose_sets_every_variable_and_writes_no_secret() -> None:
     assert compose["services"]["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"]
 
 
+def test_compose_serves_the_ui_through_the_codec_server_on_one_origin() -> None:
+    """As `boxoffice dev` (tests/test_ui_compose.py): the browser's origin, localhost:8080, is the codec
+    server's port, which serves the UI server (not published) with the codec under /codec."""
+    services = load("compose.yaml")[0]["services"]
+    ui, codec = services["temporal-ui"], services["codec-server"]
+    assert "ports" not in ui
+    assert codec["ports"] == [f"8080:{codec['environment']['BOXOFFICE_CODEC_PORT']}"]
+    assert codec["environment"]["BOXOFFICE_CODEC_UI_UPSTREAM"] == "http://temporal-ui:8080"  # the UI image's port
+    origin = "http://localhost:8080"
+    assert codec["environment"]["BOXOFFICE_CODEC_CORS_ORIGINS"] == origin == ui["environment"]["TEMPORAL_CORS_ORIGINS"]
+    assert ui["environment"]["TEMPORAL_CODEC_ENDPOINT"] == f"{origin}/codec"
+    # The UI is not deployed by boxoffice on Kubernetes: its codec server stays the bare codec.
+    assert not config()["BOXOFFICE_CODEC_UI_UPSTREAM"]
+
+
 def images(node: Any) -> list[str]:
     if isinstance(node, dict):
         return [v for k, v in node.items() if k == "image"] + [i for v in node.values() for i in images(v)]

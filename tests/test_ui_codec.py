@@ -127,11 +127,11 @@ async def test_sessions_expire() -> None:
 
 
 def test_compose_ui_sends_the_codec_cookie_to_a_codec_that_allows_only_it() -> None:
-    """deploy/compose.yaml: the UI (published on localhost:8080) includes credentials in its codec
-    calls, and the codec server allows that origin, with credentials, and no other."""
+    """deploy/compose.yaml: the UI (on localhost:8080, served by the codec server in front of it)
+    includes credentials in its codec calls, and the codec server allows that origin, with
+    credentials, and no other (tests/test_deploy.py checks the front)."""
     compose = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "compose.yaml").read_text())
     ui = compose["services"]["temporal-ui"]["environment"]
-    assert ui["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true" and ui["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8081"
+    assert ui["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true" and ui["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8080/codec"
     codec = compose["services"]["codec-server"]["environment"]
     assert codec["BOXOFFICE_CODEC_CORS_ORIGINS"] == "http://localhost:8080"
-    assert compose["services"]["temporal-ui"]["ports"] == ["8080:8080"]

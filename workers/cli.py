@@ -18,6 +18,7 @@ import httpx
 import uvicorn
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -35,6 +36,7 @@ from workers.devstack import (
     dev_webhooks_refusal,
     port_open,
     split_address,
+    ui_front,
     use_simulators,
     warn_dev_mode,
 )
@@ -163,8 +165,11 @@ CODEC_SERVER_HELP = """\
 Decrypts payloads for the Temporal UI and the temporal CLI (--codec-endpoint): Temporal's remote
 codec protocol, POST /encode and /decode, with a bearer token (CLI) or a browser session (UI): a
 one-time sign-in link from `curl -X POST -H "Authorization: Bearer $TOKEN" http://HOST:8081/login-link`
-sets it; the UI sends it when its codec setting includeCredentials is on. Refuses to start without
-keys or token, and outside BOXOFFICE_ENV=dev on unsafe settings (a short token, a * origin, ...).
+sets it; the UI sends it when its codec setting includeCredentials is on. With
+BOXOFFICE_CODEC_UI_UPSTREAM it serves the Temporal UI on its own origin as `boxoffice dev` does: the
+codec under /codec (link: POST /codec/login-link), the list's columns set on a browser's first visit
+to /. Refuses to start without keys or token, and outside BOXOFFICE_ENV=dev on unsafe settings (a
+short token, a * origin, ...).
 
 environment:
   BOXOFFICE_CODEC_KEYS          the workers' keys, id:base64,... (required)
@@ -172,6 +177,8 @@ environment:
   BOXOFFICE_CODEC_CORS_ORIGINS  the Temporal UI's origin(s), comma-separated (http://localhost:8233)
   BOXOFFICE_CODEC_HOST          where it listens (127.0.0.1)
   BOXOFFICE_CODEC_PORT          (8081)
+  BOXOFFICE_CODEC_UI_UPSTREAM   the Temporal UI server to serve on this origin, e.g. http://temporal-ui:8080 (unset)
+  TEMPORAL_NAMESPACE            the namespace the UI opens (default)
   BOXOFFICE_ENV                 dev: the checks for production are off"""
 
 
@@ -580,17 +587,38 @@ async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -
     refuse_to_serve(*([] if codec else [NO_CODEC_KEYS]), *([] if codec_settings.auth_token else [
         "BOXOFFICE_CODEC_AUTH_TOKEN is not set: the token the Temporal UI and CLI send"]))
     assert codec is not None and codec_settings.auth_token is not None
-    origins = [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
     # Its metrics where the manifests have them scraped (BOXOFFICE_METRICS_BIND); the runtime lives while it serves.
     runtime = sdk_runtime(settings.metrics_bind) if settings.metrics_bind else None
-    # A browser signs in with a one-time link minted with the token (POST /login-link); the UI
-    # sends the cookie with TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true.
-    app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins,
-                       runtime.metric_meter if runtime else None,
-                       sessions=UiSessions(after_login=origins[0]) if origins else None)
+    app = codec_server_app(codec_settings, settings.temporal_namespace, runtime.metric_meter if runtime else None)
     sock = bound_socket(codec_settings.host, codec_settings.port, "BOXOFFICE_CODEC_PORT")
-    print(f"codec server on http://{codec_settings.host}:{codec_settings.port} for {', '.join(origins)}", flush=True)
+    origins = codec_origins(codec_settings)
+    upstream = codec_settings.ui_upstream
+    fronting = f", serving the Temporal UI at {upstream} (codec under /codec)" if upstream else ""
+    print(f"codec server on http://{codec_settings.host}:{codec_settings.port} for {', '.join(origins)}{fronting}", flush=True)
     await serve(app, sock)
+
+
+def codec_origins(codec_settings: CodecSettings) -> list[str]:
+    return [o.strip() for o in codec_settings.cors_origins.split(",") if o.strip()]
+
+
+def codec_server_app(codec_settings: CodecSettings, namespace: str, meter: MetricMeter | None) -> Any:
+    """The codec, or with BOXOFFICE_CODEC_UI_UPSTREAM the Temporal UI's origin (`ui_front`) with the
+    codec under /codec. A browser signs in with a one-time link minted with the token (POST
+    /login-link) that lands on the UI (the first origin); the UI sends the cookie with
+    TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true, or, on its own origin, always."""
+    codec = codec_settings.codec()
+    assert codec is not None and codec_settings.auth_token is not None
+    origins = codec_origins(codec_settings)
+    fronted = bool(codec_settings.ui_upstream)
+    app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins, None if fronted else meter,
+                       sessions=UiSessions(after_login=origins[0]) if origins else None)
+    if not codec_settings.ui_upstream:
+        return app
+    front = ui_front(codec_settings.ui_upstream, namespace, codec=app)
+    # Counted on the front: under the mount the codec's paths are /codec/..., the UI's own are "other".
+    paths = ("/", *(f"/codec{path}" for path in ("/encode", "/decode", "/login", "/login-link")))
+    return RequestMetrics(front, meter, "codec", paths) if meter else front
 
 
 async def cmd_orders(args: argparse.Namespace, settings: WorkerSettings) -> None:

@@ -89,6 +89,9 @@ class CodecSettings(BaseSettings):
     cors_origins: str = Field(default="http://localhost:8233", validation_alias="BOXOFFICE_CODEC_CORS_ORIGINS")
     host: str = Field(default="127.0.0.1", validation_alias="BOXOFFICE_CODEC_HOST")
     port: int = Field(default=8081, validation_alias="BOXOFFICE_CODEC_PORT")
+    # The Temporal UI server (e.g. http://temporal-ui:8080 in compose): with it, the codec server is the
+    # UI's origin as under `boxoffice dev` (workers/devstack.py `ui_front`), the codec under /codec.
+    ui_upstream: str | None = Field(default=None, validation_alias="BOXOFFICE_CODEC_UI_UPSTREAM")
 
     @field_validator("keys")
     @classmethod
@@ -289,7 +292,8 @@ def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence
             return refuse(403, "origin not allowed")
         if not bearer(request):
             return refuse(401, "unauthorized")
-        base = str(request.base_url).rstrip("/")  # with the path the codec is mounted under
+        # With the path the codec is mounted under (`ui_front`'s /codec), which base_url leaves out.
+        base = str(request.url.replace(path=request.scope.get("root_path", ""), query="")).rstrip("/")
         return JSONResponse({"url": f"{base}/login?code={sessions.new_code()}", "expires_in_seconds": CODE_SECONDS})
 
     routes = [Route("/encode", endpoint(True), methods=["POST"]), Route("/decode", endpoint(False), methods=["POST"])]
