@@ -17,6 +17,7 @@ from temporalio.exceptions import (
     RetryState,
     is_cancelled_exception,
 )
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -92,6 +93,20 @@ SEQUENCES: dict[str, Any] = {
     "atm": atm.purchase,
     "acme": acme.purchase,
 }
+
+
+async def local_activity(activity: str, *, args: Sequence[Any], result_type: type[T], **options: Any) -> T:
+    """workflow.execute_local_activity, whose timeout fails the same live and on replay. Live, the SDK
+    raises ActivityError("Local Activity timed out") caused by a TimeoutError; its marker records only
+    the TimeoutError, raised bare on replay (a worker's cache eviction, a query): a handler catching
+    ActivityError took another path there, issued other commands, and the replay failed with a
+    non-determinism error (sdk-core issue 449: markers do not record the ActivityFailureInfo)."""
+    try:
+        return await workflow.execute_local_activity(activity, args=args, result_type=result_type, **options)
+    except ActivityTimeoutError as err:
+        # The marker keeps no ids or retry state (live: CANCEL_REQUESTED), so none is made up here.
+        raise ActivityError("Local Activity timed out", scheduled_event_id=0, started_event_id=0, identity="",
+                            activity_type=activity, activity_id="", retry_state=None) from err
 
 
 # Bad input started by another language fails the workflow at once instead of retrying the task.
@@ -402,7 +417,7 @@ class PurchaseWorkflow:
         summary = summary or (f"undo: {activity.partition('.')[2].replace('_', ' ')}" if undo else self._step)
         local = (read and self._local_reads()) or (rerun_safe and self._local_calls)
         if local and self._activity_queue is None:
-            return await workflow.execute_local_activity(
+            return await local_activity(
                 activity,
                 args=args,
                 result_type=result_type,
@@ -444,7 +459,7 @@ class PurchaseWorkflow:
         history stops telling. A local activity: it reads Temporal, not the provider (no rate limit).
         None listed on a server without visibility (the time-skipping test server)."""
         try:
-            runs: list[PurchaseStatus] = await workflow.execute_local_activity(
+            runs: list[PurchaseStatus] = await local_activity(
                 "runs.earlier", args=[workflow.info().workflow_id, workflow.info().run_id],
                 result_type=list[PurchaseStatus], start_to_close_timeout=CALL_TIMEOUT,
                 schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY, summary="read earlier runs",
@@ -717,7 +732,7 @@ class PurchaseWorkflow:
         attempts = int(policy.poll_budget_seconds // policy.poll_interval_seconds) + 1
         if self._local_calls and self._activity_queue is None:
             try:
-                return await workflow.execute_local_activity(
+                return await local_activity(
                     activity,
                     args=args,
                     result_type=result_type,
