@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import MetricMeter, RetryPolicy, SearchAttributeKey
@@ -180,7 +180,7 @@ class PurchaseWorkflow:
             self._fail(failed.state, failed.failure)
         except (ActivityError, ApplicationError, asyncio.CancelledError) as err:
             if not is_cancelled_exception(err):
-                assert isinstance(err, ActivityError | ApplicationError)
+                assert isinstance(err, ActivityError | ApplicationError)  # noqa: S101 — narrows the type: not a cancel
                 self._fail(PurchaseState.FAILED, failure_from(err))
             else:
                 message = self._cancel_reason or "workflow cancelled"
@@ -402,7 +402,7 @@ class PurchaseWorkflow:
         summary = summary or (f"undo: {activity.partition('.')[2].replace('_', ' ')}" if undo else self._step)
         local = (read and self._local_reads()) or (rerun_safe and self._local_calls)
         if local and self._activity_queue is None:
-            return await workflow.execute_local_activity(
+            return cast(T, await workflow.execute_local_activity(
                 activity,
                 args=args,
                 result_type=result_type,
@@ -410,8 +410,8 @@ class PurchaseWorkflow:
                 schedule_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=STEP_RETRY,
                 summary=summary,
-            )
-        return await workflow.execute_activity(
+            ))
+        return cast(T, await workflow.execute_activity(
             activity,
             args=args,
             result_type=result_type,
@@ -420,7 +420,7 @@ class PurchaseWorkflow:
             schedule_to_close_timeout=UNDO_ROUND if undo else STEP_TIMEOUT,
             retry_policy=UNDO_RETRY if undo else STEP_RETRY,
             summary=summary,
-        )
+        ))
 
     async def find(self, activity: str, *args: Any, result_type: type[T]) -> T | None:
         """A read-back by idempotency key (None: not there), retried like an undo (one round here;
@@ -461,9 +461,9 @@ class PurchaseWorkflow:
         return self._reads_decided_at_start or workflow.patched("local-reads")
 
     async def policy(self, provider: str) -> PurchasePolicy:
-        policy = await workflow.execute_local_activity(
+        policy = cast(PurchasePolicy, await workflow.execute_local_activity(
             f"{provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
-        )
+        ))
         self._call_timeout = timedelta(seconds=policy.call_timeout_seconds)
         self._activity_queue = policy.activity_task_queue
         return policy
@@ -600,8 +600,8 @@ class PurchaseWorkflow:
                 if err.type == OUTCOME_UNKNOWN:
                     raise  # something may have been done: a failed undo an operator sees
                 return None
-            except Exception:
-                return None  # nothing was done
+            except Exception:  # noqa: BLE001 — any other failure of the step: nothing was done, nothing to undo
+                return None
             return await undo(done)
 
         self.saga.add(undo_action, undo_if_done)
@@ -717,14 +717,14 @@ class PurchaseWorkflow:
         attempts = int(policy.poll_budget_seconds // policy.poll_interval_seconds) + 1
         if self._local_calls and self._activity_queue is None:
             try:
-                return await workflow.execute_local_activity(
+                return cast(T | None, await workflow.execute_local_activity(
                     activity,
                     args=args,
                     result_type=result_type,
                     start_to_close_timeout=self._call_timeout,
                     retry_policy=RetryPolicy(maximum_attempts=1),
                     summary=self._step,
-                )
+                ))
             except (ActivityError, ApplicationError) as err:
                 raised = raised_by_activity(err)
                 if raised is not None and raised.non_retryable:
@@ -734,7 +734,7 @@ class PurchaseWorkflow:
                 return None
             await workflow.sleep(interval, summary="next poll")
         try:
-            return await workflow.execute_activity(
+            return cast(T | None, await workflow.execute_activity(
                 activity,
                 args=args,
                 result_type=result_type,
@@ -742,7 +742,7 @@ class PurchaseWorkflow:
                 start_to_close_timeout=self._call_timeout,
                 retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
                 summary=self._step,
-            )
+            ))
         except ActivityError as err:
             if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
                 return None
