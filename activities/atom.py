@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -88,7 +88,7 @@ def load_signer(settings: AtomSettings) -> Signer | None:
     if not settings.signer:
         return None
     module, _, factory = settings.signer.partition(":")
-    return getattr(importlib.import_module(module), factory)(settings)
+    return cast(Signer, getattr(importlib.import_module(module), factory)(settings))
 
 
 # -- wire formats (accept the excerpt's examples verbatim; unknown fields are kept) ----------------

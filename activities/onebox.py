@@ -85,7 +85,7 @@ class Wire(BaseModel):
 
 class TokenResponse(Wire):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 — the OAuth token type, not a secret
     expires_in: int = 43199
 
 

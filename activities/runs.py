@@ -5,7 +5,7 @@ the order, Onebox takes no key), the earlier run's own record names it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecution, WorkflowQueryFailedError
@@ -54,8 +54,8 @@ class EarlierRuns:
         """The run's `status` query (a worker replays the closed run); when no worker can answer it
         (e.g. a build that is gone), what its search attributes say."""
         try:
-            return await self.client.get_workflow_handle(run.id, run_id=run.run_id).query(
-                "status", result_type=PurchaseStatus)
+            return cast(PurchaseStatus, await self.client.get_workflow_handle(run.id, run_id=run.run_id).query(
+                "status", result_type=PurchaseStatus))
         except (WorkflowQueryFailedError, RPCError) as err:
             activity.logger.warning("earlier run not queryable; reading its search attributes",
                                     extra={"earlier_run_id": run.run_id, "error": str(err)})

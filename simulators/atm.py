@@ -90,8 +90,8 @@ class Outgoing:
 
 @dataclass
 class AtmSimulator:
-    service_token: str = "dev-atm-service-token"
-    webhook_secret: str = "dev-atm-webhook-secret"
+    service_token: str = "dev-atm-service-token"  # noqa: S105 — the simulator's public dev credential
+    webhook_secret: str = "dev-atm-webhook-secret"  # noqa: S105 — the simulator's public dev credential
     webhook_url: str = "http://127.0.0.1:8780/webhooks/atm"
     checkout_base: str = "http://127.0.0.1:8704/checkout"
     environment: str = "test"
@@ -219,7 +219,7 @@ class AtmSimulator:
     def _release(self, body: dict[str, Any]) -> Response:
         hold_id, reason = body.get("holdId"), body.get("reason")
         if self.strict and not (isinstance(hold_id, str) and 1 <= len(hold_id) <= 300
-                                and (reason is None or isinstance(reason, str) and len(reason) <= 200)):
+                                and (reason is None or (isinstance(reason, str) and len(reason) <= 200))):
             return error(400, "InvalidRequest", "holdId (1 to 300 characters) is required; reason at most 200")
         hold = self.holds.get(hold_id if isinstance(hold_id, str) else "")
         if hold is None:

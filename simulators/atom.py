@@ -313,7 +313,7 @@ class AtomSimulator:
         parameters, lease, problem = self._check_order(body)
         if problem:
             return problem
-        assert lease is not None
+        assert lease is not None  # noqa: S101 — narrows the type: _check_order returns a lease when it finds no problem
         n = next(self._ids)
         order = Order(
             # The order belongs to the account placing it (its X-Atom-AuthToken).

@@ -107,7 +107,7 @@ def answer(fault: Fault) -> Response:
         # ASGITransport re-raises the app's exception) the client gets exactly this; over a real
         # server (uvicorn) it becomes a 500.
         raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-    assert fault.status is not None
+    assert fault.status is not None  # noqa: S101 — narrows the type: a fault that answers has a status
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
     body = fault.body or {"errorCode": "SIMULATED_FAULT", "message": f"simulated {fault.status}"}
     return JSONResponse(body, status_code=fault.status, headers=headers)

@@ -46,8 +46,7 @@ from tests.fault_model import (
     run_purchase,
     slow,
 )
-from workflows.models import PurchaseResult, PurchaseState
-from workflows.purchase import purchase_workflow_id
+from workflows.models import PurchaseResult, PurchaseState, purchase_workflow_id
 
 # BOXOFFICE_FAULT_EXAMPLES: examples per provider of the big randomized run; unset, the CI-sized one.
 BIG = int(os.environ.get("BOXOFFICE_FAULT_EXAMPLES", "0"))

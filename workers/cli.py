@@ -586,7 +586,7 @@ async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -
     codec = codec_settings.codec()
     refuse_to_serve(*([] if codec else [NO_CODEC_KEYS]), *([] if codec_settings.auth_token else [
         "BOXOFFICE_CODEC_AUTH_TOKEN is not set: the token the Temporal UI and CLI send"]))
-    assert codec is not None and codec_settings.auth_token is not None
+    assert codec is not None and codec_settings.auth_token is not None  # noqa: S101 — narrows the type: refused above
     # Its metrics where the manifests have them scraped (BOXOFFICE_METRICS_BIND); the runtime lives while it serves.
     runtime = sdk_runtime(settings.metrics_bind) if settings.metrics_bind else None
     app = codec_server_app(codec_settings, settings.temporal_namespace, runtime.metric_meter if runtime else None)
@@ -608,7 +608,8 @@ def codec_server_app(codec_settings: CodecSettings, namespace: str, meter: Metri
     /login-link) that lands on the UI (the first origin); the UI sends the cookie with
     TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true, or, on its own origin, always."""
     codec = codec_settings.codec()
-    assert codec is not None and codec_settings.auth_token is not None
+    if codec is None or codec_settings.auth_token is None:
+        raise ValueError("the codec server needs BOXOFFICE_CODEC_KEYS and BOXOFFICE_CODEC_AUTH_TOKEN")
     origins = codec_origins(codec_settings)
     fronted = bool(codec_settings.ui_upstream)
     app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins, None if fronted else meter,
@@ -700,7 +701,7 @@ async def _demo_orphan(client: Client, settings: WorkerSettings) -> None:
     it), then a sweep of TEvo: one finding, an attention item."""
     reference = f"demo-orphan-{int(time.time() * 1000)}"
     request = purchases.parse_request(dict(DEMO_REQUESTS["tevo"], purchase_id=reference, buyer=DEMO_BUYER))
-    assert isinstance(request, TevoPurchaseRequest)
+    assert isinstance(request, TevoPurchaseRequest)  # noqa: S101 — narrows the type: a TEvo demo request
     tevo = TevoActivities(TevoSettings())
     try:
         client_id = await tevo.find_or_create_client(request.buyer)

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter
 from temporalio.api.enums.v1 import IndexedValueType
@@ -218,7 +218,7 @@ async def held(client: Client, purchase_id: str) -> PurchaseStatus:
     """The `held` update for a purchase already started: its status once its seats are held, or
     once it has ended, also when it ended before the update reached it (refused in its first task)."""
     try:
-        return await purchase_handle(client, purchase_id).execute_update("held", result_type=PurchaseStatus)
+        return cast(PurchaseStatus, await purchase_handle(client, purchase_id).execute_update("held", result_type=PurchaseStatus))
     except RPCError:
         ended = await status(client, purchase_id)
         if not ended.state.final:
@@ -227,7 +227,7 @@ async def held(client: Client, purchase_id: str) -> PurchaseStatus:
 
 
 async def status(client: Client, purchase_id: str) -> PurchaseStatus:
-    return await purchase_handle(client, purchase_id).query("status", result_type=PurchaseStatus)
+    return cast(PurchaseStatus, await purchase_handle(client, purchase_id).query("status", result_type=PurchaseStatus))
 
 
 async def purchase_result(client: Client, purchase_id: str) -> PurchaseResult:
@@ -248,15 +248,15 @@ async def purchase_result(client: Client, purchase_id: str) -> PurchaseResult:
 
 
 async def confirm(client: Client, purchase_id: str, confirmation: ConfirmRequest) -> PurchaseStatus:
-    return await purchase_handle(client, purchase_id).execute_update(
+    return cast(PurchaseStatus, await purchase_handle(client, purchase_id).execute_update(
         "confirm", confirmation, result_type=PurchaseStatus
-    )
+    ))
 
 
 async def cancel(client: Client, purchase_id: str, reason: str) -> PurchaseStatus:
-    return await purchase_handle(client, purchase_id).execute_update(
+    return cast(PurchaseStatus, await purchase_handle(client, purchase_id).execute_update(
         "cancel", CancelRequest(reason=reason), result_type=PurchaseStatus
-    )
+    ))
 
 
 async def refund(client: Client, request: RefundRequest, task_queue: str) -> RefundResult:
@@ -271,21 +271,21 @@ async def refund(client: Client, request: RefundRequest, task_queue: str) -> Ref
         )
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle(workflow_id, result_type=RefundResult)
-    return await handle.result()
+    return cast(RefundResult, await handle.result())
 
 
 async def orders(client: Client, query: OrdersQuery, task_queue: str) -> OrdersPage:
-    return await client.execute_workflow(
+    return cast(OrdersPage, await client.execute_workflow(
         "OrdersWorkflow", query, id=f"orders-{uuid.uuid4()}", task_queue=task_queue, result_type=OrdersPage
-    )
+    ))
 
 
 async def change_order(client: Client, change: OrderChange, task_queue: str) -> OrderChangeResult:
     """Updates or deletes an ACME order (OrderChangeWorkflow)."""
-    return await client.execute_workflow(
+    return cast(OrderChangeResult, await client.execute_workflow(
         "OrderChangeWorkflow", change, id=f"order-change-{uuid.uuid4()}", task_queue=task_queue,
         result_type=OrderChangeResult,
-    )
+    ))
 
 
 # -- reconciliation: sweep schedules and attention items ------------------------------------------
@@ -354,12 +354,14 @@ async def attention_items(client: Client, include_closed: bool = False, provider
 
 
 async def attention_item(client: Client, item_id: str) -> AttentionView:
-    return await client.get_workflow_handle(item_id).query("item", result_type=AttentionView)
+    return cast(AttentionView, await client.get_workflow_handle(item_id).query("item", result_type=AttentionView))
 
 
 async def approve_attention(client: Client, item_id: str, decision: AttentionDecision) -> AttentionView:
-    return await client.get_workflow_handle(item_id).execute_update("approve", decision, result_type=AttentionView)
+    return cast(AttentionView, await client.get_workflow_handle(item_id).execute_update(
+        "approve", decision, result_type=AttentionView))
 
 
 async def dismiss_attention(client: Client, item_id: str, decision: AttentionDecision) -> AttentionView:
-    return await client.get_workflow_handle(item_id).execute_update("dismiss", decision, result_type=AttentionView)
+    return cast(AttentionView, await client.get_workflow_handle(item_id).execute_update(
+        "dismiss", decision, result_type=AttentionView))

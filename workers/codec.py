@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, get_args
 
 from cryptography.exceptions import InvalidTag
@@ -250,7 +250,7 @@ def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence
     def refuse(status: int, error: str) -> JSONResponse:
         return JSONResponse({"error": error}, status_code=status)
 
-    def endpoint(encode: bool):  # noqa: ANN202
+    def endpoint(encode: bool) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             if foreign(request):
                 return refuse(403, "origin not allowed")
@@ -276,7 +276,7 @@ def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence
         return handle
 
     async def login(request: Request) -> Response:
-        assert sessions is not None
+        assert sessions is not None  # noqa: S101 — narrows the type: these routes exist only with sessions
         session = sessions.redeem(request.query_params.get("code", ""))
         if session is None:
             return refuse(403, "sign-in link unknown or already used")
@@ -287,7 +287,7 @@ def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence
 
     async def login_link(request: Request) -> Response:
         # Only the token mints a link: a browser session cannot hand out more.
-        assert sessions is not None
+        assert sessions is not None  # noqa: S101 — narrows the type: these routes exist only with sessions
         if foreign(request):
             return refuse(403, "origin not allowed")
         if not bearer(request):

@@ -173,7 +173,7 @@ DISPATCH_CONFIG: dict[str, object] = {
 
 
 # With a database file, SQLite's default rollback journal syncs to disk on every write: a step
-# took ~2× as long as in memory. WAL with synchronous=normal survives a killed server (not a
+# took ~2x as long as in memory. WAL with synchronous=normal survives a killed server (not a
 # power cut, which may lose the last writes: fine for a dev server).
 DEV_DB_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
@@ -289,7 +289,7 @@ async def _serve(apps: dict[str, tuple[Any, int]], host: str = "127.0.0.1") -> l
                                                timeout_graceful_shutdown=5))
         servers.append((server, asyncio.create_task(server.serve())))
     for server, _ in servers:
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 — uvicorn exposes only the `started` flag, no event
             await asyncio.sleep(0.05)
     return servers
 

@@ -128,7 +128,8 @@ class WebhookSettings(BaseSettings):
 MIN_SECRET_CHARS = 32
 NO_CODEC_KEYS = ("BOXOFFICE_CODEC_KEYS is not set: buyer data, passwords and tokens would reach Temporal's history "
                  "in clear; set id:base64(32-byte key)")
-PUBLIC_SECRET = ("{} is a simulator's public secret, published in this repository: set the provider's, or "
+# A refusal message, not a secret.
+PUBLIC_SECRET = ("{} is a simulator's public secret, published in this repository: set the provider's, or "  # noqa: S105
                  "BOXOFFICE_ENV=dev for the simulators")
 
 

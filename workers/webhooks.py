@@ -10,7 +10,7 @@ Two envelopes are documented and both are accepted:
 A header that is sent must agree with the body. Before reading a body: `atm-signature` is present and
 well formed, the Content-Length is a number within MAX_BODY_BYTES (the body is capped there). The
 signature is hex HMAC-SHA256 over `"{t}.{deliveryId}.{rawBody}"`, any of several `v1=`, any of our
-secrets while one rotates, |now − t| ≤ 300 s. *Assumed*: in the public envelope the signed id is the
+secrets while one rotates, |now - t| ≤ 300 s. *Assumed*: in the public envelope the signed id is the
 delivery id, as in the fixtures; a signature over the event id is accepted too (either way it covers
 the whole body).
 
@@ -298,7 +298,7 @@ def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float
             log.error("webhook names no purchase; asking ATM to deliver again", event_type=event.type,
                       delivery_id=event.delivery_id, event_id=event.event_id, error=str(err))
             return refuse(503, "no purchase found for this event yet")
-        except Exception as err:  # Temporal unreachable: say so, ATM delivers again
+        except Exception as err:  # noqa: BLE001 — any failure to deliver (Temporal unreachable) answers 503: ATM delivers again
             log.error("webhook not delivered; asking ATM to retry", event_type=event.type, error=str(err))
             return refuse(503, "temporarily unavailable")
         remember(event.delivery_id, event.event_id)

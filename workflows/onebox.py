@@ -136,8 +136,8 @@ async def add_seats(flow: PurchaseWorkflow, basket_id: str, adding: str, args: l
     async def release_basket() -> str | None:
         try:
             await attempt
-        except Exception:
-            pass  # failed or not, the basket says what it holds
+        except Exception:  # noqa: BLE001, S110 — failed or not, the basket says what it holds
+            pass
         released: str | None = await flow.call("onebox.release_basket", basket_id, result_type=Optional[str],  # type: ignore[arg-type]  # noqa: UP045
                                                undo=True)
         return released

@@ -7,6 +7,7 @@ rate limit, whose workers hold the ACME credentials."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 from temporalio import workflow
 from temporalio.common import VersioningBehavior
@@ -41,9 +42,9 @@ async def acme_queue() -> str | None:
     (patch "acme-queue"), so their histories replay."""
     if not workflow.patched("acme-queue"):
         return None
-    policy = await workflow.execute_local_activity(
+    policy = cast(PurchasePolicy, await workflow.execute_local_activity(
         "acme.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
-    )
+    ))
     return policy.activity_task_queue
 
 
@@ -64,11 +65,11 @@ class RefundWorkflow:
             )
         # Keeps trying like a compensation: a refund that was asked for must happen. The activity
         # skips what is already refunded, so a retry never refunds twice.
-        return await workflow.execute_activity(
+        return cast(RefundResult, await workflow.execute_activity(
             "acme.refund", request, result_type=RefundResult, task_queue=queue,
             start_to_close_timeout=CALL_TIMEOUT,
             schedule_to_close_timeout=UNDO_TIMEOUT, retry_policy=UNDO_RETRY, summary=f"refund {request.order_id}",
-        )
+        ))
 
 
 # AUTO_UPGRADE: one read; nothing ties it to the build that started it, so it never delays a drain.
@@ -76,11 +77,11 @@ class RefundWorkflow:
 class OrdersWorkflow:
     @workflow.run
     async def run(self, query: OrdersQuery) -> OrdersPage:
-        return await workflow.execute_activity(
+        return cast(OrdersPage, await workflow.execute_activity(
             "acme.search_orders", query, result_type=OrdersPage, task_queue=await acme_queue(),
             start_to_close_timeout=CALL_TIMEOUT,
             schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY,
-        )
+        ))
 
 
 # AUTO_UPGRADE: one idempotent write (a PUT of the whole order, or a delete), safe on any build.

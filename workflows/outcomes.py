@@ -29,7 +29,8 @@ def outcome_known(err: ActivityError) -> bool:
     if not isinstance(cause, ApplicationError) or not cause.non_retryable:
         return False
     details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
-    return details.get("attempt", 1) == 1
+    attempt: object = details.get("attempt", 1)
+    return attempt == 1
 
 
 def raised_by_activity(err: BaseException) -> ApplicationError | None:

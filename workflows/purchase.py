@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import MetricMeter, RetryPolicy, SearchAttributeKey
@@ -102,7 +102,7 @@ async def local_activity(activity: str, *, args: Sequence[Any], result_type: typ
     ActivityError took another path there, issued other commands, and the replay failed with a
     non-determinism error (sdk-core issue 449: markers do not record the ActivityFailureInfo)."""
     try:
-        return await workflow.execute_local_activity(activity, args=args, result_type=result_type, **options)
+        return cast(T, await workflow.execute_local_activity(activity, args=args, result_type=result_type, **options))
     except ActivityTimeoutError as err:
         # The marker keeps no ids or retry state (live: CANCEL_REQUESTED), so none is made up here.
         raise ActivityError("Local Activity timed out", scheduled_event_id=0, started_event_id=0, identity="",
@@ -195,7 +195,7 @@ class PurchaseWorkflow:
             self._fail(failed.state, failed.failure)
         except (ActivityError, ApplicationError, asyncio.CancelledError) as err:
             if not is_cancelled_exception(err):
-                assert isinstance(err, ActivityError | ApplicationError)
+                assert isinstance(err, ActivityError | ApplicationError)  # noqa: S101 — narrows the type: not a cancel
                 self._fail(PurchaseState.FAILED, failure_from(err))
             else:
                 message = self._cancel_reason or "workflow cancelled"
@@ -426,7 +426,7 @@ class PurchaseWorkflow:
                 retry_policy=STEP_RETRY,
                 summary=summary,
             )
-        return await workflow.execute_activity(
+        return cast(T, await workflow.execute_activity(
             activity,
             args=args,
             result_type=result_type,
@@ -435,7 +435,7 @@ class PurchaseWorkflow:
             schedule_to_close_timeout=UNDO_ROUND if undo else STEP_TIMEOUT,
             retry_policy=UNDO_RETRY if undo else STEP_RETRY,
             summary=summary,
-        )
+        ))
 
     async def find(self, activity: str, *args: Any, result_type: type[T]) -> T | None:
         """A read-back by idempotency key (None: not there), retried like an undo (one round here;
@@ -476,9 +476,9 @@ class PurchaseWorkflow:
         return self._reads_decided_at_start or workflow.patched("local-reads")
 
     async def policy(self, provider: str) -> PurchasePolicy:
-        policy = await workflow.execute_local_activity(
+        policy = cast(PurchasePolicy, await workflow.execute_local_activity(
             f"{provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
-        )
+        ))
         self._call_timeout = timedelta(seconds=policy.call_timeout_seconds)
         self._activity_queue = policy.activity_task_queue
         return policy
@@ -615,8 +615,8 @@ class PurchaseWorkflow:
                 if err.type == OUTCOME_UNKNOWN:
                     raise  # something may have been done: a failed undo an operator sees
                 return None
-            except Exception:
-                return None  # nothing was done
+            except Exception:  # noqa: BLE001 — any other failure of the step: nothing was done, nothing to undo
+                return None
             return await undo(done)
 
         self.saga.add(undo_action, undo_if_done)
@@ -749,7 +749,7 @@ class PurchaseWorkflow:
                 return None
             await workflow.sleep(interval, summary="next poll")
         try:
-            return await workflow.execute_activity(
+            return cast(T | None, await workflow.execute_activity(
                 activity,
                 args=args,
                 result_type=result_type,
@@ -757,7 +757,7 @@ class PurchaseWorkflow:
                 start_to_close_timeout=self._call_timeout,
                 retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
                 summary=self._step,
-            )
+            ))
         except ActivityError as err:
             if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
                 return None

@@ -22,6 +22,7 @@ workers hold its credentials, or the same RefundWorkflow as `boxoffice orders re
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate, VersioningBehavior
@@ -79,7 +80,7 @@ class ReconcileWorkflow:
         """`subject`: the purchase's workflow id (ATM events) or the attention id (a sweep's finding)."""
         self._subject = subject
         self._attributes = workflow.patched("attention-item")
-        updates: list[SearchAttributeUpdate] = [STATE.value_set(NEEDS_ATTENTION)]
+        updates: list[SearchAttributeUpdate[Any]] = [STATE.value_set(NEEDS_ATTENTION)]
         if not workflow.info().workflow_id.startswith("attention-"):  # ATM's events: the provider is ATM
             updates.append(PROVIDER.value_set("atm"))
             if self._attributes:
@@ -122,7 +123,7 @@ class ReconcileWorkflow:
             return  # seen again unchanged (a later or overlapping sweep): counted, not repeated
         first = not self._observations
         self._observations.append(finding)
-        updates: list[SearchAttributeUpdate] = [
+        updates: list[SearchAttributeUpdate[Any]] = [
             PROVIDER.value_set(finding.provider), ATTENTION_KIND.value_set(finding.kind),
             PROVIDER_ORDER_ID.value_set(finding.item_id)]
         if finding.purchase_id:

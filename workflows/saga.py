@@ -92,7 +92,7 @@ class Saga:
             action, undo = self._stack.pop()
             try:
                 detail = await self.keep_trying(action, undo)
-            except Exception as err:  # one failed undo must not stop the others
+            except Exception as err:  # noqa: BLE001 — one failed undo, whatever its error, must not stop the others
                 self._failed(action, _describe(err), retrying=False)
                 continue
             self.withdraw(action)
