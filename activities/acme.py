@@ -139,16 +139,27 @@ class Order(Wire):
 
     def tickets(self) -> list[Ticket]:
         return [
-            Ticket(seat=item.ticketing_type_name or item.display_name or item.item_id, barcode=vo.uuid,
-                   ticket_type=item.event_name, price=item.unit_price, booking_id=self.order_number)
+            Ticket(
+                seat=item.ticketing_type_name or item.display_name or item.item_id,
+                barcode=vo.uuid,
+                ticket_type=item.event_name,
+                price=item.unit_price,
+                booking_id=self.order_number,
+            )
             for item in self.order_items
             for vo in item.ticket_vos
         ]
 
     def record(self) -> OrderRecord:
-        return OrderRecord(order_id=self.id, order_number=self.order_number, email=self.email,
-                           total=self.total_amount, refunded=self.refund_amount, created_on=self.created_on,
-                           tickets=self.tickets())
+        return OrderRecord(
+            order_id=self.id,
+            order_number=self.order_number,
+            email=self.email,
+            total=self.total_amount,
+            refunded=self.refund_amount,
+            created_on=self.created_on,
+            tickets=self.tickets(),
+        )
 
 
 class Pagination(Wire):
@@ -174,16 +185,32 @@ class AcmeActivities:
 
     def __init__(self, settings: AcmeSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
-        self.http = ProviderHttp("acme", settings.base_url, timeout=settings.timeout_seconds,
-                                 secrets=[settings.api_key.get_secret_value()], transport=transport)
+        self.http = ProviderHttp(
+            "acme",
+            settings.base_url,
+            timeout=settings.timeout_seconds,
+            secrets=[settings.api_key.get_secret_value()],
+            transport=transport,
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     def all(self) -> list[Any]:
-        return [self.policy, self.reserve, self.release_reservation, self.create_cart, self.checkout,
-                self.find_checkout, self.search_orders, self.get_order, self.update_order, self.delete_order,
-                self.plan_refund, self.refund]
+        return [
+            self.policy,
+            self.reserve,
+            self.release_reservation,
+            self.create_cart,
+            self.checkout,
+            self.find_checkout,
+            self.search_orders,
+            self.get_order,
+            self.update_order,
+            self.delete_order,
+            self.plan_refund,
+            self.refund,
+        ]
 
     async def _call(self, method: str, path: str, checkout: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
         """`checkout`: the headers only checkout takes (browser IP, request uuid)."""
@@ -207,11 +234,13 @@ class AcmeActivities:
         answer was lost (module docstring). The earlier attempts are counted as reservations of
         unknown id, lapsing by this one's `expirationTimestamp`."""
         body = {"reservationItems": [{"eventId": i.event_id, "quantity": i.quantity} for i in request.items]}
-        data = await self._call("POST", "/v2/b2b/reservations", json_body=body,
-                                errors={409: FailureReason.SEAT_UNAVAILABLE})
+        data = await self._call("POST", "/v2/b2b/reservations", json_body=body, errors={409: FailureReason.SEAT_UNAVAILABLE})
         reservation = self.http.parse(Reservation, data, "create reservation")
-        return Hold(expires_at=reservation.expiration_timestamp, item_ids=[str(reservation.id)],
-                    unknown_attempts=activity.info().attempt - 1)
+        return Hold(
+            expires_at=reservation.expiration_timestamp,
+            item_ids=[str(reservation.id)],
+            unknown_attempts=activity.info().attempt - 1,
+        )
 
     @activity.defn(name="acme.release_reservation")
     async def release_reservation(self, reservation_id: str) -> str:
@@ -227,8 +256,11 @@ class AcmeActivities:
     async def create_cart(self, request: AcmePurchaseRequest) -> tuple[str, Receipt]:
         """The shopping cart page lists the create answer as the "Shopping Cart ID": a bare id is
         read back (GET) for its amounts (*assumed* field names)."""
-        body = {"items": [{"eventId": i.event_id, "ticketingTypeId": i.ticketing_type_id, "quantity": i.quantity}
-                          for i in request.items]}
+        body = {
+            "items": [
+                {"eventId": i.event_id, "ticketingTypeId": i.ticketing_type_id, "quantity": i.quantity} for i in request.items
+            ]
+        }
         data = await self._call("POST", "/v2/b2c/carts", json_body=body)
         if isinstance(data, str | int):
             data = await self._call("GET", f"/v2/b2c/carts/{data}")
@@ -238,8 +270,9 @@ class AcmeActivities:
         return cart.id, Receipt(subtotal=subtotal, fees=cart.fees, tax=cart.tax, total=total, currency=cart.currency)
 
     @activity.defn(name="acme.checkout")
-    async def checkout(self, request: AcmePurchaseRequest, cart_id: str, reservation_id: str, request_uuid: str,
-                       card_token: str | None) -> OrderRecord:
+    async def checkout(
+        self, request: AcmePurchaseRequest, cart_id: str, reservation_id: str, request_uuid: str, card_token: str | None
+    ) -> OrderRecord:
         """`x-acme-request-uuid` makes a repeat answer 409; then the order placed by the first
         attempt is fetched instead of failing. A retry repeats the reCAPTCHA token: should ACME
         refuse it as stale, that refusal of a later attempt leaves the outcome unknown, and the
@@ -247,17 +280,23 @@ class AcmeActivities:
         token = request.recaptcha_token
         if not token:
             # Refused before anything is sent: ACME requires it on every B2C checkout.
-            raise ApplicationError("acme: checkout needs the buyer's Google reCAPTCHA token (recaptcha_token in the "
-                                   "request or the confirm update)", type=FailureReason.RECAPTCHA_REQUIRED,
-                                   non_retryable=True)
+            raise ApplicationError(
+                "acme: checkout needs the buyer's Google reCAPTCHA token (recaptcha_token in the request or the confirm update)",
+                type=FailureReason.RECAPTCHA_REQUIRED,
+                non_retryable=True,
+            )
         buyer = request.buyer
         body: dict[str, Any] = {
             "shoppingCartId": cart_id,
             # The Reservation Object's id is an integer.
             "reservationId": int(reservation_id) if reservation_id.isdigit() else reservation_id,
             # The Order Contact, and the billing contact: its e-mail sends the order confirmation.
-            "contactFirstName": buyer.first_name, "contactLastName": buyer.last_name, "email": buyer.email,
-            "billingFirstName": buyer.first_name, "billingLastName": buyer.last_name, "billingEmail": buyer.email,
+            "contactFirstName": buyer.first_name,
+            "contactLastName": buyer.last_name,
+            "email": buyer.email,
+            "billingFirstName": buyer.first_name,
+            "billingLastName": buyer.last_name,
+            "billingEmail": buyer.email,
             "notes": f"boxoffice purchase {request.purchase_id} request {request_uuid}",
         }
         if buyer.phone:
@@ -265,17 +304,27 @@ class AcmeActivities:
         if card_token:
             body["payment"] = {"cardToken": card_token}
         try:
-            checkout = {"x-acme-browser-ip": str(request.browser_ip), "x-acme-request-uuid": request_uuid,
-                        self.settings.recaptcha_header: token}
-            data = await self._call("POST", "/v2/b2c/checkout", checkout, json_body=body, secrets=[token],
-                                    errors={402: FailureReason.PAYMENT_FAILED, 410: FailureReason.HOLD_EXPIRED})
+            checkout = {
+                "x-acme-browser-ip": str(request.browser_ip),
+                "x-acme-request-uuid": request_uuid,
+                self.settings.recaptcha_header: token,
+            }
+            data = await self._call(
+                "POST",
+                "/v2/b2c/checkout",
+                checkout,
+                json_body=body,
+                secrets=[token],
+                errors={402: FailureReason.PAYMENT_FAILED, 410: FailureReason.HOLD_EXPIRED},
+            )
         except ApplicationError as err:
             if not err.details or err.details[0].get("status") != 409 or err.type != FailureReason.PROVIDER_REJECTED:
                 raise
             found = await self._find_checkout(request.buyer.email, request_uuid)
             if found is None:
-                raise ApplicationError(f"acme: checkout {request_uuid} answered 409 but no order carries it",
-                                       type=FailureReason.PROVIDER_ERROR) from None
+                raise ApplicationError(
+                    f"acme: checkout {request_uuid} answered 409 but no order carries it", type=FailureReason.PROVIDER_ERROR
+                ) from None
             return found
         return self.http.parse(Order, data, "checkout").record()
 
@@ -290,10 +339,14 @@ class AcmeActivities:
         orders may have this one beyond the first page (and a server may cap `pageSize=-1`)."""
         page = 1
         while True:
-            params = {"email": email, "sortField": "createdOn", "sortDirection": "desc", "page": page,
-                      "pageSize": SEARCH_PAGE_SIZE}
-            found = self.http.parse(OrderList, await self._call("GET", "/v2/b2c/orders/search", params=params),
-                                    "search orders")
+            params = {
+                "email": email,
+                "sortField": "createdOn",
+                "sortDirection": "desc",
+                "page": page,
+                "pageSize": SEARCH_PAGE_SIZE,
+            }
+            found = self.http.parse(OrderList, await self._call("GET", "/v2/b2c/orders/search", params=params), "search orders")
             match = next((o for o in found.orders if o.notes and request_uuid in o.notes), None)
             if match is not None:
                 return (await self._order(match.id)).record()
@@ -313,8 +366,9 @@ class AcmeActivities:
             params = {"email": query.email} if query.email else {"phoneNumber": query.phone}
         params |= {"page": query.page, "pageSize": query.page_size, "sortField": "createdOn", "sortDirection": "desc"}
         found = self.http.parse(OrderList, await self._call("GET", path, params=params), "list orders")
-        return OrdersPage(orders=[o.record() for o in found.orders], page=found.pagination.page,
-                          has_more=found.pagination.has_more)
+        return OrdersPage(
+            orders=[o.record() for o in found.orders], page=found.pagination.page, has_more=found.pagination.has_more
+        )
 
     @activity.defn(name="acme.get_order")
     async def get_order(self, order_id: str) -> OrderRecord:
@@ -355,22 +409,33 @@ class AcmeActivities:
             # A RefundWorkflow started before plan_refund: tickets chosen now cannot tell a lost
             # earlier attempt's tickets from others.
             if activity.info().attempt > 1:
-                raise ApplicationError(f"acme: partial refund of order {order.id}: an earlier attempt's outcome is "
-                                       "unknown; check the order's tickets before refunding again",
-                                       type=FailureReason.PROVIDER_ERROR, non_retryable=True)
+                raise ApplicationError(
+                    f"acme: partial refund of order {order.id}: an earlier attempt's outcome is "
+                    "unknown; check the order's tickets before refunding again",
+                    type=FailureReason.PROVIDER_ERROR,
+                    non_retryable=True,
+                )
             tickets = _pick_tickets(order, request.items)
         lines = _refund_lines(order, tickets) if request.items else _whole_refund_lines(order)
         if not lines:
-            return RefundResult(order_id=order.id, refunded=order.refund_amount or Decimal(0), total=total,
-                                already_refunded=True)
-        body = {"orderId": order.id, "incidentReasonCode": request.reason_code, "notes": request.notes,
-                "noEmail": request.no_email, "refundItems": lines}
+            return RefundResult(order_id=order.id, refunded=order.refund_amount or Decimal(0), total=total, already_refunded=True)
+        body = {
+            "orderId": order.id,
+            "incidentReasonCode": request.reason_code,
+            "notes": request.notes,
+            "noEmail": request.no_email,
+            "refundItems": lines,
+        }
         data = await self._call("POST", "/v2/b2b/b2b/refunds", json_body=body)  # the documented path, b2b twice
         answer = self.http.parse(RefundAnswer, data, "refund")
         after = answer.order or await self._order(request.order_id)
-        return RefundResult(order_id=after.id, refunded=after.refund_amount or Decimal(0), total=total,
-                            incident_number=None if answer.incident_number is None else str(answer.incident_number),
-                            amount=answer.refund_amount)
+        return RefundResult(
+            order_id=after.id,
+            refunded=after.refund_amount or Decimal(0),
+            total=total,
+            incident_number=None if answer.incident_number is None else str(answer.incident_number),
+            amount=answer.refund_amount,
+        )
 
 
 def _pick_tickets(order: Order, items: Mapping[str, int]) -> list[str]:
@@ -381,8 +446,11 @@ def _pick_tickets(order: Order, items: Mapping[str, int]) -> list[str]:
         item = next((i for i in order.order_items if i.item_id == item_id), None)
         left = [vo.uuid for vo in item.ticket_vos if vo.ticket_status == NORMAL] if item else []
         if len(left) < quantity:
-            raise ApplicationError(f"acme: order {order.id} item {item_id} has {len(left)} ticket(s) to refund, "
-                                   f"not {quantity}", type=FailureReason.PROVIDER_REJECTED, non_retryable=True)
+            raise ApplicationError(
+                f"acme: order {order.id} item {item_id} has {len(left)} ticket(s) to refund, not {quantity}",
+                type=FailureReason.PROVIDER_REJECTED,
+                non_retryable=True,
+            )
         picked += left[:quantity]
     return picked
 
@@ -406,5 +474,8 @@ def _whole_refund_lines(order: Order) -> list[dict[str, Any]]:
     lines = _refund_lines(order, [vo.uuid for item in ticketed for vo in item.ticket_vos])
     if ticketed and not lines:
         return []
-    return lines + [{"orderItemId": item.item_id, "quantity": item.quantity}
-                    for item in order.order_items if not item.ticket_vos and item.quantity]
+    return lines + [
+        {"orderItemId": item.item_id, "quantity": item.quantity}
+        for item in order.order_items
+        if not item.ticket_vos and item.quantity
+    ]

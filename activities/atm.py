@@ -107,8 +107,13 @@ class AtmActivities:
 
     def __init__(self, settings: AtmSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
-        self.http = ProviderHttp("atm", settings.base_url, timeout=settings.timeout_seconds,
-                                 secrets=[settings.service_token.get_secret_value()], transport=transport)
+        self.http = ProviderHttp(
+            "atm",
+            settings.base_url,
+            timeout=settings.timeout_seconds,
+            secrets=[settings.service_token.get_secret_value()],
+            transport=transport,
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -172,8 +177,12 @@ class AtmActivities:
             return "not found (nothing held)"
         status = self.http.parse(ReleaseHoldResponse, data, "release ticket hold").hold_status
         if status is None:
-            raise ApplicationError(f"atm: release ticket hold {hold_id}: the answer has no hold status",
-                                   {"provider": "atm"}, type=FailureReason.PROVIDER_BAD_RESPONSE, non_retryable=True)
+            raise ApplicationError(
+                f"atm: release ticket hold {hold_id}: the answer has no hold status",
+                {"provider": "atm"},
+                type=FailureReason.PROVIDER_BAD_RESPONSE,
+                non_retryable=True,
+            )
         return status
 
     @activity.defn(name="atm.payment_status")

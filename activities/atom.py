@@ -261,9 +261,7 @@ class AtomActivities:
 
     def _order_parameters(self, items: list[AtomItem], client_request_id: str, is_guest: bool) -> dict[str, Any]:
         parameters: dict[str, Any] = {
-            "lineItems": [
-                {"productId": item.product_id, "offerId": item.offer_id, "quantity": item.count} for item in items
-            ],
+            "lineItems": [{"productId": item.product_id, "offerId": item.offer_id, "quantity": item.count} for item in items],
             "channel": self.settings.channel,
             "clientVersion": self.settings.client_version,
             "clientRequestId": client_request_id,
@@ -296,9 +294,7 @@ class AtomActivities:
         )
         checkout = self.http.parse(CheckoutRefreshResponse, data, "checkout refresh")
         offers = {
-            (product.product_id, offer.offer_id)
-            for product in checkout.showtimes_response.products
-            for offer in product.offers
+            (product.product_id, offer.offer_id) for product in checkout.showtimes_response.products for offer in product.offers
         }
         missing = [f"{i.product_id}/{i.offer_id}" for i in items if (i.product_id, i.offer_id) not in offers]
         if missing:
@@ -341,8 +337,9 @@ class AtomActivities:
         }
         data = await self._call("POST", "/ordering/v1/customer/account/guest", json_body=body)
         account = self.http.parse(GuestAccountResponse, data, "guest account")
-        return ProviderSession(token=account.auth_token, account_id=account.account_id,
-                               unknown_attempts=activity.info().attempt - 1)
+        return ProviderSession(
+            token=account.auth_token, account_id=account.account_id, unknown_attempts=activity.info().attempt - 1
+        )
 
     @activity.defn(name="atom.authenticate")
     async def authenticate(self, login: AtomLogin) -> ProviderSession:
@@ -360,9 +357,7 @@ class AtomActivities:
     async def lease(self, session: ProviderSession, items: list[AtomItem], client_request_id: str) -> Hold:
         body = {
             "clientRequestId": client_request_id,
-            "leaseItems": [
-                {"productId": item.product_id, "offerId": item.offer_id, "seatIds": item.seat_ids} for item in items
-            ],
+            "leaseItems": [{"productId": item.product_id, "offerId": item.offer_id, "seatIds": item.seat_ids} for item in items],
         }
         # The lease runs from before the request is sent: the expiry we keep is never late.
         sent_at = utc_now()

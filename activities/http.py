@@ -48,12 +48,14 @@ SENSITIVE_KEY = (
     r"|(?:first|last|full|given|family|middle|holder|buyer|customer)_?name|phone|mobile|vendorQrCodeData)[\w.-]*"
 )
 _QUOTED_FIELD = re.compile(  # "key": "value" / 'key': 'value' / "key": 123
-    rf"""(["'])({SENSITIVE_KEY})\1(\s*:\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,}}\]]+)""", re.IGNORECASE)
+    rf"""(["'])({SENSITIVE_KEY})\1(\s*:\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,}}\]]+)""", re.IGNORECASE
+)
 _FORM_FIELD = re.compile(  # key=value in forms, queries and key=value log lines
-    rf"""(?<![\w.-])({SENSITIVE_KEY})=(?:"[^"]*"|'[^']*'|[^&\s,;]*)""", re.IGNORECASE)
+    rf"""(?<![\w.-])({SENSITIVE_KEY})=(?:"[^"]*"|'[^']*'|[^&\s,;]*)""", re.IGNORECASE
+)
 _HEADER = re.compile(  # Key: value, the value's scheme (Bearer, Basic) included
-    rf"""(?<![\w.-])({SENSITIVE_KEY})(\s*:[ \t]*)(?!["'\s])(?:(?:bearer|basic|digest)[ \t]+)?[^\s,;]+""",
-    re.IGNORECASE)
+    rf"""(?<![\w.-])({SENSITIVE_KEY})(\s*:[ \t]*)(?!["'\s])(?:(?:bearer|basic|digest)[ \t]+)?[^\s,;]+""", re.IGNORECASE
+)
 # A credential after its scheme anywhere; it has a digit or punctuation, unlike "basic seating".
 _SCHEME_TOKEN = re.compile(r"\b([Bb]earer|Basic|Digest)\s+(?=[\w~+/=.-]*[0-9=+/._~-])[\w~+/=.-]+")
 # An international phone number in prose; bare digit runs are left alone (order ids look the same).
@@ -194,11 +196,13 @@ class ProviderHttp:
         try:
             response = await self.client.send(request)
         except httpx.TimeoutException as err:
-            raise self._error(f"{method} {path} timed out ({type(err).__name__})", UNREACHABLE, retryable=True,
-                              hide=hide) from None
+            raise self._error(
+                f"{method} {path} timed out ({type(err).__name__})", UNREACHABLE, retryable=True, hide=hide
+            ) from None
         except httpx.TransportError as err:
-            raise self._error(f"{method} {path} failed: {type(err).__name__}: {err}", UNREACHABLE, retryable=True,
-                              hide=hide) from None
+            raise self._error(
+                f"{method} {path} failed: {type(err).__name__}: {err}", UNREACHABLE, retryable=True, hide=hide
+            ) from None
 
         trace_id = next((response.headers[h] for h in self._trace_headers if h in response.headers), None)
         log.info(
@@ -225,9 +229,7 @@ class ProviderHttp:
         reason = (codes or {}).get(code or "") or (errors or {}).get(response.status_code)
         if reason is None:
             reason = (
-                FailureReason.AUTHENTICATION_FAILED
-                if response.status_code in (401, 403)
-                else FailureReason.PROVIDER_REJECTED
+                FailureReason.AUTHENTICATION_FAILED if response.status_code in (401, 403) else FailureReason.PROVIDER_REJECTED
             )
         raise self._error(text, reason, retryable=False, details=details, hide=hide)
 

@@ -163,8 +163,12 @@ class Order(Wire):
             fulfilled=self.status == CONFIRMED,
             receipt=self.receipt(),
             tickets=[
-                Ticket(seat=item.label, barcode=(item.ticket.barcode if item.ticket else None) or item.barcode or "",
-                       price=item.price.total if item.price else None, booking_id=self.code)
+                Ticket(
+                    seat=item.label,
+                    barcode=(item.ticket.barcode if item.ticket else None) or item.barcode or "",
+                    price=item.price.total if item.price else None,
+                    booking_id=self.code,
+                )
                 for item in self.items
             ],
         )
@@ -179,10 +183,22 @@ class OneboxActivities:
     def __init__(self, settings: OneboxSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         secrets = [settings.client_secret.get_secret_value()]
-        self.http = ProviderHttp("onebox", settings.base_url, timeout=settings.timeout_seconds, secrets=secrets,
-                                 trace_headers=[TRACE_HEADER], transport=transport)
-        self.oauth = ProviderHttp("onebox", settings.oauth_url, timeout=settings.timeout_seconds, secrets=secrets,
-                                  trace_headers=[TRACE_HEADER], transport=transport)
+        self.http = ProviderHttp(
+            "onebox",
+            settings.base_url,
+            timeout=settings.timeout_seconds,
+            secrets=secrets,
+            trace_headers=[TRACE_HEADER],
+            transport=transport,
+        )
+        self.oauth = ProviderHttp(
+            "onebox",
+            settings.oauth_url,
+            timeout=settings.timeout_seconds,
+            secrets=secrets,
+            trace_headers=[TRACE_HEADER],
+            transport=transport,
+        )
         # The token lives in the worker, never in workflow history; shared by concurrent activities.
         self._token: str | None = None
         self._token_expires = 0.0
@@ -268,8 +284,9 @@ class OneboxActivities:
     async def create_order(self) -> ProviderOrder:
         order = self.http.parse(Order, await self._call("POST", ORDERS), "create order")
         if not order.id:
-            raise ApplicationError("onebox: create order answered no id", type=FailureReason.PROVIDER_BAD_RESPONSE,
-                                   non_retryable=True)
+            raise ApplicationError(
+                "onebox: create order answered no id", type=FailureReason.PROVIDER_BAD_RESPONSE, non_retryable=True
+            )
         return ProviderOrder(order_id=order.id)
 
     async def _basket_before_adding(self, order_id: str) -> tuple[Order, datetime]:
@@ -296,8 +313,7 @@ class OneboxActivities:
         missing = [seat for seat in seat_ids if seat not in in_basket]
         if missing and basket.status != CONFIRMED:
             body = {"seats": [{"id": seat, "session_id": session_id} for seat in missing]}
-            basket = self.http.parse(Order, await self._call("POST", f"{ORDERS}/seats", order_id, json_body=body),
-                                     "add seats")
+            basket = self.http.parse(Order, await self._call("POST", f"{ORDERS}/seats", order_id, json_body=body), "add seats")
         wanted = [item for item in basket.items if item.seat is not None and item.seat.id in seat_ids]
         return await self._keep(order_id, basket, wanted, sent_at)
 
@@ -307,8 +323,9 @@ class OneboxActivities:
         # Only this step adds seats to the purchase's basket: what is in it, an earlier attempt added.
         if len(basket.items) < quantity and basket.status != CONFIRMED:
             body = {"price_type_id": price_type_id, "session_id": session_id, "quantity": quantity - len(basket.items)}
-            basket = self.http.parse(Order, await self._call("POST", f"{ORDERS}/seats-auto", order_id, json_body=body),
-                                     "add seats automatically")
+            basket = self.http.parse(
+                Order, await self._call("POST", f"{ORDERS}/seats-auto", order_id, json_body=body), "add seats automatically"
+            )
         return await self._keep(order_id, basket, basket.items[:quantity], sent_at)
 
     @activity.defn(name="onebox.buyer_data")
@@ -342,8 +359,9 @@ class OneboxActivities:
         if order is None:
             order = self.http.parse(Order, await self._send_pre_confirm(order_id), "pre-confirm")
         if not order.code:
-            raise ApplicationError("onebox: pre-confirm answered no order code",
-                                   type=FailureReason.PROVIDER_BAD_RESPONSE, non_retryable=True)
+            raise ApplicationError(
+                "onebox: pre-confirm answered no order code", type=FailureReason.PROVIDER_BAD_RESPONSE, non_retryable=True
+            )
         if item_ids is not None and sorted(str(item.id) for item in order.items) != sorted(item_ids):
             # Changed between the read and the pre-confirm: the retry reads and releases again.
             raise ApplicationError(f"onebox: basket {order_id} changed while it was pre-confirmed", type=BASKET_CHANGED)
@@ -357,14 +375,20 @@ class OneboxActivities:
                 raise
             raise ApplicationError(
                 f"onebox: the session needs attendee data for each ticket, which boxoffice does not collect ({err.message})",
-                *err.details, type=err.type, non_retryable=True) from None
+                *err.details,
+                type=err.type,
+                non_retryable=True,
+            ) from None
 
     @staticmethod
     def _check_held(basket: Order, item_ids: list[str]) -> None:
         missing = set(item_ids) - {str(item.id) for item in basket.items}
         if missing:
-            raise ApplicationError(f"onebox: items {sorted(missing)} are no longer in the basket",
-                                   type=FailureReason.HOLD_EXPIRED, non_retryable=True)
+            raise ApplicationError(
+                f"onebox: items {sorted(missing)} are no longer in the basket",
+                type=FailureReason.HOLD_EXPIRED,
+                non_retryable=True,
+            )
 
     @activity.defn(name="onebox.confirm")
     async def confirm(self, order_id: str, code: str, item_ids: list[str] | None = None) -> OrderSummary:
@@ -383,8 +407,10 @@ class OneboxActivities:
             if (basket.status, basket.code, held) != (PRE_CONFIRMED, code, sorted(item_ids)):
                 raise ApplicationError(
                     f"onebox: basket {order_id} is {basket.status} {basket.code} with items {held}, not the "
-                    f"{sorted(item_ids)} pre-confirmed as {code}: not confirmed", type=FailureReason.ORDER_REJECTED,
-                    non_retryable=True)
+                    f"{sorted(item_ids)} pre-confirmed as {code}: not confirmed",
+                    type=FailureReason.ORDER_REJECTED,
+                    non_retryable=True,
+                )
         elif retry:
             existing = await self._find_order(code)
             if existing is not None and existing.fulfilled:
@@ -395,8 +421,9 @@ class OneboxActivities:
         except ApplicationError as err:
             if not retry or not err.details or err.details[0].get("status") != 409:
                 raise
-            raise not_yet(f"onebox: confirm of {code} repeated after an unanswered one answered 409; "
-                          "its outcome is not known yet") from None
+            raise not_yet(
+                f"onebox: confirm of {code} repeated after an unanswered one answered 409; its outcome is not known yet"
+            ) from None
         return self.http.parse(Order, data, "confirm").summary()
 
     async def _confirmed(self, code: str) -> OrderSummary:
@@ -431,8 +458,11 @@ class OneboxActivities:
                 raise
             return f"basket {order_id} already gone: seats free"  # ORDER_NOT_FOUND
         if basket.status == CONFIRMED:
-            raise ApplicationError(f"onebox: basket {order_id} is a confirmed order: its seats are not released",
-                                   type=FailureReason.ORDER_REJECTED, non_retryable=True)
+            raise ApplicationError(
+                f"onebox: basket {order_id} is a confirmed order: its seats are not released",
+                type=FailureReason.ORDER_REJECTED,
+                non_retryable=True,
+            )
         if not basket.items:
             return None
         return await self.release_seats(order_id, [str(item.id) for item in basket.items])

@@ -39,14 +39,14 @@ class EarlierRuns:
         runs before a re-run under the same id. Runs are found through visibility, which lags the
         server by about a second: a run started within that second before this one may be missed."""
         try:
-            found = [run async for run in self.client.list_workflows(f'WorkflowId = "{workflow_id}"')
-                     if run.run_id != run_id]
+            found = [run async for run in self.client.list_workflows(f'WorkflowId = "{workflow_id}"') if run.run_id != run_id]
         except RPCError as err:
             if err.status != RPCStatusCode.UNIMPLEMENTED:
                 raise
             # A server without visibility (the time-skipping test server): retrying will not help.
-            raise ApplicationError(f"earlier runs not listable: {err.message}", type=EARLIER_RUNS_NOT_LISTABLE,
-                                   non_retryable=True) from None
+            raise ApplicationError(
+                f"earlier runs not listable: {err.message}", type=EARLIER_RUNS_NOT_LISTABLE, non_retryable=True
+            ) from None
         found.sort(key=lambda run: run.start_time, reverse=True)
         return [await self._status(run) for run in found]
 
@@ -54,11 +54,15 @@ class EarlierRuns:
         """The run's `status` query (a worker replays the closed run); when no worker can answer it
         (e.g. a build that is gone), what its search attributes say."""
         try:
-            return cast(PurchaseStatus, await self.client.get_workflow_handle(run.id, run_id=run.run_id).query(
-                "status", result_type=PurchaseStatus))
+            return cast(
+                PurchaseStatus,
+                await self.client.get_workflow_handle(run.id, run_id=run.run_id).query("status", result_type=PurchaseStatus),
+            )
         except (WorkflowQueryFailedError, RPCError) as err:
-            activity.logger.warning("earlier run not queryable; reading its search attributes",
-                                    extra={"earlier_run_id": run.run_id, "error": str(err)})
+            activity.logger.warning(
+                "earlier run not queryable; reading its search attributes",
+                extra={"earlier_run_id": run.run_id, "error": str(err)},
+            )
         attributes = run.typed_search_attributes
         order_id = attributes.get(PROVIDER_ORDER_ID)
         try:

@@ -84,27 +84,46 @@ class PurchaseView:
 def classify(item: ProviderItem, purchase: PurchaseView | None) -> tuple[Finding | None, bool]:
     """What an item means for its purchase: (finding, repair). `repair`: release it now (a hold or
     basket nobody needs). A running purchase owns what it holds: nothing to say."""
-    base = {"provider": item.provider, "item_kind": item.kind, "item_id": item.item_id, "status": item.status,
-            "purchase_id": purchase.purchase_id if purchase else item.purchase_id,
-            "purchase_state": purchase.state if purchase else None, "amount": item.amount, "currency": item.currency}
+    base = {
+        "provider": item.provider,
+        "item_kind": item.kind,
+        "item_id": item.item_id,
+        "status": item.status,
+        "purchase_id": purchase.purchase_id if purchase else item.purchase_id,
+        "purchase_state": purchase.state if purchase else None,
+        "amount": item.amount,
+        "currency": item.currency,
+    }
     if item.standing == "unknown" and not item.problem:
-        return Finding(kind=FindingKind.UNKNOWN_ORDER, proposed_action="none",
-                       detail=f"{item.status}: find the order at the provider (cancel it there if no tickets "
-                              "were issued), then dismiss.", **base), False
+        return Finding(
+            kind=FindingKind.UNKNOWN_ORDER,
+            proposed_action="none",
+            detail=f"{item.status}: find the order at the provider (cancel it there if no tickets were issued), then dismiss.",
+            **base,
+        ), False
     if item.problem or item.standing is None:
-        return Finding(kind=FindingKind.BAD_ANSWER, proposed_action="none",
-                       detail=item.problem or f"state {item.status!r} is not one the provider documents", **base), False
+        return Finding(
+            kind=FindingKind.BAD_ANSWER,
+            proposed_action="none",
+            detail=item.problem or f"state {item.status!r} is not one the provider documents",
+            **base,
+        ), False
     if purchase is not None and purchase.running:
         return None, False
     ended = "no purchase names it" if purchase is None else f"its purchase ended {purchase.state}"
     if item.kind in ("hold", "basket"):
         if item.standing == "active":
-            return Finding(kind=FindingKind.ACTIVE_HOLD, proposed_action="release",
-                           detail=f"{item.kind} still active; {ended}.", **base), True
+            return Finding(
+                kind=FindingKind.ACTIVE_HOLD, proposed_action="release", detail=f"{item.kind} still active; {ended}.", **base
+            ), True
         if item.standing == "live" and item.provider == "atm" and not (purchase and purchase.fulfilled):
-            return Finding(kind=FindingKind.PAYMENT_WITHOUT_TICKETS, proposed_action="none",
-                           detail=f"hold paid for ({item.status}); {ended}: refund the buyer at ATM or issue the "
-                                  "tickets by hand, then dismiss.", **base), False
+            return Finding(
+                kind=FindingKind.PAYMENT_WITHOUT_TICKETS,
+                proposed_action="none",
+                detail=f"hold paid for ({item.status}); {ended}: refund the buyer at ATM or issue the "
+                "tickets by hand, then dismiss.",
+                **base,
+            ), False
         return None, False
     if item.standing == "live":
         action = REFUNDS_ORDERS.get(item.provider, "cancel")
@@ -112,15 +131,21 @@ def classify(item: ProviderItem, purchase: PurchaseView | None) -> tuple[Finding
             kind = FindingKind.PAYMENT_WITHOUT_TICKETS if item.kind == "payment" else FindingKind.ORPHAN_ORDER
             return Finding(kind=kind, proposed_action=action, detail=f"{item.kind} {item.status}; {ended}.", **base), False
         if purchase.order_id not in (None, item.item_id):
-            return Finding(kind=FindingKind.ORPHAN_ORDER, proposed_action=action,
-                           detail=f"a second {item.kind}: purchase {purchase.purchase_id} was fulfilled with "
-                                  f"{purchase.order_id}.", **base), False
+            return Finding(
+                kind=FindingKind.ORPHAN_ORDER,
+                proposed_action=action,
+                detail=f"a second {item.kind}: purchase {purchase.purchase_id} was fulfilled with {purchase.order_id}.",
+                **base,
+            ), False
         return None, False
-    if item.standing == "cancelled" and purchase is not None and purchase.fulfilled \
-            and purchase.order_id in (None, item.item_id):
-        return Finding(kind=FindingKind.CANCELLED_AFTER_FULFILMENT, proposed_action="none",
-                       detail=f"the provider reads the order {item.status} after the purchase was fulfilled: "
-                              "the buyer's tickets may be void; tell the buyer, then dismiss.", **base), False
+    if item.standing == "cancelled" and purchase is not None and purchase.fulfilled and purchase.order_id in (None, item.item_id):
+        return Finding(
+            kind=FindingKind.CANCELLED_AFTER_FULFILMENT,
+            proposed_action="none",
+            detail=f"the provider reads the order {item.status} after the purchase was fulfilled: "
+            "the buyer's tickets may be void; tell the buyer, then dismiss.",
+            **base,
+        ), False
     return None, False
 
 
@@ -175,13 +200,17 @@ class Purchases:
             raise
         attributes = described.typed_search_attributes
         return PurchaseView(
-            workflow_id=workflow_id, purchase_id=workflow_id.removeprefix("purchase-"),
+            workflow_id=workflow_id,
+            purchase_id=workflow_id.removeprefix("purchase-"),
             running=described.status == WorkflowExecutionStatus.RUNNING,
-            state=attributes.get(STATE), order_id=attributes.get(PROVIDER_ORDER_ID))
+            state=attributes.get(STATE),
+            order_id=attributes.get(PROVIDER_ORDER_ID),
+        )
 
     async def by_order(self, provider: str, order_id: str) -> PurchaseView | None:
-        query = (f'WorkflowType = "{WORKFLOW_TYPE}" AND BoxofficeProvider = "{provider}" '
-                 f'AND BoxofficeProviderOrderId = "{order_id}"')
+        query = (
+            f'WorkflowType = "{WORKFLOW_TYPE}" AND BoxofficeProvider = "{provider}" AND BoxofficeProviderOrderId = "{order_id}"'
+        )
         async for execution in self.client.list_workflows(query, limit=1):
             return await self.describe(execution.id)
         return None
@@ -193,14 +222,18 @@ class Purchases:
                 return found
         return await self.by_order(item.provider, item.item_id)
 
-    async def started(self, provider: str, since: datetime, until: datetime, token: str | None,
-                      page_size: int) -> tuple[list[PurchaseView], str | None]:
+    async def started(
+        self, provider: str, since: datetime, until: datetime, token: str | None, page_size: int
+    ) -> tuple[list[PurchaseView], str | None]:
         """One page of the provider's purchases started in the window, with the ids they recorded
         (their `status` query) and their request (the first event's input)."""
-        query = (f'WorkflowType = "{WORKFLOW_TYPE}" AND BoxofficeProvider = "{provider}" '
-                 f'AND StartTime >= "{stamp(since)}" AND StartTime <= "{stamp(until)}"')
+        query = (
+            f'WorkflowType = "{WORKFLOW_TYPE}" AND BoxofficeProvider = "{provider}" '
+            f'AND StartTime >= "{stamp(since)}" AND StartTime <= "{stamp(until)}"'
+        )
         listing = self.client.list_workflows(
-            query, page_size=page_size, next_page_token=base64.b64decode(token) if token else None)
+            query, page_size=page_size, next_page_token=base64.b64decode(token) if token else None
+        )
         await listing.fetch_next_page()
 
         views = []
@@ -244,8 +277,10 @@ class ProviderSweep:
         async def sweep_release(finding: Finding) -> str:
             return await self.release(finding)
 
-        return [activity.defn(name=f"{self.name}.sweep_page")(sweep_page),
-                activity.defn(name=f"{self.name}.sweep_release")(sweep_release)]
+        return [
+            activity.defn(name=f"{self.name}.sweep_page")(sweep_page),
+            activity.defn(name=f"{self.name}.sweep_release")(sweep_release),
+        ]
 
     async def items(self, request: SweepPageRequest) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
         """One page: each item with its purchase when the page already knows it (else None: looked up)."""
@@ -260,8 +295,9 @@ class ProviderSweep:
         return str(getattr(cancelled, "status", cancelled))
 
     async def refund(self, finding: Finding) -> str:
-        raise ApplicationError(f"refunds of {self.name} orders are not automated here", type="INVALID_REQUEST",
-                               non_retryable=True)
+        raise ApplicationError(
+            f"refunds of {self.name} orders are not automated here", type="INVALID_REQUEST", non_retryable=True
+        )
 
     async def sweep_page(self, request: SweepPageRequest) -> SweepPage:
         pairs, next_cursor = await self.items(request)
@@ -287,9 +323,16 @@ def bad_item(provider: str, kind: ItemKind, key: str, raw: Any, problem: str) ->
 # -- TEvo -----------------------------------------------------------------------------------------
 
 TEVO_STANDING: dict[str, Standing] = {
-    "pending": "live", "open": "live", "pending_substitution": "live", "pending_consignment": "live",
-    "accepted": "live", "completed": "live",
-    "rejected": "cancelled", "cancelled": "cancelled", "canceled": "cancelled", "expired": "gone",
+    "pending": "live",
+    "open": "live",
+    "pending_substitution": "live",
+    "pending_consignment": "live",
+    "accepted": "live",
+    "completed": "live",
+    "rejected": "cancelled",
+    "cancelled": "cancelled",
+    "canceled": "cancelled",
+    "expired": "gone",
 }
 TEVO_PER_PAGE = 10  # Orders / Index: "Supports Pagination Yes (10 per_page max)"
 
@@ -303,8 +346,7 @@ class TevoSweep(ProviderSweep):
 
     async def items(self, request: SweepPageRequest) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
         page = int(decode_cursor(request.cursor).get("page", 1))
-        data = await self.provider._call("GET", "/v9/orders", params={"type": "Order", "page": page,
-                                                                      "per_page": TEVO_PER_PAGE})
+        data = await self.provider._call("GET", "/v9/orders", params={"type": "Order", "page": page, "per_page": TEVO_PER_PAGE})
         raw_orders = data.get("orders") if isinstance(data, dict) else None
         if not isinstance(raw_orders, list):
             return [(bad_item("tevo", "order", f"page-{page}", data, "no `orders` list"), None)], None
@@ -320,9 +362,17 @@ class TevoSweep(ProviderSweep):
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), int) or not isinstance(raw.get("state"), str):
             return bad_item("tevo", "order", key, raw, "an order without an integer `id` and a `state`")
         state = raw["state"]
-        return ProviderItem(provider="tevo", kind="order", item_id=str(raw["id"]), status=state,
-                            standing=TEVO_STANDING.get(state), amount=money(raw.get("total")), currency="USD",
-                            purchase_id=raw.get("reference") or None, created_at=timestamp(raw.get("created_at")))
+        return ProviderItem(
+            provider="tevo",
+            kind="order",
+            item_id=str(raw["id"]),
+            status=state,
+            standing=TEVO_STANDING.get(state),
+            amount=money(raw.get("total")),
+            currency="USD",
+            purchase_id=raw.get("reference") or None,
+            created_at=timestamp(raw.get("created_at")),
+        )
 
 
 # -- ACME -----------------------------------------------------------------------------------------
@@ -345,11 +395,11 @@ class AcmeSweep(ProviderSweep):
             return await self._purchases_page(request, cursor)
         return await self._event_page(request, cursor)
 
-    async def _purchases_page(self, request: SweepPageRequest, cursor: dict[str, Any]) -> tuple[
-            list[tuple[ProviderItem, PurchaseView | None]], str | None]:
+    async def _purchases_page(
+        self, request: SweepPageRequest, cursor: dict[str, Any]
+    ) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
         events = list(cursor.get("events") or [e.strip() for e in self.settings.acme_event_ids.split(",") if e.strip()])
-        views, token = await self.purchases.started("acme", request.since, request.until, cursor.get("token"),
-                                                    request.page_size)
+        views, token = await self.purchases.started("acme", request.since, request.until, cursor.get("token"), request.page_size)
         items: list[tuple[ProviderItem, PurchaseView | None]] = []
         for view in views:
             for item in view.request.get("items") or []:
@@ -367,23 +417,33 @@ class AcmeSweep(ProviderSweep):
             data = await self.provider._call("GET", f"/v2/b2b/reservations/{reservation_id}")
         except ApplicationError as err:
             if err.details and isinstance(err.details[0], dict) and err.details[0].get("status") == 404:
-                return ProviderItem(provider="acme", kind="hold", item_id=reservation_id, status="not found",
-                                    standing="gone", purchase_id=view.purchase_id)
+                return ProviderItem(
+                    provider="acme",
+                    kind="hold",
+                    item_id=reservation_id,
+                    status="not found",
+                    standing="gone",
+                    purchase_id=view.purchase_id,
+                )
             raise
         if not isinstance(data, dict) or "id" not in data:
             return bad_item("acme", "hold", reservation_id, data, "a reservation without `id`")
-        return ProviderItem(provider="acme", kind="hold", item_id=reservation_id, status="active", standing="active",
-                            purchase_id=view.purchase_id)
+        return ProviderItem(
+            provider="acme", kind="hold", item_id=reservation_id, status="active", standing="active", purchase_id=view.purchase_id
+        )
 
-    async def _event_page(self, request: SweepPageRequest, cursor: dict[str, Any]) -> tuple[
-            list[tuple[ProviderItem, PurchaseView | None]], str | None]:
+    async def _event_page(
+        self, request: SweepPageRequest, cursor: dict[str, Any]
+    ) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
         events, page = list(cursor["events"]), int(cursor.get("page", 1))
-        data = await self.provider._call("GET", f"/v2/b2c/orders/event/{events[0]}", params={
-            "page": page, "pageSize": request.page_size, "sortField": "createdOn", "sortDirection": "desc"})
+        data = await self.provider._call(
+            "GET",
+            f"/v2/b2c/orders/event/{events[0]}",
+            params={"page": page, "pageSize": request.page_size, "sortField": "createdOn", "sortDirection": "desc"},
+        )
         raw_orders = data.get("list") if isinstance(data, dict) else None
         if not isinstance(raw_orders, list):
-            return [(bad_item("acme", "order", f"event-{events[0]}-page-{page}", data, "no `list` of orders"),
-                     None)], None
+            return [(bad_item("acme", "order", f"event-{events[0]}-page-{page}", data, "no `list` of orders"), None)], None
         items: list[tuple[ProviderItem, PurchaseView | None]] = []
         for index, raw in enumerate(raw_orders):
             item = self._order(raw, f"event-{events[0]}-page-{page}-{index}")
@@ -402,10 +462,17 @@ class AcmeSweep(ProviderSweep):
             return bad_item("acme", "order", str(raw["id"]), raw, "an order without `totalAmount`")
         note = ACME_NOTE.search(str(raw.get("notes") or ""))
         standing: Standing = "cancelled" if total > 0 and refunded >= total else "live"
-        return ProviderItem(provider="acme", kind="order", item_id=str(raw["id"]),
-                            status="refunded" if standing == "cancelled" else "paid", standing=standing,
-                            amount=total - refunded, currency="USD", purchase_id=note.group(1) if note else None,
-                            created_at=timestamp(raw.get("createdOn")))
+        return ProviderItem(
+            provider="acme",
+            kind="order",
+            item_id=str(raw["id"]),
+            status="refunded" if standing == "cancelled" else "paid",
+            standing=standing,
+            amount=total - refunded,
+            currency="USD",
+            purchase_id=note.group(1) if note else None,
+            created_at=timestamp(raw.get("createdOn")),
+        )
 
     async def release(self, finding: Finding) -> str:
         return str(await self.provider.release_reservation(finding.item_id))
@@ -428,17 +495,28 @@ class AtmSweep(ProviderSweep):
     name = "atm"
 
     async def items(self, request: SweepPageRequest) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
-        views, token = await self.purchases.started("atm", request.since, request.until,
-                                                    decode_cursor(request.cursor).get("token"), request.page_size)
+        views, token = await self.purchases.started(
+            "atm", request.since, request.until, decode_cursor(request.cursor).get("token"), request.page_size
+        )
         items: list[tuple[ProviderItem, PurchaseView | None]] = []
         for view in views:
             hold_id = view.provider_ids.get("order_id") or view.order_id
             if view.running or view.fulfilled or not hold_id:
                 continue
             status = await self.provider.release_hold(hold_id)
-            items.append((ProviderItem(provider="atm", kind="hold", item_id=hold_id, status=status,
-                                       standing="gone" if status.startswith("not found") else ATM_STANDING.get(status),
-                                       purchase_id=view.purchase_id), view))
+            items.append(
+                (
+                    ProviderItem(
+                        provider="atm",
+                        kind="hold",
+                        item_id=hold_id,
+                        status=status,
+                        standing="gone" if status.startswith("not found") else ATM_STANDING.get(status),
+                        purchase_id=view.purchase_id,
+                    ),
+                    view,
+                )
+            )
         return items, encode_cursor({"token": token}) if token else None
 
     async def release(self, finding: Finding) -> str:
@@ -485,17 +563,26 @@ class OneboxSweep(ProviderSweep):
         if phase == "baskets":
             return await self._baskets(request, cursor)
         offset = int(cursor.get("offset", 0))
-        data = await self.provider._call("GET", ONEBOX_ORDERS, params={
-            "purchase_date_from": onebox_date(request.since), "purchase_date_to": onebox_date(request.until, up=True),
-            "type": phase, "limit": request.page_size, "offset": offset})
+        data = await self.provider._call(
+            "GET",
+            ONEBOX_ORDERS,
+            params={
+                "purchase_date_from": onebox_date(request.since),
+                "purchase_date_to": onebox_date(request.until, up=True),
+                "type": phase,
+                "limit": request.page_size,
+                "offset": offset,
+            },
+        )
         raw_orders = data.get("data") if isinstance(data, dict) else None
         key = f"{phase.lower()}-offset-{offset}"
         if not isinstance(raw_orders, list):
             return [(bad_item("onebox", "order", key, data, "no `data` list of orders"), None)], self._next(phase)
         items: list[tuple[ProviderItem, PurchaseView | None]] = []
         for index, raw in enumerate(raw_orders):
-            items.append(await (self._order(raw, f"{key}-{index}") if phase == "PURCHASE"
-                                else self._refund(raw, f"{key}-{index}")))
+            items.append(
+                await (self._order(raw, f"{key}-{index}") if phase == "PURCHASE" else self._refund(raw, f"{key}-{index}"))
+            )
         total = (data.get("metadata") or {}).get("total")
         more = offset + len(raw_orders) < total if isinstance(total, int) else len(raw_orders) >= request.page_size
         if more and raw_orders:
@@ -516,16 +603,22 @@ class OneboxSweep(ProviderSweep):
         return self._item(detail, code, "live", purchased, item_states=True), purchase
 
     @staticmethod
-    def _item(raw: Any, code: str, standing: Standing, purchased: datetime | None,
-              item_states: bool = False) -> ProviderItem:
+    def _item(raw: Any, code: str, standing: Standing, purchased: datetime | None, item_states: bool = False) -> ProviderItem:
         data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         price = data.get("price") if isinstance(data.get("price"), dict) else {}
         items = [i for i in data.get("items") or [] if isinstance(i, dict)] if item_states else []
         refunded = bool(items) and all(i.get("state") == "REFUNDED" for i in items)
         status = "REFUNDED" if refunded else "CONFIRM" if standing == "live" else "refunded"
-        return ProviderItem(provider="onebox", kind="order", item_id=code, status=status,
-                            standing="cancelled" if refunded else standing, amount=money((price or {}).get("total")),
-                            currency=(price or {}).get("currency"), created_at=purchased)
+        return ProviderItem(
+            provider="onebox",
+            kind="order",
+            item_id=code,
+            status=status,
+            standing="cancelled" if refunded else standing,
+            amount=money((price or {}).get("total")),
+            currency=(price or {}).get("currency"),
+            created_at=purchased,
+        )
 
     async def _refund(self, raw: Any, key: str) -> tuple[ProviderItem, PurchaseView | None]:
         if not isinstance(raw, dict) or not raw.get("related_original_code"):
@@ -534,10 +627,12 @@ class OneboxSweep(ProviderSweep):
         item = self._item(raw, original, "cancelled", timestamp(raw.get("purchase_date")))
         return item, await self.purchases.by_order("onebox", original)
 
-    async def _baskets(self, request: SweepPageRequest, cursor: dict[str, Any]) -> tuple[
-            list[tuple[ProviderItem, PurchaseView | None]], str | None]:
-        views, token = await self.purchases.started("onebox", request.since, request.until, cursor.get("token"),
-                                                    request.page_size)
+    async def _baskets(
+        self, request: SweepPageRequest, cursor: dict[str, Any]
+    ) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
+        views, token = await self.purchases.started(
+            "onebox", request.since, request.until, cursor.get("token"), request.page_size
+        )
         items: list[tuple[ProviderItem, PurchaseView | None]] = []
         for view in views:
             basket_id = view.provider_ids.get("basket_id")
@@ -577,8 +672,11 @@ class OneboxSweep(ProviderSweep):
         if not left:
             return f"order {finding.item_id} already refunded"
         try:
-            await self.provider._call("POST", f"{path}/refund", json_body={
-                "items": left, "type": "MANUAL", "include_surcharges": True, "include_delivery": False})
+            await self.provider._call(
+                "POST",
+                f"{path}/refund",
+                json_body={"items": left, "type": "MANUAL", "include_surcharges": True, "include_delivery": False},
+            )
         except ApplicationError as err:
             if error_status(err) != (409, "PRODUCT_STATE_INVALID"):
                 raise
@@ -589,12 +687,16 @@ class OneboxSweep(ProviderSweep):
 # -- Atom -----------------------------------------------------------------------------------------
 
 ATOM_STANDING: dict[str, Standing] = {
-    "fulfilled": "live", "cancelled": "cancelled", "canceled": "cancelled", "refunded": "cancelled",
-    "failed": "gone", "rejected": "gone", "expired": "gone",
+    "fulfilled": "live",
+    "cancelled": "cancelled",
+    "canceled": "cancelled",
+    "refunded": "cancelled",
+    "failed": "gone",
+    "rejected": "gone",
+    "expired": "gone",
 }
 # Activities the purchase called with the buyer's session (an Atom order is read only by its account).
-ATOM_SESSION_CALLS = ("atom.lease", "atom.preview_order", "atom.create_order", "atom.order_status",
-                      "atom.cancel_order")
+ATOM_SESSION_CALLS = ("atom.lease", "atom.preview_order", "atom.create_order", "atom.order_status", "atom.cancel_order")
 
 
 class AtomSweep(ProviderSweep):
@@ -610,8 +712,9 @@ class AtomSweep(ProviderSweep):
     name = "atom"
 
     async def items(self, request: SweepPageRequest) -> tuple[list[tuple[ProviderItem, PurchaseView | None]], str | None]:
-        views, token = await self.purchases.started("atom", request.since, request.until,
-                                                    decode_cursor(request.cursor).get("token"), request.page_size)
+        views, token = await self.purchases.started(
+            "atom", request.since, request.until, decode_cursor(request.cursor).get("token"), request.page_size
+        )
         items: list[tuple[ProviderItem, PurchaseView | None]] = []
         for view in views:
             if view.running:
@@ -621,8 +724,19 @@ class AtomSweep(ProviderSweep):
                 items.append((await self._order(order_id, view), view))
             elif view.state == PurchaseState.COMPENSATION_FAILED and view.provider_ids.get("client_request_id"):
                 key = view.provider_ids["client_request_id"]
-                items.append((ProviderItem(provider="atom", kind="order", item_id=key, status="unknown",
-                                           standing="unknown", purchase_id=view.purchase_id), view))
+                items.append(
+                    (
+                        ProviderItem(
+                            provider="atom",
+                            kind="order",
+                            item_id=key,
+                            status="unknown",
+                            standing="unknown",
+                            purchase_id=view.purchase_id,
+                        ),
+                        view,
+                    )
+                )
         return items, encode_cursor({"token": token}) if token else None
 
     async def _order(self, order_id: str, view: PurchaseView) -> ProviderItem:
@@ -634,38 +748,59 @@ class AtomSweep(ProviderSweep):
         except ApplicationError as err:
             status, code = error_status(err)
             if status in (401, 403, 404):  # the buyer's token lapsed, or Atom does not show it to that account
-                return bad_item("atom", "order", order_id, {"status": status, "code": code},
-                                "the order could not be read with the purchase's session; look it up at Atom")
+                return bad_item(
+                    "atom",
+                    "order",
+                    order_id,
+                    {"status": status, "code": code},
+                    "the order could not be read with the purchase's session; look it up at Atom",
+                )
             raise
         state = data.get("orderStatus") if isinstance(data, dict) else None
         if not isinstance(state, str):
             return bad_item("atom", "order", order_id, data, "a status without `orderStatus`")
-        return ProviderItem(provider="atom", kind="order", item_id=order_id, status=state,
-                            standing=ATOM_STANDING.get(state.lower(), "live"), purchase_id=view.purchase_id)
+        return ProviderItem(
+            provider="atom",
+            kind="order",
+            item_id=order_id,
+            status=state,
+            standing=ATOM_STANDING.get(state.lower(), "live"),
+            purchase_id=view.purchase_id,
+        )
 
     async def session(self, workflow_id: str) -> ProviderSession | None:
         """The session the purchase called Atom with: the first argument of its first call that took one."""
         handle = self.purchases.client.get_workflow_handle(workflow_id)
         async for event in handle.fetch_history_events():
             scheduled = event.activity_task_scheduled_event_attributes
-            if event.HasField("activity_task_scheduled_event_attributes") \
-                    and scheduled.activity_type.name in ATOM_SESSION_CALLS and scheduled.input.payloads:
-                [session] = await self.purchases.client.data_converter.decode(scheduled.input.payloads[:1],
-                                                                               [ProviderSession])
+            if (
+                event.HasField("activity_task_scheduled_event_attributes")
+                and scheduled.activity_type.name in ATOM_SESSION_CALLS
+                and scheduled.input.payloads
+            ):
+                [session] = await self.purchases.client.data_converter.decode(scheduled.input.payloads[:1], [ProviderSession])
                 return session if isinstance(session, ProviderSession) else None
         return None
 
     async def cancel(self, finding: Finding) -> str:
         session = await self.session(f"purchase-{finding.purchase_id}") if finding.purchase_id else None
         if session is None:
-            raise ApplicationError(f"no buyer session to cancel Atom order {finding.item_id} with: cancel it at Atom",
-                                   type="INVALID_REQUEST", non_retryable=True)
+            raise ApplicationError(
+                f"no buyer session to cancel Atom order {finding.item_id} with: cancel it at Atom",
+                type="INVALID_REQUEST",
+                non_retryable=True,
+            )
         cancelled = await self.provider.cancel_order(session, finding.item_id)
         return f"order {cancelled.order_id} {cancelled.status}"
 
 
-SWEEPS: dict[str, type[ProviderSweep]] = {"tevo": TevoSweep, "acme": AcmeSweep, "atm": AtmSweep, "onebox": OneboxSweep,
-                                           "atom": AtomSweep}
+SWEEPS: dict[str, type[ProviderSweep]] = {
+    "tevo": TevoSweep,
+    "acme": AcmeSweep,
+    "atm": AtmSweep,
+    "onebox": OneboxSweep,
+    "atom": AtomSweep,
+}
 
 
 def provider_sweeps(providers: Sequence[Any], client: Client) -> dict[str, ProviderSweep]:
@@ -675,8 +810,12 @@ def provider_sweeps(providers: Sequence[Any], client: Client) -> dict[str, Provi
 def attention_attributes(finding: Finding) -> TypedSearchAttributes:
     """What the item upserts on its first finding, set at its start too: `attention list` run right after a
     sweep shows whole rows (visibility lists a new workflow before its first task has run)."""
-    pairs = [SearchAttributePair(STATE, str(NEEDS_ATTENTION)), SearchAttributePair(PROVIDER, finding.provider),
-             SearchAttributePair(ATTENTION_KIND, str(finding.kind)), SearchAttributePair(PROVIDER_ORDER_ID, finding.item_id)]
+    pairs = [
+        SearchAttributePair(STATE, str(NEEDS_ATTENTION)),
+        SearchAttributePair(PROVIDER, finding.provider),
+        SearchAttributePair(ATTENTION_KIND, str(finding.kind)),
+        SearchAttributePair(PROVIDER_ORDER_ID, finding.item_id),
+    ]
     if finding.purchase_id:
         pairs.append(SearchAttributePair(PURCHASE_ID, finding.purchase_id))
     if finding.amount is not None:
@@ -707,8 +846,12 @@ class SweepActivities:
         for finding in findings:
             try:
                 await self.client.start_workflow(
-                    "ReconcileWorkflow", finding.attention_id, id=finding.attention_id, task_queue=self.task_queue,
-                    start_signal="finding", start_signal_args=[finding],
+                    "ReconcileWorkflow",
+                    finding.attention_id,
+                    id=finding.attention_id,
+                    task_queue=self.task_queue,
+                    start_signal="finding",
+                    start_signal_args=[finding],
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     search_attributes=attention_attributes(finding),
                     static_summary=f"{finding.provider} {finding.kind}: {finding.item_kind} {finding.item_id}",
@@ -716,16 +859,21 @@ class SweepActivities:
             except WorkflowAlreadyStartedError:
                 continue  # decided already
             opened += 1
-            log.info("sweep finding sent to its attention item", provider=finding.provider, kind=finding.kind,
-                      item_id=finding.item_id, purchase_id=finding.purchase_id, proposed_action=finding.proposed_action)
+            log.info(
+                "sweep finding sent to its attention item",
+                provider=finding.provider,
+                kind=finding.kind,
+                item_id=finding.item_id,
+                purchase_id=finding.purchase_id,
+                proposed_action=finding.proposed_action,
+            )
         return opened
 
     @activity.defn(name="sweep.cancel")
     async def cancel(self, finding: Finding) -> str:
         sweep = self.sweeps.get(finding.provider)
         if sweep is None:
-            raise ApplicationError(f"{finding.provider} is not served here", type="PROVIDER_NOT_CONFIGURED",
-                                   non_retryable=True)
+            raise ApplicationError(f"{finding.provider} is not served here", type="PROVIDER_NOT_CONFIGURED", non_retryable=True)
         if finding.item_kind in ("hold", "basket"):
             return await sweep.release(finding)
         return await sweep.cancel(finding)
@@ -737,8 +885,9 @@ class SweepActivities:
         if finding.provider != "acme":
             sweep = self.sweeps.get(finding.provider)
             if sweep is None:
-                raise ApplicationError(f"{finding.provider} is not served here", type="PROVIDER_NOT_CONFIGURED",
-                                       non_retryable=True)
+                raise ApplicationError(
+                    f"{finding.provider} is not served here", type="PROVIDER_NOT_CONFIGURED", non_retryable=True
+                )
             return await sweep.refund(finding)
         activity.heartbeat()
         request = RefundRequest(order_id=finding.item_id, notes=f"refunded by boxoffice: {finding.kind}"[:500])

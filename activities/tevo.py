@@ -167,8 +167,12 @@ class Order(Wire):
 
     @property
     def reason(self) -> str | None:
-        return (self.seller_rejection_reason or self.seller_cancellation_reason or self.buyer_rejection_reason
-                or self.buyer_cancellation_reason)
+        return (
+            self.seller_rejection_reason
+            or self.seller_cancellation_reason
+            or self.buyer_rejection_reason
+            or self.buyer_cancellation_reason
+        )
 
     @property
     def ended(self) -> bool:
@@ -189,16 +193,18 @@ class Order(Wire):
             group = item.ticket_group or ItemGroup()
             seats = [t.seat for t in group.tickets if t.seat] or group.seats or [""]
             for seat in seats:
-                label = " ".join(p for p in (f"sec {group.section}" if group.section else "",
-                                             f"row {group.row}" if group.row else "", seat) if p)
-                tickets.append(Ticket(seat=label or str(item.id), barcode=None, price=item.price,
-                                      booking_id=self.oid))
+                label = " ".join(
+                    p
+                    for p in (f"sec {group.section}" if group.section else "", f"row {group.row}" if group.row else "", seat)
+                    if p
+                )
+                tickets.append(Ticket(seat=label or str(item.id), barcode=None, price=item.price, booking_id=self.oid))
         receipt = None
         if self.total is not None and self.subtotal is not None:
-            receipt = Receipt(subtotal=self.subtotal, fees=self.service_fee + self.shipping, tax=self.tax,
-                              total=self.total, currency="USD")  # TEvo prices in USD
-        return OrderSummary(order_id=str(self.id), status=self.state, fulfilled=self.fulfilled,
-                            receipt=receipt, tickets=tickets)
+            receipt = Receipt(
+                subtotal=self.subtotal, fees=self.service_fee + self.shipping, tax=self.tax, total=self.total, currency="USD"
+            )  # TEvo prices in USD
+        return OrderSummary(order_id=str(self.id), status=self.state, fulfilled=self.fulfilled, receipt=receipt, tickets=tickets)
 
 
 class OrderList(Wire):
@@ -216,8 +222,9 @@ class TevoActivities:
     def __init__(self, settings: TevoSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         secrets = [settings.api_token.get_secret_value(), settings.api_secret.get_secret_value()]
-        self.http = ProviderHttp("tevo", settings.base_url, timeout=settings.timeout_seconds, secrets=secrets,
-                                 transport=transport)
+        self.http = ProviderHttp(
+            "tevo", settings.base_url, timeout=settings.timeout_seconds, secrets=secrets, transport=transport
+        )
         host = urllib.parse.urlsplit(settings.base_url).hostname or ""
         secret = settings.api_secret.get_secret_value()
         self._sign: Callable[[str, str, bytes], Mapping[str, str]] = lambda method, path, body: {
@@ -229,14 +236,23 @@ class TevoActivities:
         await self.http.aclose()
 
     def all(self) -> list[Any]:
-        return [self.policy, self.check_ticket_group, self.find_or_create_client, self.create_order,
-                self.find_order, self.order_state, self.show_order, self.cancel_order]
+        return [
+            self.policy,
+            self.check_ticket_group,
+            self.find_or_create_client,
+            self.create_order,
+            self.find_order,
+            self.order_state,
+            self.show_order,
+            self.cancel_order,
+        ]
 
     async def _call(self, method: str, path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         # Sorted, so the query sent is the query signed.
         ordered = sorted(params.items()) if params else None
-        return await self.http.request(method, path, params=ordered, sign=self._sign,
-                                       headers={"Accept": "application/json"}, **kwargs)
+        return await self.http.request(
+            method, path, params=ordered, sign=self._sign, headers={"Accept": "application/json"}, **kwargs
+        )
 
     @activity.defn(name="tevo.policy")
     async def policy(self) -> PurchasePolicy:
@@ -252,27 +268,29 @@ class TevoActivities:
     @activity.defn(name="tevo.check_ticket_group")
     async def check_ticket_group(self, ticket_group_id: int, quantity: int, price: Decimal) -> EventInfo:
         """TEvo has no holds: re-read the group right before ordering."""
-        data = await self._call("GET", f"/v9/ticket_groups/{ticket_group_id}",
-                                errors={404: FailureReason.SEAT_UNAVAILABLE})
+        data = await self._call("GET", f"/v9/ticket_groups/{ticket_group_id}", errors={404: FailureReason.SEAT_UNAVAILABLE})
         group = self.http.parse(TicketGroup, data, "ticket group")
         available = group.available_quantity if group.available_quantity is not None else group.quantity or 0
         if quantity > available or (group.splits and quantity not in group.splits):
             raise ApplicationError(
                 f"tevo: ticket group {ticket_group_id} sells {group.splits or available}, not {quantity}",
-                {"provider": "tevo", "available": available}, type=FailureReason.SEAT_UNAVAILABLE,
-                non_retryable=True)
+                {"provider": "tevo", "available": available},
+                type=FailureReason.SEAT_UNAVAILABLE,
+                non_retryable=True,
+            )
         if group.retail_price != price:
             raise ApplicationError(
                 f"tevo: ticket group {ticket_group_id} now costs {group.retail_price}, not {price}",
-                {"provider": "tevo", "price": str(group.retail_price)}, type=FailureReason.PRICE_CHANGED,
-                non_retryable=True)
+                {"provider": "tevo", "price": str(group.retail_price)},
+                type=FailureReason.PRICE_CHANGED,
+                non_retryable=True,
+            )
         event = group.event or Event()
         return EventInfo(title=event.name, venue=event.venue.name if event.venue else None, starts_at=event.occurs_at)
 
     @activity.defn(name="tevo.find_or_create_client")
     async def find_or_create_client(self, buyer: Buyer) -> str:
-        found = self.http.parse(Clients, await self._call("GET", "/v9/clients", params={"email": buyer.email}),
-                                "client search")
+        found = self.http.parse(Clients, await self._call("GET", "/v9/clients", params={"email": buyer.email}), "client search")
         if found.clients:
             return str(found.clients[0].id)
         client: dict[str, Any] = {
@@ -298,11 +316,17 @@ class TevoActivities:
             return ProviderOrder(order_id=str(existing.id), event_id=existing.oid)
         waited = info.current_attempt_scheduled_time - info.scheduled_time
         if info.attempt > 1 and waited < timedelta(seconds=self.settings.create_settle_seconds):
-            raise not_yet(f"tevo: no order with reference {request.purchase_id} yet, {waited} after the "
-                          f"first create; waiting {self.settings.create_settle_seconds} s before ordering again")
+            raise not_yet(
+                f"tevo: no order with reference {request.purchase_id} yet, {waited} after the "
+                f"first create; waiting {self.settings.create_settle_seconds} s before ordering again"
+            )
         try:
-            data = await self._call("POST", "/v10/orders", json_body={"order": order_body(request, client_id)},
-                                    errors={402: FailureReason.PAYMENT_FAILED, 409: FailureReason.SEAT_UNAVAILABLE})
+            data = await self._call(
+                "POST",
+                "/v10/orders",
+                json_body={"order": order_body(request, client_id)},
+                errors={402: FailureReason.PAYMENT_FAILED, 409: FailureReason.SEAT_UNAVAILABLE},
+            )
         except ApplicationError as err:
             # On a retry, "no longer available" may mean our own earlier order took the tickets.
             if info.attempt > 1 and err.type == FailureReason.SEAT_UNAVAILABLE:
@@ -325,15 +349,18 @@ class TevoActivities:
         info = activity.info()
         waited = info.current_attempt_scheduled_time - info.scheduled_time
         if waited < timedelta(seconds=self.settings.create_settle_seconds):
-            raise not_yet(f"tevo: no order with reference {reference} yet, {waited} into the read-back; "
-                          f"the search may lag a create by up to {self.settings.create_settle_seconds} s")
+            raise not_yet(
+                f"tevo: no order with reference {reference} yet, {waited} into the read-back; "
+                f"the search may lag a create by up to {self.settings.create_settle_seconds} s"
+            )
         return None
 
     async def _find_order(self, reference: str) -> Order | None:
         page, seen = 1, 0
         while True:
-            data = await self._call("GET", "/v9/orders",
-                                    params={"reference": reference, "page": page, "per_page": ORDERS_PER_PAGE})
+            data = await self._call(
+                "GET", "/v9/orders", params={"reference": reference, "page": page, "per_page": ORDERS_PER_PAGE}
+            )
             found = self.http.parse(OrderList, data, "order search")
             match = next((o for o in found.orders if o.reference == reference), None)
             if match is not None:
@@ -374,8 +401,11 @@ class TevoActivities:
         delivered, for an operator; in review or substitution → retried until one applies."""
         reviewer_id = self.settings.reviewer_id
         if not reviewer_id:
-            raise ApplicationError(f"tevo: BOXOFFICE_TEVO_REVIEWER_ID is not set: order {order_id} cannot be undone",
-                                   type=FailureReason.PROVIDER_NOT_CONFIGURED, non_retryable=True)
+            raise ApplicationError(
+                f"tevo: BOXOFFICE_TEVO_REVIEWER_ID is not set: order {order_id} cannot be undone",
+                type=FailureReason.PROVIDER_NOT_CONFIGURED,
+                non_retryable=True,
+            )
         order = await self._show(order_id)
         if order.ended:
             return OrderCancellation(order_id=order_id, status=f"already {order.state}")
@@ -391,15 +421,18 @@ class TevoActivities:
                     f"tevo: cancellation of accepted order {order_id} proposed, order reads {done.progress()}: "
                     "TEvo cancels it only once both sides cancel; confirm it in TEvo",
                     {"provider": "tevo", "order_id": order_id, "state": done.state, "buyer_state": done.buyer_state},
-                    type=CANCELLATION_UNCONFIRMED, non_retryable=True)
+                    type=CANCELLATION_UNCONFIRMED,
+                    non_retryable=True,
+                )
             return OrderCancellation(order_id=order_id, status=done.state)
         if order.state == "completed":
             raise ApplicationError(
                 f"tevo: order {order_id} is completed (tickets delivered): neither reject nor cancel applies",
                 {"provider": "tevo", "order_id": order_id, "state": order.state},
-                type=CANCELLATION_UNCONFIRMED, non_retryable=True)
-        raise not_yet(f"tevo: order {order_id} is {order.progress()}: neither reject (pending) nor cancel "
-                      "(accepted) applies yet")
+                type=CANCELLATION_UNCONFIRMED,
+                non_retryable=True,
+            )
+        raise not_yet(f"tevo: order {order_id} is {order.progress()}: neither reject (pending) nor cancel (accepted) applies yet")
 
     async def _act(self, order: Order, action: str, reviewer_id: int) -> Order:
         """POST reject or cancel, answered by the order. Refused, the order is read again: moved on

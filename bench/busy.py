@@ -44,8 +44,9 @@ def percentile(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-async def round_of(client: Client, numbers: itertools.count, seconds: float, rng: random.Random,
-                   to_held: list[float], confirms: list[float]) -> None:
+async def round_of(
+    client: Client, numbers: itertools.count, seconds: float, rng: random.Random, to_held: list[float], confirms: list[float]
+) -> None:
     """Holds purchases IN_FLIGHT at a time for `seconds` while confirming a held one each second;
     appends the times to held and the confirm latencies (ms)."""
     deadline = time.monotonic() + seconds
@@ -68,8 +69,14 @@ async def round_of(client: Client, numbers: itertools.count, seconds: float, rng
 
 
 def one_worker(client: Client, atom: AtomActivities) -> Worker:
-    return Worker(client, task_queue="busy", workflows=WORKFLOWS, activities=atom.all(),
-                  workflow_runner=UnsandboxedWorkflowRunner(), interceptors=[Telemetry()])
+    return Worker(
+        client,
+        task_queue="busy",
+        workflows=WORKFLOWS,
+        activities=atom.all(),
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        interceptors=[Telemetry()],
+    )
 
 
 async def main(seconds: float, rounds: int) -> None:
@@ -78,7 +85,8 @@ async def main(seconds: float, rounds: int) -> None:
     async with atom_stack(SEATS) as (client, atom, _):
         variants: dict[str, Callable[[], AbstractAsyncContextManager[Any]]] = {
             "one worker": lambda: one_worker(client, atom),
-            "serving (as `boxoffice worker`)": lambda: serving(client, "busy", [atom], sandboxed=False)}
+            "serving (as `boxoffice worker`)": lambda: serving(client, "busy", [atom], sandboxed=False),
+        }
         to_held: dict[str, list[float]] = {name: [] for name in variants}
         confirms: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(rounds):
@@ -86,15 +94,19 @@ async def main(seconds: float, rounds: int) -> None:
                 async with workers():
                     await round_of(client, numbers, seconds, rng, to_held[name], confirms[name])
                 print(name, len(to_held[name]), statistics.median(confirms[name]), max(confirms[name]), flush=True)
-    print(f"\nAtom manual purchases held {IN_FLIGHT} at a time for {seconds:.0f} s per round, one held purchase "
-          f"confirmed per second (update until the order is placed); {rounds} rounds alternating the variants, "
-          f"one worker process (unsandboxed, as `boxoffice worker`); load {os.getloadavg()[0]:.1f}.\n")
+    print(
+        f"\nAtom manual purchases held {IN_FLIGHT} at a time for {seconds:.0f} s per round, one held purchase "
+        f"confirmed per second (update until the order is placed); {rounds} rounds alternating the variants, "
+        f"one worker process (unsandboxed, as `boxoffice worker`); load {os.getloadavg()[0]:.1f}.\n"
+    )
     print("| workers | holds/s | time to held p50 | confirms | confirm p50 | confirm p90 | confirm max |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for name in variants:
-        print(f"| {name} | {len(to_held[name]) / (seconds * rounds):.1f} | {statistics.median(to_held[name]):.0f} ms | "
-              f"{len(confirms[name])} | {statistics.median(confirms[name]):.0f} ms | "
-              f"{percentile(confirms[name], 0.9):.0f} ms | {max(confirms[name]):.0f} ms |")
+        print(
+            f"| {name} | {len(to_held[name]) / (seconds * rounds):.1f} | {statistics.median(to_held[name]):.0f} ms | "
+            f"{len(confirms[name])} | {statistics.median(confirms[name]):.0f} ms | "
+            f"{percentile(confirms[name], 0.9):.0f} ms | {max(confirms[name]):.0f} ms |"
+        )
 
 
 if __name__ == "__main__":

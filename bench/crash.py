@@ -31,9 +31,11 @@ from workers.client import ensure_search_attributes  # noqa: E402
 from workers.devstack import dev_server_args  # noqa: E402
 from workflows.models import PurchaseResult, PurchaseState  # noqa: E402
 
-HEADER = ("| provider | purchases | SIGKILLs | wall | fulfilled | orders | duplicates | payments | standing holds "
-          "| named, unknown id | leaks (unnamed) | guest accounts (orphan) | provider calls |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+HEADER = (
+    "| provider | purchases | SIGKILLs | wall | fulfilled | orders | duplicates | payments | standing holds "
+    "| named, unknown id | leaks (unnamed) | guest accounts (orphan) | provider calls |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
 # The calls whose retries the purchase names as of unknown id (workflows/acme.py, workflows/atom.py).
 UNKNOWN = {"acme": "acme.reserve", "atom": "atom.create_guest_account"}
 
@@ -75,17 +77,18 @@ def row(provider: str, kills: int, wall: float, counted: Tally, named: int) -> s
     holds = len(counted.holds)
     named_holds = min(named, holds) if provider == "acme" else 0
     accounts = "–" if counted.accounts is None else f"{counted.accounts} ({len(counted.orphan_accounts)})"
-    return (f"| {provider} | {counted.purchases} | {kills} | {wall:.0f} s | {counted.fulfilled} | {counted.orders} | "
-            f"{counted.duplicates} | {counted.payments} | {holds} | {named if provider in UNKNOWN else '–'} | "
-            f"{unnamed_leaks(counted, named_holds)} | {accounts} | {counted.calls} |")
+    return (
+        f"| {provider} | {counted.purchases} | {kills} | {wall:.0f} s | {counted.fulfilled} | {counted.orders} | "
+        f"{counted.duplicates} | {counted.payments} | {holds} | {named if provider in UNKNOWN else '–'} | "
+        f"{unnamed_leaks(counted, named_holds)} | {accounts} | {counted.calls} |"
+    )
 
 
 def unnamed_leaks(counted: Tally, named_holds: int) -> int:
     return counted.leaks - named_holds
 
 
-async def run(env: WorkflowEnvironment, provider: str, count: int, kills: int,
-              atom_rate: str) -> tuple[str, Tally, int]:
+async def run(env: WorkflowEnvironment, provider: str, count: int, kills: int, atom_rate: str) -> tuple[str, Tally, int]:
     sim = STANDS[provider].simulator(count)
     sim.faults.latency = 0.3  # widen the windows a kill can land in
     settings = {"BOXOFFICE_ATOM_ACTIVITIES_PER_SECOND": atom_rate} if provider == "atom" else {}
@@ -93,25 +96,33 @@ async def run(env: WorkflowEnvironment, provider: str, count: int, kills: int,
     async with served(sim) as base_url:
         # ACME: a purchase that failed after reserve attempts of unknown outcome waits them out (10 min
         # of real time on the dev server) before it ends.
-        results = await kill_during_batch(env, provider, sim, base_url, count, kills, seed=11, settings=settings,
-                                          timeout=1200 if provider == "acme" else 600)
+        results = await kill_during_batch(
+            env, provider, sim, base_url, count, kills, seed=11, settings=settings, timeout=1200 if provider == "acme" else 600
+        )
     counted = tally(sim, results)
     named = await named_unknown(env.client, provider, results)
-    not_fulfilled = [f"{r.state} {r.failure.reason if r.failure else ''}".strip() for r in results
-                     if r.state != PurchaseState.FULFILLED]
+    not_fulfilled = [
+        f"{r.state} {r.failure.reason if r.failure else ''}".strip() for r in results if r.state != PurchaseState.FULFILLED
+    ]
     print(row(provider, kills, time.perf_counter() - started, counted, named), flush=True)
-    for problem in (not_fulfilled and f"not fulfilled: {not_fulfilled}", counted.holds and f"standing: {counted.holds}",
-                    counted.unowned_payments and f"payments on no fulfilled order: {counted.unowned_payments}",
-                    counted.orphan_accounts and f"orphan guest accounts: {counted.orphan_accounts}"):
+    for problem in (
+        not_fulfilled and f"not fulfilled: {not_fulfilled}",
+        counted.holds and f"standing: {counted.holds}",
+        counted.unowned_payments and f"payments on no fulfilled order: {counted.unowned_payments}",
+        counted.orphan_accounts and f"orphan guest accounts: {counted.orphan_accounts}",
+    ):
         if problem:
             print(f"  {provider}: {problem}", file=sys.stderr, flush=True)
     return provider, counted, named
 
 
 async def main(providers: list[str], count: int, kills: int, atom_rate: str) -> bool:
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter,
-                                                dev_server_extra_args=dev_server_args())
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        ui=False,
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=dev_server_args(),
+    )
     await ensure_search_attributes(env.client)
     started = time.perf_counter()
     print(HEADER, flush=True)
@@ -120,8 +131,14 @@ async def main(providers: list[str], count: int, kills: int, atom_rate: str) -> 
     finally:
         await env.shutdown()
     print(f"\ntotal wall {time.perf_counter() - started:.0f} s", flush=True)
-    return all(t.fulfilled == count and t.orders == count and t.duplicates == 0 and len(t.orphan_accounts) <= named
-               and unnamed_leaks(t, min(named, len(t.holds)) if p == "acme" else 0) == 0 for p, t, named in tallies)
+    return all(
+        t.fulfilled == count
+        and t.orders == count
+        and t.duplicates == 0
+        and len(t.orphan_accounts) <= named
+        and unnamed_leaks(t, min(named, len(t.holds)) if p == "acme" else 0) == 0
+        for p, t, named in tallies
+    )
 
 
 if __name__ == "__main__":
@@ -131,7 +148,8 @@ if __name__ == "__main__":
     parser.add_argument("--kills", type=int, default=4)
     parser.add_argument("--atom-rate", default="25", help="BOXOFFICE_ATOM_ACTIVITIES_PER_SECOND (off: local calls)")
     args = parser.parse_args()
-    ok = asyncio.run(main(list(STANDS) if args.provider == "all" else [args.provider], args.purchases, args.kills,
-                          args.atom_rate))
+    ok = asyncio.run(
+        main(list(STANDS) if args.provider == "all" else [args.provider], args.purchases, args.kills, args.atom_rate)
+    )
     sys.stdout.flush()
     os._exit(0 if ok else 1)  # os._exit: temporalio/sdk-python#300

@@ -48,14 +48,17 @@ class Timed:
     async def run(self, key: str) -> None:
         await workflow.sleep(2)
         await workflow.execute_activity(
-            "fails_once", key, start_to_close_timeout=timedelta(seconds=30),
+            "fails_once",
+            key,
+            start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=1.0),
         )
 
 
 async def measure(name: str, args: list[str]) -> tuple[str, float, float, float]:
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, dev_server_extra_args=args)
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"), ui=False, dev_server_extra_args=args
+    )
     client = env.client
     try:
         async with Worker(client, task_queue="dispatch", workflows=[BareWorkflow, Timed], activities=[noop, fails_once]):
@@ -66,8 +69,11 @@ async def measure(name: str, args: list[str]) -> tuple[str, float, float, float]
                 latencies.append((time.perf_counter() - started) * 1000)
             events = (await client.get_workflow_handle("bare-24").fetch_history()).events
             for before, after in zip(events, events[1:], strict=False):
-                if (before.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
-                        and after.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED and before.event_id > 2):
+                if (
+                    before.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
+                    and after.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+                    and before.event_id > 2
+                ):
                     gaps.append((after.event_time.ToDatetime() - before.event_time.ToDatetime()).total_seconds() * 1000)
             late = []
             for n in range(TIMER_RUNS):
@@ -84,8 +90,7 @@ async def main() -> None:
         runs = [
             ("default (in memory)", []),
             ("DISPATCH_CONFIG (in memory)", dev_server_args()),
-            ("DISPATCH_CONFIG, SQLite file, default pragmas",
-             dev_server_args() + ["--db-filename", f"{home}/plain.db"]),
+            ("DISPATCH_CONFIG, SQLite file, default pragmas", dev_server_args() + ["--db-filename", f"{home}/plain.db"]),
             ("DISPATCH_CONFIG, SQLite file, DEV_DB_PRAGMAS (`boxoffice dev`)", dev_server_args(Path(home) / "wal.db")),
         ]
         rows = [await measure(name, args) for name, args in runs]

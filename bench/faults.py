@@ -28,7 +28,8 @@ async def main(count: int) -> None:
     configure("dev", "ERROR")
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
-        data_converter=pydantic_data_converter)
+        data_converter=pydantic_data_converter,
+    )
     await ensure_search_attributes(env.client)
     sim = seats(AtomSimulator(), count)
     started = time.perf_counter()
@@ -39,11 +40,13 @@ async def main(count: int) -> None:
     assert_invariants(sim, first, rest)
     results = first + rest
     reasons = sorted({str(r.failure.reason) for r in results if r.failure})
-    print(f"\n| purchases | provider calls (minimum {count * 8}) | wall | fulfilled | failed (reasons) | orders | "
-          f"cancelled orders |\n|---:|---:|---:|---:|---|---:|---:|\n"
-          f"| {count} | {len(sim.calls)} | {time.perf_counter() - started:.0f} s | {len(first)} | "
-          f"{len(rest)} ({', '.join(reasons)}) | {len(sim.orders)} | "
-          f"{sum(o['status'] == 'cancelled' for o in sim.ledger()['orders'])} |")
+    print(
+        f"\n| purchases | provider calls (minimum {count * 8}) | wall | fulfilled | failed (reasons) | orders | "
+        f"cancelled orders |\n|---:|---:|---:|---:|---|---:|---:|\n"
+        f"| {count} | {len(sim.calls)} | {time.perf_counter() - started:.0f} s | {len(first)} | "
+        f"{len(rest)} ({', '.join(reasons)}) | {len(sim.orders)} | "
+        f"{sum(o['status'] == 'cancelled' for o in sim.ledger()['orders'])} |"
+    )
 
 
 if __name__ == "__main__":

@@ -105,9 +105,14 @@ def dev_server_pid() -> int:
 
 
 def request(n: int) -> dict:
-    return {"provider": "atom", "purchase_id": f"held-{n}", "showtime_id": SHOWTIME, "confirmation": "manual",
-            "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"S{n}"]}],
-            "buyer": {"email": "g@example.com", "first_name": "J", "last_name": "D"}}
+    return {
+        "provider": "atom",
+        "purchase_id": f"held-{n}",
+        "showtime_id": SHOWTIME,
+        "confirmation": "manual",
+        "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"S{n}"]}],
+        "buyer": {"email": "g@example.com", "first_name": "J", "last_name": "D"},
+    }
 
 
 @contextlib.asynccontextmanager
@@ -117,11 +122,13 @@ async def atom_stack(seats: int, db: Path | None = None) -> AsyncIterator[tuple[
     activities and the simulator's pid."""
     port = free_port()
     simulator = subprocess.Popen([sys.executable, __file__, "--serve-simulator", str(port), "--held", str(seats)])
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter,
-                                                dev_server_extra_args=dev_server_args(db))
-    atom = AtomActivities(AtomSettings(base_url=f"http://127.0.0.1:{port}", api_key="bench-key",
-                                       activities_per_second=None))
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        ui=False,
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=dev_server_args(db),
+    )
+    atom = AtomActivities(AtomSettings(base_url=f"http://127.0.0.1:{port}", api_key="bench-key", activities_per_second=None))
     try:
         await ensure_search_attributes(env.client)
         while not port_open("127.0.0.1", port):
@@ -184,19 +191,36 @@ async def main(held: int, checkpoints: int, samples: int, minutes: float, db: Pa
                 picks = rng.sample(sorted(set(range(total)) - confirmed), min(samples, total - len(confirmed)))
                 confirmed.update(picks)
                 latencies = [await timed_confirm(client, n) for n in picks]
-                rows.append((total - len(confirmed), time.monotonic() - started, rate, rss_mb(),
-                             rss_mb(server), rss_mb(simulator), db.stat().st_size / 2**20,
-                             statistics.median(to_held), statistics.median(latencies), max(latencies)))
+                rows.append(
+                    (
+                        total - len(confirmed),
+                        time.monotonic() - started,
+                        rate,
+                        rss_mb(),
+                        rss_mb(server),
+                        rss_mb(simulator),
+                        db.stat().st_size / 2**20,
+                        statistics.median(to_held),
+                        statistics.median(latencies),
+                        max(latencies),
+                    )
+                )
                 print(rows[-1], flush=True)
-    print(f"\nManual Atom purchases held in AWAITING_CONFIRMATION; one worker process (cache 1000 workflows), "
-          f"dev server on a SQLite file, {IN_FLIGHT} holds in flight; {samples} confirms per checkpoint; "
-          f"worker+driver RSS at start {start_rss:.0f} MB; load {os.getloadavg()[0]:.1f}.\n")
-    print("| held | elapsed | hold rate | worker+driver RSS | dev server RSS | simulator RSS | database file "
-          "| time to held p50 | confirm p50 | confirm max |")
+    print(
+        f"\nManual Atom purchases held in AWAITING_CONFIRMATION; one worker process (cache 1000 workflows), "
+        f"dev server on a SQLite file, {IN_FLIGHT} holds in flight; {samples} confirms per checkpoint; "
+        f"worker+driver RSS at start {start_rss:.0f} MB; load {os.getloadavg()[0]:.1f}.\n"
+    )
+    print(
+        "| held | elapsed | hold rate | worker+driver RSS | dev server RSS | simulator RSS | database file "
+        "| time to held p50 | confirm p50 | confirm max |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for now_held, elapsed, rate, rss, server_rss, simulator_rss, db_size, held_p50, confirm_p50, worst in rows:
-        print(f"| {now_held} | {elapsed:.0f} s | {rate:.0f}/s | {rss:.0f} MB | {server_rss:.0f} MB | "
-              f"{simulator_rss:.0f} MB | {db_size:.0f} MB | {held_p50:.0f} ms | {confirm_p50:.0f} ms | {worst:.0f} ms |")
+        print(
+            f"| {now_held} | {elapsed:.0f} s | {rate:.0f}/s | {rss:.0f} MB | {server_rss:.0f} MB | "
+            f"{simulator_rss:.0f} MB | {db_size:.0f} MB | {held_p50:.0f} ms | {confirm_p50:.0f} ms | {worst:.0f} ms |"
+        )
 
 
 if __name__ == "__main__":

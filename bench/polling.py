@@ -33,13 +33,18 @@ NEVER = 10**9
 
 async def main(samples: int) -> None:
     configure("dev", "WARNING")
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter,
-                                                dev_server_extra_args=dev_server_args())
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        ui=False,
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=dev_server_args(),
+    )
     await ensure_search_attributes(env.client)
     sim = AtomSimulator(api_key="bench-key", fulfil_after_polls=NEVER)
-    atom = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=None),
-                          transport=httpx.ASGITransport(app=sim.app))
+    atom = AtomActivities(
+        AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=None),
+        transport=httpx.ASGITransport(app=sim.app),
+    )
     rng = random.Random(1)
     delays, polls, events = [], [], []
     try:
@@ -47,10 +52,17 @@ async def main(samples: int) -> None:
             for n in range(samples):
                 sim.fulfil_after_polls = NEVER
                 ordered = len(sim.orders)
-                handle = await start_purchase(env.client, {
-                    "provider": "atom", "purchase_id": f"poll-{n}", "showtime_id": "ST-20260214-1930-AMC4",
-                    "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"B{n + 1}"]}],
-                    "buyer": {"email": "g@example.com", "first_name": "J", "last_name": "D"}}, "polling")
+                handle = await start_purchase(
+                    env.client,
+                    {
+                        "provider": "atom",
+                        "purchase_id": f"poll-{n}",
+                        "showtime_id": "ST-20260214-1930-AMC4",
+                        "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"B{n + 1}"]}],
+                        "buyer": {"email": "g@example.com", "first_name": "J", "last_name": "D"},
+                    },
+                    "polling",
+                )
                 while len(sim.orders) == ordered:  # until this purchase's order is placed
                     await asyncio.sleep(0.005)
                 await asyncio.sleep(rng.uniform(0, 6))
@@ -69,8 +81,10 @@ async def main(samples: int) -> None:
     print(f"\n{samples} purchases; poll interval 2 s, budget 10 s; fulfilled 0–6 s after the order.\n")
     print("| detection delay p50 | max | polls per purchase (min–max) | history events per purchase (min–max) |")
     print("|---:|---:|---:|---:|")
-    print(f"| {statistics.median(delays) * 1000:.0f} ms | {max(delays) * 1000:.0f} ms | {min(polls)}–{max(polls)} | "
-          f"{min(events)}–{max(events)} |")
+    print(
+        f"| {statistics.median(delays) * 1000:.0f} ms | {max(delays) * 1000:.0f} ms | {min(polls)}–{max(polls)} | "
+        f"{min(events)}–{max(events)} |"
+    )
 
 
 if __name__ == "__main__":

@@ -32,13 +32,23 @@ from workers.logs import configure  # noqa: E402
 from workers.worker import serving  # noqa: E402
 
 GROUPS = [  # first match from the innermost frame outwards
-    ("simulator", "simulators/"), ("starlette (simulator)", "starlette/"), ("httpx", "httpx/"),
-    ("pydantic", "pydantic"), ("temporalio payload visitor", "temporalio/bridge/_visitor.py"),
-    ("temporalio converter", "temporalio/converter"), ("logging", "structlog"), ("logging", "logging/"),
-    ("workflow code", "workflows/"), ("activity code", "activities/"), ("temporalio sandbox", "_sandbox"),
-    ("temporalio workflow instance", "_workflow_instance.py"), ("temporalio activity worker", "worker/_activity.py"),
-    ("temporalio workflow worker", "worker/_workflow.py"), ("temporalio bridge (Rust core)", "temporalio/bridge"),
-    ("temporalio client", "temporalio/client.py"), ("asyncio", "asyncio/"),
+    ("simulator", "simulators/"),
+    ("starlette (simulator)", "starlette/"),
+    ("httpx", "httpx/"),
+    ("pydantic", "pydantic"),
+    ("temporalio payload visitor", "temporalio/bridge/_visitor.py"),
+    ("temporalio converter", "temporalio/converter"),
+    ("logging", "structlog"),
+    ("logging", "logging/"),
+    ("workflow code", "workflows/"),
+    ("activity code", "activities/"),
+    ("temporalio sandbox", "_sandbox"),
+    ("temporalio workflow instance", "_workflow_instance.py"),
+    ("temporalio activity worker", "worker/_activity.py"),
+    ("temporalio workflow worker", "worker/_workflow.py"),
+    ("temporalio bridge (Rust core)", "temporalio/bridge"),
+    ("temporalio client", "temporalio/client.py"),
+    ("asyncio", "asyncio/"),
 ]
 
 
@@ -49,8 +59,10 @@ def report(path: str) -> None:
         frames = stack.split(";")
         if any(idle in frames[-1] for idle in ("select (selectors", "_worker (concurrent")):
             continue
-        group = next((name for frame in reversed(frames) for name, pattern in GROUPS if pattern in frame),
-                     "other" if stack else "native threads (the SDK's Rust core: gRPC, protobuf)")
+        group = next(
+            (name for frame in reversed(frames) for name, pattern in GROUPS if pattern in frame),
+            "other" if stack else "native threads (the SDK's Rust core: gRPC, protobuf)",
+        )
         counts[group] += int(n)
     total = sum(counts.values())
     print(f"| code | share of busy samples ({total}) |\n|---|---:|")
@@ -60,14 +72,20 @@ def report(path: str) -> None:
 
 async def run(purchases: int, concurrency: int) -> None:
     configure("dev", "WARNING")
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-                                                ui=False, data_converter=pydantic_data_converter,
-                                                dev_server_extra_args=dev_server_args())
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        ui=False,
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=dev_server_args(),
+    )
     await ensure_search_attributes(env.client)
-    atom = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=None),
-                          transport=httpx.ASGITransport(app=fresh_simulator().app))
+    atom = AtomActivities(
+        AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=None),
+        transport=httpx.ASGITransport(app=fresh_simulator().app),
+    )
     try:
         async with serving(env.client, "profile", [atom], sandboxed=False):
+
             async def purchase(n: int) -> None:
                 await purchase_outcome(await start_purchase(env.client, request(n, "profile"), "profile"))
 

@@ -30,10 +30,12 @@ async def main(count: int, restarts: int) -> None:
         results = await restart_during_batch(Path(home) / "temporal.db", sim, count, restarts)
     keys = [o["clientRequestId"] for o in sim.ledger()["orders"]]
     fulfilled = sum(r.state == "FULFILLED" for r in results)
-    print(f"\n| purchases | server restarts | wall | fulfilled | orders | distinct order keys |\n"
-          f"|---:|---:|---:|---:|---:|---:|\n"
-          f"| {count} | {restarts} | {time.perf_counter() - started:.0f} s | {fulfilled} | {len(keys)} | "
-          f"{len(set(keys))} |")
+    print(
+        f"\n| purchases | server restarts | wall | fulfilled | orders | distinct order keys |\n"
+        f"|---:|---:|---:|---:|---:|---:|\n"
+        f"| {count} | {restarts} | {time.perf_counter() - started:.0f} s | {fulfilled} | {len(keys)} | "
+        f"{len(set(keys))} |"
+    )
     assert fulfilled == count and len(keys) == len(set(keys)) == count
 
 

@@ -81,10 +81,14 @@ BOXOFFICE_RUNS = {
 
 
 def request(n: int, run: str, confirmation: str = "auto") -> dict:
-    return {"provider": "atom", "purchase_id": f"bench-{run}-{n}", "showtime_id": "ST-20260214-1930-AMC4",
-            "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [seat_for(n)]}],
-            "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
-            "confirmation": confirmation}
+    return {
+        "provider": "atom",
+        "purchase_id": f"bench-{run}-{n}",
+        "showtime_id": "ST-20260214-1930-AMC4",
+        "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [seat_for(n)]}],
+        "buyer": {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"},
+        "confirmation": confirmation,
+    }
 
 
 def fresh_simulator() -> AtomSimulator:
@@ -112,9 +116,13 @@ async def measure(count: int, concurrency: int, one: Callable[[int], Awaitable[N
     await asyncio.gather(*(timed(n) for n in range(count)))
     wall = time.perf_counter() - wall
     latencies.sort()
-    return {"per_s": count / wall, "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-            "cpu": time.process_time() - cpu, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "per_s": count / wall,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "cpu": time.process_time() - cpu,
+        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 async def run_set(client: Client, purchases: int, concurrency: int) -> list[tuple[str, dict, int]]:
@@ -124,8 +132,9 @@ async def run_set(client: Client, purchases: int, concurrency: int) -> list[tupl
 
     # floor: the calls themselves
     sim = fresh_simulator()
-    direct = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key"),
-                            transport=httpx.ASGITransport(app=sim.app))
+    direct = AtomActivities(
+        AtomSettings(base_url="http://atom.sim", api_key="bench-key"), transport=httpx.ASGITransport(app=sim.app)
+    )
 
     async def direct_purchase(n: int) -> None:
         items = [AtomItem(product_id="PROD-ADULT-001", offer_id="OFFER-STD-001", seat_ids=[seat_for(n)])]
@@ -143,8 +152,8 @@ async def run_set(client: Client, purchases: int, concurrency: int) -> list[tupl
 
     # ceiling: the engine with the same shape
     queue = f"bare-{run}"
-    async with Worker(client, task_queue=queue, workflows=[BareWorkflow], activities=[noop],
-                      max_concurrent_workflow_tasks=100):
+    async with Worker(client, task_queue=queue, workflows=[BareWorkflow], activities=[noop], max_concurrent_workflow_tasks=100):
+
         async def bare(n: int) -> None:
             await client.execute_workflow("BareWorkflow", id=f"bare-{run}-{n}", task_queue=queue)
 
@@ -156,12 +165,14 @@ async def run_set(client: Client, purchases: int, concurrency: int) -> list[tupl
     # until a manual purchase is held
     for name, (limit, sandboxed) in BOXOFFICE_RUNS.items():
         sim = fresh_simulator()
-        atom = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key",
-                                           activities_per_second=limit),
-                              transport=httpx.ASGITransport(app=sim.app))
+        atom = AtomActivities(
+            AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=limit),
+            transport=httpx.ASGITransport(app=sim.app),
+        )
         queue = f"boxoffice-{run}-{len(rows)}"
         tag = f"{run}{len(rows)}"
         async with serving(client, queue, [atom], sandboxed=sandboxed):
+
             async def purchase(n: int) -> None:
                 handle = await start_purchase(client, request(n, tag), queue)
                 assert (await purchase_outcome(handle)).state == "FULFILLED"
@@ -189,25 +200,32 @@ async def main(purchases: int, concurrencies: list[int], servers: list[str]) -> 
     binary = Path(sys.executable).parent / "temporal"
     rows = []
     for server in servers:
-        env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(binary), ui=False,
-                                                    data_converter=pydantic_data_converter,
-                                                    dev_server_extra_args=SERVERS[server])
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(binary),
+            ui=False,
+            data_converter=pydantic_data_converter,
+            dev_server_extra_args=SERVERS[server],
+        )
         client: Client = env.client
         await ensure_search_attributes(client)
         try:
             for concurrency in concurrencies:
-                rows += [(server, name, concurrency, r, events)
-                         for name, r, events in await run_set(client, purchases, concurrency)]
+                rows += [
+                    (server, name, concurrency, r, events) for name, r, events in await run_set(client, purchases, concurrency)
+                ]
         finally:
             await env.shutdown()
 
     print(f"\n{purchases} purchases per row; dev server (SQLite in memory), 2 cores, load {os.getloadavg()[0]:.1f}.\n")
-    print("| server | run | concurrency | purchases/s | p50 ms | p99 ms | CPU s | CPU ms/purchase | peak RSS MB "
-          "| events/purchase |")
+    print(
+        "| server | run | concurrency | purchases/s | p50 ms | p99 ms | CPU s | CPU ms/purchase | peak RSS MB | events/purchase |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for server, name, concurrency, r, events in rows:
-        print(f"| {server} | {name} | {concurrency} | {r['per_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
-              f"{r['cpu']:.1f} | {r['cpu'] / purchases * 1000:.0f} | {r['rss']:.0f} | {events or '–'} |")
+        print(
+            f"| {server} | {name} | {concurrency} | {r['per_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
+            f"{r['cpu']:.1f} | {r['cpu'] / purchases * 1000:.0f} | {r['rss']:.0f} | {events or '–'} |"
+        )
     print("\n| server | concurrency | run | throughput / ceiling | throughput / floor | p50 / ceiling p50 |")
     print("|---|---:|---|---:|---:|---:|")
     for server in servers:
@@ -216,8 +234,10 @@ async def main(purchases: int, concurrencies: list[int], servers: list[str]) -> 
             top, bottom = by["ceiling: bare workflow"], by["floor: direct HTTP"]
             for name in list(BOXOFFICE_RUNS)[:3]:
                 box = by[name]
-                print(f"| {server} | {concurrency} | {name} | {box['per_s'] / top['per_s']:.2f} | "
-                      f"{box['per_s'] / bottom['per_s']:.3f} | {box['p50'] / top['p50']:.2f} |")
+                print(
+                    f"| {server} | {concurrency} | {name} | {box['per_s'] / top['per_s']:.2f} | "
+                    f"{box['per_s'] / bottom['per_s']:.3f} | {box['p50'] / top['p50']:.2f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -49,11 +49,14 @@ class Counting(SpanExporter):
 
 async def run(client: Client, name: str, purchases: int, concurrency: int) -> dict:
     sim = fresh_simulator()
-    atom = AtomActivities(AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=None),
-                          transport=httpx.ASGITransport(app=sim.app))
+    atom = AtomActivities(
+        AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=None),
+        transport=httpx.ASGITransport(app=sim.app),
+    )
     queue = f"tracing-{name}-{concurrency}"
     try:
         async with serving(client, queue, [atom]):
+
             async def purchase(n: int) -> None:
                 handle = await start_purchase(client, request(n, f"{name}{concurrency}"), queue)
                 assert (await purchase_outcome(handle)).state == "FULFILLED"
@@ -66,8 +69,9 @@ async def run(client: Client, name: str, purchases: int, concurrency: int) -> di
 async def main(purchases: int, concurrencies: list[int]) -> None:
     configure("dev", "WARNING")  # per-call log lines would be measured too
     binary = Path(sys.executable).parent / "temporal"
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(binary), ui=False,
-                                                data_converter=pydantic_data_converter)
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(binary), ui=False, data_converter=pydantic_data_converter
+    )
     await ensure_search_attributes(env.client)
     os.environ["TEMPORAL_ADDRESS"] = env.client.service_client.config.target_host
     exporter = Counting()
@@ -95,8 +99,10 @@ async def main(purchases: int, concurrencies: list[int]) -> None:
     print("| run | concurrency | purchases/s | p50 ms | p99 ms | CPU ms/purchase | spans/purchase |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, concurrency, r, spans in rows:
-        print(f"| {name} | {concurrency} | {r['per_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
-              f"{r['cpu'] * 1000 / purchases:.0f} | {spans:.0f} |")
+        print(
+            f"| {name} | {concurrency} | {r['per_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
+            f"{r['cpu'] * 1000 / purchases:.0f} | {spans:.0f} |"
+        )
 
 
 if __name__ == "__main__":

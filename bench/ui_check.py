@@ -46,8 +46,12 @@ PURCHASES: dict[str, tuple[str, str, str, str]] = {
     "ui-held": ("acme", "manual", "held, waiting for the buyer", "AWAITING_CONFIRMATION"),
 }
 # Atom refuses the create as a duplicate: the order can be neither named nor undone (tests/test_cli_outcomes.py).
-DUPLICATE = {"endpoint": "create", "status": 409, "times": 2,
-             "body": {"errorCode": "DUPLICATE_CLIENT_REQUEST_ID", "message": "clientRequestId was used by a previous flow"}}
+DUPLICATE = {
+    "endpoint": "create",
+    "status": 409,
+    "times": 2,
+    "body": {"errorCode": "DUPLICATE_CLIENT_REQUEST_ID", "message": "clientRequestId was used by a previous flow"},
+}
 BUYER_EMAIL = "ui-check@example.com"
 ROWS_JS = """() => [...document.querySelectorAll('table tr')]
   .map(tr => [...tr.querySelectorAll('th,td')].map(cell => cell.innerText.trim()))"""
@@ -99,8 +103,9 @@ async def run_purchases(stack: Any) -> None:
         return dict(DEMO_REQUESTS[provider], purchase_id=purchase_id, buyer=buyer, confirmation=confirmation)
 
     async with httpx.AsyncClient() as http:
-        await purchases.purchase_result(client, (await purchases.start_purchase(
-            client, request("ui-fulfilled"), TASK_QUEUE)).id.removeprefix("purchase-"))
+        await purchases.purchase_result(
+            client, (await purchases.start_purchase(client, request("ui-fulfilled"), TASK_QUEUE)).id.removeprefix("purchase-")
+        )
         await http.post(f"{atom}/fulfilment", json={"fulfilment": "fail"})
         await purchases.start_purchase(client, request("ui-failed"), TASK_QUEUE)
         await purchases.purchase_result(client, "ui-failed")
@@ -119,7 +124,7 @@ def list_rows(rows: list[list[str]]) -> dict[str, dict[str, str]]:
     header = next((row for row in rows if "Workflow ID" in row), [])
     table = {}
     for row in rows:
-        cells = row[-len(header):] if header else []
+        cells = row[-len(header) :] if header else []
         if len(row) >= len(header) and header and row != header:
             named = dict(zip(header, cells, strict=True))
             table[named.get("Workflow ID", "")] = named
@@ -170,7 +175,8 @@ async def browse(stack: Any, shots: Path) -> tuple[dict[str, dict[str, str]], di
         other = f"http://127.0.0.1:{DevSettings().simulator_ports()['atm']}/_sim/state"
         await page.goto(other)
         seen["other origin: codec fetch"] = await page.evaluate(
-            STRANGER_FETCH_JS, [f"{stack.ui_url}/codec/decode", '{"payloads": []}'])
+            STRANGER_FETCH_JS, [f"{stack.ui_url}/codec/decode", '{"payloads": []}']
+        )
 
         stranger = await browser.new_context(viewport={"width": 1500, "height": 800})
         strange_page = await stranger.new_page()
@@ -178,7 +184,8 @@ async def browse(stack: Any, shots: Path) -> tuple[dict[str, dict[str, str]], di
         strange_body = await page_text(strange_page, lambda text: BUYER_EMAIL in text, seconds=8)
         seen["stranger: input decoded"] = str(BUYER_EMAIL in strange_body)
         seen["stranger: codec answer"] = await strange_page.evaluate(
-            STRANGER_FETCH_JS, [f"{stack.ui_url}/codec/decode", '{"payloads": []}'])
+            STRANGER_FETCH_JS, [f"{stack.ui_url}/codec/decode", '{"payloads": []}']
+        )
         await strange_page.screenshot(path=str(shots / "ui-stranger.png"))
         seen.update(await compose_style(browser, stack))
         await browser.close()
@@ -197,8 +204,7 @@ async def compose_style(browser: Any, stack: Any) -> dict[str, str]:
     codec = CodecSettings().codec()
     assert codec is not None
     app = codec_server(codec, token, [stack.ui_url], sessions=UiSessions(after_login=stack.ui_url))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(codec_url.rsplit(":", 1)[1]),
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(codec_url.rsplit(":", 1)[1]), log_level="warning"))
     task = asyncio.create_task(server.serve())
     seen = {}
     try:
@@ -206,8 +212,12 @@ async def compose_style(browser: Any, stack: Any) -> dict[str, str]:
             await asyncio.sleep(0.05)
         async with httpx.AsyncClient() as http:
             minted = await http.post(f"{codec_url}/login-link", headers={"Authorization": f"Bearer {token}"})
-        settings = {"endpoint": codec_url, "includeCredentials": True, "passAccessToken": False,
-                    "overrideRemoteCodecConfiguration": True}
+        settings = {
+            "endpoint": codec_url,
+            "includeCredentials": True,
+            "passAccessToken": False,
+            "overrideRemoteCodecConfiguration": True,
+        }
         for who in ("compose, before the link", "compose, after the link"):
             context = await browser.new_context(viewport={"width": 1500, "height": 800})
             await context.add_init_script(COMPOSE_CODEC_JS % json.dumps(settings))
@@ -231,16 +241,22 @@ def report(table: dict[str, dict[str, str]], seen: dict[str, str]) -> list[str]:
     for purchase_id, (provider, _, what, state) in PURCHASES.items():
         row = table.get(f"purchase-{purchase_id}", {})
         ok = row.get("BoxofficeState") == state and row.get("BoxofficeProvider") == provider
-        print(f"{purchase_id:<14} {what:<36} {row.get('Status', '-'):<10} {row.get('BoxofficeState', '-'):<22} "
-              f"{row.get('BoxofficeProvider', '-'):<9} {'yes' if ok else 'NO'}")
+        print(
+            f"{purchase_id:<14} {what:<36} {row.get('Status', '-'):<10} {row.get('BoxofficeState', '-'):<22} "
+            f"{row.get('BoxofficeProvider', '-'):<9} {'yes' if ok else 'NO'}"
+        )
         if not ok:
             wrong.append(f"{purchase_id}: the list shows {row or 'no row'}, not {state}/{provider}")
     print()
     for what, value in seen.items():
         print(f"{what:<40} {value}")
-    expected = {"operator: input decoded": "True", "operator: binary/encrypted shown": "False",
-                "stranger: input decoded": "False", "compose, before the link: input decoded": "False",
-                "compose, after the link: input decoded": "True"}
+    expected = {
+        "operator: input decoded": "True",
+        "operator: binary/encrypted shown": "False",
+        "stranger: input decoded": "False",
+        "compose, before the link: input decoded": "False",
+        "compose, after the link: input decoded": "True",
+    }
     wrong += [f"{what}: {seen.get(what)}" for what, value in expected.items() if seen.get(what) != value]
     if not seen.get("other origin: codec fetch", "").startswith("blocked"):
         wrong.append(f"another origin got a codec answer: {seen.get('other origin: codec fetch')}")

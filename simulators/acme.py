@@ -47,12 +47,33 @@ REFUND_REASONS = ("Cancelled Event", "Miscellaneous")
 RESERVATION_FIELDS = frozenset({"id", "expirationTimestamp", "reservationItems"})
 # CheckoutInput: the shopping cart, the Order Contact and the billing contact (the Order object's
 # names); `reservationId`, `notes` and `payment` are assumed (see the module docstring).
-CHECKOUT_FIELDS = frozenset({
-    "shoppingCartId", "shoppingCart", "contactFirstName", "contactLastName", "email", "phoneNumber", "zipCode",
-    "address1", "city", "state", "country", "billingFirstName", "billingLastName", "billingEmail",
-    "billingPhoneNumber", "billingAddress1", "billingCity", "billingState", "billingZipCode", "billingCountry",
-    "reservationId", "notes", "payment",
-})
+CHECKOUT_FIELDS = frozenset(
+    {
+        "shoppingCartId",
+        "shoppingCart",
+        "contactFirstName",
+        "contactLastName",
+        "email",
+        "phoneNumber",
+        "zipCode",
+        "address1",
+        "city",
+        "state",
+        "country",
+        "billingFirstName",
+        "billingLastName",
+        "billingEmail",
+        "billingPhoneNumber",
+        "billingAddress1",
+        "billingCity",
+        "billingState",
+        "billingZipCode",
+        "billingCountry",
+        "reservationId",
+        "notes",
+        "payment",
+    }
+)
 REFUND_FIELDS = frozenset({"orderId", "incidentReasonCode", "notes", "noEmail", "refundItems"})
 REFUND_ITEM_FIELDS = frozenset({"orderItemId", "quantity", "ticketUUIDs", "incidentReasonCode"})
 
@@ -86,9 +107,18 @@ class AcmeSimulator:
     max_page_size: int | None = None
     clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
-    events: dict[str, Event] = field(default_factory=lambda: {EVENT: Event(
-        "Sailing", 20, {"54248ac8e4b01cd228b007a4": ("Adulting", Decimal("100.00")),
-                        "54248ac8e4b01cd228b007a5": ("Child", Decimal("50.00"))})})
+    events: dict[str, Event] = field(
+        default_factory=lambda: {
+            EVENT: Event(
+                "Sailing",
+                20,
+                {
+                    "54248ac8e4b01cd228b007a4": ("Adulting", Decimal("100.00")),
+                    "54248ac8e4b01cd228b007a5": ("Child", Decimal("50.00")),
+                },
+            )
+        }
+    )
     reservations: dict[int, dict[str, Any]] = field(default_factory=dict)
     carts: dict[str, dict[str, Any]] = field(default_factory=dict)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -102,32 +132,40 @@ class AcmeSimulator:
     @property
     def app(self) -> Starlette:
         route = self._route
-        return Starlette(routes=[
-            route("POST", "/v2/b2b/reservations", "reserve", self.reserve),
-            route("GET", "/v2/b2b/reservations/{id:int}", "get-reservation", self.get_reservation),
-            route("DELETE", "/v2/b2b/reservations/{id:int}", "release", self.release),
-            route("POST", "/v2/b2c/carts", "cart", self.create_cart),
-            route("GET", "/v2/b2c/carts/{id}", "get-cart", self.get_cart),
-            route("POST", "/v2/b2c/checkout", "checkout", self.checkout),
-            route("GET", "/v2/b2c/orders/search", "search", self.search),
-            route("GET", "/v2/b2c/orders/event/{event_id}", "by-event", self.by_event),
-            route("GET", "/v2/b2c/orders/{id}", "get", self.get_order),
-            route("PUT", "/v2/b2c/orders/{id}", "update", self.update_order),
-            route("DELETE", "/v2/b2c/orders/{id}", "delete", self.delete_order),
-            route("POST", "/v2/b2b/b2b/refunds", "refund", self.refund),
-            Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
-            Route("/_sim/faults", self.admin_faults, methods=["POST"]),
-        ])
+        return Starlette(
+            routes=[
+                route("POST", "/v2/b2b/reservations", "reserve", self.reserve),
+                route("GET", "/v2/b2b/reservations/{id:int}", "get-reservation", self.get_reservation),
+                route("DELETE", "/v2/b2b/reservations/{id:int}", "release", self.release),
+                route("POST", "/v2/b2c/carts", "cart", self.create_cart),
+                route("GET", "/v2/b2c/carts/{id}", "get-cart", self.get_cart),
+                route("POST", "/v2/b2c/checkout", "checkout", self.checkout),
+                route("GET", "/v2/b2c/orders/search", "search", self.search),
+                route("GET", "/v2/b2c/orders/event/{event_id}", "by-event", self.by_event),
+                route("GET", "/v2/b2c/orders/{id}", "get", self.get_order),
+                route("PUT", "/v2/b2c/orders/{id}", "update", self.update_order),
+                route("DELETE", "/v2/b2c/orders/{id}", "delete", self.delete_order),
+                route("POST", "/v2/b2b/b2b/refunds", "refund", self.refund),
+                Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
+                Route("/_sim/faults", self.admin_faults, methods=["POST"]),
+            ]
+        )
 
-    def _route(self, method: str, path: str, endpoint: str,
-               handler: Callable[[Request, Any], Awaitable[Response]]) -> Route:
+    def _route(self, method: str, path: str, endpoint: str, handler: Callable[[Request, Any], Awaitable[Response]]) -> Route:
         async def serve(request: Request) -> Response:
             raw = await request.body()
             body = json.loads(raw) if raw else None
-            self.calls.append({"endpoint": endpoint, "method": method, "path": request.url.path,
-                               "query": request.url.query, "headers": dict(request.headers), "body": body})
-            if (request.headers.get("x-b2c-tenant-id"), request.headers.get("x-acme-api-key")) != (
-                    self.tenant_id, self.api_key):
+            self.calls.append(
+                {
+                    "endpoint": endpoint,
+                    "method": method,
+                    "path": request.url.path,
+                    "query": request.url.query,
+                    "headers": dict(request.headers),
+                    "body": body,
+                }
+            )
+            if (request.headers.get("x-b2c-tenant-id"), request.headers.get("x-acme-api-key")) != (self.tenant_id, self.api_key):
                 return error(401, "UNAUTHORIZED", "x-b2c-tenant-id / x-acme-api-key missing or wrong")
             self._expire()
             return await self.faults.apply(endpoint, lambda: handler(request, body))
@@ -140,10 +178,14 @@ class AcmeSimulator:
                 reservation["status"] = "expired"
 
     def _held(self, event_id: str) -> int:
-        reserved = sum(i["quantity"] for r in self.reservations.values() if r["status"] == "active"
-                       for i in r["items"] if i["eventId"] == event_id)
-        sold = sum(i["quantity"] for o in self.orders.values() for i in o["orderItems"]
-                   if i.get("eventId") == event_id)
+        reserved = sum(
+            i["quantity"]
+            for r in self.reservations.values()
+            if r["status"] == "active"
+            for i in r["items"]
+            if i["eventId"] == event_id
+        )
+        sold = sum(i["quantity"] for o in self.orders.values() for i in o["orderItems"] if i.get("eventId") == event_id)
         return reserved + sold
 
     # -- purchase --------------------------------------------------------------------------------
@@ -167,16 +209,22 @@ class AcmeSimulator:
             if self._held(item["eventId"]) + item["quantity"] > event.capacity:
                 return error(409, "SOLD_OUT", f"not enough capacity for {item['eventId']}")
         reservation_id = next(self._reservation_ids)
-        self.reservations[reservation_id] = {"id": reservation_id, "items": items,
-                                             "expires": self.clock() + self.reservation_seconds, "status": "active"}
+        self.reservations[reservation_id] = {
+            "id": reservation_id,
+            "items": items,
+            "expires": self.clock() + self.reservation_seconds,
+            "status": "active",
+        }
         return JSONResponse(self._reservation_json(self.reservations[reservation_id]))
 
     def _reservation_json(self, reservation: dict[str, Any]) -> dict[str, Any]:
         stamp = datetime.fromtimestamp(reservation["expires"], UTC).isoformat().replace("+00:00", "Z")
         if self.naive_timestamps:
             stamp = stamp.removesuffix("Z")
-        items = [{"id": reservation["id"] * 10 + n, "reservationId": reservation["id"], **item}
-                 for n, item in enumerate(reservation["items"])]
+        items = [
+            {"id": reservation["id"] * 10 + n, "reservationId": reservation["id"], **item}
+            for n, item in enumerate(reservation["items"])
+        ]
         return {"id": reservation["id"], "expirationTimestamp": stamp, "reservationItems": items}
 
     async def get_reservation(self, request: Request, body: Any) -> Response:
@@ -204,8 +252,15 @@ class AcmeSimulator:
             tickets += item["quantity"]
         cart_id = f"cart_{next(self._ids)}"
         fees = FEE_PER_TICKET * tickets
-        self.carts[cart_id] = {"id": cart_id, "items": lines, "subtotal": money(subtotal), "fees": money(fees),
-                               "tax": "0.00", "total": money(subtotal + fees), "currency": "USD"}
+        self.carts[cart_id] = {
+            "id": cart_id,
+            "items": lines,
+            "subtotal": money(subtotal),
+            "fees": money(fees),
+            "tax": "0.00",
+            "total": money(subtotal + fees),
+            "currency": "USD",
+        }
         return JSONResponse(self.carts[cart_id])
 
     async def get_cart(self, request: Request, body: Any) -> Response:
@@ -235,10 +290,11 @@ class AcmeSimulator:
         if card == "tok_declined":
             return error(402, "PAYMENT_DECLINED", "the card was declined")
         now = self.clock()
-        if card and any(c == card and a == cart["total"] and now - t < DUPLICATE_WINDOW_SECONDS
-                        for c, a, t in self.charges):
-            return JSONResponse({"errorCode": 16003, "message": "Duplicate transaction found",
-                                 "type": "DUPLICATE_TRANSACTION_FOUND"}, status_code=400)
+        if card and any(c == card and a == cart["total"] and now - t < DUPLICATE_WINDOW_SECONDS for c, a, t in self.charges):
+            return JSONResponse(
+                {"errorCode": 16003, "message": "Duplicate transaction found", "type": "DUPLICATE_TRANSACTION_FOUND"},
+                status_code=400,
+            )
         self.charges.append((card, cart["total"], now))
         reservation["status"] = "used"
         order_id = str(30263798 + next(self._ids))
@@ -246,29 +302,54 @@ class AcmeSimulator:
         for line in cart["items"]:
             item_id = str(43371676 + next(self._ids))
             price = Decimal(line["unitPrice"])
-            items.append({
-                "itemId": item_id, "eventId": line["eventId"], "eventName": self.events[line["eventId"]].name,
-                "ticketingTypeId": line["ticketingTypeId"], "ticketingTypeName": line["ticketingTypeName"],
-                "quantity": line["quantity"], "originalQuantity": line["quantity"], "unitPrice": money(price),
-                "amount": money(price * line["quantity"]), "itemType": "Event",
-                "ticketVos": [{"id": next(self._ids), "tenantId": int(self.tenant_id),
-                               "uuid": f"at{uuid.uuid4().hex[:6]}-{uuid.uuid4().hex[:10]}",
-                               "ticketStatus": "Normal", "printed": False} for _ in range(line["quantity"])],
-            })
+            items.append(
+                {
+                    "itemId": item_id,
+                    "eventId": line["eventId"],
+                    "eventName": self.events[line["eventId"]].name,
+                    "ticketingTypeId": line["ticketingTypeId"],
+                    "ticketingTypeName": line["ticketingTypeName"],
+                    "quantity": line["quantity"],
+                    "originalQuantity": line["quantity"],
+                    "unitPrice": money(price),
+                    "amount": money(price * line["quantity"]),
+                    "itemType": "Event",
+                    "ticketVos": [
+                        {
+                            "id": next(self._ids),
+                            "tenantId": int(self.tenant_id),
+                            "uuid": f"at{uuid.uuid4().hex[:6]}-{uuid.uuid4().hex[:10]}",
+                            "ticketStatus": "Normal",
+                            "printed": False,
+                        }
+                        for _ in range(line["quantity"])
+                    ],
+                }
+            )
         created = datetime.fromtimestamp(now, UTC).isoformat()
         # Contact details not given are taken from billing (CheckoutInput, individual orders).
-        contact = {"email": body.get("email") or body.get("billingEmail"),
-                   "contactFirstName": body.get("contactFirstName") or body.get("billingFirstName"),
-                   "contactLastName": body.get("contactLastName") or body.get("billingLastName"),
-                   "phoneNumber": body.get("phoneNumber") or body.get("billingPhoneNumber")}
-        billing = {k: body[k] for k in ("billingEmail", "billingFirstName", "billingLastName", "billingPhoneNumber")
-                   if k in body}
+        contact = {
+            "email": body.get("email") or body.get("billingEmail"),
+            "contactFirstName": body.get("contactFirstName") or body.get("billingFirstName"),
+            "contactLastName": body.get("contactLastName") or body.get("billingLastName"),
+            "phoneNumber": body.get("phoneNumber") or body.get("billingPhoneNumber"),
+        }
+        billing = {k: body[k] for k in ("billingEmail", "billingFirstName", "billingLastName", "billingPhoneNumber") if k in body}
         self.orders[order_id] = {
-            "id": order_id, "tenantId": int(self.tenant_id), **contact, **billing,
+            "id": order_id,
+            "tenantId": int(self.tenant_id),
+            **contact,
+            **billing,
             "orderNumber": str(100148401 + len(self.orders)),
-            "totalAmount": cart["total"], "paidAmount": cart["total"], "balanceAmount": "0.00",
-            "refundAmount": "0.00", "saleChannel": "Online", "checkInStatus": "NotCheckedIn",
-            "notes": body.get("notes"), "createdOn": created, "orderItems": items,
+            "totalAmount": cart["total"],
+            "paidAmount": cart["total"],
+            "balanceAmount": "0.00",
+            "refundAmount": "0.00",
+            "saleChannel": "Online",
+            "checkInStatus": "NotCheckedIn",
+            "notes": body.get("notes"),
+            "createdOn": created,
+            "orderItems": items,
         }
         if request_uuid:
             self.request_uuids[request_uuid] = order_id
@@ -283,24 +364,34 @@ class AcmeSimulator:
         page, size = int(params.get("page", 1)), int(params.get("pageSize", 100))
         if self.max_page_size is not None and (size == -1 or size > self.max_page_size):
             size = self.max_page_size
-        chunk = orders if size == -1 else orders[(page - 1) * size: page * size]
+        chunk = orders if size == -1 else orders[(page - 1) * size : page * size]
         has_more = size != -1 and page * size < len(orders)
-        return JSONResponse({"list": chunk, "pagination": {"page": page, "pageSize": size, "sortDirection": direction,
-                                                           "sortField": field_name, "count": len(chunk),
-                                                           "hasMore": has_more}})
+        return JSONResponse(
+            {
+                "list": chunk,
+                "pagination": {
+                    "page": page,
+                    "pageSize": size,
+                    "sortDirection": direction,
+                    "sortField": field_name,
+                    "count": len(chunk),
+                    "hasMore": has_more,
+                },
+            }
+        )
 
     async def search(self, request: Request, body: Any) -> Response:
         email, phone = request.query_params.get("email"), request.query_params.get("phoneNumber")
         if not email and not phone:
             return self._page(request, [])
-        found = [o for o in self.orders.values()
-                 if (email and o["email"] == email) or (phone and o.get("phoneNumber") == phone)]
+        found = [o for o in self.orders.values() if (email and o["email"] == email) or (phone and o.get("phoneNumber") == phone)]
         return self._page(request, found)
 
     async def by_event(self, request: Request, body: Any) -> Response:
         event_id = request.path_params["event_id"]
-        return self._page(request, [o for o in self.orders.values()
-                                    if any(i.get("eventId") == event_id for i in o["orderItems"])])
+        return self._page(
+            request, [o for o in self.orders.values() if any(i.get("eventId") == event_id for i in o["orderItems"])]
+        )
 
     async def get_order(self, request: Request, body: Any) -> Response:
         order = self.orders.get(request.path_params["id"])
@@ -333,8 +424,9 @@ class AcmeSimulator:
         lines = body.get("refundItems")
         if not isinstance(lines, list) or not lines:
             return error(400, "INVALID_REFUND", "refundItems is required")
-        reasons = [body.get("incidentReasonCode")] + [line.get("incidentReasonCode") for line in lines
-                                                      if "incidentReasonCode" in line]
+        reasons = [body.get("incidentReasonCode")] + [
+            line.get("incidentReasonCode") for line in lines if "incidentReasonCode" in line
+        ]
         if self.strict and any(reason not in REFUND_REASONS for reason in reasons):
             return error(400, "INVALID_REFUND", f"incidentReasonCode must be one of {', '.join(REFUND_REASONS)}")
         amount, refunded_events = Decimal(0), []
@@ -353,30 +445,46 @@ class AcmeSimulator:
             for ticket in named[: line["quantity"]]:
                 ticket["ticketStatus"] = "Refund"
             amount += Decimal(item["unitPrice"]) * line["quantity"]
-            refunded_events.append({"eventName": item.get("eventName"), "refundedItems": [{
-                "ticketType": item.get("ticketingTypeName"), "pricePerTicket": item["unitPrice"],
-                "refundedCount": line["quantity"], "totalRefunded": money(Decimal(item["unitPrice"]) * line["quantity"])}]})
+            refunded_events.append(
+                {
+                    "eventName": item.get("eventName"),
+                    "refundedItems": [
+                        {
+                            "ticketType": item.get("ticketingTypeName"),
+                            "pricePerTicket": item["unitPrice"],
+                            "refundedCount": line["quantity"],
+                            "totalRefunded": money(Decimal(item["unitPrice"]) * line["quantity"]),
+                        }
+                    ],
+                }
+            )
         if all(t["ticketStatus"] == "Refund" for i in order["orderItems"] for t in i["ticketVos"]):
             amount = Decimal(order["totalAmount"]) - Decimal(order["refundAmount"])  # fees too
         order["refundAmount"] = money(Decimal(order["refundAmount"]) + amount)
-        refund = {"incidentNumber": next(self._ids), "refundAmount": money(amount), "order": order,
-                  "refundedEvents": refunded_events}
+        refund = {
+            "incidentNumber": next(self._ids),
+            "refundAmount": money(amount),
+            "order": order,
+            "refundedEvents": refunded_events,
+        }
         self.refunds.append({"incidentNumber": refund["incidentNumber"], "orderId": order["id"], "amount": money(amount)})
         return JSONResponse(refund)
 
     def ledger(self) -> dict[str, Any]:
         self._expire()
-        return {"reservations": {k: r["status"] for k, r in self.reservations.items()},
-                "orders": [{"id": o["id"], "total": o["totalAmount"], "refunded": o["refundAmount"]}
-                           for o in self.orders.values()],
-                "refunds": len(self.refunds)}
+        return {
+            "reservations": {k: r["status"] for k, r in self.reservations.items()},
+            "orders": [{"id": o["id"], "total": o["totalAmount"], "refunded": o["refundAmount"]} for o in self.orders.values()],
+            "refunds": len(self.refunds),
+        }
 
     def committed(self) -> list[Effect]:
         """ACME's active reservations (holds) and its orders, paid at checkout, standing until refunded
         in full."""
         self._expire()
-        effects = [Effect("hold", (str(r["id"]),), r["status"], True) for r in self.reservations.values()
-                   if r["status"] == "active"]
+        effects = [
+            Effect("hold", (str(r["id"]),), r["status"], True) for r in self.reservations.values() if r["status"] == "active"
+        ]
         for order in self.orders.values():
             standing = Decimal(str(order["refundAmount"] or 0)) < Decimal(str(order["totalAmount"]))
             state = "paid" if standing else "refunded"
@@ -389,20 +497,39 @@ class AcmeSimulator:
         return JSONResponse({"pending": len(self.faults.pending)})
 
 
-def seed_order(sim: AcmeSimulator, notes: str | None, event_id: str = EVENT, total: str = "212.00",
-               refunded: str = "0.00") -> str:
+def seed_order(
+    sim: AcmeSimulator, notes: str | None, event_id: str = EVENT, total: str = "212.00", refunded: str = "0.00"
+) -> str:
     """An order as if bought outside boxoffice's view, or by a purchase that lost its answer: for sweep tests."""
     order_id = str(30263798 + next(sim._ids))
     sim.orders[order_id] = {
-        "id": order_id, "tenantId": int(sim.tenant_id), "email": "janedoe@gmail.com",
-        "orderNumber": str(100148401 + len(sim.orders)), "totalAmount": total, "paidAmount": total,
-        "balanceAmount": "0.00", "refundAmount": refunded, "saleChannel": "Online", "checkInStatus": "NotCheckedIn",
-        "notes": notes, "createdOn": datetime.fromtimestamp(sim.clock(), UTC).isoformat(),
-        "orderItems": [{"itemId": str(43371676 + next(sim._ids)), "eventId": event_id, "eventName": "Sailing",
-                        "ticketingTypeId": "54248ac8e4b01cd228b007a4", "ticketingTypeName": "Adulting",
-                        "quantity": 2, "originalQuantity": 2, "unitPrice": "100.00", "amount": "200.00",
-                        "itemType": "Event", "ticketVos": [{"id": next(sim._ids), "uuid": f"seed-{order_id}-{n}",
-                                                           "ticketStatus": "Normal"} for n in range(2)]}],
+        "id": order_id,
+        "tenantId": int(sim.tenant_id),
+        "email": "janedoe@gmail.com",
+        "orderNumber": str(100148401 + len(sim.orders)),
+        "totalAmount": total,
+        "paidAmount": total,
+        "balanceAmount": "0.00",
+        "refundAmount": refunded,
+        "saleChannel": "Online",
+        "checkInStatus": "NotCheckedIn",
+        "notes": notes,
+        "createdOn": datetime.fromtimestamp(sim.clock(), UTC).isoformat(),
+        "orderItems": [
+            {
+                "itemId": str(43371676 + next(sim._ids)),
+                "eventId": event_id,
+                "eventName": "Sailing",
+                "ticketingTypeId": "54248ac8e4b01cd228b007a4",
+                "ticketingTypeName": "Adulting",
+                "quantity": 2,
+                "originalQuantity": 2,
+                "unitPrice": "100.00",
+                "amount": "200.00",
+                "itemType": "Event",
+                "ticketVos": [{"id": next(sim._ids), "uuid": f"seed-{order_id}-{n}", "ticketStatus": "Normal"} for n in range(2)],
+            }
+        ],
     }
     return order_id
 
@@ -410,6 +537,10 @@ def seed_order(sim: AcmeSimulator, notes: str | None, event_id: str = EVENT, tot
 def seed_reservation(sim: AcmeSimulator, event_id: str = EVENT, quantity: int = 2) -> int:
     """An active reservation nobody releases (a purchase's that outlived it)."""
     reservation_id = next(sim._reservation_ids)
-    sim.reservations[reservation_id] = {"id": reservation_id, "items": [{"eventId": event_id, "quantity": quantity}],
-                                        "expires": sim.clock() + sim.reservation_seconds, "status": "active"}
+    sim.reservations[reservation_id] = {
+        "id": reservation_id,
+        "items": [{"eventId": event_id, "quantity": quantity}],
+        "expires": sim.clock() + sim.reservation_seconds,
+        "status": "active",
+    }
     return reservation_id

@@ -49,8 +49,16 @@ from simulators.faults import Effect, Fault, Faults
 API_VERSION = "2026-10-01"
 ENVIRONMENTS = ("test", "live")
 # Lexicon string limits of createTicketHold's input (None: any length).
-CREATE_STRINGS = {"eventId": 300, "idempotencyKey": 200, "customerEmail": 320, "returnUrl": 2000, "cancelUrl": 2000,
-                  "buyerDid": None, "buyerAssertionJwt": 8192, "eventUri": None}
+CREATE_STRINGS = {
+    "eventId": 300,
+    "idempotencyKey": 200,
+    "customerEmail": 320,
+    "returnUrl": 2000,
+    "cancelUrl": 2000,
+    "buyerDid": None,
+    "buyerAssertionJwt": 8192,
+    "eventUri": None,
+}
 TIERS = {"GA": (2500, 100), "VIP": (9000, 4)}  # price in cents, capacity
 
 
@@ -114,17 +122,19 @@ class AtmSimulator:
 
     @property
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/xrpc/tickets.atmosphere.createTicketHold", self.create_hold, methods=["POST"]),
-            Route("/xrpc/tickets.atmosphere.releaseTicketHold", self.release_hold, methods=["POST"]),
-            Route("/xrpc/network.attested.payment.status", self.payment_status, methods=["GET"]),
-            Route("/checkout/{hold_id}", self.checkout, methods=["POST"]),
-            Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
-            Route("/_sim/faults", self.admin_faults, methods=["POST"]),
-            Route("/_sim/redeliver", self.admin_redeliver, methods=["POST"]),
-            Route("/_sim/refund/{hold_id}", self.admin_refund, methods=["POST"]),
-            Route("/xrpc/{nsid}", self.unknown_method, methods=["GET", "POST"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/xrpc/tickets.atmosphere.createTicketHold", self.create_hold, methods=["POST"]),
+                Route("/xrpc/tickets.atmosphere.releaseTicketHold", self.release_hold, methods=["POST"]),
+                Route("/xrpc/network.attested.payment.status", self.payment_status, methods=["GET"]),
+                Route("/checkout/{hold_id}", self.checkout, methods=["POST"]),
+                Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
+                Route("/_sim/faults", self.admin_faults, methods=["POST"]),
+                Route("/_sim/redeliver", self.admin_redeliver, methods=["POST"]),
+                Route("/_sim/refund/{hold_id}", self.admin_refund, methods=["POST"]),
+                Route("/xrpc/{nsid}", self.unknown_method, methods=["GET", "POST"]),
+            ]
+        )
 
     def _expire(self) -> None:
         for hold in self.holds.values():
@@ -167,8 +177,13 @@ class AtmSimulator:
         if not isinstance(items, list) or not 1 <= len(items) <= 20:
             return "items: 1 to 20 are required"
         for item in items:
-            if not (isinstance(item, dict) and isinstance(item.get("tierId"), str) and item["tierId"]
-                    and type(item.get("quantity")) is int and item["quantity"] >= 1):
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("tierId"), str)
+                and item["tierId"]
+                and type(item.get("quantity")) is int
+                and item["quantity"] >= 1
+            ):
                 return "items[]: tierId (string) and quantity (integer, at least 1) are required"
         for name, limit in CREATE_STRINGS.items():
             value = body.get(name)
@@ -199,27 +214,42 @@ class AtmSimulator:
                 return error(400, "InvalidRequest", f"unknown tier {item.get('tierId')}")
             if self.sold[item["tierId"]] + item["quantity"] > tier[1]:
                 return error(409, "TierSoldOut", f"tier {item['tierId']} has not enough tickets")
-        hold = HeldTickets(hold_id=f"hold_{next(self._ids):04d}", key=key, items=items,
-                           metadata=body.get("metadata") or {}, expires_at=self.clock() + self.hold_seconds,
-                           amount_cents=sum(TIERS[i["tierId"]][0] * i["quantity"] for i in items))
+        hold = HeldTickets(
+            hold_id=f"hold_{next(self._ids):04d}",
+            key=key,
+            items=items,
+            metadata=body.get("metadata") or {},
+            expires_at=self.clock() + self.hold_seconds,
+            amount_cents=sum(TIERS[i["tierId"]][0] * i["quantity"] for i in items),
+        )
         for item in items:
             self.sold[item["tierId"]] += item["quantity"]
         self.holds[hold.hold_id] = hold
         return JSONResponse(self._hold_json(hold, reused=False))
 
     def _hold_json(self, hold: HeldTickets, reused: bool) -> dict[str, Any]:
-        return {"holdId": hold.hold_id, "token": hold.token, "url": f"{self.checkout_base}/{hold.hold_id}",
-                "expiresAt": datetime.fromtimestamp(hold.expires_at, UTC).isoformat().replace("+00:00", "Z"),
-                "amountCents": hold.amount_cents, "currency": "usd", "items": hold.items, "reused": reused,
-                "environment": self.environment}
+        return {
+            "holdId": hold.hold_id,
+            "token": hold.token,
+            "url": f"{self.checkout_base}/{hold.hold_id}",
+            "expiresAt": datetime.fromtimestamp(hold.expires_at, UTC).isoformat().replace("+00:00", "Z"),
+            "amountCents": hold.amount_cents,
+            "currency": "usd",
+            "items": hold.items,
+            "reused": reused,
+            "environment": self.environment,
+        }
 
     async def release_hold(self, request: Request) -> Response:
         return await self._xrpc(request, "release", self._release)
 
     def _release(self, body: dict[str, Any]) -> Response:
         hold_id, reason = body.get("holdId"), body.get("reason")
-        if self.strict and not (isinstance(hold_id, str) and 1 <= len(hold_id) <= 300
-                                and (reason is None or (isinstance(reason, str) and len(reason) <= 200))):
+        if self.strict and not (
+            isinstance(hold_id, str)
+            and 1 <= len(hold_id) <= 300
+            and (reason is None or (isinstance(reason, str) and len(reason) <= 200))
+        ):
             return error(400, "InvalidRequest", "holdId (1 to 300 characters) is required; reason at most 200")
         hold = self.holds.get(hold_id if isinstance(hold_id, str) else "")
         if hold is None:
@@ -259,8 +289,9 @@ class AtmSimulator:
             hold.status = "completed"
             await self.send("payment.completed", self._event_data(hold, "payment.completed"))
             # The fixtures spell it both ways (FACTS.md); the public pages with a dot.
-            await self.send("tickets_issued" if self.envelope == "fixture" else "tickets.issued",
-                            self._event_data(hold, "tickets.issued"))
+            await self.send(
+                "tickets_issued" if self.envelope == "fixture" else "tickets.issued", self._event_data(hold, "tickets.issued")
+            )
         return JSONResponse({"holdId": hold.hold_id, "status": hold.status})
 
     async def refund(self, hold_id: str) -> None:
@@ -269,23 +300,39 @@ class AtmSimulator:
 
     def _event_data(self, hold: HeldTickets, kind: str) -> dict[str, Any]:
         """What an event of `kind` about `hold` carries, by `event_shape`."""
-        tickets = [{"id": f"tkt_{hold.hold_id}_{n}", "tierId": item["tierId"]}
-                   for item in hold.items for n in range(item["quantity"])]
+        tickets = [
+            {"id": f"tkt_{hold.hold_id}_{n}", "tierId": item["tierId"]} for item in hold.items for n in range(item["quantity"])
+        ]
         if self.event_shape == "public":
             # /docs/event-payload-examples; *assumed* for payment.failed and tickets.issued, which it
             # does not show: the same ids, and the hold as the lexicon's `ticketHold`.
-            ids = {"checkoutToken": hold.token,
-                   **({"appOrderId": hold.metadata["appOrderId"]} if "appOrderId" in hold.metadata else {})}
+            ids = {
+                "checkoutToken": hold.token,
+                **({"appOrderId": hold.metadata["appOrderId"]} if "appOrderId" in hold.metadata else {}),
+            }
             return {
-                "payment.completed": {"paymentId": hold.payment_id, "amount": hold.amount_cents, "currency": "usd",
-                                      "paymentType": "ticket", "status": "succeeded", **ids},
-                "payment.failed": {"payment": {"id": hold.payment_id, "status": "failed"}, "reason": "card_declined",
-                                   **ids},
-                "tickets.issued": {"ticketHold": {"id": hold.hold_id, "paymentId": hold.payment_id,
-                                                  "status": "completed"}, "tickets": tickets, **ids},
-                "payment.refunded": {"paymentId": hold.payment_id, "refundId": f"refund_{hold.hold_id}",
-                                     "amountRefunded": hold.amount_cents, "currency": "usd",
-                                     "reason": "requested_by_customer", **ids},
+                "payment.completed": {
+                    "paymentId": hold.payment_id,
+                    "amount": hold.amount_cents,
+                    "currency": "usd",
+                    "paymentType": "ticket",
+                    "status": "succeeded",
+                    **ids,
+                },
+                "payment.failed": {"payment": {"id": hold.payment_id, "status": "failed"}, "reason": "card_declined", **ids},
+                "tickets.issued": {
+                    "ticketHold": {"id": hold.hold_id, "paymentId": hold.payment_id, "status": "completed"},
+                    "tickets": tickets,
+                    **ids,
+                },
+                "payment.refunded": {
+                    "paymentId": hold.payment_id,
+                    "refundId": f"refund_{hold.hold_id}",
+                    "amountRefunded": hold.amount_cents,
+                    "currency": "usd",
+                    "reason": "requested_by_customer",
+                    **ids,
+                },
             }[kind]
         shapes: dict[str, dict[str, Any]] = {
             "metadata": {"holdId": hold.hold_id, "metadata": hold.metadata},
@@ -307,20 +354,35 @@ class AtmSimulator:
         """The delivery id, body and headers of one attempt to deliver `event`, by `envelope`."""
         if self.envelope == "fixture":
             delivery_id = f"dlv_{event.number:05d}"  # the fixtures' id is the delivery's: one per event
-            envelope: dict[str, Any] = {"id": delivery_id, "type": event.type, "apiVersion": API_VERSION,
-                                        "environment": self.environment, "createdAt": int(event.created)}
+            envelope: dict[str, Any] = {
+                "id": delivery_id,
+                "type": event.type,
+                "apiVersion": API_VERSION,
+                "environment": self.environment,
+                "createdAt": int(event.created),
+            }
         else:
             delivery_id = f"del_{event.number:05d}_{event.attempts}"  # a new one on each redelivery
             created = datetime.fromtimestamp(event.created, UTC).isoformat(timespec="milliseconds")
-            envelope = {"id": f"evt_{event.number:05d}", "deliveryId": delivery_id, "environment": self.environment,
-                        "type": event.type, "appDid": self.app_did, "createdAt": created.replace("+00:00", "Z")}
+            envelope = {
+                "id": f"evt_{event.number:05d}",
+                "deliveryId": delivery_id,
+                "environment": self.environment,
+                "type": event.type,
+                "appDid": self.app_did,
+                "createdAt": created.replace("+00:00", "Z"),
+            }
         body = json.dumps({**envelope, "data": event.data}).encode()
         stamp = str(int(self.clock()))
         v1 = hmac.new(self.webhook_secret.encode(), f"{stamp}.{delivery_id}.".encode() + body, hashlib.sha256)
         headers = {"content-type": "application/json", "atm-signature": f"t={stamp},v1={v1.hexdigest()}"}
         if self.envelope != "console":
-            headers |= {"atm-delivery-id": delivery_id, "atm-event": event.type, "atm-api-version": API_VERSION,
-                        "atm-environment": self.environment}
+            headers |= {
+                "atm-delivery-id": delivery_id,
+                "atm-event": event.type,
+                "atm-api-version": API_VERSION,
+                "atm-environment": self.environment,
+            }
         return delivery_id, body, headers
 
     async def send(self, event_type: str, data: dict[str, Any]) -> None:
@@ -358,8 +420,11 @@ class AtmSimulator:
 
     def ledger(self) -> dict[str, Any]:
         self._expire()
-        return {"holds": [{"holdId": h.hold_id, "status": h.status, "key": h.key} for h in self.holds.values()],
-                "sold": dict(self.sold), "undelivered": len(self.outbox)}
+        return {
+            "holds": [{"holdId": h.hold_id, "status": h.status, "key": h.key} for h in self.holds.values()],
+            "sold": dict(self.sold),
+            "undelivered": len(self.outbox),
+        }
 
     def committed(self) -> list[Effect]:
         """Every hold, standing while active; a paid (completed) one is also an order and a payment."""

@@ -130,15 +130,20 @@ class AtomSimulator:
             ]
         )
 
-    def _route(
-        self, method: str, path: str, endpoint: str, handler: Callable[[Request, Any], Awaitable[Response]]
-    ) -> Route:
+    def _route(self, method: str, path: str, endpoint: str, handler: Callable[[Request, Any], Awaitable[Response]]) -> Route:
         async def serve(request: Request) -> Response:
             raw = await request.body()
             body = json.loads(raw) if raw else None
             self.calls.append(
-                {"endpoint": endpoint, "method": method, "path": request.url.path, "query": dict(request.query_params),
-                 "headers": dict(request.headers), "body": body, "at": self.clock()}
+                {
+                    "endpoint": endpoint,
+                    "method": method,
+                    "path": request.url.path,
+                    "query": dict(request.query_params),
+                    "headers": dict(request.headers),
+                    "body": body,
+                    "at": self.clock(),
+                }
             )
             if request.headers.get("x-api-key") != self.api_key:
                 return error(401, "UNAUTHORIZED", "missing or wrong x-api-key")
@@ -217,9 +222,22 @@ class AtomSimulator:
         free = [s for s in showtime.seats if not self._seat_taken(showtime, s, "")]
         return JSONResponse(
             {
-                "layoutArea": {"rows": [{"rowLabel": "A", "seats": [
-                    {"seatId": s, "label": s, "status": "available" if s in free else "occupied", "seatType": "standard"}
-                    for s in showtime.seats]}]},
+                "layoutArea": {
+                    "rows": [
+                        {
+                            "rowLabel": "A",
+                            "seats": [
+                                {
+                                    "seatId": s,
+                                    "label": s,
+                                    "status": "available" if s in free else "occupied",
+                                    "seatType": "standard",
+                                }
+                                for s in showtime.seats
+                            ],
+                        }
+                    ]
+                },
                 "recommendedSeats": free[:wanted],
                 "numAvailable": len(free),
             }
@@ -239,8 +257,12 @@ class AtomSimulator:
         account_id = f"GUEST-{next(self._ids)}"
         self.guests[account_id] = body["email"]
         return JSONResponse(
-            {"authToken": self._new_token(account_id), "accountId": account_id, "identityId": f"ID-{account_id}",
-             "identityValue": body["email"]}
+            {
+                "authToken": self._new_token(account_id),
+                "accountId": account_id,
+                "identityId": f"ID-{account_id}",
+                "identityValue": body["email"],
+            }
         )
 
     async def authenticate(self, request: Request, body: Any) -> Response:
@@ -284,13 +306,25 @@ class AtomSimulator:
         lines, subtotal, tickets = [], Decimal(0), 0
         for item in line_items:
             price = showtime.prices[(item["productId"], item["offerId"])]
-            lines.append({"productName": showtime.names[item["productId"]], "quantity": item["quantity"],
-                          "unitPrice": float(price), "subtotal": money(price * item["quantity"])})
+            lines.append(
+                {
+                    "productName": showtime.names[item["productId"]],
+                    "quantity": item["quantity"],
+                    "unitPrice": float(price),
+                    "subtotal": money(price * item["quantity"]),
+                }
+            )
             subtotal += price * item["quantity"]
             tickets += item["quantity"]
         fee, tax = FEE_PER_TICKET * tickets, (subtotal * TAX_RATE).quantize(CENT, ROUND_HALF_UP)
-        return {"subtotal": money(subtotal), "serviceFee": money(fee), "tax": money(tax),
-                "totalAmount": money(subtotal + fee + tax), "currency": "USD", "lineItems": lines}
+        return {
+            "subtotal": money(subtotal),
+            "serviceFee": money(fee),
+            "tax": money(tax),
+            "totalAmount": money(subtotal + fee + tax),
+            "currency": "USD",
+            "lineItems": lines,
+        }
 
     async def preview(self, request: Request, body: Any) -> Response:
         if duplicate := self._duplicate(((body or {}).get("orderParameters") or {}).get("clientRequestId"), False):
@@ -317,7 +351,10 @@ class AtomSimulator:
         n = next(self._ids)
         order = Order(
             # The order belongs to the account placing it (its X-Atom-AuthToken).
-            order_id=f"ORD-{n}", event_id=f"EVT-{n}", client_request_id=key, token=request.headers["x-atom-authtoken"],
+            order_id=f"ORD-{n}",
+            event_id=f"EVT-{n}",
+            client_request_id=key,
+            token=request.headers["x-atom-authtoken"],
             seat_ids=list(lease.seat_ids),
             lines=[(i["productId"], i["offerId"], i["quantity"]) for i in parameters["lineItems"]],
             receipt=self._receipt(parameters["lineItems"]),
@@ -346,8 +383,11 @@ class AtomSimulator:
                 order.status = "fulfilled"
         failed = order.status == "failed"
         return JSONResponse(
-            {"orderStatus": order.status, "orderStatusReason": "Vendor rejected the booking" if failed else None,
-             "orderStatusReasonCode": "VENDOR_REJECTED" if failed else None}
+            {
+                "orderStatus": order.status,
+                "orderStatusReason": "Vendor rejected the booking" if failed else None,
+                "orderStatusReasonCode": "VENDOR_REJECTED" if failed else None,
+            }
         )
 
     async def summary(self, request: Request, body: Any) -> Response:
@@ -355,15 +395,31 @@ class AtomSimulator:
         if isinstance(order, Response):
             return order
         fulfilled = order.status == "fulfilled"
-        tickets = [
-            {"seatLabel": seat, "ticketType": "Adult", "price": 14.99,
-             "vendorQrCodeData": f"VNDR-QR-{seat}-ENC-{order.order_id}", "vendorBookingId": f"VNDR-BK-{order.order_id}"}
-            for seat in order.seat_ids
-        ] if fulfilled else []
+        tickets = (
+            [
+                {
+                    "seatLabel": seat,
+                    "ticketType": "Adult",
+                    "price": 14.99,
+                    "vendorQrCodeData": f"VNDR-QR-{seat}-ENC-{order.order_id}",
+                    "vendorBookingId": f"VNDR-BK-{order.order_id}",
+                }
+                for seat in order.seat_ids
+            ]
+            if fulfilled
+            else []
+        )
         receipt = {k: v for k, v in order.receipt.items() if k != "lineItems"}
         return JSONResponse(
-            {"orderId": order.order_id, "eventId": order.event_id, "orderStatus": order.status, "receipt": receipt,
-             "venueInfo": {"name": "AMC Loews Broadway 4"}, "tickets": tickets, "concessions": []}
+            {
+                "orderId": order.order_id,
+                "eventId": order.event_id,
+                "orderStatus": order.status,
+                "receipt": receipt,
+                "venueInfo": {"name": "AMC Loews Broadway 4"},
+                "tickets": tickets,
+                "concessions": [],
+            }
         )
 
     async def cancel(self, request: Request, body: Any) -> Response:
@@ -376,8 +432,12 @@ class AtomSimulator:
             for seat in order.seat_ids:
                 self.showtimes[SHOWTIME].seats[seat] = "available"
         return JSONResponse(
-            {"orderId": order.order_id, "cancellationStatus": "cancelled", "refundAmount": float(order.refund or 0),
-             "cancellationReason": "Customer requested cancellation"}
+            {
+                "orderId": order.order_id,
+                "cancellationStatus": "cancelled",
+                "refundAmount": float(order.refund or 0),
+                "cancellationReason": "Customer requested cancellation",
+            }
         )
 
     # -- admin -------------------------------------------------------------------------------
@@ -386,8 +446,13 @@ class AtomSimulator:
         self._expire_leases()
         return {
             "orders": [
-                {"orderId": o.order_id, "clientRequestId": o.client_request_id, "status": o.status,
-                 "seats": o.seat_ids, "refund": None if o.refund is None else float(o.refund)}
+                {
+                    "orderId": o.order_id,
+                    "clientRequestId": o.client_request_id,
+                    "status": o.status,
+                    "seats": o.seat_ids,
+                    "refund": None if o.refund is None else float(o.refund),
+                }
                 for o in self.orders.values()
             ],
             "leases": [{"clientRequestId": l.client_request_id, "seats": l.seat_ids} for l in self.leases.values()],

@@ -57,8 +57,7 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 def missing_fields(body: Any, fields: dict[str, type]) -> list[str]:
     if not isinstance(body, dict):
         return list(fields)
-    return [name for name, kind in fields.items()
-            if not isinstance(body.get(name), kind) or isinstance(body.get(name), bool)]
+    return [name for name, kind in fields.items() if not isinstance(body.get(name), kind) or isinstance(body.get(name), bool)]
 
 
 @dataclass
@@ -137,14 +136,22 @@ class OneboxSimulator:
         response.headers["ob-audit-trace-id"] = f"trace-{secrets.token_hex(6)}"
         return response
 
-    def _route(self, method: str, path: str, endpoint: str,
-               handler: Callable[[Request, Any, Basket | None], Awaitable[Response]]) -> Route:
+    def _route(
+        self, method: str, path: str, endpoint: str, handler: Callable[[Request, Any, Basket | None], Awaitable[Response]]
+    ) -> Route:
         async def serve(request: Request) -> Response:
             raw = await request.body()
             body = json.loads(raw) if raw else None
-            self.calls.append({"endpoint": endpoint, "method": method, "path": request.url.path,
-                               "query": request.query_params.multi_items(), "headers": dict(request.headers),
-                               "body": body})
+            self.calls.append(
+                {
+                    "endpoint": endpoint,
+                    "method": method,
+                    "path": request.url.path,
+                    "query": request.query_params.multi_items(),
+                    "headers": dict(request.headers),
+                    "body": body,
+                }
+            )
             token = request.headers.get("authorization", "").removeprefix("Bearer ")
             if self.tokens.get(token, 0) <= self.clock():
                 return self._trace(error(403, "AUTH001", "Invalid JWT signature"))
@@ -158,6 +165,7 @@ class OneboxSimulator:
                 basket = self.baskets.get(order_id or "")
                 if basket is None:
                     return self._trace(error(404, "ORDER_NOT_FOUND", f"no order {order_id}"))
+
             async def handle() -> Response:
                 response = await handler(request, body, basket)
                 if basket is not None and response.status_code < 300 and method != "GET":
@@ -202,10 +210,13 @@ class OneboxSimulator:
         for item in basket.items:
             row, number = seat_label(item.seat)
             name, price = PRICE_TYPES[item.price_type]
-            entry: dict[str, Any] = {"id": item.id, "session_id": item.session,
-                                     "seat": {"id": item.seat, "row": row, "number": number},
-                                     "price_type": {"id": item.price_type, "name": name},
-                                     "price": {"total": float(price + CHARGE_PER_SEAT), "currency": CURRENCY}}
+            entry: dict[str, Any] = {
+                "id": item.id,
+                "session_id": item.session,
+                "seat": {"id": item.seat, "row": row, "number": number},
+                "price_type": {"id": item.price_type, "name": name},
+                "price": {"total": float(price + CHARGE_PER_SEAT), "currency": CURRENCY},
+            }
             if basket.status == "CONFIRM":
                 entry["ticket"] = {"barcode": f"OBX{basket.code}{item.seat:03d}"}
                 entry["state"] = "REFUNDED" if item.refunded else "PURCHASE"  # *assumed* field name
@@ -216,26 +227,43 @@ class OneboxSimulator:
             status = {"type": basket.status}
             if basket.status != "CONFIRM":
                 status["expires_in"] = max(int(basket.touched + self.basket_seconds - self.clock()), 0)
-        return {"id": basket.id, "code": basket.code, "status": status, "items": items,
-                "buyer_data": {"email": basket.email} if basket.email else {},
-                "price": {"total": float(basket.total()), "charges": float(charges), "currency": CURRENCY}}
+        return {
+            "id": basket.id,
+            "code": basket.code,
+            "status": status,
+            "items": items,
+            "buyer_data": {"email": basket.email} if basket.email else {},
+            "price": {"total": float(basket.total()), "charges": float(charges), "currency": CURRENCY},
+        }
 
     # -- provider API ------------------------------------------------------------------------
 
     async def token(self, request: Request) -> Response:
         form = dict(urllib.parse.parse_qsl((await request.body()).decode()))
-        self.calls.append({"endpoint": "token", "method": "POST", "path": "/oauth/token", "form": form,
-                           "headers": dict(request.headers)})
+        self.calls.append(
+            {"endpoint": "token", "method": "POST", "path": "/oauth/token", "form": form, "headers": dict(request.headers)}
+        )
         return await self.faults.apply("token", lambda: self._issue_token(form))
 
     async def _issue_token(self, form: dict[str, str]) -> Response:
         if (form.get("grant_type"), form.get("client_id"), form.get("client_secret"), form.get("channel_id")) != (
-                "client_credentials", self.client_id, self.client_secret, self.channel_id):
+            "client_credentials",
+            self.client_id,
+            self.client_secret,
+            self.channel_id,
+        ):
             return error(401, "invalid_client", "bad client credentials")
         token = secrets.token_urlsafe(16)
         self.tokens[token] = self.clock() + self.token_seconds
-        return JSONResponse({"access_token": token, "token_type": "bearer", "refresh_token": secrets.token_hex(8),
-                             "expires_in": self.token_seconds, "scope": "distribution"})
+        return JSONResponse(
+            {
+                "access_token": token,
+                "token_type": "bearer",
+                "refresh_token": secrets.token_hex(8),
+                "expires_in": self.token_seconds,
+                "scope": "distribution",
+            }
+        )
 
     async def create(self, request: Request, body: Any, _: Basket | None) -> Response:
         basket = Basket(id=secrets.token_hex(12), touched=self.clock())
@@ -328,8 +356,10 @@ class OneboxSimulator:
     def ledger(self) -> dict[str, Any]:
         self._expire_baskets()
         return {
-            "baskets": [{"id": b.id, "code": b.code, "status": b.status, "seats": [i.seat for i in b.items]}
-                        for b in self.baskets.values()],
+            "baskets": [
+                {"id": b.id, "code": b.code, "status": b.status, "seats": [i.seat for i in b.items]}
+                for b in self.baskets.values()
+            ],
             "held": sorted(s for s, state in self.seats.items() if state == "basket"),
             "sold": sorted(s for s, state in self.seats.items() if state == "sold" and s != 7),
             "confirmations": self.confirmations,
@@ -394,13 +424,16 @@ class OneboxSimulator:
             return error(400, "AOMG0001", "limit >= 1, offset >= 0")
         since, until = dates
         if kind == "PURCHASE":
-            orders = [{**self.order(b), "type": "PURCHASE", "purchase_date": iso(b.purchased_at)}
-                      for b in self.baskets.values()
-                      if b.status == "CONFIRM" and b.purchased_at is not None and since <= b.purchased_at <= until]
+            orders = [
+                {**self.order(b), "type": "PURCHASE", "purchase_date": iso(b.purchased_at)}
+                for b in self.baskets.values()
+                if b.status == "CONFIRM" and b.purchased_at is not None and since <= b.purchased_at <= until
+            ]
         else:
             orders = [{k: v for k, v in r.items() if k != "at"} for r in self.refunds if since <= r["at"] <= until]
-        return JSONResponse({"data": orders[offset:offset + limit],
-                             "metadata": {"offset": offset, "limit": limit, "total": len(orders)}})
+        return JSONResponse(
+            {"data": orders[offset : offset + limit], "metadata": {"offset": offset, "limit": limit, "total": len(orders)}}
+        )
 
     async def refund(self, request: Request, body: Any, _: Basket | None) -> Response:
         code = request.path_params["code"]
@@ -425,8 +458,14 @@ class OneboxSimulator:
             self.seats[item.seat] = "free"
         amount = sum((PRICE_TYPES[i.price_type][1] + CHARGE_PER_SEAT for i in items), Decimal(0))
         now = self.clock()
-        refund = {"code": f"R{secrets.token_hex(5).upper()}", "type": "REFUND", "related_original_code": basket.code,
-                  "purchase_date": iso(now), "price": {"total": float(amount), "currency": CURRENCY}, "at": now}
+        refund = {
+            "code": f"R{secrets.token_hex(5).upper()}",
+            "type": "REFUND",
+            "related_original_code": basket.code,
+            "purchase_date": iso(now),
+            "price": {"total": float(amount), "currency": CURRENCY},
+            "at": now,
+        }
         self.refunds.append(refund)
         return {k: v for k, v in refund.items() if k != "at"}
 
@@ -438,8 +477,14 @@ def iso(at: float | None) -> str | None:
 def seed_order(sim: OneboxSimulator, seats: list[int]) -> str:
     """A confirmed order nobody here placed (by hand at Onebox, or a basket confirmed after its purchase
     gave up): its code."""
-    basket = Basket(id=secrets.token_hex(12), touched=sim.clock(), status="CONFIRM",
-                    code=secrets.token_hex(6).upper(), email="walk-in@example.com", purchased_at=sim.clock())
+    basket = Basket(
+        id=secrets.token_hex(12),
+        touched=sim.clock(),
+        status="CONFIRM",
+        code=secrets.token_hex(6).upper(),
+        email="walk-in@example.com",
+        purchased_at=sim.clock(),
+    )
     for seat in seats:
         sim.seats[seat] = "sold"
         basket.items.append(Item(id=next(sim._ids), seat=seat, price_type=1))

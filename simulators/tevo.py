@@ -40,8 +40,14 @@ from simulators.faults import Effect, Fault, Faults
 
 Outcome = Literal["accept", "reject", "never"]
 GROUP = 324466901
-REASONS = ("Tickets No Longer Available", "Tickets Priced Incorrectly", "Duplicate Order", "Fraudulent Order",
-           "Test Order", "Other")
+REASONS = (
+    "Tickets No Longer Available",
+    "Tickets Priced Incorrectly",
+    "Duplicate Order",
+    "Fraudulent Order",
+    "Test Order",
+    "Other",
+)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -102,8 +108,9 @@ class TevoSimulator:
     buyer_cancels: bool = False
     clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
-    groups: dict[int, Group] = field(default_factory=lambda: {
-        GROUP: Group(GROUP, 4, Decimal("145.48"), [1, 2, 4], ["9", "10", "11", "12"])})
+    groups: dict[int, Group] = field(
+        default_factory=lambda: {GROUP: Group(GROUP, 4, Decimal("145.48"), [1, 2, 4], ["9", "10", "11", "12"])}
+    )
     clients: dict[int, dict[str, Any]] = field(default_factory=dict)
     orders: dict[int, Order] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -112,30 +119,39 @@ class TevoSimulator:
     @property
     def app(self) -> Starlette:
         route = self._route
-        return Starlette(routes=[
-            route("GET", "/v9/ticket_groups/{group_id:int}", "group", self.show_group),
-            route("GET", "/v9/clients", "clients", self.list_clients),
-            route("POST", "/v9/clients", "create-client", self.create_client),
-            route("POST", "/v10/orders", "create", self.create_order),
-            route("GET", "/v9/orders", "orders", self.list_orders),
-            route("GET", "/v9/orders/{order_id:int}", "show", self.show_order),
-            route("POST", "/v9/orders/{order_id:int}/reject", "reject", self.reject_order),
-            route("POST", "/v9/orders/{order_id:int}/cancel", "cancel", self.cancel_order),
-            Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
-            Route("/_sim/faults", self.admin_faults, methods=["POST"]),
-        ])
+        return Starlette(
+            routes=[
+                route("GET", "/v9/ticket_groups/{group_id:int}", "group", self.show_group),
+                route("GET", "/v9/clients", "clients", self.list_clients),
+                route("POST", "/v9/clients", "create-client", self.create_client),
+                route("POST", "/v10/orders", "create", self.create_order),
+                route("GET", "/v9/orders", "orders", self.list_orders),
+                route("GET", "/v9/orders/{order_id:int}", "show", self.show_order),
+                route("POST", "/v9/orders/{order_id:int}/reject", "reject", self.reject_order),
+                route("POST", "/v9/orders/{order_id:int}/cancel", "cancel", self.cancel_order),
+                Route("/_sim/state", lambda _: JSONResponse(self.ledger()), methods=["GET"]),
+                Route("/_sim/faults", self.admin_faults, methods=["POST"]),
+            ]
+        )
 
-    def _route(self, method: str, path: str, endpoint: str,
-               handler: Callable[[Request, Any], Awaitable[Response]]) -> Route:
+    def _route(self, method: str, path: str, endpoint: str, handler: Callable[[Request, Any], Awaitable[Response]]) -> Route:
         async def serve(request: Request) -> Response:
             raw = await request.body()
             query = request.url.query
-            self.calls.append({"endpoint": endpoint, "method": method, "path": request.url.path, "query": query,
-                               "headers": dict(request.headers), "raw": raw})
-            signature = expected_signature(self.secret, method, request.url.hostname or "", request.url.path,
-                                           query, raw)
+            self.calls.append(
+                {
+                    "endpoint": endpoint,
+                    "method": method,
+                    "path": request.url.path,
+                    "query": query,
+                    "headers": dict(request.headers),
+                    "raw": raw,
+                }
+            )
+            signature = expected_signature(self.secret, method, request.url.hostname or "", request.url.path, query, raw)
             if request.headers.get("x-token") != self.token or not hmac.compare_digest(
-                    request.headers.get("x-signature", ""), signature):
+                request.headers.get("x-signature", ""), signature
+            ):
                 return error(401, "Unauthorized: bad X-Token or X-Signature")
             body = json.loads(raw) if raw else None
             return await self.faults.apply(endpoint, lambda: handler(request, body))
@@ -148,14 +164,33 @@ class TevoSimulator:
         shipping = Decimal(str(order.body.get("delivery", {}).get("cost", 0)))
         tax = Decimal(str(order.body.get("tax", 0)))
         return {
-            "id": order.id, "oid": f"388214-{order.id}", "order_type": "sale", "state": order.state,
-            "buyer_state": order.buyer_state, "reference": order.reference, "subtotal": str(subtotal),
-            "shipping": str(shipping), "service_fee": str(fee), "tax": str(tax),
-            "total": str(subtotal + fee + shipping + tax), "seller_rejection_reason": order.rejection,
+            "id": order.id,
+            "oid": f"388214-{order.id}",
+            "order_type": "sale",
+            "state": order.state,
+            "buyer_state": order.buyer_state,
+            "reference": order.reference,
+            "subtotal": str(subtotal),
+            "shipping": str(shipping),
+            "service_fee": str(fee),
+            "tax": str(tax),
+            "total": str(subtotal + fee + shipping + tax),
+            "seller_rejection_reason": order.rejection,
             "seller_cancellation_reason": order.cancellation,
-            "items": [{"id": order.id * 10, "price": str(order.price), "quantity": order.quantity,
-                       "ticket_group": {"id": str(order.group), "section": "23", "row": "a", "seats": order.seats,
-                                        "tickets": [{"seat": s} for s in order.seats]}}],
+            "items": [
+                {
+                    "id": order.id * 10,
+                    "price": str(order.price),
+                    "quantity": order.quantity,
+                    "ticket_group": {
+                        "id": str(order.group),
+                        "section": "23",
+                        "row": "a",
+                        "seats": order.seats,
+                        "tickets": [{"seat": s} for s in order.seats],
+                    },
+                }
+            ],
         }
 
     # -- provider API ------------------------------------------------------------------------
@@ -164,15 +199,27 @@ class TevoSimulator:
         group = self.groups.get(request.path_params["group_id"])
         if group is None:
             return error(404, "Ticket group not found")
-        return JSONResponse({"id": group.id, "available_quantity": group.available, "quantity": group.available,
-                             "retail_price": str(group.price), "splits": group.splits, "section": "23", "row": "a",
-                             "event": {"id": "648825", "name": "Massive Attack", "occurs_at": "2027-10-20T19:00:00Z",
-                                       "venue": {"id": "1388", "name": "Santa Barbara Bowl"}}})
+        return JSONResponse(
+            {
+                "id": group.id,
+                "available_quantity": group.available,
+                "quantity": group.available,
+                "retail_price": str(group.price),
+                "splits": group.splits,
+                "section": "23",
+                "row": "a",
+                "event": {
+                    "id": "648825",
+                    "name": "Massive Attack",
+                    "occurs_at": "2027-10-20T19:00:00Z",
+                    "venue": {"id": "1388", "name": "Santa Barbara Bowl"},
+                },
+            }
+        )
 
     async def list_clients(self, request: Request, body: Any) -> Response:
         email = request.query_params.get("email")
-        found = [c for c in self.clients.values()
-                 if any(e["address"] == email for e in c.get("email_addresses", []))]
+        found = [c for c in self.clients.values() if any(e["address"] == email for e in c.get("email_addresses", []))]
         return JSONResponse({"clients": found, "total_entries": len(found)})
 
     async def create_client(self, request: Request, body: Any) -> Response:
@@ -203,24 +250,37 @@ class TevoSimulator:
             return error(422, "Tickets Priced Incorrectly")
         seats, group.seats = group.seats[:quantity], group.seats[quantity:]
         group.available -= quantity
-        order = Order(id=next(self._ids), reference=order_body.get("reference"), group=group.id, quantity=quantity,
-                      price=group.price, body=order_body, seats=seats, created=self.clock(),
-                      hidden_searches=self.search_misses)
+        order = Order(
+            id=next(self._ids),
+            reference=order_body.get("reference"),
+            group=group.id,
+            quantity=quantity,
+            price=group.price,
+            body=order_body,
+            seats=seats,
+            created=self.clock(),
+            hidden_searches=self.search_misses,
+        )
         self.orders[order.id] = order
         return JSONResponse(self._order_json(order))
 
     async def list_orders(self, request: Request, body: Any) -> Response:
         reference = request.query_params.get("reference") if self.reference_filter else None
         visible = self.clock() - self.search_delay
-        matching = [o for o in self.orders.values()
-                    if o.created <= visible and (reference is None or o.reference == reference)]
+        matching = [o for o in self.orders.values() if o.created <= visible and (reference is None or o.reference == reference)]
         for order in matching:
             order.hidden_searches = max(order.hidden_searches - 1, -1)
         found = [self._order_json(o) for o in matching if o.hidden_searches < 0]
         page = int(request.query_params.get("page", 1))
         per_page = min(int(request.query_params.get("per_page", 100)), self.max_per_page)
-        return JSONResponse({"orders": found[(page - 1) * per_page: page * per_page], "total_entries": len(found),
-                             "current_page": page, "per_page": per_page})
+        return JSONResponse(
+            {
+                "orders": found[(page - 1) * per_page : page * per_page],
+                "total_entries": len(found),
+                "current_page": page,
+                "per_page": per_page,
+            }
+        )
 
     async def show_order(self, request: Request, body: Any) -> Response:
         order = self.orders.get(request.path_params["order_id"])
@@ -287,10 +347,14 @@ class TevoSimulator:
     # -- admin -------------------------------------------------------------------------------
 
     def ledger(self) -> dict[str, Any]:
-        return {"orders": [{"id": o.id, "reference": o.reference, "state": o.state, "buyer_state": o.buyer_state,
-                            "seats": o.seats}
-                           for o in self.orders.values()],
-                "clients": len(self.clients), "available": {g.id: g.available for g in self.groups.values()}}
+        return {
+            "orders": [
+                {"id": o.id, "reference": o.reference, "state": o.state, "buyer_state": o.buyer_state, "seats": o.seats}
+                for o in self.orders.values()
+            ],
+            "clients": len(self.clients),
+            "available": {g.id: g.available for g in self.groups.values()},
+        }
 
     def committed(self) -> list[Effect]:
         """Every order placed, standing until rejected or cancelled; an accepted one has taken the
@@ -311,8 +375,17 @@ class TevoSimulator:
 
 def seed_order(sim: TevoSimulator, reference: str | None, state: str = "accepted", quantity: int = 1) -> int:
     """An order as if placed outside boxoffice's view (a manual order, a lost create): for sweep tests."""
-    order = Order(id=next(sim._ids), reference=reference, group=GROUP, quantity=quantity, price=Decimal("145.48"),
-                  body={"reference": reference}, seats=[], state=state, created=sim.clock(), hidden_searches=-1)
+    order = Order(
+        id=next(sim._ids),
+        reference=reference,
+        group=GROUP,
+        quantity=quantity,
+        price=Decimal("145.48"),
+        body={"reference": reference},
+        seats=[],
+        state=state,
+        created=sim.clock(),
+        hidden_searches=-1,
+    )
     sim.orders[order.id] = order
     return order.id
-

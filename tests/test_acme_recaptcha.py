@@ -34,8 +34,14 @@ async def test_checkout_relays_the_token_in_a_header_not_the_body() -> None:
     https://support.acmeticketing.com/support/solutions/articles/33000248940-acme-security-for-online-sales
     """
     rec = Recorder((200, excerpt_json("get_order")))
-    await run(acts(rec).checkout, purchase_request("cap-1", recaptcha_token="03AGdBq25-token"), "cart_1", "10754",
-              "8f14e45f-ceea-467a-9af0-2d7b5d8e1c21", "tok_visa_4242")
+    await run(
+        acts(rec).checkout,
+        purchase_request("cap-1", recaptcha_token="03AGdBq25-token"),
+        "cart_1",
+        "10754",
+        "8f14e45f-ceea-467a-9af0-2d7b5d8e1c21",
+        "tok_visa_4242",
+    )
     [checkout] = rec.requests
     assert checkout.headers[HEADER] == "03AGdBq25-token"
     assert b"03AGdBq25-token" not in checkout.content
@@ -47,10 +53,15 @@ async def test_the_header_name_is_a_setting() -> None:
     https://developers.acmeticketing.com/support/solutions/articles/33000250713-cors-checkout
     """
     rec = Recorder((200, excerpt_json("get_order")))
-    activities = type(acts(rec))(acme_settings(recaptcha_header="x-recaptcha-token"),
-                                 transport=httpx.MockTransport(rec))
-    await run(activities.checkout, purchase_request("cap-2", recaptcha_token="t"), "cart_1", "10754",
-              "8f14e45f-ceea-467a-9af0-2d7b5d8e1c21", None)
+    activities = type(acts(rec))(acme_settings(recaptcha_header="x-recaptcha-token"), transport=httpx.MockTransport(rec))
+    await run(
+        activities.checkout,
+        purchase_request("cap-2", recaptcha_token="t"),
+        "cart_1",
+        "10754",
+        "8f14e45f-ceea-467a-9af0-2d7b5d8e1c21",
+        None,
+    )
     assert rec.requests[0].headers["x-recaptcha-token"] == "t" and HEADER not in rec.requests[0].headers
 
 
@@ -61,8 +72,14 @@ async def test_checkout_without_a_token_is_refused_before_anything_is_sent() -> 
     """
     rec = Recorder()
     with pytest.raises(ApplicationError) as refused:
-        await run(acts(rec).checkout, purchase_request("cap-3", recaptcha_token=None), "cart_1", "10754",
-                  "8f14e45f-ceea-467a-9af0-2d7b5d8e1c21", None)
+        await run(
+            acts(rec).checkout,
+            purchase_request("cap-3", recaptcha_token=None),
+            "cart_1",
+            "10754",
+            "8f14e45f-ceea-467a-9af0-2d7b5d8e1c21",
+            None,
+        )
     assert refused.value.type == "RECAPTCHA_REQUIRED" and refused.value.non_retryable
     assert rec.requests == []
 
@@ -71,8 +88,14 @@ async def test_a_token_echoed_in_an_error_is_masked() -> None:
     """The token is a credential of the buyer's session: never in a log line or an error message."""
     rec = Recorder((400, {"errorCode": "CAPTCHA_FAILED", "message": "captcha 03AGdBq25-secret rejected"}))
     with pytest.raises(ApplicationError) as refused:
-        await run(acts(rec).checkout, purchase_request("cap-4", recaptcha_token="03AGdBq25-secret"), "cart_1",
-                  "10754", "8f14e45f-ceea-467a-9af0-2d7b5d8e1c21", None)
+        await run(
+            acts(rec).checkout,
+            purchase_request("cap-4", recaptcha_token="03AGdBq25-secret"),
+            "cart_1",
+            "10754",
+            "8f14e45f-ceea-467a-9af0-2d7b5d8e1c21",
+            None,
+        )
     assert "03AGdBq25-secret" not in str(refused.value) and "***" in str(refused.value)
     assert "03AGdBq25-secret" not in repr(purchase_request("cap-4", recaptcha_token="03AGdBq25-secret"))
 
@@ -82,8 +105,17 @@ async def test_strict_simulator_refuses_a_checkout_without_the_token() -> None:
     sim = AcmeSimulator(api_key="test-acme-key")
     headers = {"x-b2c-tenant-id": "107", "x-acme-api-key": "test-acme-key", "x-acme-browser-ip": "203.0.113.7"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url="http://acme.test") as http:
-        cart = (await http.post("/v2/b2c/carts", headers=headers, json={"items": [
-            {"eventId": "5ff74342210cbe0c44913be2", "ticketingTypeId": "54248ac8e4b01cd228b007a4", "quantity": 1}]})).json()
+        cart = (
+            await http.post(
+                "/v2/b2c/carts",
+                headers=headers,
+                json={
+                    "items": [
+                        {"eventId": "5ff74342210cbe0c44913be2", "ticketingTypeId": "54248ac8e4b01cd228b007a4", "quantity": 1}
+                    ]
+                },
+            )
+        ).json()
         refused = await http.post("/v2/b2c/checkout", headers=headers, json={"shoppingCartId": cart["id"]})
     assert refused.status_code == 400 and "captcha" in refused.json()["message"]
     assert sim.orders == {}
@@ -110,8 +142,7 @@ async def test_the_confirms_fresh_token_wins(env: WorkflowEnvironment) -> None:
     """
     sim = AcmeSimulator()
     async with acme_worker(env.client, sim) as tq:
-        handle = await start_purchase(env.client, acme_request("cap-6", confirmation="manual",
-                                                               recaptcha_token="stale-token"), tq)
+        handle = await start_purchase(env.client, acme_request("cap-6", confirmation="manual", recaptcha_token="stale-token"), tq)
         await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)
         await purchases.confirm(env.client, "cap-6", ConfirmRequest(recaptcha_token="fresh-token"))
         result = await purchase_outcome(handle)
@@ -123,7 +154,8 @@ async def test_the_confirms_fresh_token_wins(env: WorkflowEnvironment) -> None:
 async def test_a_start_repeated_with_a_fresh_token_is_the_same_purchase(env: WorkflowEnvironment) -> None:
     """A caller retrying its start after two minutes must get a new token: still the same purchase."""
     assert request_fingerprint(purchase_request("cap-7", recaptcha_token="a")) == request_fingerprint(
-        purchase_request("cap-7", recaptcha_token="b"))
+        purchase_request("cap-7", recaptcha_token="b")
+    )
     sim = AcmeSimulator()
     async with acme_worker(env.client, sim) as tq:
         first = await start_purchase(env.client, acme_request("cap-7", recaptcha_token="a"), tq)

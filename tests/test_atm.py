@@ -33,16 +33,33 @@ NOW = 1_800_000_000.0
 
 
 def event_body(delivery_id: str = "dlv_1", kind: str = "tickets.issued", **data: object) -> bytes:
-    return json.dumps({"id": delivery_id, "type": kind, "apiVersion": "2026-10-01", "environment": "test",
-                       "data": {"holdId": "hold_1", "metadata": {"workflowId": "purchase-p-1"}, **data}}).encode()
+    return json.dumps(
+        {
+            "id": delivery_id,
+            "type": kind,
+            "apiVersion": "2026-10-01",
+            "environment": "test",
+            "data": {"holdId": "hold_1", "metadata": {"workflowId": "purchase-p-1"}, **data},
+        }
+    ).encode()
 
 
-def headers(body: bytes, delivery_id: str = "dlv_1", kind: str = "tickets.issued", stamp: float = NOW,
-            secrets: tuple[str, ...] = (ATM_WEBHOOK_SECRET,)) -> dict[str, str]:
+def headers(
+    body: bytes,
+    delivery_id: str = "dlv_1",
+    kind: str = "tickets.issued",
+    stamp: float = NOW,
+    secrets: tuple[str, ...] = (ATM_WEBHOOK_SECRET,),
+) -> dict[str, str]:
     signed = f"{int(stamp)}.{delivery_id}.".encode() + body
     v1s = ",".join(f"v1={hmac.new(s.encode(), signed, hashlib.sha256).hexdigest()}" for s in secrets)
-    return {"atm-signature": f"t={int(stamp)},{v1s}", "atm-delivery-id": delivery_id, "atm-event": kind,
-            "atm-api-version": "2026-10-01", "atm-environment": "test"}
+    return {
+        "atm-signature": f"t={int(stamp)},{v1s}",
+        "atm-delivery-id": delivery_id,
+        "atm-event": kind,
+        "atm-api-version": "2026-10-01",
+        "atm-environment": "test",
+    }
 
 
 class Recorder:
@@ -148,12 +165,18 @@ async def pay(sim: AtmSimulator, hold_id: str, outcome: str = "paid") -> None:
 
 
 async def signals(handle) -> int:
-    return len([e async for e in handle.fetch_history_events()
-                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED])
+    return len(
+        [e async for e in handle.fetch_history_events() if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    )
 
 
-async def buy_and(env: WorkflowEnvironment, sim: AtmSimulator, purchase_id: str,
-                  then: Callable[[str], Awaitable[None]], deliver: Deliver | None = None):
+async def buy_and(
+    env: WorkflowEnvironment,
+    sim: AtmSimulator,
+    purchase_id: str,
+    then: Callable[[str], Awaitable[None]],
+    deliver: Deliver | None = None,
+):
     async with atm_worker(env.client, sim) as tq:
         wire(sim, deliver or temporal_delivery(env.client, tq))
         handle = await start_purchase(env.client, atm_request(purchase_id), tq)
@@ -172,10 +195,15 @@ async def test_paid_purchase_gets_its_tickets(env: WorkflowEnvironment) -> None:
     assert [t.booking_id for t in result.tickets] == ["tkt_hold_0001_0", "tkt_hold_0001_1"]
     create = next(c for c in sim.calls if c["endpoint"] == "create")
     assert create["headers"]["authorization"] == "Bearer test-atm-token"
-    assert create["body"] == {"items": [{"tierId": "GA", "quantity": 2}], "eventId": "evt_123",
-                              "customerEmail": "guest@example.com", "idempotencyKey": "atm-1",
-                              "metadata": {"workflowId": "purchase-atm-1", "purchaseId": "atm-1", "appOrderId": "atm-1"},
-                              "environment": "test", "returnUrl": "https://shop.example/done"}
+    assert create["body"] == {
+        "items": [{"tierId": "GA", "quantity": 2}],
+        "eventId": "evt_123",
+        "customerEmail": "guest@example.com",
+        "idempotencyKey": "atm-1",
+        "metadata": {"workflowId": "purchase-atm-1", "purchaseId": "atm-1", "appOrderId": "atm-1"},
+        "environment": "test",
+        "returnUrl": "https://shop.example/done",
+    }
     assert sim.ledger()["holds"][0]["status"] == "completed" and result.compensations == []
 
 

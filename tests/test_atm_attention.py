@@ -107,7 +107,8 @@ async def test_operator_resolves_a_paid_purchase_without_tickets(env: WorkflowEn
 async def test_attention_is_counted_in_a_metric() -> None:
     port = free_port()
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter,
+        test_server_existing_path=binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
         test_server_startup_timeout=SERVER_STARTUP,
         runtime=sdk_runtime(f"127.0.0.1:{port}"),
     )
@@ -119,5 +120,7 @@ async def test_attention_is_counted_in_a_metric() -> None:
                 text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
     finally:
         await env.shutdown()
-    assert any(line.startswith("boxoffice_attention") and 'provider="atm"' in line
-               and 'reason="tickets_not_issued"' in line for line in text.splitlines())
+    assert any(
+        line.startswith("boxoffice_attention") and 'provider="atm"' in line and 'reason="tickets_not_issued"' in line
+        for line in text.splitlines()
+    )

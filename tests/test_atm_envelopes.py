@@ -23,13 +23,26 @@ from workflows.models import AtmEvent, PurchaseState, PurchaseStatus
 
 # /docs/event-payload-examples, "Payment completed", as printed there.
 PAYMENT_COMPLETED: dict[str, Any] = {
-    "id": "evt_pay_completed_01", "deliveryId": "del_pay_completed_01", "environment": "test",
-    "type": "payment.completed", "appDid": "did:plc:app", "createdAt": "2026-06-05T14:00:00.000Z",
-    "data": {"paymentId": "pay_01HZYATM0001", "amount": 2500, "currency": "usd", "paymentType": "shop",
-             "status": "succeeded", "recipientDid": "did:plc:creator", "recipientHandle": "creator.example",
-             "payerDid": "did:plc:buyer", "payerHandle": "buyer.example",
-             "listing": {"uri": "at://did:plc:creator/money.atmosphere.product/abc", "cid": "bafy..."},
-             "appOrderId": "ord_123", "checkoutToken": "atm_checkout_123"},
+    "id": "evt_pay_completed_01",
+    "deliveryId": "del_pay_completed_01",
+    "environment": "test",
+    "type": "payment.completed",
+    "appDid": "did:plc:app",
+    "createdAt": "2026-06-05T14:00:00.000Z",
+    "data": {
+        "paymentId": "pay_01HZYATM0001",
+        "amount": 2500,
+        "currency": "usd",
+        "paymentType": "shop",
+        "status": "succeeded",
+        "recipientDid": "did:plc:creator",
+        "recipientHandle": "creator.example",
+        "payerDid": "did:plc:buyer",
+        "payerHandle": "buyer.example",
+        "listing": {"uri": "at://did:plc:creator/money.atmosphere.product/abc", "cid": "bafy..."},
+        "appOrderId": "ord_123",
+        "checkoutToken": "atm_checkout_123",
+    },
 }
 
 
@@ -53,10 +66,12 @@ async def test_public_envelope_payment_reaches_its_purchase_by_app_order_id() ->
     assert response.status_code == 200, response.text
     [(workflow_id, event)] = recorder.events
     assert workflow_id == "purchase-ord_123"
-    assert (event.kind, event.delivery_id, event.event_id) == ("payment.completed", "del_pay_completed_01",
-                                                              "evt_pay_completed_01")
-    assert (event.payment_id, event.checkout_token, event.status) == ("pay_01HZYATM0001", "atm_checkout_123",
-                                                                      "succeeded")
+    assert (event.kind, event.delivery_id, event.event_id) == (
+        "payment.completed",
+        "del_pay_completed_01",
+        "evt_pay_completed_01",
+    )
+    assert (event.payment_id, event.checkout_token, event.status) == ("pay_01HZYATM0001", "atm_checkout_123", "succeeded")
 
 
 async def test_console_delivery_with_only_the_signature_header_is_taken() -> None:
@@ -80,8 +95,7 @@ async def test_public_envelope_is_still_checked(tamper: str) -> None:
         "no deliveryId nor id": signature_only(body, "del_pay_completed_01"),
     }[tamper]
     response = await post(recorder, body, sent)
-    assert response.status_code == {"header disagrees": 400, "signed over another id": 401,
-                                    "no deliveryId nor id": 400}[tamper]
+    assert response.status_code == {"header disagrees": 400, "signed over another id": 401, "no deliveryId nor id": 400}[tamper]
     assert recorder.events == []
 
 
@@ -199,30 +213,39 @@ async def test_refund_while_the_purchase_runs_shows_in_its_status_and_result(env
 
 
 def create_input(**changes: Any) -> dict[str, Any]:
-    return {"items": [{"tierId": "GA", "quantity": 1}], "eventId": "evt_1", "idempotencyKey": "k-1",
-            "environment": "test", **changes}
+    return {
+        "items": [{"tierId": "GA", "quantity": 1}],
+        "eventId": "evt_1",
+        "idempotencyKey": "k-1",
+        "environment": "test",
+        **changes,
+    }
 
 
-@pytest.mark.parametrize(("change", "refused"), [
-    ({"items": []}, True),
-    ({"items": [{"tierId": "GA", "quantity": 1}] * 21}, True),
-    ({"items": [{"tierId": "GA", "quantity": "1"}]}, True),
-    ({"items": [{"quantity": 1}]}, True),
-    ({"idempotencyKey": "k" * 201}, True),
-    ({"idempotencyKey": "k" * 200}, False),
-    ({"environment": "staging"}, True),
-    ({"customerEmail": "x" * 321}, True),
-    ({"returnUrl": 5}, True),
-    ({"somethingNew": 1}, False),  # lexicon objects are open
-])
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        ({"items": []}, True),
+        ({"items": [{"tierId": "GA", "quantity": 1}] * 21}, True),
+        ({"items": [{"tierId": "GA", "quantity": "1"}]}, True),
+        ({"items": [{"quantity": 1}]}, True),
+        ({"idempotencyKey": "k" * 201}, True),
+        ({"idempotencyKey": "k" * 200}, False),
+        ({"environment": "staging"}, True),
+        ({"customerEmail": "x" * 321}, True),
+        ({"returnUrl": 5}, True),
+        ({"somethingNew": 1}, False),  # lexicon objects are open
+    ],
+)
 async def test_simulator_refuses_create_input_the_lexicon_refuses(change: dict[str, Any], refused: bool) -> None:
     """https://www.atmosphere.money/.well-known/atproto-lexicon/tickets.atmosphere.createTicketHold:
     items 1–20 of {tierId, quantity}, idempotencyKey ≤ 200, customerEmail ≤ 320, environment test|live;
     XRPC errors are `{error, message}`."""
     sim = AtmSimulator(service_token="t")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url="http://atm.test") as client:
-        response = await client.post("/xrpc/tickets.atmosphere.createTicketHold", json=create_input(**change),
-                                     headers={"authorization": "Bearer t"})
+        response = await client.post(
+            "/xrpc/tickets.atmosphere.createTicketHold", json=create_input(**change), headers={"authorization": "Bearer t"}
+        )
     if refused:
         assert response.status_code == 400 and response.json()["error"] == "InvalidRequest"
         assert response.json()["message"]
@@ -242,4 +265,3 @@ async def test_simulator_answers_xrpc_errors_in_the_documented_shape() -> None:
     assert (no_hold.status_code, no_hold.json()["error"]) == (400, "InvalidRequest")
     assert (not_json.status_code, not_json.json()["error"]) == (400, "InvalidRequest")
     assert (unknown.status_code, unknown.json()["error"]) == (501, "MethodNotImplemented")
-

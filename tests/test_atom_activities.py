@@ -23,18 +23,113 @@ ITEMS = [AtomItem(product_id="PROD-ADULT-001", offer_id="OFFER-STD-001", seat_id
 SESSION = ProviderSession(token=TOKEN, account_id="GUEST-55012")
 
 # The excerpt's example responses, verbatim ("surveyDetailResponse": { ... } made an empty object).
-REFRESH = {"surveyDetailResponse": {}, "showtimesResponse": {"showtimeId": "ST-20260214-1930-AMC4", "movieTitle": "The Last Frontier", "venueName": "AMC Loews Broadway 4", "startTime": "2026-02-14T19:30:00Z", "products": [{"productId": "PROD-ADULT-001", "name": "Adult", "price": 14.99, "offers": [{"offerId": "OFFER-STD-001", "name": "Standard", "price": 14.99}]}]}, "maxTicketQuantity": 10, "agePolicyLink": {"url": "https://www.atomtickets.com/age-policy", "label": "Age Policy"}}  # noqa: E501
-LAYOUT = {"layoutArea": {"rows": [{"rowLabel": "A", "seats": [{"seatId": "A1", "label": "A1", "status": "available", "seatType": "standard"}, {"seatId": "A2", "label": "A2", "status": "available", "seatType": "standard"}, {"seatId": "A3", "label": "A3", "status": "occupied", "seatType": "standard"}]}]}, "legend": [{"type": "standard", "label": "Standard", "color": "#4CAF50"}, {"type": "premium", "label": "Premium", "color": "#FF9800"}], "occupiedSeats": {"A3": {"firstName": "J", "lastName": "D"}}, "recommendedSeats": ["A1", "A2"], "numAvailable": 42}  # noqa: E501
+REFRESH = {
+    "surveyDetailResponse": {},
+    "showtimesResponse": {
+        "showtimeId": "ST-20260214-1930-AMC4",
+        "movieTitle": "The Last Frontier",
+        "venueName": "AMC Loews Broadway 4",
+        "startTime": "2026-02-14T19:30:00Z",
+        "products": [
+            {
+                "productId": "PROD-ADULT-001",
+                "name": "Adult",
+                "price": 14.99,
+                "offers": [{"offerId": "OFFER-STD-001", "name": "Standard", "price": 14.99}],
+            }
+        ],
+    },
+    "maxTicketQuantity": 10,
+    "agePolicyLink": {"url": "https://www.atomtickets.com/age-policy", "label": "Age Policy"},
+}  # noqa: E501
+LAYOUT = {
+    "layoutArea": {
+        "rows": [
+            {
+                "rowLabel": "A",
+                "seats": [
+                    {"seatId": "A1", "label": "A1", "status": "available", "seatType": "standard"},
+                    {"seatId": "A2", "label": "A2", "status": "available", "seatType": "standard"},
+                    {"seatId": "A3", "label": "A3", "status": "occupied", "seatType": "standard"},
+                ],
+            }
+        ]
+    },
+    "legend": [
+        {"type": "standard", "label": "Standard", "color": "#4CAF50"},
+        {"type": "premium", "label": "Premium", "color": "#FF9800"},
+    ],
+    "occupiedSeats": {"A3": {"firstName": "J", "lastName": "D"}},
+    "recommendedSeats": ["A1", "A2"],
+    "numAvailable": 42,
+}  # noqa: E501
 GUEST = {"authToken": TOKEN, "accountId": "GUEST-55012", "identityId": "ID-99201", "identityValue": "guest@example.com"}
-AUTHENTICATE = {"token": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJVU1ItODgyMzQifQ.signature", "accountId": "USR-88234", "identities": [{"identityId": "ID-44102", "identityValue": "moviefan@example.com", "type": "email"}], "customer": {"firstName": "Jane", "lastName": "Doe"}, "atomToken": "atom-token-value", "privateKey": "private-key-value", "signupPromoId": "PROMO-SIGNUP-001"}  # noqa: E501
+AUTHENTICATE = {
+    "token": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJVU1ItODgyMzQifQ.signature",
+    "accountId": "USR-88234",
+    "identities": [{"identityId": "ID-44102", "identityValue": "moviefan@example.com", "type": "email"}],
+    "customer": {"firstName": "Jane", "lastName": "Doe"},
+    "atomToken": "atom-token-value",
+    "privateKey": "private-key-value",
+    "signupPromoId": "PROMO-SIGNUP-001",
+}  # noqa: E501
 LEASE = {"leaseDurationSeconds": 600}
-PREVIEW = {"receipt": {"subtotal": 29.98, "serviceFee": 3.5, "tax": 2.7, "totalAmount": 36.18, "currency": "USD", "lineItems": [{"productName": "Adult", "quantity": 2, "unitPrice": 14.99, "subtotal": 29.98}]}, "autoAddedItems": []}  # noqa: E501
+PREVIEW = {
+    "receipt": {
+        "subtotal": 29.98,
+        "serviceFee": 3.5,
+        "tax": 2.7,
+        "totalAmount": 36.18,
+        "currency": "USD",
+        "lineItems": [{"productName": "Adult", "quantity": 2, "unitPrice": 14.99, "subtotal": 29.98}],
+    },
+    "autoAddedItems": [],
+}  # noqa: E501
 CREATE = {"orderId": "ORD-12345", "eventId": "EVT-67890"}
 STATUS = {"orderStatus": "fulfilled", "orderStatusReason": None, "orderStatusReasonCode": None}
-SUMMARY = {"orderId": "ORD-12345", "eventId": "EVT-67890", "orderStatus": "fulfilled", "receipt": {"subtotal": 29.98, "serviceFee": 3.5, "tax": 2.7, "totalAmount": 36.18, "currency": "USD"}, "venueInfo": {"name": "AMC Loews Broadway 4", "address": "1441 Third Street Promenade, Santa Monica, CA 90401"}, "showtime": {"startTime": "2026-02-14T19:30:00Z", "auditorium": "Auditorium 7", "screenType": "IMAX"}, "tickets": [{"seatLabel": "A1", "ticketType": "Adult", "price": 14.99, "vendorQrCodeData": "VNDR-QR-A1-ENC-7f8g9h0i1j2k3l4m5n6o", "vendorBookingId": "VNDR-BK-90210"}, {"seatLabel": "A2", "ticketType": "Adult", "price": 14.99, "vendorQrCodeData": "VNDR-QR-A2-ENC-9k0l1m2n3o4p5q6r7s8t", "vendorBookingId": "VNDR-BK-90210"}], "concessions": []}  # noqa: E501
-CANCEL = {"orderId": "ORD-12345", "cancellationStatus": "cancelled", "refundAmount": 36.18, "cancellationReason": "Customer requested cancellation"}  # noqa: E501
+SUMMARY = {
+    "orderId": "ORD-12345",
+    "eventId": "EVT-67890",
+    "orderStatus": "fulfilled",
+    "receipt": {"subtotal": 29.98, "serviceFee": 3.5, "tax": 2.7, "totalAmount": 36.18, "currency": "USD"},
+    "venueInfo": {"name": "AMC Loews Broadway 4", "address": "1441 Third Street Promenade, Santa Monica, CA 90401"},
+    "showtime": {"startTime": "2026-02-14T19:30:00Z", "auditorium": "Auditorium 7", "screenType": "IMAX"},
+    "tickets": [
+        {
+            "seatLabel": "A1",
+            "ticketType": "Adult",
+            "price": 14.99,
+            "vendorQrCodeData": "VNDR-QR-A1-ENC-7f8g9h0i1j2k3l4m5n6o",
+            "vendorBookingId": "VNDR-BK-90210",
+        },
+        {
+            "seatLabel": "A2",
+            "ticketType": "Adult",
+            "price": 14.99,
+            "vendorQrCodeData": "VNDR-QR-A2-ENC-9k0l1m2n3o4p5q6r7s8t",
+            "vendorBookingId": "VNDR-BK-90210",
+        },
+    ],
+    "concessions": [],
+}  # noqa: E501
+CANCEL = {
+    "orderId": "ORD-12345",
+    "cancellationStatus": "cancelled",
+    "refundAmount": 36.18,
+    "cancellationReason": "Customer requested cancellation",
+}  # noqa: E501
 
-ORDER_PARAMETERS = {"orderParameters": {"lineItems": [{"productId": "PROD-ADULT-001", "offerId": "OFFER-STD-001", "quantity": 2}], "channel": "Partner", "clientVersion": "1.0.0", "clientRequestId": CLIENT_REQUEST_ID, "isGuestOrder": True, "paymentProcessor": "PartnerPay", "associateTags": {"affiliateName": "fever"}}}  # noqa: E501
+ORDER_PARAMETERS = {
+    "orderParameters": {
+        "lineItems": [{"productId": "PROD-ADULT-001", "offerId": "OFFER-STD-001", "quantity": 2}],
+        "channel": "Partner",
+        "clientVersion": "1.0.0",
+        "clientRequestId": CLIENT_REQUEST_ID,
+        "isGuestOrder": True,
+        "paymentProcessor": "PartnerPay",
+        "associateTags": {"affiliateName": "fever"},
+    }
+}  # noqa: E501
 
 
 class Recorder:
@@ -91,7 +186,9 @@ async def test_checkout_refresh() -> None:
     event = await run(activities(rec).refresh_checkout, "ST-20260214-1930-AMC4", ["PARTNER10OFF"], ITEMS)
     request = rec.only
     assert (request.method, str(request.url)) == (
-        "POST", "https://api-beta.atomtickets.com/ordering/v2/aggregation/checkout/refresh")
+        "POST",
+        "https://api-beta.atomtickets.com/ordering/v2/aggregation/checkout/refresh",
+    )
     assert request.headers["x-api-key"] == API_KEY
     assert body(request) == {"showtimeId": "ST-20260214-1930-AMC4", "promotions": ["PARTNER10OFF"], "includeAreaCategory": True}
     assert event.title == "The Last Frontier" and event.venue == "AMC Loews Broadway 4"
@@ -113,7 +210,8 @@ async def test_seat_layout() -> None:
     seats = await run(activities(rec).recommend_seats, "ST-20260214-1930-AMC4", 2)
     assert rec.only.method == "GET"
     assert str(rec.only.url) == (
-        "https://api-beta.atomtickets.com/ordering/v1/discovery/auditoriums?showtimeId=ST-20260214-1930-AMC4&tickets=2")
+        "https://api-beta.atomtickets.com/ordering/v1/discovery/auditoriums?showtimeId=ST-20260214-1930-AMC4&tickets=2"
+    )
     assert rec.only.headers["x-api-key"] == API_KEY
     assert seats == ["A1", "A2"]
 
@@ -124,8 +222,12 @@ async def test_guest_account() -> None:
     session = await run(activities(rec).create_guest_account, buyer)
     assert str(rec.only.url).endswith("/ordering/v1/customer/account/guest") and rec.only.method == "POST"
     assert rec.only.headers["x-api-key"] == API_KEY
-    assert body(rec.only) == {"email": "guest@example.com", "firstName": "Jane", "lastName": "Doe",
-                              "attributionMap": {"affiliateName": "fever", "campaign": "spring-2026"}}
+    assert body(rec.only) == {
+        "email": "guest@example.com",
+        "firstName": "Jane",
+        "lastName": "Doe",
+        "attributionMap": {"affiliateName": "fever", "campaign": "spring-2026"},
+    }
     assert session == ProviderSession(token=TOKEN, account_id="GUEST-55012")
 
 
@@ -145,15 +247,20 @@ async def test_lease() -> None:
     request = rec.only
     assert (request.method, request.url.path) == ("POST", "/ordering/v1/inventory/lease")
     assert_authenticated(request)
-    assert body(request) == {"clientRequestId": CLIENT_REQUEST_ID, "leaseItems": [
-        {"productId": "PROD-ADULT-001", "offerId": "OFFER-STD-001", "seatIds": ["A1", "A2"]}]}
+    assert body(request) == {
+        "clientRequestId": CLIENT_REQUEST_ID,
+        "leaseItems": [{"productId": "PROD-ADULT-001", "offerId": "OFFER-STD-001", "seatIds": ["A1", "A2"]}],
+    }
     assert hold.seat_ids == ["A1", "A2"]
 
 
-@pytest.mark.parametrize(("name", "path", "answer"), [
-    ("preview_order", "/ordering/v2/customer/orders/preview", PREVIEW),
-    ("create_order", "/ordering/v1/customer/orders", CREATE),
-])
+@pytest.mark.parametrize(
+    ("name", "path", "answer"),
+    [
+        ("preview_order", "/ordering/v2/customer/orders/preview", PREVIEW),
+        ("create_order", "/ordering/v1/customer/orders", CREATE),
+    ],
+)
 async def test_preview_and_create_send_the_same_order_parameters(name: str, path: str, answer: Any) -> None:
     rec = Recorder(answer)
     result = await run(getattr(activities(rec), name), SESSION, ITEMS, CLIENT_REQUEST_ID, True)
@@ -162,7 +269,12 @@ async def test_preview_and_create_send_the_same_order_parameters(name: str, path
     assert body(rec.only) == ORDER_PARAMETERS
     if name == "preview_order":
         assert (result.subtotal, result.fees, result.tax, result.total, result.currency) == (
-            Decimal("29.98"), Decimal("3.5"), Decimal("2.7"), Decimal("36.18"), "USD")
+            Decimal("29.98"),
+            Decimal("3.5"),
+            Decimal("2.7"),
+            Decimal("36.18"),
+            "USD",
+        )
         assert result.lines[0].name == "Adult" and result.lines[0].quantity == 2
     else:
         assert (result.order_id, result.event_id) == ("ORD-12345", "EVT-67890")
@@ -220,13 +332,17 @@ def example_signer(settings: AtomSettings) -> Callable[[str, str, bytes], dict[s
 
 
 async def test_lease_conflict_is_a_typed_business_error() -> None:
-    rec = Recorder({"errorCode": "SEAT_UNAVAILABLE", "message": "A2 taken"}, status=409,
-                   headers={"x-amzn-requestid": "trace-77"})
+    rec = Recorder({"errorCode": "SEAT_UNAVAILABLE", "message": "A2 taken"}, status=409, headers={"x-amzn-requestid": "trace-77"})
     with pytest.raises(ApplicationError) as err:
         await run(activities(rec).lease, SESSION, ITEMS, CLIENT_REQUEST_ID)
     assert err.value.type == "SEAT_UNAVAILABLE" and err.value.non_retryable
-    assert err.value.details[0] == {"provider": "atom", "status": 409, "code": "SEAT_UNAVAILABLE", "trace_id": "trace-77",
-                                    "attempt": 1}  # a refusal of the first attempt: nothing was done
+    assert err.value.details[0] == {
+        "provider": "atom",
+        "status": 409,
+        "code": "SEAT_UNAVAILABLE",
+        "trace_id": "trace-77",
+        "attempt": 1,
+    }  # a refusal of the first attempt: nothing was done
 
 
 async def test_duplicate_client_request_id_is_typed() -> None:

@@ -20,9 +20,16 @@ LINE_ITEMS = [{"productId": "PROD-ADULT-001", "offerId": "OFFER-STD-001", "quant
 
 
 def order_parameters(client_request_id: str) -> dict[str, Any]:
-    return {"orderParameters": {"lineItems": LINE_ITEMS, "channel": "Partner", "clientVersion": "1.0.0",
-                                "clientRequestId": client_request_id, "isGuestOrder": True,
-                                "paymentProcessor": "PartnerPay"}}
+    return {
+        "orderParameters": {
+            "lineItems": LINE_ITEMS,
+            "channel": "Partner",
+            "clientVersion": "1.0.0",
+            "clientRequestId": client_request_id,
+            "isGuestOrder": True,
+            "paymentProcessor": "PartnerPay",
+        }
+    }
 
 
 class Atom:
@@ -41,16 +48,20 @@ class Atom:
         return answer
 
     def headers(self) -> dict[str, str]:
-        return {**KEY, "X-Atom-AuthToken": self.token, "X-Atom-Timestamp": "2026-02-13T12:00:00Z",
-                "X-Atom-DeviceId": "partner-device-001"}
+        return {
+            **KEY,
+            "X-Atom-AuthToken": self.token,
+            "X-Atom-Timestamp": "2026-02-13T12:00:00Z",
+            "X-Atom-DeviceId": "partner-device-001",
+        }
 
     async def lease(self, key: str) -> httpx.Response:
-        return await self.http.post("/ordering/v1/inventory/lease", headers=self.headers(),
-                                    json={"clientRequestId": key, "leaseItems": LEASE_ITEMS})
+        return await self.http.post(
+            "/ordering/v1/inventory/lease", headers=self.headers(), json={"clientRequestId": key, "leaseItems": LEASE_ITEMS}
+        )
 
     async def preview(self, key: str) -> httpx.Response:
-        return await self.http.post("/ordering/v2/customer/orders/preview", headers=self.headers(),
-                                    json=order_parameters(key))
+        return await self.http.post("/ordering/v2/customer/orders/preview", headers=self.headers(), json=order_parameters(key))
 
     async def create(self, key: str) -> httpx.Response:
         return await self.http.post("/ordering/v1/customer/orders", headers=self.headers(), json=order_parameters(key))

@@ -65,8 +65,16 @@ async def test_rerun_of_a_purchase_that_ordered_meets_duplicate_at_the_lease(env
     and the purchase names the key for an operator instead of ending as a plain failure."""
     sim = AtomSimulator()
     key = client_request_id("rerun-1")
-    sim.orders["ORD-90"] = Order("ORD-90", "EVT-90", key, "earlier-token", ["A1", "A2"],
-                                 [("PROD-ADULT-001", "OFFER-STD-001", 2)], {"totalAmount": 36.18}, status="fulfilled")
+    sim.orders["ORD-90"] = Order(
+        "ORD-90",
+        "EVT-90",
+        key,
+        "earlier-token",
+        ["A1", "A2"],
+        [("PROD-ADULT-001", "OFFER-STD-001", 2)],
+        {"totalAmount": 36.18},
+        status="fulfilled",
+    )
     async with atom_worker(env.client, sim) as tq:
         result = await purchase_outcome(await start_purchase(env.client, atom_request("rerun-1"), tq))
     assert_needs_attention(result, key)

@@ -317,16 +317,22 @@ async def test_reads_and_rerun_safe_writes_of_an_unlimited_provider_run_as_local
         await record(handle, "atom_local_writes")
     assert result.state == PurchaseState.FULFILLED and len(sim.ledger()["orders"]) == 1
     events = [e async for e in handle.fetch_history_events()]
-    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
-                 for e in events if e.HasField("activity_task_scheduled_event_attributes")]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
     # The call that takes money stays a regular activity, and so does the guest account (a repeat
     # makes another account: only a regular activity's repeats are counted retries). The lease
     # (keyed by clientRequestId) runs with the reads, the first fulfilment poll in the task after
     # the order. Not fulfilled yet there, the rest poll as a regular activity after a timer
     # (skipped by this test server).
     assert scheduled == ["atom.create_guest_account", "atom.create_order", "atom.order_status"]
-    assert [e.timer_started_event_attributes.start_to_fire_timeout.ToSeconds()
-            for e in events if e.HasField("timer_started_event_attributes")] == [2]
+    assert [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToSeconds()
+        for e in events
+        if e.HasField("timer_started_event_attributes")
+    ] == [2]
     completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
     assert len(completed) == 5 and len(events) < 52
     assert [c["endpoint"] for c in sim.calls].count("status") == 2
@@ -347,7 +353,8 @@ async def test_a_guest_account_whose_answer_was_lost_is_named(env: WorkflowEnvir
     [orphan] = sim.orphan_guests()
     assert orphan != status.provider_ids["account_id"]
     assert status.provider_ids["unknown_guest_account_1"] == (
-        "guest account attempt 1: outcome unknown; an account it made holds the buyer's name and email at Atom")
+        "guest account attempt 1: outcome unknown; an account it made holds the buyer's name and email at Atom"
+    )
 
 
 async def test_an_order_done_at_once_takes_two_workflow_tasks(env: WorkflowEnvironment) -> None:
@@ -356,9 +363,11 @@ async def test_an_order_done_at_once_takes_two_workflow_tasks(env: WorkflowEnvir
         handle = await start_purchase(env.client, atom_request("local-2"), tq)
         assert (await purchase_outcome(handle)).state == PurchaseState.FULFILLED
     events = [e async for e in handle.fetch_history_events()]
-    assert [e.activity_task_scheduled_event_attributes.activity_type.name
-            for e in events if e.HasField("activity_task_scheduled_event_attributes")] == [
-        "atom.create_guest_account", "atom.create_order"]
+    assert [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ] == ["atom.create_guest_account", "atom.create_order"]
     # Start, account made, order placed.
     assert len([e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]) == 3
 
@@ -394,8 +403,14 @@ async def test_a_rerun_first_task_holds_and_orders_once(env: WorkflowEnvironment
     sim.api_key = "test-atom-key"
     atom = AtomActivities(atom_settings(activities_per_second=None), transport=httpx.ASGITransport(app=sim.app))
     CrashBeforeCreate.crashed = False
-    async with Worker(env.client, task_queue="crash", workflows=WORKFLOWS, activities=atom.all(),
-                      interceptors=[CrashBeforeCreate()], workflow_runner=UnsandboxedWorkflowRunner()):
+    async with Worker(
+        env.client,
+        task_queue="crash",
+        workflows=WORKFLOWS,
+        activities=atom.all(),
+        interceptors=[CrashBeforeCreate()],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
         handle = await start_purchase(env.client, atom_request("rerun-1", login=login), "crash")
         result = await asyncio.wait_for(purchase_outcome(handle), 30)
         if login is None:
@@ -419,8 +434,11 @@ async def test_unfulfilled_purchase_fails_its_workflow_and_names_its_steps(env: 
     async with atom_worker(env.client, sim) as tq:
         expired = await start_purchase(env.client, atom_request("outcome-1", confirmation="manual"), tq)
         result = await purchase_outcome(expired)
-        fulfilled = await start_purchase(env.client, atom_request("outcome-2", items=[
-            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["C1"]}]), tq)
+        fulfilled = await start_purchase(
+            env.client,
+            atom_request("outcome-2", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["C1"]}]),
+            tq,
+        )
         assert (await purchase_outcome(fulfilled)).state == PurchaseState.FULFILLED
     assert result.state == PurchaseState.EXPIRED
     assert (await expired.describe()).status == WorkflowExecutionStatus.FAILED
@@ -446,8 +464,10 @@ async def test_a_purchase_evicted_mid_order_does_not_compensate(env: WorkflowEnv
     sim.api_key = "test-atom-key"
     sim.faults.add(Fault(endpoint="create", status=None, delay=1.0))
     atom = AtomActivities(atom_settings(), transport=httpx.ASGITransport(app=sim.app))
-    async with Worker(env.client, task_queue="evicted", workflows=WORKFLOWS, activities=atom.all()), \
-            Worker(env.client, task_queue=provider_task_queue("evicted", "atom"), activities=atom.all()):
+    async with (
+        Worker(env.client, task_queue="evicted", workflows=WORKFLOWS, activities=atom.all()),
+        Worker(env.client, task_queue=provider_task_queue("evicted", "atom"), activities=atom.all()),
+    ):
         await start_purchase(env.client, atom_request("evicted-1"), "evicted")
         while not create_calls(sim):
             await asyncio.sleep(0.01)

@@ -41,8 +41,10 @@ async def test_attention_list_show_approve_and_dismiss(dev_env: WorkflowEnvironm
         weird = tevo_sim.seed_order(sim, None, state="teleported")
         await sweep(dev_env.client, tq, "tevo")
         await open_items(dev_env.client, 2)
-        orphan_item, bad_item = item_id("tevo", FindingKind.ORPHAN_ORDER, str(orphan)), \
-            item_id("tevo", FindingKind.BAD_ANSWER, str(weird))
+        orphan_item, bad_item = (
+            item_id("tevo", FindingKind.ORPHAN_ORDER, str(orphan)),
+            item_id("tevo", FindingKind.BAD_ANSWER, str(weird)),
+        )
 
         async def run(*args: str) -> Ran:
             return await boxoffice("attention", *args, address=address, BOXOFFICE_TASK_QUEUE=tq)
@@ -50,8 +52,7 @@ async def test_attention_list_show_approve_and_dismiss(dev_env: WorkflowEnvironm
         listed = await run("list")
         assert listed.code == 0, listed.err
         [line] = [line for line in listed.out.splitlines() if line.startswith(orphan_item)]
-        assert "orphan_order" in line and f"order {orphan}" in line and "purchase cli-ghost" in line \
-            and "145.48 USD" in line
+        assert "orphan_order" in line and f"order {orphan}" in line and "purchase cli-ghost" in line and "145.48 USD" in line
         as_json = json.loads((await run("list", "--json", "--kind", "bad_answer")).out)
         assert [i["id"] for i in as_json] == [bad_item]
 
@@ -81,8 +82,13 @@ async def test_attention_list_show_approve_and_dismiss(dev_env: WorkflowEnvironm
 async def test_schedules_apply_twice_keeps_one_schedule_per_provider(dev_env: WorkflowEnvironment) -> None:
     address = dev_env.client.service_client.config.target_host
     for _ in range(2):
-        ran = await boxoffice("schedules", "apply", address=address, BOXOFFICE_SWEEP_PROVIDERS="tevo,onebox,atom",
-                              BOXOFFICE_SWEEP_INTERVAL_MINUTES="30")
+        ran = await boxoffice(
+            "schedules",
+            "apply",
+            address=address,
+            BOXOFFICE_SWEEP_PROVIDERS="tevo,onebox,atom",
+            BOXOFFICE_SWEEP_INTERVAL_MINUTES="30",
+        )
         assert ran.code == 0, ran.err
         assert ran.out.splitlines() == [f"sweep-{p}: every 30 min, window 48 h" for p in ("tevo", "onebox", "atom")]
     for _ in range(50):  # the schedule list is read from visibility
@@ -93,15 +99,22 @@ async def test_schedules_apply_twice_keeps_one_schedule_per_provider(dev_env: Wo
 
 
 async def test_worker_applies_the_schedules_of_the_providers_it_serves(
-        dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch) -> None:
+    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """BOXOFFICE_SWEEP_PROVIDERS names all five by default: a worker serving Onebox and Atom schedules both."""
     monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
     for provider in ("TEVO", "ACME", "ATM"):
         monkeypatch.delenv(f"BOXOFFICE_{provider}_BASE_URL", raising=False)
     monkeypatch.delenv("BOXOFFICE_SWEEP_PROVIDERS", raising=False)
-    for name, value in {"ONEBOX_BASE_URL": "https://onebox.test", "ONEBOX_OAUTH_URL": "https://oauth.onebox.test",
-                        "ONEBOX_CLIENT_ID": "c", "ONEBOX_CLIENT_SECRET": "s", "ONEBOX_CHANNEL_ID": "ch",
-                        "ATOM_BASE_URL": "https://atom.test", "ATOM_API_KEY": "k"}.items():
+    for name, value in {
+        "ONEBOX_BASE_URL": "https://onebox.test",
+        "ONEBOX_OAUTH_URL": "https://oauth.onebox.test",
+        "ONEBOX_CLIENT_ID": "c",
+        "ONEBOX_CLIENT_SECRET": "s",
+        "ONEBOX_CHANNEL_ID": "ch",
+        "ATOM_BASE_URL": "https://atom.test",
+        "ATOM_API_KEY": "k",
+    }.items():
         monkeypatch.setenv(f"BOXOFFICE_{name}", value)
     stop = asyncio.Event()
     running = asyncio.create_task(run_worker(WorkerSettings(BOXOFFICE_TASK_QUEUE="sweeps"), stop=stop))
@@ -128,9 +141,16 @@ async def test_demo_orphan_prints_the_finding_and_how_to_answer_it(dev_env: Work
         await asyncio.sleep(0.02)
     try:
         async with tevo_worker(dev_env.client, sim) as tq:
-            ran = await boxoffice("demo", "--orphan", address=address, BOXOFFICE_TASK_QUEUE=tq,
-                                  BOXOFFICE_TEVO_BASE_URL=f"http://127.0.0.1:{port}", BOXOFFICE_TEVO_API_TOKEN=sim.token,
-                                  BOXOFFICE_TEVO_API_SECRET=sim.secret, BOXOFFICE_TEVO_REVIEWER_ID=str(sim.reviewer_id))
+            ran = await boxoffice(
+                "demo",
+                "--orphan",
+                address=address,
+                BOXOFFICE_TASK_QUEUE=tq,
+                BOXOFFICE_TEVO_BASE_URL=f"http://127.0.0.1:{port}",
+                BOXOFFICE_TEVO_API_TOKEN=sim.token,
+                BOXOFFICE_TEVO_API_SECRET=sim.secret,
+                BOXOFFICE_TEVO_REVIEWER_ID=str(sim.reviewer_id),
+            )
     finally:
         server.should_exit = True
         await serving

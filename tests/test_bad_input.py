@@ -84,8 +84,7 @@ async def test_bad_request_from_another_language_fails_in_one_line_without_value
     typed, naming the field; the failure Temporal stores quotes none of the request's values."""
     bad = acme_request("other-1")
     del bad["browser_ip"]  # pydantic's own message would quote the whole request, card token included
-    elsewhere = Client(env.client.service_client, namespace=env.client.namespace,
-                       data_converter=pydantic_data_converter)
+    elsewhere = Client(env.client.service_client, namespace=env.client.namespace, data_converter=pydantic_data_converter)
     async with acme_worker(env.client, AcmeSimulator()) as tq:
         handle = await elsewhere.start_workflow("PurchaseWorkflow", bad, id="purchase-other-1", task_queue=tq)
         with pytest.raises(WorkflowFailureError) as failed:

@@ -44,8 +44,14 @@ async def boxoffice(*args: str, address: str | None = None, stdin: str = "", **e
     environment = {k: v for k, v in os.environ.items() if k not in SHELL_SETTINGS}
     environment.update(TEMPORAL_ADDRESS=address or f"127.0.0.1:{free_port()}", **env)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", *args, env=environment,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "workers.cli",
+        *args,
+        env=environment,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
     assert process.returncode is not None
@@ -65,8 +71,15 @@ def refused(ran: Ran, code: int, *words: str) -> None:
 async def test_no_server_is_one_line_for_every_client_command() -> None:
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     request = json.dumps(atom_request("p-1"))
-    for args in (["status", "p-1"], ["result", "p-1"], ["confirm", "p-1"], ["cancel", "p-1"], ["buy", request],
-                 ["orders", "show", "30263798"], ["orders", "refund", "42"]):
+    for args in (
+        ["status", "p-1"],
+        ["result", "p-1"],
+        ["confirm", "p-1"],
+        ["cancel", "p-1"],
+        ["buy", request],
+        ["orders", "show", "30263798"],
+        ["orders", "refund", "42"],
+    ):
         # buy outside dev without codec keys is refused before connecting (tests/test_cli_fail_closed.py).
         dev = {"BOXOFFICE_ENV": "dev"} if args[0] == "buy" else {}
         refused(await boxoffice(*args, address=address, **dev), 1, f"no Temporal server at {address}", "boxoffice dev")
@@ -80,8 +93,11 @@ async def test_ordinary_mistakes_before_any_server() -> None:
     refused(ran, 1, "BOXOFFICE_CODEC_KEYS", "k1")
     assert bad_key[3:] not in ran.err  # the key itself is never printed
     # A bad request names the fields, not the values given (a card token here).
-    bad = acme_request("p-5", items=[{"event_id": "e", "ticketing_type_id": "t", "quantity": 0}],
-                       buyer={"email": "not-an-email", "first_name": "Jane", "last_name": "Doe"})
+    bad = acme_request(
+        "p-5",
+        items=[{"event_id": "e", "ticketing_type_id": "t", "quantity": 0}],
+        buyer={"email": "not-an-email", "first_name": "Jane", "last_name": "Doe"},
+    )
     ran = await boxoffice("buy", "-", stdin=json.dumps(bad))
     refused(ran, 1, "invalid request", "acme.items.0.quantity", "acme.buyer.email")
     assert "tok_visa_4242" not in ran.err and "not-an-email" not in ran.err
@@ -95,14 +111,19 @@ async def test_webhook_receiver_fails_closed_and_names_a_busy_port() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        ran = await boxoffice("webhooks", BOXOFFICE_ENV="dev", BOXOFFICE_WEBHOOKS_PORT=port,
-                              BOXOFFICE_ATM_WEBHOOK_SECRETS="whsec_not_the_simulators")
+        ran = await boxoffice(
+            "webhooks",
+            BOXOFFICE_ENV="dev",
+            BOXOFFICE_WEBHOOKS_PORT=port,
+            BOXOFFICE_ATM_WEBHOOK_SECRETS="whsec_not_the_simulators",
+        )
     refused(ran, 1, f"127.0.0.1:{port}", "BOXOFFICE_WEBHOOKS_PORT")
 
 
 async def test_worker_refuses_a_named_provider_it_cannot_serve() -> None:
-    ran = await boxoffice("worker", BOXOFFICE_WORKER_ROLES="workflows,atom", BOXOFFICE_ATOM_BASE_URL="",
-                          BOXOFFICE_ATOM_API_KEY="")
+    ran = await boxoffice(
+        "worker", BOXOFFICE_WORKER_ROLES="workflows,atom", BOXOFFICE_ATOM_BASE_URL="", BOXOFFICE_ATOM_API_KEY=""
+    )
     refused(ran, 1, "atom is not configured", "BOXOFFICE_ATOM_BASE_URL", "BOXOFFICE_ATOM_API_KEY")
 
 
@@ -135,8 +156,13 @@ async def test_purchases_through_the_cli_read_at_a_glance(dev_env: WorkflowEnvir
         refused(await run("confirm", "ok-1"), 1, "purchase ok-1 has ended", "boxoffice result ok-1")
 
         # A seat that cannot be had: buy --wait exits 3 and names the reason.
-        ran = await run("buy", json.dumps(atom_request("taken-1", items=[
-            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["A3"]}])), "--wait")
+        ran = await run(
+            "buy",
+            json.dumps(
+                atom_request("taken-1", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["A3"]}])
+            ),
+            "--wait",
+        )
         assert ran.code == 3, ran.err
         assert "FAILED" in ran.out and "SEAT_UNAVAILABLE" in ran.out
 

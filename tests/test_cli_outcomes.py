@@ -56,9 +56,13 @@ def test_each_state_has_its_documented_exit_code() -> None:
     """`result` / `buy --wait` wait for the end; `status`, `confirm`, `cancel` and `buy` show the state
     now and exit non-zero only where an operator must act."""
     ended = {state: purchase_exit_code(state, ended=True) for state in PurchaseState if state.final}
-    assert ended == {PurchaseState.FULFILLED: 0, PurchaseState.FAILED: EXIT_UNSUCCESSFUL,
-                     PurchaseState.CANCELLED: EXIT_UNSUCCESSFUL, PurchaseState.EXPIRED: EXIT_UNSUCCESSFUL,
-                     PurchaseState.COMPENSATION_FAILED: 4}
+    assert ended == {
+        PurchaseState.FULFILLED: 0,
+        PurchaseState.FAILED: EXIT_UNSUCCESSFUL,
+        PurchaseState.CANCELLED: EXIT_UNSUCCESSFUL,
+        PurchaseState.EXPIRED: EXIT_UNSUCCESSFUL,
+        PurchaseState.COMPENSATION_FAILED: 4,
+    }
     now = {state: purchase_exit_code(state, ended=False) for state in PurchaseState}
     assert now.pop(PurchaseState.COMPENSATION_FAILED) == 4
     assert now.pop(PurchaseState.NEEDS_ATTENTION) == EXIT_ATTENTION == 5
@@ -78,11 +82,11 @@ async def test_a_reused_purchase_id_with_another_request_is_one_line(dev_env: Wo
     """Before: 18 lines of traceback ending in PurchaseConflict."""
     address = dev_env.client.service_client.config.target_host
     async with atom_worker(dev_env.client, AtomSimulator()) as tq:
-        first = await boxoffice("buy", json.dumps(atom_request("same-1")), address=address, BOXOFFICE_TASK_QUEUE=tq,
-                                BOXOFFICE_ENV="dev")
+        first = await boxoffice(
+            "buy", json.dumps(atom_request("same-1")), address=address, BOXOFFICE_TASK_QUEUE=tq, BOXOFFICE_ENV="dev"
+        )
         assert first.code == 0, first.err
-        other = atom_request("same-1", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001",
-                                               "quantity": 3}])
+        other = atom_request("same-1", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 3}])
         ran = await boxoffice("buy", json.dumps(other), address=address, BOXOFFICE_TASK_QUEUE=tq, BOXOFFICE_ENV="dev")
     refused(ran, 1, "same-1", "different request", "new purchase id")
 
@@ -91,8 +95,9 @@ async def test_encrypted_history_without_the_keys_is_one_line(dev_env: WorkflowE
     """Before: 36 lines ending in `KeyError: 'Unknown payload encoding binary/encrypted'`."""
     target = dev_env.client.service_client.config.target_host
     key = codec_key()
-    encrypted = await Client.connect(target, namespace=dev_env.client.namespace,
-                                     data_converter=data_converter(EncryptionCodec.from_setting(f"k1:{key}")))
+    encrypted = await Client.connect(
+        target, namespace=dev_env.client.namespace, data_converter=data_converter(EncryptionCodec.from_setting(f"k1:{key}"))
+    )
     async with atom_worker(encrypted, AtomSimulator()) as tq:
         await purchase_outcome(await start_purchase(encrypted, atom_request("secret-1"), tq))
         for args in (["status", "secret-1"], ["result", "secret-1"]):
@@ -107,11 +112,17 @@ async def test_a_port_out_of_range_names_the_variable_and_the_range() -> None:
     """Before: a traceback ending in `OverflowError: bind(): port must be 0-65535`."""
     for port in ("99999", "-1", "0"):
         # A secret of its own: dev mode accepts the simulator's only with a simulator answering.
-        ran = await boxoffice("webhooks", BOXOFFICE_ENV="dev", BOXOFFICE_WEBHOOKS_PORT=port,
-                              BOXOFFICE_ATM_WEBHOOK_SECRETS="s" * 40)
+        ran = await boxoffice(
+            "webhooks", BOXOFFICE_ENV="dev", BOXOFFICE_WEBHOOKS_PORT=port, BOXOFFICE_ATM_WEBHOOK_SECRETS="s" * 40
+        )
         refused(ran, 1, "BOXOFFICE_WEBHOOKS_PORT", port, "1-65535")
-    ran = await boxoffice("codec-server", BOXOFFICE_ENV="dev", BOXOFFICE_CODEC_KEYS=f"k1:{codec_key()}",
-                          BOXOFFICE_CODEC_AUTH_TOKEN="t" * 40, BOXOFFICE_CODEC_PORT="70000")
+    ran = await boxoffice(
+        "codec-server",
+        BOXOFFICE_ENV="dev",
+        BOXOFFICE_CODEC_KEYS=f"k1:{codec_key()}",
+        BOXOFFICE_CODEC_AUTH_TOKEN="t" * 40,
+        BOXOFFICE_CODEC_PORT="70000",
+    )
     refused(ran, 1, "BOXOFFICE_CODEC_PORT", "70000", "1-65535")
 
 
@@ -125,9 +136,12 @@ async def test_a_codec_key_pasted_without_its_id_is_not_echoed() -> None:
 
 async def test_the_worker_refuses_the_simulators_public_credentials_outside_dev() -> None:
     """Issue 22 (fixed on main by the production refusals): the worker started silently."""
-    ran = await boxoffice("worker", BOXOFFICE_CODEC_KEYS=f"k1:{codec_key()}",
-                          BOXOFFICE_ATOM_BASE_URL="https://api-beta.atomtickets.com",
-                          BOXOFFICE_ATOM_API_KEY=AtomSimulator.api_key)
+    ran = await boxoffice(
+        "worker",
+        BOXOFFICE_CODEC_KEYS=f"k1:{codec_key()}",
+        BOXOFFICE_ATOM_BASE_URL="https://api-beta.atomtickets.com",
+        BOXOFFICE_ATOM_API_KEY=AtomSimulator.api_key,
+    )
     refused(ran, 1, "BOXOFFICE_ATOM_API_KEY", "public secret", "BOXOFFICE_ENV=dev")
     assert AtomSimulator.api_key not in ran.err
 
@@ -138,12 +152,29 @@ async def test_serving_commands_help_lists_options_and_the_settings_they_read() 
     documented = documented_variables()
     expected = {
         "dev": ["TEMPORAL_ADDRESS", "BOXOFFICE_SIMULATORS_PORT", "BOXOFFICE_WEBHOOKS_PORT", "BOXOFFICE_HOME"],
-        "worker": ["TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "BOXOFFICE_TASK_QUEUE", "BOXOFFICE_WORKER_ROLES",
-                   "BOXOFFICE_CODEC_KEYS", "BOXOFFICE_ENV", "BOXOFFICE_SHUTDOWN_GRACE_SECONDS"],
-        "webhooks": ["BOXOFFICE_ATM_WEBHOOK_SECRETS", "BOXOFFICE_WEBHOOKS_HOST", "BOXOFFICE_WEBHOOKS_PORT",
-                     "TEMPORAL_ADDRESS", "BOXOFFICE_ENV"],
-        "codec-server": ["BOXOFFICE_CODEC_KEYS", "BOXOFFICE_CODEC_AUTH_TOKEN", "BOXOFFICE_CODEC_CORS_ORIGINS",
-                         "BOXOFFICE_CODEC_HOST", "BOXOFFICE_CODEC_PORT"],
+        "worker": [
+            "TEMPORAL_ADDRESS",
+            "TEMPORAL_NAMESPACE",
+            "BOXOFFICE_TASK_QUEUE",
+            "BOXOFFICE_WORKER_ROLES",
+            "BOXOFFICE_CODEC_KEYS",
+            "BOXOFFICE_ENV",
+            "BOXOFFICE_SHUTDOWN_GRACE_SECONDS",
+        ],
+        "webhooks": [
+            "BOXOFFICE_ATM_WEBHOOK_SECRETS",
+            "BOXOFFICE_WEBHOOKS_HOST",
+            "BOXOFFICE_WEBHOOKS_PORT",
+            "TEMPORAL_ADDRESS",
+            "BOXOFFICE_ENV",
+        ],
+        "codec-server": [
+            "BOXOFFICE_CODEC_KEYS",
+            "BOXOFFICE_CODEC_AUTH_TOKEN",
+            "BOXOFFICE_CODEC_CORS_ORIGINS",
+            "BOXOFFICE_CODEC_HOST",
+            "BOXOFFICE_CODEC_PORT",
+        ],
     }
     for command, variables in expected.items():
         ran = await boxoffice(command, "--help")
@@ -153,8 +184,11 @@ async def test_serving_commands_help_lists_options_and_the_settings_they_read() 
             assert variable in ran.out, (command, variable, ran.out)
         named = set(re.findall(VARIABLE, ran.out))
         # A name ending in `_` stands for a family (BOXOFFICE_ATOM_*): some documented name must start so.
-        undocumented = {name for name in named if not (
-            name in documented if not name.endswith("_") else any(d.startswith(name) for d in documented))}
+        undocumented = {
+            name
+            for name in named
+            if not (name in documented if not name.endswith("_") else any(d.startswith(name) for d in documented))
+        }
         assert not undocumented, (command, undocumented)
 
 

@@ -53,8 +53,7 @@ def test_bad_keys_are_refused() -> None:
 
 async def test_history_holds_no_buyer_email_or_tokens(env: WorkflowEnvironment) -> None:
     codec = EncryptionCodec.from_setting(K1)
-    sealed_client = Client(env.client.service_client, namespace=env.client.namespace,
-                           data_converter=data_converter(codec))
+    sealed_client = Client(env.client.service_client, namespace=env.client.namespace, data_converter=data_converter(codec))
     sim = AtomSimulator()
     async with atom_worker(sealed_client, sim) as tq:
         handle = await start_purchase(sealed_client, atom_request("sealed-1"), tq)
@@ -76,11 +75,17 @@ async def test_codec_server_decodes_for_the_ui_with_the_token_only() -> None:
         refused = await client.post("/decode", content=body)
         wrong = await client.post("/decode", content=body, headers={"Authorization": "Bearer nope"})
         decoded = await client.post("/decode", content=body, headers={"Authorization": "Bearer ui-token"})
-        preflight = await client.options("/decode", headers={
-            "Origin": "http://localhost:8233", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type,x-namespace"})
-        stranger = await client.options("/decode", headers={
-            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        preflight = await client.options(
+            "/decode",
+            headers={
+                "Origin": "http://localhost:8233",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
+            },
+        )
+        stranger = await client.options(
+            "/decode", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+        )
     assert (refused.status_code, wrong.status_code, decoded.status_code) == (401, 401, 200)
     assert list(json_format.Parse(decoded.content, Payloads()).payloads) == [PLAIN]
     assert preflight.headers["access-control-allow-origin"] == "http://localhost:8233"

@@ -45,13 +45,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_no_provider_talks_to_anything_unless_configured(clean_env: pytest.MonkeyPatch) -> None:
     assert missing_settings(AtomSettings()) == ["BOXOFFICE_ATOM_BASE_URL", "BOXOFFICE_ATOM_API_KEY"]
     assert missing_settings(OneboxSettings()) == [
-        "BOXOFFICE_ONEBOX_BASE_URL", "BOXOFFICE_ONEBOX_OAUTH_URL", "BOXOFFICE_ONEBOX_CHANNEL_ID",
-        "BOXOFFICE_ONEBOX_CLIENT_ID", "BOXOFFICE_ONEBOX_CLIENT_SECRET"]
-    assert missing_settings(TevoSettings()) == ["BOXOFFICE_TEVO_BASE_URL", "BOXOFFICE_TEVO_API_TOKEN",
-                                                "BOXOFFICE_TEVO_API_SECRET", "BOXOFFICE_TEVO_REVIEWER_ID"]
+        "BOXOFFICE_ONEBOX_BASE_URL",
+        "BOXOFFICE_ONEBOX_OAUTH_URL",
+        "BOXOFFICE_ONEBOX_CHANNEL_ID",
+        "BOXOFFICE_ONEBOX_CLIENT_ID",
+        "BOXOFFICE_ONEBOX_CLIENT_SECRET",
+    ]
+    assert missing_settings(TevoSettings()) == [
+        "BOXOFFICE_TEVO_BASE_URL",
+        "BOXOFFICE_TEVO_API_TOKEN",
+        "BOXOFFICE_TEVO_API_SECRET",
+        "BOXOFFICE_TEVO_REVIEWER_ID",
+    ]
     assert missing_settings(AtmSettings()) == ["BOXOFFICE_ATM_BASE_URL", "BOXOFFICE_ATM_SERVICE_TOKEN"]
-    assert missing_settings(AcmeSettings()) == ["BOXOFFICE_ACME_BASE_URL", "BOXOFFICE_ACME_TENANT_ID",
-                                                "BOXOFFICE_ACME_API_KEY"]
+    assert missing_settings(AcmeSettings()) == ["BOXOFFICE_ACME_BASE_URL", "BOXOFFICE_ACME_TENANT_ID", "BOXOFFICE_ACME_API_KEY"]
     clean_env.setenv("BOXOFFICE_ATOM_API_KEY", "")  # empty, as deploy/ writes unused options, is unset
     assert missing_settings(AtomSettings()) == ["BOXOFFICE_ATOM_BASE_URL", "BOXOFFICE_ATOM_API_KEY"]
 
@@ -87,8 +94,10 @@ async def test_workflow_pods_route_acme_to_the_pods_with_its_credentials(env: Wo
     no_credentials = AcmeActivities(AcmeSettings(base_url="", tenant_id="", api_key="", activities_per_second=50))
     credentials = AcmeActivities(acme_settings(activities_per_second=50), transport=httpx.ASGITransport(app=sim.app))
     task_queue = f"tq-{uuid.uuid4()}"
-    async with serving(env.client, task_queue, [no_credentials], roles={"workflows"}), \
-            serving(env.client, task_queue, [credentials], roles={"acme"}):
+    async with (
+        serving(env.client, task_queue, [no_credentials], roles={"workflows"}),
+        serving(env.client, task_queue, [credentials], roles={"acme"}),
+    ):
         handle = await purchases.start_purchase(env.client, acme_request("routed-1"), task_queue)
         order_id = (await purchase_outcome(handle)).provider_order_id
         assert order_id is not None
@@ -109,8 +118,13 @@ STRONG = "s" * 32
 @pytest.fixture
 def production(clean_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """A production environment that passes every check: codec keys set, nothing else."""
-    for name in ("TEMPORAL_API_KEY", "TEMPORAL_TLS", "TEMPORAL_PROFILE", "BOXOFFICE_CODEC_AUTH_TOKEN",
-                 "BOXOFFICE_CODEC_CORS_ORIGINS"):
+    for name in (
+        "TEMPORAL_API_KEY",
+        "TEMPORAL_TLS",
+        "TEMPORAL_PROFILE",
+        "BOXOFFICE_CODEC_AUTH_TOKEN",
+        "BOXOFFICE_CODEC_CORS_ORIGINS",
+    ):
         clean_env.setenv(name, "")
     clean_env.setenv("TEMPORAL_CONFIG_FILE", "/nonexistent/temporal.toml")
     clean_env.setenv("BOXOFFICE_CODEC_KEYS", CODEC_KEY)
@@ -154,8 +168,9 @@ def test_a_safe_production_environment_passes(production: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize(("environment", "setting", "secret"), UNSAFE, ids=[case[1] for case in UNSAFE])
-def test_production_refuses_unsafe_settings(production: pytest.MonkeyPatch, environment: dict[str, str],
-                                            setting: str, secret: str | None) -> None:
+def test_production_refuses_unsafe_settings(
+    production: pytest.MonkeyPatch, environment: dict[str, str], setting: str, secret: str | None
+) -> None:
     for name, value in environment.items():
         production.setenv(name, value)
     [line] = production_refusals()
@@ -166,11 +181,22 @@ def test_production_refuses_unsafe_settings(production: pytest.MonkeyPatch, envi
 
 async def test_every_serving_command_refuses_unsafe_production_in_one_line_each() -> None:
     """The refusals print before anything starts: exit 1, one line per setting, no traceback, no value."""
-    unsafe = {"BOXOFFICE_ATOM_BASE_URL": "http://atom.example", "BOXOFFICE_ATOM_API_KEY": AtomSimulator.api_key,
-              "TEMPORAL_API_KEY": "temporal-key-123", "TEMPORAL_TLS": "false",
-              "BOXOFFICE_CODEC_AUTH_TOKEN": "x", "BOXOFFICE_CODEC_CORS_ORIGINS": "*"}
-    named = ["BOXOFFICE_CODEC_KEYS", "BOXOFFICE_ATOM_BASE_URL", "BOXOFFICE_ATOM_API_KEY", "TEMPORAL_TLS",
-             "BOXOFFICE_CODEC_AUTH_TOKEN", "BOXOFFICE_CODEC_CORS_ORIGINS"]
+    unsafe = {
+        "BOXOFFICE_ATOM_BASE_URL": "http://atom.example",
+        "BOXOFFICE_ATOM_API_KEY": AtomSimulator.api_key,
+        "TEMPORAL_API_KEY": "temporal-key-123",
+        "TEMPORAL_TLS": "false",
+        "BOXOFFICE_CODEC_AUTH_TOKEN": "x",
+        "BOXOFFICE_CODEC_CORS_ORIGINS": "*",
+    }
+    named = [
+        "BOXOFFICE_CODEC_KEYS",
+        "BOXOFFICE_ATOM_BASE_URL",
+        "BOXOFFICE_ATOM_API_KEY",
+        "TEMPORAL_TLS",
+        "BOXOFFICE_CODEC_AUTH_TOKEN",
+        "BOXOFFICE_CODEC_CORS_ORIGINS",
+    ]
     for command in ("worker", "webhooks", "codec-server"):
         ran = await boxoffice(command, BOXOFFICE_ATM_WEBHOOK_SECRETS="a", **unsafe)
         assert ran.code == 1 and "Traceback" not in ran.err, ran.err

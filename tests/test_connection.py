@@ -17,27 +17,33 @@ def test_defaults_to_a_local_server_without_tls() -> None:
 
 
 def test_the_variables_deploy_sets_keep_working_and_empty_ones_mean_unset() -> None:
-    config = temporal_connect_config({
-        "TEMPORAL_ADDRESS": "ns.acct.tmprl.cloud:7233", "TEMPORAL_NAMESPACE": "ns.acct",
-        "TEMPORAL_API_KEY": "key-1", "TEMPORAL_TLS_CLIENT_CERT_PATH": "", "TEMPORAL_TLS_CLIENT_KEY_PATH": "",
-        "TEMPORAL_TLS_SERVER_CA_CERT_PATH": "",
-    })
+    config = temporal_connect_config(
+        {
+            "TEMPORAL_ADDRESS": "ns.acct.tmprl.cloud:7233",
+            "TEMPORAL_NAMESPACE": "ns.acct",
+            "TEMPORAL_API_KEY": "key-1",
+            "TEMPORAL_TLS_CLIENT_CERT_PATH": "",
+            "TEMPORAL_TLS_CLIENT_KEY_PATH": "",
+            "TEMPORAL_TLS_SERVER_CA_CERT_PATH": "",
+        }
+    )
     # An API key turns TLS on (Temporal Cloud); the empty paths are ignored, not read as files.
-    assert config == {"target_host": "ns.acct.tmprl.cloud:7233", "namespace": "ns.acct", "api_key": "key-1",
-                      "tls": True}
+    assert config == {"target_host": "ns.acct.tmprl.cloud:7233", "namespace": "ns.acct", "api_key": "key-1", "tls": True}
     assert temporal_connect_config({"TEMPORAL_API_KEY": ""}) == temporal_connect_config({})
 
 
 def test_mtls_with_a_private_ca(tmp_path: Path) -> None:
     for name in ("ca.pem", "client.pem", "client.key"):
         (tmp_path / name).write_bytes(f"-----{name}-----".encode())
-    config = temporal_connect_config({
-        "TEMPORAL_ADDRESS": "temporal.internal:7233",
-        "TEMPORAL_TLS_CLIENT_CERT_PATH": str(tmp_path / "client.pem"),
-        "TEMPORAL_TLS_CLIENT_KEY_PATH": str(tmp_path / "client.key"),
-        "TEMPORAL_TLS_SERVER_CA_CERT_PATH": str(tmp_path / "ca.pem"),
-        "TEMPORAL_TLS_SERVER_NAME": "temporal.internal",
-    })
+    config = temporal_connect_config(
+        {
+            "TEMPORAL_ADDRESS": "temporal.internal:7233",
+            "TEMPORAL_TLS_CLIENT_CERT_PATH": str(tmp_path / "client.pem"),
+            "TEMPORAL_TLS_CLIENT_KEY_PATH": str(tmp_path / "client.key"),
+            "TEMPORAL_TLS_SERVER_CA_CERT_PATH": str(tmp_path / "ca.pem"),
+            "TEMPORAL_TLS_SERVER_NAME": "temporal.internal",
+        }
+    )
     tls = config["tls"]
     assert isinstance(tls, TLSConfig)
     assert tls.server_root_ca_cert == b"-----ca.pem-----"

@@ -77,21 +77,30 @@ STANDS = {
     "atom": Stand(
         atom_stand,
         lambda sim, url: {"BOXOFFICE_ATOM_BASE_URL": url, "BOXOFFICE_ATOM_API_KEY": sim.api_key},
-        lambda sim, pid, n: atom_request(pid, buyer=buyer(n), items=[
-            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"D{n + 1}"]}]),
+        lambda sim, pid, n: atom_request(
+            pid, buyer=buyer(n), items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"D{n + 1}"]}]
+        ),
     ),
     "onebox": Stand(
         lambda count: OneboxSimulator(),
-        lambda sim, url: {"BOXOFFICE_ONEBOX_BASE_URL": url, "BOXOFFICE_ONEBOX_OAUTH_URL": url,
-                          "BOXOFFICE_ONEBOX_CHANNEL_ID": sim.channel_id, "BOXOFFICE_ONEBOX_CLIENT_ID": sim.client_id,
-                          "BOXOFFICE_ONEBOX_CLIENT_SECRET": sim.client_secret},
+        lambda sim, url: {
+            "BOXOFFICE_ONEBOX_BASE_URL": url,
+            "BOXOFFICE_ONEBOX_OAUTH_URL": url,
+            "BOXOFFICE_ONEBOX_CHANNEL_ID": sim.channel_id,
+            "BOXOFFICE_ONEBOX_CLIENT_ID": sim.client_id,
+            "BOXOFFICE_ONEBOX_CLIENT_SECRET": sim.client_secret,
+        },
         lambda sim, pid, n: onebox_request(pid, buyer=buyer(n), seat_ids=[ONEBOX_SEATS[n]]),
     ),
     "tevo": Stand(
         tevo_stand,
-        lambda sim, url: {"BOXOFFICE_TEVO_BASE_URL": url, "BOXOFFICE_TEVO_API_TOKEN": sim.token,
-                          "BOXOFFICE_TEVO_API_SECRET": sim.secret, "BOXOFFICE_TEVO_REVIEWER_ID": str(sim.reviewer_id),
-                          "BOXOFFICE_TEVO_POLL_INTERVAL_SECONDS": "1"},
+        lambda sim, url: {
+            "BOXOFFICE_TEVO_BASE_URL": url,
+            "BOXOFFICE_TEVO_API_TOKEN": sim.token,
+            "BOXOFFICE_TEVO_API_SECRET": sim.secret,
+            "BOXOFFICE_TEVO_REVIEWER_ID": str(sim.reviewer_id),
+            "BOXOFFICE_TEVO_POLL_INTERVAL_SECONDS": "1",
+        },
         lambda sim, pid, n: tevo_request(pid, buyer=buyer(n), quantity=1),
     ),
     "atm": Stand(
@@ -101,11 +110,18 @@ STANDS = {
     ),
     "acme": Stand(
         acme_stand,
-        lambda sim, url: {"BOXOFFICE_ACME_BASE_URL": url, "BOXOFFICE_ACME_TENANT_ID": sim.tenant_id,
-                          "BOXOFFICE_ACME_API_KEY": sim.api_key},
+        lambda sim, url: {
+            "BOXOFFICE_ACME_BASE_URL": url,
+            "BOXOFFICE_ACME_TENANT_ID": sim.tenant_id,
+            "BOXOFFICE_ACME_API_KEY": sim.api_key,
+        },
         # One card per buyer: the same card and amount again within minutes is ACME's 16003 duplicate.
-        lambda sim, pid, n: acme_request(pid, buyer=buyer(n), payment_token=f"tok_visa_{n}", items=[
-            {"event_id": EVENT, "ticketing_type_id": "54248ac8e4b01cd228b007a4", "quantity": 1}]),
+        lambda sim, pid, n: acme_request(
+            pid,
+            buyer=buyer(n),
+            payment_token=f"tok_visa_{n}",
+            items=[{"event_id": EVENT, "ticketing_type_id": "54248ac8e4b01cd228b007a4", "quantity": 1}],
+        ),
     ),
 }
 
@@ -127,15 +143,25 @@ async def served(sim: Any) -> AsyncIterator[str]:
 
 async def start_worker(env: WorkflowEnvironment, task_queue: str, settings: dict[str, str]) -> asyncio.subprocess.Process:
     provider = next(name.split("_")[1] for name in settings if name.endswith("_BASE_URL"))
-    environment = dict(os.environ, TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-                       BOXOFFICE_TASK_QUEUE=task_queue, BOXOFFICE_LOG_LEVEL="WARNING",
-                       # A simulator on plain http with its public credentials: dev mode (production refuses both).
-                       BOXOFFICE_ENV="dev",
-                       # A 1 s HTTP timeout makes a dead worker's attempt time out after 8 s, not 35 s.
-                       **{f"BOXOFFICE_{provider}_TIMEOUT_SECONDS": "1"}, **settings)
+    environment = dict(
+        os.environ,
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        BOXOFFICE_TASK_QUEUE=task_queue,
+        BOXOFFICE_LOG_LEVEL="WARNING",
+        # A simulator on plain http with its public credentials: dev mode (production refuses both).
+        BOXOFFICE_ENV="dev",
+        # A 1 s HTTP timeout makes a dead worker's attempt time out after 8 s, not 35 s.
+        **{f"BOXOFFICE_{provider}_TIMEOUT_SECONDS": "1"},
+        **settings,
+    )
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", "worker", env=environment,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "worker",
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -163,20 +189,31 @@ async def atm_webhooks(sim: AtmSimulator, done: asyncio.Event) -> None:
         await sim.redeliver()
 
 
-async def kill_during_batch(env: WorkflowEnvironment, provider: str, sim: Any, base_url: str, purchases_count: int,
-                            kills: int, seed: int, settings: dict[str, str] | None = None,
-                            timeout: float = 180) -> list[PurchaseResult]:
+async def kill_during_batch(
+    env: WorkflowEnvironment,
+    provider: str,
+    sim: Any,
+    base_url: str,
+    purchases_count: int,
+    kills: int,
+    seed: int,
+    settings: dict[str, str] | None = None,
+    timeout: float = 180,
+) -> list[PurchaseResult]:
     stand = STANDS[provider]
     rng = random.Random(seed)
     task_queue = f"crash-{provider}-{seed}"
     settings = {**stand.settings(sim, base_url), **(settings or {})}
     if isinstance(sim, AtmSimulator):
-        sim.webhook_transport = httpx.ASGITransport(app=atm_receiver([sim.webhook_secret],
-                                                                     temporal_delivery(env.client, task_queue)))
+        sim.webhook_transport = httpx.ASGITransport(
+            app=atm_receiver([sim.webhook_secret], temporal_delivery(env.client, task_queue))
+        )
         sim.webhook_url = "http://hooks/webhooks/atm"
     worker = await start_worker(env, task_queue, settings)
-    handles = [await purchases.start_purchase(env.client, stand.request(sim, f"crash-{provider}-{seed}-{n}", n), task_queue)
-               for n in range(purchases_count)]
+    handles = [
+        await purchases.start_purchase(env.client, stand.request(sim, f"crash-{provider}-{seed}-{n}", n), task_queue)
+        for n in range(purchases_count)
+    ]
     done = asyncio.Event()
     buyers = []
     if isinstance(sim, AtmSimulator):
@@ -234,9 +271,12 @@ def tally(sim: Any, results: list[PurchaseResult]) -> Tally:
     fulfilled_orders = {r.provider_order_id for r in results if r.state == PurchaseState.FULFILLED}
     payments = [e for e in effects if e.kind == "payment" and e.standing]
     counted = Tally(
-        purchases=len(results), fulfilled=len(fulfilled_orders - {None}), orders=len(orders),
+        purchases=len(results),
+        fulfilled=len(fulfilled_orders - {None}),
+        orders=len(orders),
         duplicates=len(orders) - len(owners),
-        holds=holds, payments=len(payments),
+        holds=holds,
+        payments=len(payments),
         unowned_payments=[e.names[0] for e in payments if not fulfilled_orders & set(e.names)],
         calls=len(sim.calls),
     )
@@ -250,19 +290,21 @@ def tally(sim: Any, results: list[PurchaseResult]) -> Tally:
 # Atom on its own rate-limited queue (regular activities), and unlimited: account, lease, reads and
 # polls as local activities, which a kill makes run again from the workflow task's start. Onebox
 # takes no idempotency key: a re-run step must find what the killed one did.
-@pytest.mark.parametrize(("provider", "settings"), [
-    ("atom", {"BOXOFFICE_ATOM_ACTIVITIES_PER_SECOND": "25"}),
-    ("atom", {"BOXOFFICE_ATOM_ACTIVITIES_PER_SECOND": "off"}),
-    ("onebox", {}),
-])
+@pytest.mark.parametrize(
+    ("provider", "settings"),
+    [
+        ("atom", {"BOXOFFICE_ATOM_ACTIVITIES_PER_SECOND": "25"}),
+        ("atom", {"BOXOFFICE_ATOM_ACTIVITIES_PER_SECOND": "off"}),
+        ("onebox", {}),
+    ],
+)
 async def test_killed_worker_loses_nothing_and_orders_once(
     dev_env: WorkflowEnvironment, provider: str, settings: dict[str, str]
 ) -> None:
     sim = STANDS[provider].simulator(8)
     sim.faults.latency = 0.3  # widen the windows a kill can land in
     async with served(sim) as base_url:
-        results = await kill_during_batch(dev_env, provider, sim, base_url, purchases_count=8, kills=3, seed=7,
-                                          settings=settings)
+        results = await kill_during_batch(dev_env, provider, sim, base_url, purchases_count=8, kills=3, seed=7, settings=settings)
     assert [r.state for r in results] == [PurchaseState.FULFILLED] * 8
     counted = tally(sim, results)
     assert (counted.orders, counted.duplicates) == (8, 0)  # one order per purchase, however often a step re-ran

@@ -29,8 +29,16 @@ from workers.devstack import DISPATCH_CONFIG, dev_server_args
 from workers.settings import ROLES, TEMPORAL_VARIABLES, WebhookSettings, WorkerSettings
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
-SETTINGS: list[type[BaseSettings]] = [WorkerSettings, WebhookSettings, CodecSettings, AtomSettings, OneboxSettings,
-                                      TevoSettings, AtmSettings, AcmeSettings]
+SETTINGS: list[type[BaseSettings]] = [
+    WorkerSettings,
+    WebhookSettings,
+    CodecSettings,
+    AtomSettings,
+    OneboxSettings,
+    TevoSettings,
+    AtmSettings,
+    AcmeSettings,
+]
 
 
 def variables(settings: type[BaseSettings]) -> dict[str, bool]:
@@ -55,8 +63,7 @@ def load(path: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all((DEPLOY / path).read_text()) if doc]
 
 
-K8S = ["k8s/namespace.yaml", "k8s/config.yaml", "k8s/workers.yaml", "k8s/edge.yaml", "k8s/network.yaml",
-       "k8s/monitoring.yaml"]
+K8S = ["k8s/namespace.yaml", "k8s/config.yaml", "k8s/workers.yaml", "k8s/edge.yaml", "k8s/network.yaml", "k8s/monitoring.yaml"]
 # What a pod template is found in: the controller's WorkerDeployment takes a Deployment's pod template.
 POD_OWNERS = {"Deployment", "WorkerDeployment", "StatefulSet", "DaemonSet", "Job"}
 # Set in the worker pods by the Temporal Worker Controller, for the version it runs them as; the worker
@@ -87,15 +94,22 @@ def worker_containers() -> dict[str, dict[str, Any]]:
 
 def resource_templates(kind: str) -> list[dict[str, Any]]:
     """What the controller renders once per version of the WorkerDeployment named in workerDeploymentRef."""
-    return [d for d in load("k8s/workers.yaml") if d["kind"] == "WorkerResourceTemplate"
-            and d["spec"]["template"]["kind"] == kind]
+    return [
+        d for d in load("k8s/workers.yaml") if d["kind"] == "WorkerResourceTemplate" and d["spec"]["template"]["kind"] == kind
+    ]
 
 
 def test_settings_inventory_is_complete() -> None:
     # The inventory this file checks against, so a new setting cannot slip past it.
     assert {"TEMPORAL_ADDRESS", "BOXOFFICE_ATOM_API_KEY", "BOXOFFICE_CODEC_KEYS", "BOXOFFICE_WORKER_ROLES"} <= set(ALL)
-    assert {"BOXOFFICE_ATOM_API_KEY", "BOXOFFICE_ONEBOX_CLIENT_SECRET", "BOXOFFICE_TEVO_API_SECRET",
-            "BOXOFFICE_ATM_WEBHOOK_SECRETS", "BOXOFFICE_ACME_API_KEY", "BOXOFFICE_CODEC_AUTH_TOKEN"} <= SECRETS
+    assert {
+        "BOXOFFICE_ATOM_API_KEY",
+        "BOXOFFICE_ONEBOX_CLIENT_SECRET",
+        "BOXOFFICE_TEVO_API_SECRET",
+        "BOXOFFICE_ATM_WEBHOOK_SECRETS",
+        "BOXOFFICE_ACME_API_KEY",
+        "BOXOFFICE_CODEC_AUTH_TOKEN",
+    } <= SECRETS
 
 
 def test_compose_sets_every_variable_and_writes_no_secret() -> None:
@@ -181,15 +195,22 @@ def test_one_worker_container_per_role_in_each_version_pod() -> None:
         for probe in ("readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"] == {"path": "/healthz", "port": health}, role
         secrets = {e["name"] for e in container["env"] if "valueFrom" in e}
-        provider = {"atom": AtomSettings, "onebox": OneboxSettings, "tevo": TevoSettings, "atm": AtmSettings,
-                    "acme": AcmeSettings}.get(role)
+        provider = {
+            "atom": AtomSettings,
+            "onebox": OneboxSettings,
+            "tevo": TevoSettings,
+            "atm": AtmSettings,
+            "acme": AcmeSettings,
+        }.get(role)
         needed = {n for n, secret in variables(provider).items() if secret} if provider else set()
         assert needed | {"BOXOFFICE_CODEC_KEYS"} <= secrets, f"{role} lacks its provider's credentials"
     assert len(ports) == len(set(ports)), "two containers of the pod on one port"
     # Every process's metrics are scraped: the PodMonitor names each container's metrics port.
     [monitor] = load("k8s/monitoring.yaml")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= worker_deployment()["spec"]["template"]["metadata"][
-        "labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items()
+        <= worker_deployment()["spec"]["template"]["metadata"]["labels"].items()
+    )
     scraped = {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]}
     for role, container in containers.items():
         [metrics] = [p for p in container["ports"] if p["name"].startswith("metrics")]
@@ -203,8 +224,9 @@ def test_compose_runs_the_current_temporal_server_with_admin_tools_jobs() -> Non
     version = server["image"].removeprefix("temporalio/server:")
     # Worker Versioning (Worker Deployments) needs server 1.29.1 or later; tools match the server.
     assert tuple(int(n) for n in version.split(".")) >= (1, 29, 1)
-    assert schema["image"] == namespace["image"] == services["worker-set-current"]["image"] == (
-        f"temporalio/admin-tools:{version}")
+    assert (
+        schema["image"] == namespace["image"] == services["worker-set-current"]["image"] == (f"temporalio/admin-tools:{version}")
+    )
     assert server["depends_on"] == {"temporal-schema": {"condition": "service_completed_successfully"}}
     assert server["environment"]["DB"] == schema["environment"]["DB"] == "postgres12"
     [script] = schema["command"]
@@ -253,8 +275,11 @@ def test_workers_are_one_build_of_a_worker_deployment() -> None:
     # One build is one image: the controller derives the build id from the first container's tag.
     assert len({c["image"] for c in worker_containers().values()}) == 1
     for settings_name, ours in CONTROLLER_VARIABLES.items():
-        field = next(f for f in WorkerSettings.model_fields.values() if f.validation_alias is not None
-                     and ours in getattr(f.validation_alias, "choices", []))
+        field = next(
+            f
+            for f in WorkerSettings.model_fields.values()
+            if f.validation_alias is not None and ours in getattr(f.validation_alias, "choices", [])
+        )
         assert field.validation_alias == AliasChoices(settings_name, ours), "the controller's name must win"
 
 
@@ -265,10 +290,19 @@ def test_the_worker_controller_keeps_each_build_until_it_drains() -> None:
     assert connection["apiVersion"] == "temporal.io/v1alpha1"
     assert connection["spec"]["hostPort"] == config()["TEMPORAL_ADDRESS"]
     spec = worker_deployment()["spec"]
-    assert set(spec) <= {"replicas", "template", "workerOptions", "rollout", "sunset", "minReadySeconds",
-                         "progressDeadlineSeconds"}
-    assert spec["workerOptions"] == {"connectionRef": {"name": connection["metadata"]["name"]},
-                                     "temporalNamespace": config()["TEMPORAL_NAMESPACE"]}
+    assert set(spec) <= {
+        "replicas",
+        "template",
+        "workerOptions",
+        "rollout",
+        "sunset",
+        "minReadySeconds",
+        "progressDeadlineSeconds",
+    }
+    assert spec["workerOptions"] == {
+        "connectionRef": {"name": connection["metadata"]["name"]},
+        "temporalNamespace": config()["TEMPORAL_NAMESPACE"],
+    }
     rollout = spec["rollout"]
     assert rollout["strategy"] in {"Manual", "AllAtOnce", "Progressive"}
     if rollout["strategy"] == "Progressive":
@@ -315,10 +349,22 @@ def test_workers_scale_on_task_queue_backlog_and_no_scaled_target_sets_replicas(
     assert int(metadata["targetQueueSize"]) > 0
     # Keeps a DRAINING version's pods while purchases pinned to it are open, even with no backlog.
     assert metadata["includeRunningWorkflowCount"] == "true"
-    assert set(metadata) <= {"endpoint", "namespace", "taskQueue", "queueTypes", "targetQueueSize",
-                             "activationTargetQueueSize", "workerDeploymentName", "workerDeploymentBuildId",
-                             "includeRunningWorkflowCount", "workflowTaskQueueForCount", "minConnectTimeout",
-                             "unsafeSsl", "tlsServerName", "enableTLS"}
+    assert set(metadata) <= {
+        "endpoint",
+        "namespace",
+        "taskQueue",
+        "queueTypes",
+        "targetQueueSize",
+        "activationTargetQueueSize",
+        "workerDeploymentName",
+        "workerDeploymentBuildId",
+        "includeRunningWorkflowCount",
+        "workflowTaskQueueForCount",
+        "minConnectTimeout",
+        "unsafeSsl",
+        "tlsServerName",
+        "enableTLS",
+    }
     # An autoscaled workload sets no replicas (each apply would reset what the scaler chose).
     assert "replicas" not in worker_deployment()["spec"]
     scaled = {d["spec"]["scaleTargetRef"].get("name") for d in documents if d["kind"] == "ScaledObject"}
@@ -332,8 +378,7 @@ def test_every_pod_template_meets_the_restricted_pod_security_profile() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     [user] = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     templates = pod_templates()
-    assert {"WorkerDeployment/boxoffice", "Deployment/boxoffice-webhooks", "Deployment/boxoffice-codec-server"} <= set(
-        templates)
+    assert {"WorkerDeployment/boxoffice", "Deployment/boxoffice-webhooks", "Deployment/boxoffice-codec-server"} <= set(templates)
     for name, template in templates.items():
         pod = template["spec"]
         security = pod["securityContext"]
@@ -342,8 +387,16 @@ def test_every_pod_template_meets_the_restricted_pod_security_profile() -> None:
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
         assert pod["automountServiceAccountToken"] is False, name
         assert not {"hostNetwork", "hostPID", "hostIPC", "hostUsers"} & set(pod), name
-        allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                           "projected", "secret"}
+        allowed_volumes = {
+            "configMap",
+            "csi",
+            "downwardAPI",
+            "emptyDir",
+            "ephemeral",
+            "persistentVolumeClaim",
+            "projected",
+            "secret",
+        }
         empty_dirs = set()
         for volume in pod.get("volumes", []):
             [source] = set(volume) - {"name"}
@@ -357,7 +410,8 @@ def test_every_pod_template_meets_the_restricted_pod_security_profile() -> None:
             assert context["capabilities"] == {"drop": ["ALL"]}, where
             assert context["readOnlyRootFilesystem"] is True, where
             assert not {"privileged", "runAsUser", "runAsNonRoot", "seccompProfile"} & set(context), (
-                f"{where}: set once, for the pod")
+                f"{where}: set once, for the pod"
+            )
             assert not any("hostPort" in port for port in container.get("ports", [])), where
             assert {m["name"] for m in container.get("volumeMounts", [])} <= empty_dirs, f"{where}: writes outside an emptyDir"
         # Spread over zones and nodes, each rollout's pods apart from the previous one's.
@@ -384,8 +438,12 @@ def test_every_deployment_has_a_disruption_budget() -> None:
     for deployment in (d for d in documents if d["kind"] == "Deployment"):
         selector = deployment["spec"]["selector"]["matchLabels"]
         assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-        assert [b for b in budgets if b["spec"]["selector"]["matchLabels"] == selector
-                and ("maxUnavailable" in b["spec"]) != ("minAvailable" in b["spec"])], deployment["metadata"]["name"]
+        assert [
+            b
+            for b in budgets
+            if b["spec"]["selector"]["matchLabels"] == selector
+            and ("maxUnavailable" in b["spec"]) != ("minAvailable" in b["spec"])
+        ], deployment["metadata"]["name"]
     # The controller's versions: one budget each, rendered onto the version's pods.
     [budget] = resource_templates("PodDisruptionBudget")
     assert budget["spec"]["workerDeploymentRef"] == {"name": worker_deployment()["metadata"]["name"]}
@@ -402,8 +460,11 @@ def test_network_policy_denies_by_default_and_allows_what_each_component_needs()
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 
     def allowing(labels: dict[str, str]) -> list[dict[str, Any]]:
-        return [p for name, p in policies.items() if name != "default-deny"
-                and p["podSelector"].get("matchLabels", {}).items() <= labels.items()]
+        return [
+            p
+            for name, p in policies.items()
+            if name != "default-deny" and p["podSelector"].get("matchLabels", {}).items() <= labels.items()
+        ]
 
     def ports(rules: list[dict[str, Any]]) -> set[int]:
         return {port["port"] for rule in rules for port in rule.get("ports", [])}
@@ -437,8 +498,10 @@ def test_provider_calls_run_only_where_their_credentials_are() -> None:
         given = {e["name"] for e in container["env"]} | {name for name, value in data.items() if value}
         required = {f"{prefix}{name}".upper() for name in settings.required}
         assert required <= given, sorted(required - given)
-    assert not any(e["name"].startswith(("BOXOFFICE_ATOM", "BOXOFFICE_ONEBOX", "BOXOFFICE_TEVO", "BOXOFFICE_ATM",
-                                         "BOXOFFICE_ACME")) for e in containers["workflows"]["env"])
+    assert not any(
+        e["name"].startswith(("BOXOFFICE_ATOM", "BOXOFFICE_ONEBOX", "BOXOFFICE_TEVO", "BOXOFFICE_ATM", "BOXOFFICE_ACME"))
+        for e in containers["workflows"]["env"]
+    )
 
 
 def test_cluster_dynamic_config_matches_the_dev_servers() -> None:
@@ -450,8 +513,17 @@ def test_cluster_dynamic_config_matches_the_dev_servers() -> None:
 def test_dev_server_arguments_set_the_dispatch_config() -> None:
     args = dev_server_args()
     assert args[0::2] == ["--dynamic-config-value"] * len(DISPATCH_CONFIG)
-    assert args[1::2] == ["history.transferProcessorMaxPollRPS=1000", "history.timerProcessorMaxPollRPS=1000",
-                          "frontend.enableExecuteMultiOperation=true"]
+    assert args[1::2] == [
+        "history.transferProcessorMaxPollRPS=1000",
+        "history.timerProcessorMaxPollRPS=1000",
+        "frontend.enableExecuteMultiOperation=true",
+    ]
     # A database file is written in WAL mode, without a disk sync per write.
-    assert dev_server_args(Path("/tmp/t.db"))[len(args):] == [
-        "--db-filename", "/tmp/t.db", "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
+    assert dev_server_args(Path("/tmp/t.db"))[len(args) :] == [
+        "--db-filename",
+        "/tmp/t.db",
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+    ]

@@ -34,11 +34,20 @@ from workflows.models import ConfirmRequest, PurchaseResult, PurchaseState
 
 
 async def cli(env: WorkflowEnvironment, task_queue: str, *args: str) -> str:
-    environment = dict(os.environ, TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-                       BOXOFFICE_TASK_QUEUE=task_queue, BOXOFFICE_ENV="dev")
+    environment = dict(
+        os.environ,
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        BOXOFFICE_TASK_QUEUE=task_queue,
+        BOXOFFICE_ENV="dev",
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", *args, env=environment,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "workers.cli",
+        *args,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
@@ -90,8 +99,14 @@ async def test_purchase_through_the_cli_on_the_dev_server(
 async def test_cli_rejects_bad_input_before_starting(dev_env: WorkflowEnvironment) -> None:
     environment = dict(os.environ, TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", "buy", '{"provider": "atom", "purchase_id": "x y"}',
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "buy",
+        '{"provider": "atom", "purchase_id": "x y"}',
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     _, err = await process.communicate()
     assert process.returncode == 1
@@ -120,9 +135,16 @@ async def test_provider_rate_limit_queues_a_burst(dev_env: WorkflowEnvironment) 
     sim = AtomSimulator(api_key="test-atom-key")
     activities = AtomActivities(atom_settings(activities_per_second=5), transport=httpx.ASGITransport(app=sim.app))
     async with serving(dev_env.client, "limited", [activities]):
-        handles = [await purchases.start_purchase(dev_env.client, atom_request(f"burst-{n}", items=[
-            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"B{n + 1}"]}]), "limited")
-            for n in range(3)]
+        handles = [
+            await purchases.start_purchase(
+                dev_env.client,
+                atom_request(
+                    f"burst-{n}", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"B{n + 1}"]}]
+                ),
+                "limited",
+            )
+            for n in range(3)
+        ]
         results = await asyncio.gather(*(purchase_outcome(h) for h in handles))
     await activities.aclose()
     assert all(r.state == "FULFILLED" for r in results)
@@ -134,9 +156,7 @@ async def test_provider_rate_limit_queues_a_burst(dev_env: WorkflowEnvironment) 
     assert busiest <= 8  # unlimited, the same burst makes ~20 calls within one second
 
 
-async def test_worker_reports_health_and_stops_cleanly(
-    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_worker_reports_health_and_stops_cleanly(dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     # No provider is configured here: the worker starts all the same and serves none of them.
     monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)

@@ -35,15 +35,25 @@ async def reset(client: Client, handle: WorkflowHandle[Any, Any], before_activit
     if before_activity is None:
         point = next(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
     else:
-        scheduled = next(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                         and e.activity_task_scheduled_event_attributes.activity_type.name == before_activity)
-        point = max(e.event_id for e in events
-                    if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and e.event_id < scheduled)
+        scheduled = next(
+            e.event_id
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and e.activity_task_scheduled_event_attributes.activity_type.name == before_activity
+        )
+        point = max(
+            e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and e.event_id < scheduled
+        )
     run_id = (await handle.describe()).run_id
-    answer = await client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
-        namespace=client.namespace, reason="operator re-runs the purchase",
-        workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=run_id),
-        workflow_task_finish_event_id=point, request_id=str(uuid.uuid4())))
+    answer = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            reason="operator re-runs the purchase",
+            workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=run_id),
+            workflow_task_finish_event_id=point,
+            request_id=str(uuid.uuid4()),
+        )
+    )
     return client.get_workflow_handle(handle.id, run_id=answer.run_id)
 
 
@@ -51,8 +61,12 @@ async def rerun(client: Client, request: dict[str, Any], task_queue: str) -> Wor
     """A second run under the id of an ended purchase: what a caller gets from Temporal's default
     reuse policy (ALLOW_DUPLICATE), e.g. `temporal workflow start` without --id-reuse-policy."""
     return await client.start_workflow(
-        PurchaseWorkflow.run, parse_request(request), id=f"purchase-{request['purchase_id']}",
-        task_queue=task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+        PurchaseWorkflow.run,
+        parse_request(request),
+        id=f"purchase-{request['purchase_id']}",
+        task_queue=task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    )
 
 
 def orders(sim: AtomSimulator) -> list[tuple[str, str]]:
@@ -153,8 +167,13 @@ async def test_onebox_run_after_a_reset_that_expired_opens_its_own_basket() -> N
     """Run A was cut short by a reset; run B carried on with A's basket and ended EXPIRED (the basket
     had lapsed; B's compensation released it). A later run must not take A's basket again (it would
     fail HOLD_EXPIRED every time): the newest run with a basket speaks for it."""
-    a = PurchaseStatus(purchase_id="ob", provider="onebox", state=PurchaseState.AWAITING_CONFIRMATION,
-                       step="await confirmation", provider_ids={"basket_id": "b-1"})
+    a = PurchaseStatus(
+        purchase_id="ob",
+        provider="onebox",
+        state=PurchaseState.AWAITING_CONFIRMATION,
+        step="await confirmation",
+        provider_ids={"basket_id": "b-1"},
+    )
     b = a.model_copy(update={"state": PurchaseState.EXPIRED, "step": "done"})
 
     class Flow:

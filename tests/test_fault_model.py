@@ -181,33 +181,51 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
         yield env
 
 
-RACES = [(name, endpoint, after) for name, provider in PROVIDERS.items()
-         for endpoint in provider.cancellable for after in (False, True)]
+RACES = [
+    (name, endpoint, after)
+    for name, provider in PROVIDERS.items()
+    for endpoint in provider.cancellable
+    for after in (False, True)
+]
 
 
 @pytest.mark.parametrize(("name", "endpoint", "after"), RACES)
 async def test_cancel_racing_each_step(dev_server: WorkflowEnvironment, name: str, endpoint: str, after: bool) -> None:
-    outcome = await run_purchase(PROVIDERS[name], Schedule(cancel=(endpoint, after)), dev_server,
-                                 purchase_id=f"race-{name}-{endpoint}-{after}")
+    outcome = await run_purchase(
+        PROVIDERS[name], Schedule(cancel=(endpoint, after)), dev_server, purchase_id=f"race-{name}-{endpoint}-{after}"
+    )
     check(outcome)
 
 
 def reset_points(events: list[Any], activity: str) -> tuple[int, int]:
     """The workflow tasks completed just before `activity` was scheduled and just after it completed."""
-    scheduled = next(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                     and e.activity_task_scheduled_event_attributes.activity_type.name == activity)
-    done = next(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-                and e.activity_task_completed_event_attributes.scheduled_event_id == scheduled)
+    scheduled = next(
+        e.event_id
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity
+    )
+    done = next(
+        e.event_id
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        and e.activity_task_completed_event_attributes.scheduled_event_id == scheduled
+    )
     tasks = [e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
     return max(t for t in tasks if t < scheduled), min(t for t in tasks if t > done)
 
 
 async def reset(client: Client, handle: WorkflowHandle[Any, PurchaseResult], event_id: int) -> WorkflowHandle[Any, Any]:
     run_id = (await handle.describe()).run_id
-    answer = await client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
-        namespace=client.namespace, reason="operator re-runs the purchase",
-        workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=run_id),
-        workflow_task_finish_event_id=event_id, request_id=str(uuid.uuid4())))
+    answer = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            reason="operator re-runs the purchase",
+            workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=run_id),
+            workflow_task_finish_event_id=event_id,
+            request_id=str(uuid.uuid4()),
+        )
+    )
     return client.get_workflow_handle(handle.id, run_id=answer.run_id)
 
 
@@ -239,8 +257,13 @@ async def rerun(name: str, env: WorkflowEnvironment, request: Any = None) -> Out
 
     async def then(run: Run, first: PurchaseResult) -> PurchaseResult:
         handle = await run.env.client.start_workflow(
-            "PurchaseWorkflow", provider.request(run.purchase_id), id=purchase_workflow_id(run.purchase_id),
-            task_queue=run.task_queue, result_type=PurchaseResult, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+            "PurchaseWorkflow",
+            provider.request(run.purchase_id),
+            id=purchase_workflow_id(run.purchase_id),
+            task_queue=run.task_queue,
+            result_type=PurchaseResult,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
         run.handle = handle
         if provider.buyer is not None:
             await provider.buyer(run)
@@ -263,5 +286,4 @@ async def test_rerun_of_an_ended_purchase_under_its_id(name: str, dev_env: Workf
 async def test_onebox_rerun_with_seats_chosen_by_onebox_takes_the_first_order(dev_env: WorkflowEnvironment) -> None:
     """Seats by price type and quantity: a re-run that knew nothing of the first run would take two
     more seats and confirm a second order; it reads the earlier run and takes its order."""
-    await rerun("onebox", dev_env,
-                lambda purchase_id: onebox_request(purchase_id, seat_ids=[], price_type_id=1, quantity=2))
+    await rerun("onebox", dev_env, lambda purchase_id: onebox_request(purchase_id, seat_ids=[], price_type_id=1, quantity=2))

@@ -35,15 +35,14 @@ async def status_within(url: str, status: int, seconds: float) -> float:
     raise AssertionError(f"{url} did not answer {status} within {seconds} s")
 
 
-async def test_healthz_is_503_while_the_server_is_gone_and_200_once_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_healthz_is_503_while_the_server_is_gone_and_200_once_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port, health_port = free_port(), free_port()
     server = await dev_server(port, tmp_path / "temporal.db")
     await connect(port)
     monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{port}")
-    settings = WorkerSettings(BOXOFFICE_TASK_QUEUE="health", BOXOFFICE_HEALTH_BIND=f"127.0.0.1:{health_port}",
-                              BOXOFFICE_SHUTDOWN_GRACE_SECONDS=1)
+    settings = WorkerSettings(
+        BOXOFFICE_TASK_QUEUE="health", BOXOFFICE_HEALTH_BIND=f"127.0.0.1:{health_port}", BOXOFFICE_SHUTDOWN_GRACE_SECONDS=1
+    )
     monkeypatch.setenv("BOXOFFICE_SWEEP_ENABLED", "false")
     stop = asyncio.Event()
     running = asyncio.create_task(run_worker(settings, stop=stop))

@@ -18,8 +18,7 @@ SECRET = "sk-live-very-secret"
 
 
 def client(handler) -> ProviderHttp:
-    return ProviderHttp("acme", "https://provider.test", timeout=1, secrets=[SECRET],
-                        transport=httpx.MockTransport(handler))
+    return ProviderHttp("acme", "https://provider.test", timeout=1, secrets=[SECRET], transport=httpx.MockTransport(handler))
 
 
 async def fail(handler, **kwargs) -> ApplicationError:
@@ -60,12 +59,19 @@ async def test_timeout_and_connection_errors_are_retryable() -> None:
 
 async def test_business_4xx_is_typed_and_not_retried() -> None:
     answer = {"error": {"code": "ORDER_SEAT_NOT_AVAILABLE", "message": "seat gone"}}
-    err = await fail(lambda r: httpx.Response(409, json=answer, headers={"x-request-id": "t-1"}),
-                     codes={"ORDER_SEAT_NOT_AVAILABLE": FailureReason.SEAT_UNAVAILABLE})
+    err = await fail(
+        lambda r: httpx.Response(409, json=answer, headers={"x-request-id": "t-1"}),
+        codes={"ORDER_SEAT_NOT_AVAILABLE": FailureReason.SEAT_UNAVAILABLE},
+    )
     assert err.type == "SEAT_UNAVAILABLE" and err.non_retryable
     # `attempt` is the activity attempt (None outside an activity): whether an earlier one may have done the work.
-    assert err.details[0] == {"provider": "acme", "status": 409, "code": "ORDER_SEAT_NOT_AVAILABLE", "trace_id": "t-1",
-                              "attempt": None}
+    assert err.details[0] == {
+        "provider": "acme",
+        "status": 409,
+        "code": "ORDER_SEAT_NOT_AVAILABLE",
+        "trace_id": "t-1",
+        "attempt": None,
+    }
     assert "seat gone" in err.message
 
     plain = await fail(lambda r: httpx.Response(422, json={"message": "bad"}))

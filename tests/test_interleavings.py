@@ -105,16 +105,25 @@ class Delivered:
 
 
 # Repeats weigh the draw towards what races the payment: cancels and the clock.
-ATM_ACTIONS = st.sampled_from([
-    ("cancel", 0), ("cancel", 1), ("cancel", 0), ("cancel", 1),  # 0: signal, 1: update
-    # Before expiresAt (600 s), past it within the grace (120 s), past both.
-    ("sleep", 30), ("sleep", 590), ("sleep", 650), ("sleep", 730),
-    ("outage", 0),  # Temporal unreachable from the receiver: ATM keeps the events
-    ("outage over", 0),
-    ("redeliver", 0),
-    ("release faulted", 2), ("release faulted", 5),  # the next releases answer 503
-    ("settle", 0),
-])
+ATM_ACTIONS = st.sampled_from(
+    [
+        ("cancel", 0),
+        ("cancel", 1),
+        ("cancel", 0),
+        ("cancel", 1),  # 0: signal, 1: update
+        # Before expiresAt (600 s), past it within the grace (120 s), past both.
+        ("sleep", 30),
+        ("sleep", 590),
+        ("sleep", 650),
+        ("sleep", 730),
+        ("outage", 0),  # Temporal unreachable from the receiver: ATM keeps the events
+        ("outage over", 0),
+        ("redeliver", 0),
+        ("release faulted", 2),
+        ("release faulted", 5),  # the next releases answer 503
+        ("settle", 0),
+    ]
+)
 # The receiver starts in an outage (the webhooks trail the payment), mostly: the risky case.
 HELD_BACK = st.sampled_from([True, True, False])
 
@@ -191,7 +200,10 @@ def check_atm(result: PurchaseResult, hold_status: str, delivered: Delivered, re
             # Only a paid purchase whose tickets never reached it may end unfulfilled: it knows it is
             # owed tickets, and the late events go to an operator, not nowhere.
             assert result.failure is not None and result.failure.reason == FailureReason.FULFILLMENT_TIMEOUT, (
-                "charged but released", result.state, result.failure)
+                "charged but released",
+                result.state,
+                result.failure,
+            )
             assert (ISSUED, "delivered") not in delivered.outcomes, "tickets delivered, yet not fulfilled"
             assert {PAID, ISSUED} & set(reconciled), ("paid purchase ended unfulfilled, nobody told", reconciled)
         else:
@@ -222,13 +234,25 @@ async def test_atm_purchase_never_ends_charged_but_released(
 
 
 # Repeats weigh the draw towards cancels and the clock.
-ATOM_ACTIONS = st.sampled_from([
-    ("cancel", 0), ("cancel", 1), ("cancel", 0), ("cancel", 1),  # 0: signal, 1: update
-    ("confirm", 0), ("confirm", 0),
-    ("settle", 0), ("settle", 0),
-    # Within the confirm window, past create's retries (2 min), past the confirm margin (570 s), past the lease (600 s).
-    ("sleep", 1), ("sleep", 10), ("sleep", 130), ("sleep", 300), ("sleep", 580), ("sleep", 700),
-])
+ATOM_ACTIONS = st.sampled_from(
+    [
+        ("cancel", 0),
+        ("cancel", 1),
+        ("cancel", 0),
+        ("cancel", 1),  # 0: signal, 1: update
+        ("confirm", 0),
+        ("confirm", 0),
+        ("settle", 0),
+        ("settle", 0),
+        # Within the confirm window, past create's retries (2 min), past the confirm margin (570 s), past the lease (600 s).
+        ("sleep", 1),
+        ("sleep", 10),
+        ("sleep", 130),
+        ("sleep", 300),
+        ("sleep", 580),
+        ("sleep", 700),
+    ]
+)
 # Create answers lost k times (the order is placed, the answer replaced by a 503): within one call's
 # retries, past them (the read-back finds it), or for good (an unknown outcome).
 CREATE_LOST = st.sampled_from([0, 1, 16, 10_000])
@@ -239,8 +263,12 @@ FULFILMENT = st.sampled_from(["ok", "never", "fail"])
 
 def cancel_fault(kind: str) -> Fault | None:
     if kind == "refused":
-        return Fault(endpoint="cancel", status=409, times=10_000,
-                     body={"errorCode": "CANCELLATION_NOT_ALLOWED", "message": "showtime passed"})
+        return Fault(
+            endpoint="cancel",
+            status=409,
+            times=10_000,
+            body={"errorCode": "CANCELLATION_NOT_ALLOWED", "message": "showtime passed"},
+        )
     if kind.startswith("503"):
         return Fault(endpoint="cancel", status=503, times=3 if kind == "503x3" else 10_000)
     return None
@@ -285,8 +313,10 @@ def check_atom(result: PurchaseResult, sim: AtomSimulator) -> None:
         # An operator finds every order placed: by the result's order id, or told that the create's
         # outcome is unknown (Atom gave no id then).
         named = result.provider_order_id == order.order_id
-        unknown = any("outcome unknown" in (text or "") for text in
-                      [result.failure and result.failure.message, *(c.detail for c in result.compensations)])
+        unknown = any(
+            "outcome unknown" in (text or "")
+            for text in [result.failure and result.failure.message, *(c.detail for c in result.compensations)]
+        )
         assert named or unknown, ("order placed but not named", order.order_id, result)
     if result.state == PurchaseState.FULFILLED:
         [order] = orders
@@ -296,7 +326,10 @@ def check_atom(result: PurchaseResult, sim: AtomSimulator) -> None:
         standing = [o.order_id for o in orders if o.status != "cancelled"]
         # Never silently half-compensated: an order left standing has its undo reported failed.
         assert not standing or any(not c.ok and c.action == "cancel order" for c in result.compensations), (
-            "order left standing without a failed compensation", standing, result.compensations)
+            "order left standing without a failed compensation",
+            standing,
+            result.compensations,
+        )
     else:
         standing = [o.order_id for o in orders if o.status != "cancelled"]
         assert standing == [], (f"{result.state} with an order standing", standing, result.compensations)

@@ -28,13 +28,24 @@ async def test_json_format_writes_json_lines_only_core_lines_included(
     client = await connect(port)
     await ensure_search_attributes(client)
     environment = dict(
-        os.environ, TEMPORAL_ADDRESS=f"127.0.0.1:{port}", BOXOFFICE_ENV="dev", BOXOFFICE_LOG_FORMAT="json",
-        BOXOFFICE_TASK_QUEUE="logs", BOXOFFICE_ATOM_BASE_URL=atom_url, BOXOFFICE_ATOM_API_KEY="test-atom-key",
-        BOXOFFICE_SWEEP_ENABLED="false", BOXOFFICE_SHUTDOWN_GRACE_SECONDS="1",
+        os.environ,
+        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        BOXOFFICE_ENV="dev",
+        BOXOFFICE_LOG_FORMAT="json",
+        BOXOFFICE_TASK_QUEUE="logs",
+        BOXOFFICE_ATOM_BASE_URL=atom_url,
+        BOXOFFICE_ATOM_API_KEY="test-atom-key",
+        BOXOFFICE_SWEEP_ENABLED="false",
+        BOXOFFICE_SHUTDOWN_GRACE_SECONDS="1",
     )
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", "worker", env=environment,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "worker",
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     lines: list[str] = []
 

@@ -50,8 +50,9 @@ async def test_i12_workflow_refuses_an_id_not_derived_from_the_purchase_id(env: 
     sim = AtomSimulator()
     async with atom_worker(env.client, sim) as tq:
         # What `temporal workflow start --workflow-id anything` does: no purchase-{purchase_id} id.
-        handle = await env.client.start_workflow("PurchaseWorkflow", atom_request("wid-1"), id="my-own-id",
-                                                 task_queue=tq, result_type=PurchaseResult)
+        handle = await env.client.start_workflow(
+            "PurchaseWorkflow", atom_request("wid-1"), id="my-own-id", task_queue=tq, result_type=PurchaseResult
+        )
         with pytest.raises(WorkflowFailureError) as failed:
             await purchase_outcome(handle)
     assert isinstance(failed.value.cause, ApplicationError)
@@ -71,13 +72,19 @@ async def test_i6_idempotency_keys_survive_a_workflow_reset(dev_env: WorkflowEnv
         handle = await start_purchase(client, request, tq)
         first = await purchase_outcome(handle)
         assert first.state == PurchaseState.FULFILLED
-        first_task = next(iter([e async for e in handle.fetch_history_events()
-                           if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED])).event_id
+        first_task = next(
+            iter([e async for e in handle.fetch_history_events() if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED])
+        ).event_id
         description = await handle.describe()
-        reset = await client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
-            namespace=client.namespace, reason="operator re-runs the purchase",
-            workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=description.run_id),
-            workflow_task_finish_event_id=first_task, request_id=str(uuid.uuid4())))
+        reset = await client.workflow_service.reset_workflow_execution(
+            ResetWorkflowExecutionRequest(
+                namespace=client.namespace,
+                reason="operator re-runs the purchase",
+                workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=description.run_id),
+                workflow_task_finish_event_id=first_task,
+                request_id=str(uuid.uuid4()),
+            )
+        )
         second = await purchase_outcome(client.get_workflow_handle(handle.id, run_id=reset.run_id))
     assert len(sim.orders) == 1, [o.client_request_id for o in sim.orders.values()]
     assert second.state == PurchaseState.FULFILLED, second.failure
@@ -92,10 +99,14 @@ async def test_i11_same_purchase_id_with_a_different_request_is_refused(env: Wor
         await wait_for_state(handle, PurchaseState.AWAITING_CONFIRMATION)
         # Retried start, same request (another field order, defaults spelt out): the same purchase.
         again, started = await start_or_find_purchase(
-            env.client, {**atom_request("same-1", confirmation="manual"), "promotions": []}, tq)
+            env.client, {**atom_request("same-1", confirmation="manual"), "promotions": []}, tq
+        )
         assert not started and again.id == handle.id
-        other = atom_request("same-1", confirmation="manual", items=[
-            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["B1"]}])
+        other = atom_request(
+            "same-1",
+            confirmation="manual",
+            items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["B1"]}],
+        )
         with pytest.raises(PurchaseConflict, match="same-1.*different request"):
             await start_purchase(env.client, other, tq)
         await purchases.cancel(env.client, "same-1", "test over")
@@ -158,9 +169,7 @@ async def paid_while_webhooks_are_down(env: WorkflowEnvironment, purchase_id: st
 
 
 @pytest.mark.parametrize("shape", ["hold", "flat"])
-async def test_i2_release_answers_in_either_shape_are_successful_compensations(
-    env: WorkflowEnvironment, shape: str
-) -> None:
+async def test_i2_release_answers_in_either_shape_are_successful_compensations(env: WorkflowEnvironment, shape: str) -> None:
     sim = AtmSimulator(release_shape=shape)
     async with atm_worker(env.client, sim) as tq:
         wire(sim, temporal_delivery(env.client, tq))
@@ -169,7 +178,8 @@ async def test_i2_release_answers_in_either_shape_are_successful_compensations(
         result = await purchase_outcome(handle)
     assert result.failure is not None and result.failure.reason == "PAYMENT_FAILED"
     assert [(c.action, c.ok, c.detail) for c in result.compensations] == [
-        ("release hold", True, f"hold {hold} failed")]  # ATM freed it when the payment failed
+        ("release hold", True, f"hold {hold} failed")
+    ]  # ATM freed it when the payment failed
 
 
 async def test_i1_hold_paid_while_webhooks_lag_is_not_released_at_expiry(env: WorkflowEnvironment) -> None:
@@ -263,8 +273,15 @@ async def test_i3_events_in_every_documented_shape_reach_their_purchase(dev_env:
 
 async def test_i3_event_naming_no_purchase_is_not_acknowledged(env: WorkflowEnvironment) -> None:
     deliver = temporal_delivery(env.client, "unused")
-    body = json.dumps({"id": "dlv_x", "type": "payment.completed", "apiVersion": "2026-10-01",
-                       "environment": "test", "data": {"hold": {"id": "hold_nobody"}}}).encode()
+    body = json.dumps(
+        {
+            "id": "dlv_x",
+            "type": "payment.completed",
+            "apiVersion": "2026-10-01",
+            "environment": "test",
+            "data": {"hold": {"id": "hold_nobody"}},
+        }
+    ).encode()
     response = await post(deliver, body, headers(body, "dlv_x", "payment.completed"))
     assert response.status_code == 503  # ATM keeps delivering it
 
@@ -305,9 +322,14 @@ async def test_receiver_answers_a_malformed_signature_400(signature: str) -> Non
 
 
 async def scheduled(handle: Any, activity_type: str) -> int:
-    return len([e async for e in handle.fetch_history_events()
-                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type])
+    return len(
+        [
+            e
+            async for e in handle.fetch_history_events()
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+        ]
+    )
 
 
 async def test_i4_atom_create_of_unknown_outcome_is_read_back_and_kept(env: WorkflowEnvironment) -> None:
@@ -365,8 +387,14 @@ async def test_i9_refused_undo_ends_compensation_failed(env: WorkflowEnvironment
     async with atom_worker(env.client, sim) as tq:
         handle = await start_purchase(env.client, atom_request("undo-refused"), tq)
         await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
-        sim.faults.add(Fault(endpoint="cancel", status=409, times=100,
-                             body={"errorCode": "CANCELLATION_NOT_ALLOWED", "message": "showtime passed"}))
+        sim.faults.add(
+            Fault(
+                endpoint="cancel",
+                status=409,
+                times=100,
+                body={"errorCode": "CANCELLATION_NOT_ALLOWED", "message": "showtime passed"},
+            )
+        )
         status = await purchases.cancel(env.client, "undo-refused", "buyer left")
         result = await purchase_outcome(handle)
     assert status.state == result.state == PurchaseState.COMPENSATION_FAILED
@@ -387,8 +415,13 @@ async def test_i1_temporal_cancellation_of_a_paid_purchase_still_awaits_the_tick
         assert (await post(deliver, paid, headers(paid, "dlv_paid", "payment.completed"))).status_code == 200
         await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
         await handle.cancel()
-        issued = event_body("dlv_issued", "tickets.issued", holdId=hold, metadata={"workflowId": handle.id},
-                            tickets=[{"id": "tkt_1", "tierId": "GA"}])
+        issued = event_body(
+            "dlv_issued",
+            "tickets.issued",
+            holdId=hold,
+            metadata={"workflowId": handle.id},
+            tickets=[{"id": "tkt_1", "tierId": "GA"}],
+        )
         assert (await post(deliver, issued, headers(issued, "dlv_issued"))).status_code == 200
         result = await purchase_outcome(handle)
     assert result.state == PurchaseState.FULFILLED and [t.booking_id for t in result.tickets] == ["tkt_1"]
@@ -402,8 +435,11 @@ async def test_i11_a_purchase_started_without_the_memo_still_refuses_a_different
     async with atom_worker(env.client, sim) as tq:
         request = atom_request("no-memo-1", confirmation="manual")
         await env.client.start_workflow("PurchaseWorkflow", request, id="purchase-no-memo-1", task_queue=tq)
-        other = atom_request("no-memo-1", confirmation="manual", items=[
-            {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["B1"]}])
+        other = atom_request(
+            "no-memo-1",
+            confirmation="manual",
+            items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["B1"]}],
+        )
         with pytest.raises(PurchaseConflict, match="no-memo-1.*different request"):
             await start_purchase(env.client, other, tq)
         found, started = await start_or_find_purchase(env.client, request, tq)
@@ -423,8 +459,9 @@ async def test_i1_change_to_money_taken_of_a_running_purchase_needs_attention(de
         deliver = temporal_delivery(env.client, tq)
         wire(sim, deliver)
         handle, hold = await held_atm_purchase(env, sim, tq, "atm-dispute-running")
-        dispute = AtmEvent(delivery_id="del_1", event_id="evt_dispute", type="payment.disputed", hold_id=hold,
-                           status="needs_response")
+        dispute = AtmEvent(
+            delivery_id="del_1", event_id="evt_dispute", type="payment.disputed", hold_id=hold, status="needs_response"
+        )
         assert await deliver(handle.id, dispute) == "delivered; reconciliation"
         # ATM redrives the same event with a new delivery id (the receiver's memory lost, e.g. a restart).
         assert await deliver(handle.id, dispute.model_copy(update={"delivery_id": "del_2"})) == "delivered; reconciliation"

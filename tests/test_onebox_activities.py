@@ -20,10 +20,26 @@ from tests.conftest import onebox_settings
 from workflows.models import Buyer
 
 ORDER_ID = "5f1c0a7e9b2d4c6e8f0a1b2c"
-BASKET: dict[str, Any] = {"id": ORDER_ID, "code": None, "status": "BASKET", "items": [
-    {"id": 501, "session_id": 1001, "seat": {"id": 11, "row": "B", "number": "1"}, "price": {"total": 26.5, "currency": "EUR"}},
-    {"id": 502, "session_id": 1001, "seat": {"id": 12, "row": "B", "number": "2"}, "price": {"total": 26.5, "currency": "EUR"}},
-], "price": {"total": 53.0, "charges": 3.0, "currency": "EUR"}}
+BASKET: dict[str, Any] = {
+    "id": ORDER_ID,
+    "code": None,
+    "status": "BASKET",
+    "items": [
+        {
+            "id": 501,
+            "session_id": 1001,
+            "seat": {"id": 11, "row": "B", "number": "1"},
+            "price": {"total": 26.5, "currency": "EUR"},
+        },
+        {
+            "id": 502,
+            "session_id": 1001,
+            "seat": {"id": 12, "row": "B", "number": "2"},
+            "price": {"total": 26.5, "currency": "EUR"},
+        },
+    ],
+    "price": {"total": 53.0, "charges": 3.0, "currency": "EUR"},
+}
 EMPTY: dict[str, Any] = {**BASKET, "items": [], "price": {"total": 0, "charges": 0, "currency": "EUR"}}
 LATE: list[dict[str, Any]] = [
     {"id": 503, "session_id": 1001, "seat": {"id": 13, "row": "B", "number": "3"}, "price": {"total": 26.5, "currency": "EUR"}},
@@ -64,8 +80,9 @@ async def run(fn: Any, *args: Any) -> Any:
 async def retry(fn: Any, *args: Any) -> Any:
     """Runs `fn` as attempt 2, scheduled 3 s after the first."""
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, attempt=2,
-                                   current_attempt_scheduled_time=env.info.scheduled_time + timedelta(seconds=3))
+    env.info = dataclasses.replace(
+        env.info, attempt=2, current_attempt_scheduled_time=env.info.scheduled_time + timedelta(seconds=3)
+    )
     return await env.run(fn, *args)
 
 
@@ -85,8 +102,11 @@ async def test_token_is_form_encoded_client_credentials_and_cached() -> None:
     assert (token_call.method, str(token_call.url)) == ("POST", "http://oauth.onebox.test/oauth/token")
     assert token_call.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert dict(urllib.parse.parse_qsl(token_call.content.decode())) == {
-        "grant_type": "client_credentials", "channel_id": "test-channel",
-        "client_id": "test-client", "client_secret": "test-onebox-secret"}
+        "grant_type": "client_credentials",
+        "channel_id": "test-channel",
+        "client_id": "test-client",
+        "client_secret": "test-onebox-secret",
+    }
     assert fake.tokens == 1  # cached for its expires_in
 
 
@@ -164,8 +184,13 @@ async def test_error_codes_are_typed_with_the_audit_trace_id() -> None:
         await run(acts(fake).add_seats, ORDER_ID, 1001, [7])
     assert err.value.type == "SEAT_UNAVAILABLE" and err.value.non_retryable
     # A refusal of the first attempt: the workflow knows nothing was done (workflows/outcomes.py).
-    assert err.value.details[0] == {"provider": "onebox", "status": 409, "code": "ORDER_SEAT_NOT_AVAILABLE",
-                                    "trace_id": "audit-42", "attempt": 1}
+    assert err.value.details[0] == {
+        "provider": "onebox",
+        "status": 409,
+        "code": "ORDER_SEAT_NOT_AVAILABLE",
+        "trace_id": "audit-42",
+        "attempt": 1,
+    }
 
 
 async def test_release_of_a_basket_already_gone_is_done() -> None:
@@ -293,8 +318,10 @@ async def test_pre_confirm_releases_items_beyond_the_hold_before_pre_confirming(
     fake = FakeOnebox((200, {**BASKET, "items": BASKET["items"] + LATE[:1]}), (200, BASKET), (200, pre_confirmed))
     priced = await run(acts(fake).pre_confirm, ORDER_ID, ["501", "502"])
     assert [(r.method, r.url.path) for r in fake.api] == [
-        ("GET", "/distribution-api/v1/orders"), ("DELETE", "/distribution-api/v1/orders/seats"),
-        ("POST", "/distribution-api/v1/orders/pre-confirm")]
+        ("GET", "/distribution-api/v1/orders"),
+        ("DELETE", "/distribution-api/v1/orders/seats"),
+        ("POST", "/distribution-api/v1/orders/pre-confirm"),
+    ]
     assert fake.api[1].url.query == b"id=503"
     assert priced.code == "AX59SJ29392X" and priced.hold.item_ids == ["501", "502"]
 
@@ -330,5 +357,7 @@ async def test_steps_rerun_after_a_workflow_reset_take_what_an_earlier_run_did()
     fake = FakeOnebox((200, confirmed), (200, confirmed))
     order = await run(acts(fake).confirm, ORDER_ID, "AX59SJ29392X", ["501", "502"])
     assert [(r.method, r.url.path) for r in fake.api] == [
-        ("GET", "/distribution-api/v1/orders"), ("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X")]
+        ("GET", "/distribution-api/v1/orders"),
+        ("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X"),
+    ]
     assert order.fulfilled and order.order_id == "AX59SJ29392X"

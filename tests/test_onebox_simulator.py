@@ -16,8 +16,12 @@ ORDERS = "/distribution-api/v1/orders"
 
 async def client(sim: OneboxSimulator) -> tuple[httpx.AsyncClient, dict[str, str]]:
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url="http://onebox.test")
-    form = {"grant_type": "client_credentials", "channel_id": sim.channel_id, "client_id": sim.client_id,
-            "client_secret": sim.client_secret}
+    form = {
+        "grant_type": "client_credentials",
+        "channel_id": sim.channel_id,
+        "client_id": sim.client_id,
+        "client_secret": sim.client_secret,
+    }
     token = (await http.post("/oauth/token", data=form)).json()["access_token"]
     return http, {"Accept": "application/json", "Authorization": f"Bearer {token}"}
 
@@ -32,14 +36,17 @@ async def test_expired_token_answers_403_auth001() -> None:
     assert answer.headers["ob-audit-trace-id"]
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("/seats", {"seats": [{"id": 11}]}),
-    ("/seats", {"seats": []}),
-    ("/seats-auto", {"session_id": 1001, "quantity": 2}),
-    ("/seats-auto", {"price_type_id": 1, "session_id": "1001", "quantity": 2}),
-    ("/buyer-data", {}),
-    ("/pre-confirm", None),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/seats", {"seats": [{"id": 11}]}),
+        ("/seats", {"seats": []}),
+        ("/seats-auto", {"session_id": 1001, "quantity": 2}),
+        ("/seats-auto", {"price_type_id": 1, "session_id": "1001", "quantity": 2}),
+        ("/buyer-data", {}),
+        ("/pre-confirm", None),
+    ],
+)
 async def test_missing_or_mistyped_fields_answer_400(path: str, body: Any) -> None:
     sim = OneboxSimulator()
     http, headers = await client(sim)

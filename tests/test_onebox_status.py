@@ -43,7 +43,9 @@ async def test_a_confirmed_basket_in_the_object_shape_is_not_confirmed_twice() -
     fake = FakeOnebox((200, confirmed), (200, confirmed))
     order = await run(acts(fake).confirm, ORDER_ID, "AX59SJ29392X", ["501", "502"])
     assert [(r.method, r.url.path) for r in fake.api] == [
-        ("GET", "/distribution-api/v1/orders"), ("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X")]
+        ("GET", "/distribution-api/v1/orders"),
+        ("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X"),
+    ]
     assert order.fulfilled and order.status == "CONFIRM"
 
 
@@ -64,8 +66,11 @@ async def test_expires_in_shortens_the_hold() -> None:
     assert before + timedelta(seconds=239) <= priced.hold.expires_at <= utc_now() + timedelta(seconds=240)
 
 
-@pytest.mark.parametrize("answered", ["PRE_CONFIRM", status("PRE_CONFIRM"), status("PRE_CONFIRM", 3600)],
-                         ids=["string", "object-without-expiry", "object-longer-than-the-setting"])
+@pytest.mark.parametrize(
+    "answered",
+    ["PRE_CONFIRM", status("PRE_CONFIRM"), status("PRE_CONFIRM", 3600)],
+    ids=["string", "object-without-expiry", "object-longer-than-the-setting"],
+)
 async def test_the_setting_bounds_the_hold(answered: Any) -> None:
     """Without an `expires_in`, or with one beyond the setting (its unit is not documented), the
     setting decides."""

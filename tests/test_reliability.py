@@ -34,8 +34,13 @@ async def batch_under_faults(env: WorkflowEnvironment, sim: AtomSimulator, count
     async def batch(numbers: range) -> list:
         inject(sim, rng)
         handles = [
-            await start_purchase(env.client, atom_request(f"fault-{n}", items=[
-                {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"F{n + 1}"]}]), tq)
+            await start_purchase(
+                env.client,
+                atom_request(
+                    f"fault-{n}", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"F{n + 1}"]}]
+                ),
+                tq,
+            )
             for n in numbers
         ]
         # One at a time: the time-skipping server refuses concurrent result waits. The others run on.

@@ -21,13 +21,31 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_histories_are_recorded() -> None:
     names = {path.stem for path in HISTORIES}
-    assert {"atom_auto_fulfilled", "atom_manual_fulfilled", "atom_manual_expired",
-            "atom_fulfilment_timeout", "atom_cancelled_after_create",
-            "onebox_numbered_fulfilled", "onebox_manual_expired", "tevo_accepted", "atm_paid", "atm_expired", "acme_paid",
-            "atom_local_reads", "atm_paid_then_cancelled", "atom_create_read_back", "atom_undo_retried",
-            "atom_local_writes", "atom_first_task_rerun", "atm_needs_attention_then_issued", "atm_forged_then_paid",
-            "acme_declined_unknown_reservation", "acme_reserve_failed_after_lost_answer", "atom_guest_account_retried",
-            "tevo_first_poll_timed_out"} <= names
+    assert {
+        "atom_auto_fulfilled",
+        "atom_manual_fulfilled",
+        "atom_manual_expired",
+        "atom_fulfilment_timeout",
+        "atom_cancelled_after_create",
+        "onebox_numbered_fulfilled",
+        "onebox_manual_expired",
+        "tevo_accepted",
+        "atm_paid",
+        "atm_expired",
+        "acme_paid",
+        "atom_local_reads",
+        "atm_paid_then_cancelled",
+        "atom_create_read_back",
+        "atom_undo_retried",
+        "atom_local_writes",
+        "atom_first_task_rerun",
+        "atm_needs_attention_then_issued",
+        "atm_forged_then_paid",
+        "acme_declined_unknown_reservation",
+        "acme_reserve_failed_after_lost_answer",
+        "atom_guest_account_retried",
+        "tevo_first_poll_timed_out",
+    } <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -74,7 +74,7 @@ async def test_half_sent_requests_are_closed_within_the_read_deadline() -> None:
     once the read deadline passes (a request that arrives whole is still served)."""
     read_seconds = 1.0
     half_head = b"POST /webhooks/atm HTTP/1.1\r\nHost: x\r\natm-signature: t=1,v1=00\r\n"
-    half_body = b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"payloads\": ["
+    half_body = b'POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"payloads": ['
     for app, partial in ((receiver(), half_head), (codec_app(), half_body), (receiver(), b"")):
         async with listening(app, read_seconds=read_seconds) as port:
             started = time.monotonic()
@@ -97,7 +97,7 @@ async def test_codec_server_caps_the_body_after_the_token() -> None:
 
     async def chunked() -> AsyncIterator[bytes]:  # no Content-Length to check
         for start in range(0, len(big), 64 * 1024):
-            yield big[start:start + 64 * 1024]
+            yield big[start : start + 64 * 1024]
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=codec_app()), base_url="http://codec") as http:
         assert (await http.post("/encode", content=big)).status_code == 401  # nobody unauthorized is read
@@ -119,11 +119,20 @@ async def test_codec_server_answers_4xx_for_every_malformed_input() -> None:
         b'{"unknown": 1}',
         json_format.MessageToJson(Payloads(payloads=[foreign])).encode(),  # a key we do not hold
         json_format.MessageToJson(Payloads(payloads=[tampered])).encode(),
-        json.dumps({"payloads": [{"metadata": {"encoding": base64.b64encode(b"binary/encrypted").decode()},
-                                  "data": base64.b64encode(b"short").decode()}]}).encode(),  # no key id
+        json.dumps(
+            {
+                "payloads": [
+                    {
+                        "metadata": {"encoding": base64.b64encode(b"binary/encrypted").decode()},
+                        "data": base64.b64encode(b"short").decode(),
+                    }
+                ]
+            }
+        ).encode(),  # no key id
     ]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=codec_app(), raise_app_exceptions=False),
-                                 base_url="http://codec") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=codec_app(), raise_app_exceptions=False), base_url="http://codec"
+    ) as http:
         for body in bodies:
             answer = await http.post("/decode", content=body, headers=AUTH)
             assert answer.status_code == 400, (body[:40], answer.status_code, answer.text)
@@ -134,8 +143,9 @@ async def test_webhook_json_nested_too_deep_is_400() -> None:
     deep = b'{"a":' * 30_000 + b"1" + b"}" * 30_000
     shallow_enough = json.dumps({"id": "del_1", "type": "x", "data": {"a": [[[[1]]]]}}).encode()
     too_deep = json.dumps({"id": "del_2", "type": "x", "data": json.loads("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)})
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=receiver(), raise_app_exceptions=False),
-                                 base_url="http://hooks") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=receiver(), raise_app_exceptions=False), base_url="http://hooks"
+    ) as http:
         answer = await http.post("/webhooks/atm", content=deep, headers=signed(deep))
         assert answer.status_code == 400, answer.text
         answer = await http.post("/webhooks/atm", content=too_deep.encode(), headers=signed(too_deep.encode(), "del_2"))

@@ -22,9 +22,19 @@ from workflows.models import PurchaseState
 
 async def dev_server(port: int, db: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
-        "--log-level", "error", *dev_server_args(db),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        binary("temporal"),
+        "server",
+        "start-dev",
+        "--headless",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        *dev_server_args(db),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
 
 
@@ -47,9 +57,17 @@ async def restart_during_batch(db: Path, sim: AtomSimulator, count: int, restart
     atom = AtomActivities(atom_settings(), transport=httpx.ASGITransport(app=sim.app))
     try:
         async with serving(client, "restart", [atom]):
-            handles = [await purchases.start_purchase(client, atom_request(f"restart-{n}", items=[
-                {"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"R{n + 1}"]}]),
-                "restart") for n in range(count)]
+            handles = [
+                await purchases.start_purchase(
+                    client,
+                    atom_request(
+                        f"restart-{n}",
+                        items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": [f"R{n + 1}"]}],
+                    ),
+                    "restart",
+                )
+                for n in range(count)
+            ]
             for restart in range(1, restarts + 1):
                 while len(sim.orders) < count * restart // (restarts + 1):  # mid-batch
                     await asyncio.sleep(0.02)

@@ -42,8 +42,9 @@ def settled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def sweep(client: Client, tq: str, provider: str, **options: Any) -> SweepResult:
     request = SweepRequest(provider=provider, window_seconds=3600, **options)
-    return await client.execute_workflow("SweepWorkflow", request, id=f"sweep-{provider}-{uuid.uuid4()}",
-                                         task_queue=tq, result_type=SweepResult)
+    return await client.execute_workflow(
+        "SweepWorkflow", request, id=f"sweep-{provider}-{uuid.uuid4()}", task_queue=tq, result_type=SweepResult
+    )
 
 
 async def open_items(client: Client, expected: int, timeout: float = 10) -> list[dict[str, Any]]:
@@ -100,10 +101,17 @@ async def test_tevo_orphan_cancelled_and_bad_orders_become_items_an_operator_dec
         assert (done.totals.seen, done.totals.findings) == (3, 3)
         items = {i["id"]: i for i in await open_items(dev_env.client, 3)}
         orphan_id = item_id("tevo", FindingKind.ORPHAN_ORDER, str(orphan))
-        assert set(items) == {orphan_id, item_id("tevo", FindingKind.BAD_ANSWER, str(weird)),
-                              item_id("tevo", FindingKind.CANCELLED_AFTER_FULFILMENT, result.provider_order_id)}
-        assert (items[orphan_id]["provider"], items[orphan_id]["kind"], items[orphan_id]["purchase_id"],
-                items[orphan_id]["amount"]) == ("tevo", "orphan_order", "tevo-ghost", "145.48 USD")
+        assert set(items) == {
+            orphan_id,
+            item_id("tevo", FindingKind.BAD_ANSWER, str(weird)),
+            item_id("tevo", FindingKind.CANCELLED_AFTER_FULFILMENT, result.provider_order_id),
+        }
+        assert (
+            items[orphan_id]["provider"],
+            items[orphan_id]["kind"],
+            items[orphan_id]["purchase_id"],
+            items[orphan_id]["amount"],
+        ) == ("tevo", "orphan_order", "tevo-ghost", "145.48 USD")
         shown = await attention_item(dev_env.client, orphan_id)
         assert (shown.state, shown.proposed_action, shown.times_seen) == ("OPEN", "cancel", 1)
 
@@ -122,13 +130,13 @@ async def test_tevo_orphan_cancelled_and_bad_orders_become_items_an_operator_dec
         again = await sweep(dev_env.client, tq, "tevo")
         assert again.totals.findings == 2  # bad answer (closed: not reopened) and cancelled-after-fulfilment
         remaining = await open_items(dev_env.client, 1)
-        assert [i["id"] for i in remaining] == [
-            item_id("tevo", FindingKind.CANCELLED_AFTER_FULFILMENT, result.provider_order_id)]
+        assert [i["id"] for i in remaining] == [item_id("tevo", FindingKind.CANCELLED_AFTER_FULFILMENT, result.provider_order_id)]
         assert (await attention_item(dev_env.client, remaining[0]["id"])).times_seen == 2
 
 
 async def test_tevo_sweep_pages_continue_as_new_and_a_failed_sweep_reruns_without_duplicates(
-        dev_env: WorkflowEnvironment) -> None:
+    dev_env: WorkflowEnvironment,
+) -> None:
     """Orders / Index pages 10 per page (pageId=4751395): 25 orphans are 3 pages, one run each
     (continue-as-new). A refused page (403) fails the sweep half-way; the next sweep opens the
     rest and adds an observation to the items the first opened, never a second item."""
@@ -155,8 +163,12 @@ async def test_tevo_sweep_pages_continue_as_new_and_a_failed_sweep_reruns_withou
         sim.faults.apply = original  # type: ignore[method-assign]
 
         handle = await dev_env.client.start_workflow(
-            "SweepWorkflow", SweepRequest(provider="tevo", window_seconds=3600, pages_per_run=1),
-            id="sweep-tevo-rerun", task_queue=tq, result_type=SweepResult)
+            "SweepWorkflow",
+            SweepRequest(provider="tevo", window_seconds=3600, pages_per_run=1),
+            id="sweep-tevo-rerun",
+            task_queue=tq,
+            result_type=SweepResult,
+        )
         done = await handle.result()
         assert (done.totals.pages, done.totals.runs, done.totals.seen, done.totals.findings) == (3, 3, 25, 25)
         history = [e async for e in handle.fetch_history_events()]
@@ -182,7 +194,8 @@ async def test_two_overlapping_sweeps_open_each_item_once(dev_env: WorkflowEnvir
 
 
 async def test_acme_reservation_of_an_ended_purchase_is_released_and_an_orphan_order_refunded(
-        dev_env: WorkflowEnvironment) -> None:
+    dev_env: WorkflowEnvironment,
+) -> None:
     """Orders by event (GET /v2/b2c/orders/event/{eventId}) of the events the purchases named; the
     reservation each purchase recorded (GET|DELETE /v2/b2b/reservations/{id}). A reservation still
     active for a failed purchase is released by the sweep itself (no item); an order whose notes
@@ -190,8 +203,9 @@ async def test_acme_reservation_of_an_ended_purchase_is_released_and_an_orphan_o
     sim = AcmeSimulator()
     async with acme_worker(dev_env.client, sim) as tq:
         await fulfilled(dev_env.client, tq, acme_request("acme-kept"))
-        declined = await purchase_outcome(await start_purchase(
-            dev_env.client, acme_request("acme-declined", payment_token="tok_declined"), tq))
+        declined = await purchase_outcome(
+            await start_purchase(dev_env.client, acme_request("acme-declined", payment_token="tok_declined"), tq)
+        )
         assert declined.state == PurchaseState.FAILED
         [reservation] = [r for r in sim.reservations.values() if r["status"] != "used"]
         reservation["status"] = "active"  # its release was lost (a bug, an operator's reset)
@@ -201,7 +215,8 @@ async def test_acme_reservation_of_an_ended_purchase_is_released_and_an_orphan_o
         done = await sweep(dev_env.client, tq, "acme")
         assert (done.totals.findings, done.totals.repaired) == (1, 1)
         assert reservation["status"] == "deleted" and done.repaired == [
-            f"hold {reservation['id']}: reservation {reservation['id']} deleted"]
+            f"hold {reservation['id']}: reservation {reservation['id']} deleted"
+        ]
         [item] = await open_items(dev_env.client, 1)
         assert item["id"] == item_id("acme", "orphan_order", orphan) and item["purchase_id"] == "acme-ghost"
         approved = await approve_attention(dev_env.client, item["id"], AttentionDecision(action="refund"))
@@ -217,11 +232,9 @@ async def test_acme_reservation_of_an_ended_purchase_is_released_and_an_orphan_o
 async def test_sweep_schedules_are_created_once_and_updated(dev_env: WorkflowEnvironment) -> None:
     from workers.client import ensure_schedules
 
-    ids = await ensure_schedules(dev_env.client, "tq-schedules", ["tevo", "acme"], timedelta(minutes=30),
-                                 timedelta(hours=48))
+    ids = await ensure_schedules(dev_env.client, "tq-schedules", ["tevo", "acme"], timedelta(minutes=30), timedelta(hours=48))
     await dev_env.client.get_schedule_handle("sweep-tevo").pause(note="by an operator")
-    again = await ensure_schedules(dev_env.client, "tq-schedules", ["tevo", "acme"], timedelta(minutes=10),
-                                   timedelta(hours=24))
+    again = await ensure_schedules(dev_env.client, "tq-schedules", ["tevo", "acme"], timedelta(minutes=10), timedelta(hours=24))
     assert ids == again == ["sweep-tevo", "sweep-acme"]
     described = await dev_env.client.get_schedule_handle("sweep-tevo").describe()
     assert described.schedule.spec.intervals[0].every == timedelta(minutes=10)
@@ -258,5 +271,6 @@ async def test_atm_paid_hold_of_a_cancelled_purchase_is_a_payment_without_ticket
         assert item["purchase_id"] == "atm-paid-late"
         with pytest.raises(WorkflowUpdateFailedError):  # ATM refunds are made at ATM: settle by hand, then dismiss
             await approve_attention(dev_env.client, item["id"], AttentionDecision(action="refund"))
-        assert (await dismiss_attention(dev_env.client, item["id"], AttentionDecision(note="refunded at ATM"))).state \
-            == "DISMISSED"
+        assert (
+            await dismiss_attention(dev_env.client, item["id"], AttentionDecision(note="refunded at ATM"))
+        ).state == "DISMISSED"

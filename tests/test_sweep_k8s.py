@@ -33,15 +33,19 @@ def settled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_workflows_pods_schedule_the_sweeps_of_the_providers_they_route(
-        dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch) -> None:
+    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """deploy/k8s/config.yaml: a workflows pod without provider credentials routes the rate-limited
     providers (TEvo and ACME here, Atom by its default limit) to their queues, so it schedules their sweeps;
     Onebox and ATM, neither configured nor rate-limited, are served nowhere and get no schedule."""
     monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
-    for provider, names in {"TEVO": ("BASE_URL", "API_TOKEN", "API_SECRET", "REVIEWER_ID"),
-                            "ACME": ("BASE_URL", "TENANT_ID", "API_KEY"), "ATM": ("BASE_URL", "SERVICE_TOKEN"),
-                            "ATOM": ("BASE_URL", "API_KEY"),
-                            "ONEBOX": ("BASE_URL", "OAUTH_URL", "CLIENT_ID", "CLIENT_SECRET", "CHANNEL_ID")}.items():
+    for provider, names in {
+        "TEVO": ("BASE_URL", "API_TOKEN", "API_SECRET", "REVIEWER_ID"),
+        "ACME": ("BASE_URL", "TENANT_ID", "API_KEY"),
+        "ATM": ("BASE_URL", "SERVICE_TOKEN"),
+        "ATOM": ("BASE_URL", "API_KEY"),
+        "ONEBOX": ("BASE_URL", "OAUTH_URL", "CLIENT_ID", "CLIENT_SECRET", "CHANNEL_ID"),
+    }.items():
         for name in (*names, "ACTIVITIES_PER_SECOND"):
             monkeypatch.delenv(f"BOXOFFICE_{provider}_{name}", raising=False)
     monkeypatch.delenv("BOXOFFICE_SWEEP_PROVIDERS", raising=False)
@@ -62,7 +66,8 @@ async def test_workflows_pods_schedule_the_sweeps_of_the_providers_they_route(
 
 
 async def test_sweep_and_approvals_reach_the_providers_through_their_queues(
-        dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch) -> None:
+    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One process per role as in deploy/k8s: the workflows role has no TEvo or ACME credentials, the tevo
     and acme roles have them. A TEvo orphan's approved cancel (Orders / Reject, ticketevolution.atlassian.net
     pageId=4751395's orders) and an ACME orphan's approved refund (B2C Orders, developers.acmeticketing.com
@@ -71,19 +76,28 @@ async def test_sweep_and_approvals_reach_the_providers_through_their_queues(
     tevo = TevoSimulator()
     tevo.token, tevo.secret = "test-tevo-token", "test-tevo-secret"
     acme = AcmeSimulator(api_key="test-acme-key")
-    tevo_routed = TevoActivities(TevoSettings(base_url="", api_token="", api_secret="", reviewer_id=None,
-                                              activities_per_second=10))
+    tevo_routed = TevoActivities(
+        TevoSettings(base_url="", api_token="", api_secret="", reviewer_id=None, activities_per_second=10)
+    )
     acme_routed = AcmeActivities(AcmeSettings(base_url="", tenant_id="", api_key="", activities_per_second=20))
     tevo_served = TevoActivities(
-        TevoSettings(base_url="https://api.tevo.test", api_token="test-tevo-token", api_secret="test-tevo-secret",
-                     reviewer_id=tevo.reviewer_id, activities_per_second=10),
-        transport=httpx.ASGITransport(app=tevo.app))
+        TevoSettings(
+            base_url="https://api.tevo.test",
+            api_token="test-tevo-token",
+            api_secret="test-tevo-secret",
+            reviewer_id=tevo.reviewer_id,
+            activities_per_second=10,
+        ),
+        transport=httpx.ASGITransport(app=tevo.app),
+    )
     acme_served = AcmeActivities(acme_settings(activities_per_second=20), transport=httpx.ASGITransport(app=acme.app))
     tq = f"tq-{uuid.uuid4()}"
     try:
-        async with serving(dev_env.client, tq, [tevo_routed, acme_routed], roles={"workflows"}), \
-                serving(dev_env.client, tq, [tevo_served], roles={"tevo"}), \
-                serving(dev_env.client, tq, [acme_served], roles={"acme"}):
+        async with (
+            serving(dev_env.client, tq, [tevo_routed, acme_routed], roles={"workflows"}),
+            serving(dev_env.client, tq, [tevo_served], roles={"tevo"}),
+            serving(dev_env.client, tq, [acme_served], roles={"acme"}),
+        ):
             tevo_orphan = tevo_sim.seed_order(tevo, "k8s-tevo-ghost", state="pending")
             acme_orphan = acme_sim.seed_order(acme, "boxoffice purchase k8s-acme-ghost request 1234")
             assert (await sweep(dev_env.client, tq, "tevo")).totals.findings == 1
@@ -92,12 +106,14 @@ async def test_sweep_and_approvals_reach_the_providers_through_their_queues(
 
             tevo_item = item_id("tevo", FindingKind.ORPHAN_ORDER, str(tevo_orphan))
             cancelled = await asyncio.wait_for(
-                approve_attention(dev_env.client, tevo_item, AttentionDecision(action="cancel")), 30)
+                approve_attention(dev_env.client, tevo_item, AttentionDecision(action="cancel")), 30
+            )
             assert cancelled.state == "APPROVED" and tevo.orders[tevo_orphan].state == "rejected"
 
             acme_item = item_id("acme", FindingKind.ORPHAN_ORDER, acme_orphan)
             refunded = await asyncio.wait_for(
-                approve_attention(dev_env.client, acme_item, AttentionDecision(action="refund")), 30)
+                approve_attention(dev_env.client, acme_item, AttentionDecision(action="refund")), 30
+            )
             assert refunded.state == "APPROVED"
             assert acme.orders[acme_orphan]["refundAmount"] == acme.orders[acme_orphan]["totalAmount"]
     finally:

@@ -80,8 +80,9 @@ async def test_onebox_orphan_refunded_order_and_left_basket(dev_env: WorkflowEnv
         approved = await approve_attention(dev_env.client, orphan_id, AttentionDecision(action="refund"))
         assert approved.state == "APPROVED" and "refunded 2 items" in (approved.outcome or "")
         refund_calls = [c for c in sim.calls if c["endpoint"] == "refund"]
-        assert [c["body"]["items"] for c in refund_calls] == [[{"id": i.id} for i in sim.baskets[
-            next(b for b, v in sim.baskets.items() if v.code == orphan)].items]]
+        assert [c["body"]["items"] for c in refund_calls] == [
+            [{"id": i.id} for i in sim.baskets[next(b for b, v in sim.baskets.items() if v.code == orphan)].items]
+        ]
         assert sim.seats[20] == sim.seats[21] == "free"
         await dismiss_attention(dev_env.client, refunded_id, AttentionDecision(note="buyer told"))
 
@@ -99,12 +100,20 @@ async def test_onebox_list_refuses_dates_not_in_the_documented_format() -> None:
     sim = OneboxSimulator()
     sim.tokens["t"] = time.time() + 60
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url="http://onebox.test") as http:
-        bad = await http.get("/orders-mgmt-api/v1/orders", headers={"Authorization": "Bearer t"}, params={
-            "purchase_date_from": "2021-03-08T00:00:00.123456Z", "purchase_date_to": "2021-03-09T00:00:00Z",
-            "type": "PURCHASE"})
-        good = await http.get("/orders-mgmt-api/v1/orders", headers={"Authorization": "Bearer t"}, params={
-            "purchase_date_from": "2021-03-08T00:00:00Z", "purchase_date_to": "2021-03-09T00:00:00Z",
-            "type": "PURCHASE"})
+        bad = await http.get(
+            "/orders-mgmt-api/v1/orders",
+            headers={"Authorization": "Bearer t"},
+            params={
+                "purchase_date_from": "2021-03-08T00:00:00.123456Z",
+                "purchase_date_to": "2021-03-09T00:00:00Z",
+                "type": "PURCHASE",
+            },
+        )
+        good = await http.get(
+            "/orders-mgmt-api/v1/orders",
+            headers={"Authorization": "Bearer t"},
+            params={"purchase_date_from": "2021-03-08T00:00:00Z", "purchase_date_to": "2021-03-09T00:00:00Z", "type": "PURCHASE"},
+        )
     assert bad.status_code == 400 and good.json() == {"data": [], "metadata": {"offset": 0, "limit": 50, "total": 0}}
 
 
@@ -121,8 +130,7 @@ async def test_atom_clean_sweep_opens_nothing(dev_env: WorkflowEnvironment) -> N
     assert await open_items(dev_env.client, 0, timeout=1) == []
 
 
-async def test_atom_order_left_processing_cancelled_after_fulfilment_and_unknown_order(
-        dev_env: WorkflowEnvironment) -> None:
+async def test_atom_order_left_processing_cancelled_after_fulfilment_and_unknown_order(dev_env: WorkflowEnvironment) -> None:
     """GET /ordering/v1/customer/orders/{id}/status with the purchase's own session (Atom serves an order
     to its account only): an order `processing` after its purchase gave up is an orphan whose approved
     cancel is DELETE /v1/customer/orders/{id}; a FULFILLED purchase's order Atom reads cancelled is a
@@ -130,25 +138,38 @@ async def test_atom_order_left_processing_cancelled_after_fulfilment_and_unknown
     id unknown) is an `unknown_order` item naming the clientRequestId."""
     sim = AtomSimulator()
     async with atom_worker(dev_env.client, sim, poll_interval_seconds=0.2) as tq:
-        kept = await fulfilled(dev_env.client, tq, atom_request("atom-kept",
-                                                                items=[{"product_id": "PROD-ADULT-001",
-                                                                        "offer_id": "OFFER-STD-001",
-                                                                        "seat_ids": ["B1"]}]))
+        kept = await fulfilled(
+            dev_env.client,
+            tq,
+            atom_request("atom-kept", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["B1"]}]),
+        )
         sim.orders[kept.provider_order_id].status = "cancelled"  # cancelled at Atom after the tickets were issued
 
         sim.fulfilment = "fail"
-        failed = await purchase_outcome(await start_purchase(dev_env.client, atom_request(
-            "atom-gave-up", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["C1"]}]),
-            tq))
+        failed = await purchase_outcome(
+            await start_purchase(
+                dev_env.client,
+                atom_request(
+                    "atom-gave-up", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["C1"]}]
+                ),
+                tq,
+            )
+        )
         assert failed.state == PurchaseState.FAILED
         [given_up] = [o for o in sim.orders.values() if o.seat_ids == ["C1"]]
         given_up.status = "processing"  # Atom went on with it: its cancel did not hold
         sim.fulfilment = "never"
 
         sim.faults.add(Fault(endpoint="create", status=502, lost=True))
-        unknown = await purchase_outcome(await start_purchase(dev_env.client, atom_request(
-            "atom-unknown", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["D1"]}]),
-            tq))
+        unknown = await purchase_outcome(
+            await start_purchase(
+                dev_env.client,
+                atom_request(
+                    "atom-unknown", items=[{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "seat_ids": ["D1"]}]
+                ),
+                tq,
+            )
+        )
         assert unknown.state == PurchaseState.COMPENSATION_FAILED
         await visible(dev_env.client, 'BoxofficeProvider = "atom" AND ExecutionStatus != "Running"', 3)
 
@@ -159,8 +180,11 @@ async def test_atom_order_left_processing_cancelled_after_fulfilment_and_unknown
         items = {i["id"]: i for i in await open_items(dev_env.client, 3)}
         orphan_id = item_id("atom", FindingKind.ORPHAN_ORDER, given_up.order_id)
         unknown_key = next(o.client_request_id for o in sim.orders.values() if o.seat_ids == ["D1"])
-        assert set(items) == {orphan_id, item_id("atom", FindingKind.CANCELLED_AFTER_FULFILMENT, kept.provider_order_id),
-                              item_id("atom", FindingKind.UNKNOWN_ORDER, unknown_key)}
+        assert set(items) == {
+            orphan_id,
+            item_id("atom", FindingKind.CANCELLED_AFTER_FULFILMENT, kept.provider_order_id),
+            item_id("atom", FindingKind.UNKNOWN_ORDER, unknown_key),
+        }
         assert items[orphan_id]["purchase_id"] == "atom-gave-up"
         shown = await attention_item(dev_env.client, orphan_id)
         assert (shown.proposed_action, shown.observations[0].status) == ("cancel", "processing")
@@ -168,8 +192,9 @@ async def test_atom_order_left_processing_cancelled_after_fulfilment_and_unknown
         approved = await approve_attention(dev_env.client, orphan_id, AttentionDecision(action="cancel"))
         assert approved.state == "APPROVED" and given_up.status == "cancelled"
         with pytest.raises(WorkflowUpdateFailedError):  # an unknown order is looked up at Atom by a person
-            await approve_attention(dev_env.client, item_id("atom", FindingKind.UNKNOWN_ORDER, unknown_key),
-                                    AttentionDecision(action="cancel"))
+            await approve_attention(
+                dev_env.client, item_id("atom", FindingKind.UNKNOWN_ORDER, unknown_key), AttentionDecision(action="cancel")
+            )
 
         again = await sweep(dev_env.client, tq, "atom")
         assert again.totals.findings == 2  # the cancelled orphan is no finding any more
@@ -184,13 +209,19 @@ async def test_onebox_orders_are_read_page_by_page(dev_env: WorkflowEnvironment)
         orphans = [onebox_sim.seed_order(sim, [20 + n]) for n in range(5)]
         started = time.perf_counter()
         handle = await dev_env.client.start_workflow(
-            "SweepWorkflow", SweepRequest(provider="onebox", window_seconds=3600, page_size=2, pages_per_run=1),
-            id="sweep-onebox-pages", task_queue=tq, result_type=SweepResult)
+            "SweepWorkflow",
+            SweepRequest(provider="onebox", window_seconds=3600, page_size=2, pages_per_run=1),
+            id="sweep-onebox-pages",
+            task_queue=tq,
+            result_type=SweepResult,
+        )
         done = await handle.result()
         elapsed = time.perf_counter() - started
         history = [e async for e in handle.fetch_history_events()]
-        print(f"onebox sweep of {done.totals.seen} orders in {done.totals.pages} pages: {elapsed:.2f}s, "
-              f"last run {len(history)} history events")
+        print(
+            f"onebox sweep of {done.totals.seen} orders in {done.totals.pages} pages: {elapsed:.2f}s, "
+            f"last run {len(history)} history events"
+        )
     assert (done.totals.pages, done.totals.runs, done.totals.seen, done.totals.findings) == (5, 5, 5, 5)
     offsets = [dict(c["query"]).get("offset") for c in sim.calls if c["endpoint"] == "orders"]
     assert offsets == ["0", "2", "4", "0"]  # PURCHASE 0, 2, 4; REFUND 0

@@ -40,7 +40,11 @@ async def test_activity_log_lines_carry_the_purchase_and_no_pii(
     assert len(calls) == 8
     lease = next(line for line in calls if line["path"] == "/ordering/v1/inventory/lease")
     assert (lease["workflow_id"], lease["purchase_id"], lease["provider"], lease["step"]) == (
-        "purchase-log-1", "log-1", "atom", "lease")
+        "purchase-log-1",
+        "log-1",
+        "atom",
+        "lease",
+    )
     assert lease["run_id"] and lease["attempt"] == 1
     for secret in ("guest@example.com", "test-atom-key", next(iter(sim.tokens)), "VNDR-QR"):
         assert secret not in err
@@ -59,7 +63,8 @@ async def test_activity_log_lines_carry_the_purchase_and_no_pii(
 async def test_prometheus_metrics_per_provider_and_outcome() -> None:
     port = free_port()
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter,
+        test_server_existing_path=binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
         test_server_startup_timeout=SERVER_STARTUP,
         runtime=sdk_runtime(f"127.0.0.1:{port}"),
     )
@@ -110,8 +115,14 @@ def test_every_scraped_deployment_is_annotated_at_the_metrics_bind() -> None:
 
 async def serving_command(command: str, environment: dict[str, str], ready: str) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", command, env=dict(os.environ, BOXOFFICE_ENV="dev", **environment),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "workers.cli",
+        command,
+        env=dict(os.environ, BOXOFFICE_ENV="dev", **environment),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     async with httpx.AsyncClient() as http:
         for _ in range(200):
             try:
@@ -135,10 +146,16 @@ def series(text: str, name: str, *labels: str) -> bool:
 async def test_codec_server_serves_its_request_metrics_at_the_metrics_bind() -> None:
     """Issue 22: the codec server's pods are annotated for scraping on BOXOFFICE_METRICS_BIND; it served nothing there."""
     port, metrics = free_port(), free_port()
-    process = await serving_command("codec-server", {
-        "BOXOFFICE_CODEC_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}", "BOXOFFICE_CODEC_AUTH_TOKEN": "t" * 32,
-        "BOXOFFICE_CODEC_PORT": str(port), "BOXOFFICE_METRICS_BIND": f"127.0.0.1:{metrics}"},
-        f"http://127.0.0.1:{port}/decode")
+    process = await serving_command(
+        "codec-server",
+        {
+            "BOXOFFICE_CODEC_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
+            "BOXOFFICE_CODEC_AUTH_TOKEN": "t" * 32,
+            "BOXOFFICE_CODEC_PORT": str(port),
+            "BOXOFFICE_METRICS_BIND": f"127.0.0.1:{metrics}",
+        },
+        f"http://127.0.0.1:{port}/decode",
+    )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             token = {"authorization": f"Bearer {'t' * 32}"}
@@ -157,10 +174,16 @@ async def test_codec_server_serves_its_request_metrics_at_the_metrics_bind() -> 
 async def test_webhook_receiver_serves_its_metrics_at_the_metrics_bind(dev_env: WorkflowEnvironment) -> None:
     """The webhooks pods are annotated for scraping too: the receiver's requests and its Temporal client's metrics."""
     port, metrics = free_port(), free_port()
-    process = await serving_command("webhooks", {
-        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "BOXOFFICE_WEBHOOKS_PORT": str(port),
-        "BOXOFFICE_ATM_WEBHOOK_SECRETS": "s" * 32, "BOXOFFICE_METRICS_BIND": f"127.0.0.1:{metrics}"},
-        f"http://127.0.0.1:{port}/webhooks/atm")
+    process = await serving_command(
+        "webhooks",
+        {
+            "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "BOXOFFICE_WEBHOOKS_PORT": str(port),
+            "BOXOFFICE_ATM_WEBHOOK_SECRETS": "s" * 32,
+            "BOXOFFICE_METRICS_BIND": f"127.0.0.1:{metrics}",
+        },
+        f"http://127.0.0.1:{port}/webhooks/atm",
+    )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.post("/webhooks/atm", content=b"{}")).status_code in (400, 401)

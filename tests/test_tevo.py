@@ -48,21 +48,34 @@ def test_get_signature_sorts_the_query() -> None:
 def test_post_signature_covers_the_exact_body() -> None:
     body = b'{"order":{"ticket_group":{"id":324466901}}}'
     assert sign(SECRET, "POST", "api.sandbox.ticketevolution.com", "/v10/orders", body) == reference_signature(
-        'POST api.sandbox.ticketevolution.com/v10/orders?{"order":{"ticket_group":{"id":324466901}}}')
+        'POST api.sandbox.ticketevolution.com/v10/orders?{"order":{"ticket_group":{"id":324466901}}}'
+    )
     # A GET with no query still ends in "?".
     assert sign(SECRET, "GET", "h.test", "/v9/orders/1", b"") == reference_signature("GET h.test/v9/orders/1?")
 
 
 def test_order_body_matches_the_excerpt() -> None:
-    request = parse_request(tevo_request(
-        "p-9", session_id="riskified_session_id_123", discount="5.00", promo_code="TAKE5",
-        instructions="Instructions are visible to buyer and seller, and are considered a request."))
+    request = parse_request(
+        tevo_request(
+            "p-9",
+            session_id="riskified_session_id_123",
+            discount="5.00",
+            promo_code="TAKE5",
+            instructions="Instructions are visible to buyer and seller, and are considered a request.",
+        )
+    )
     assert order_body(request, "1507094") == {
         "ticket_group": {"id": 324466901, "price": 145.48, "quantity": 2},
         "payments": [{"type": "credit_card", "credit_card_id": 327284, "address_id": 5070352}],
         "delivery": {"type": "Eticket", "cost": 5.0, "email_address_id": 1965046},
-        "client_id": 1507094, "service_fee": 10.0, "additional_expense": 0.0, "tax": 0.0, "discount": 5.0,
-        "reference": "p-9", "session_id": "riskified_session_id_123", "promo_code": "TAKE5",
+        "client_id": 1507094,
+        "service_fee": 10.0,
+        "additional_expense": 0.0,
+        "tax": 0.0,
+        "discount": 5.0,
+        "reference": "p-9",
+        "session_id": "riskified_session_id_123",
+        "promo_code": "TAKE5",
         "instructions": "Instructions are visible to buyer and seller, and are considered a request.",
     }
 
@@ -72,14 +85,15 @@ async def test_signed_requests_are_accepted_by_the_simulator_and_bytes_sent_are_
     settings = TevoSettings(base_url="https://api.tevo.test:8443", api_token="tok", api_secret=SECRET)
     activities = TevoActivities(settings, transport=httpx.ASGITransport(app=sim.app))
     env = ActivityEnvironment()
-    client_id = await env.run(activities.find_or_create_client,
-                              Buyer(email="jane@example.com", first_name="Jane", last_name="Doe"))
-    again = await env.run(activities.find_or_create_client,
-                          Buyer(email="jane@example.com", first_name="Jane", last_name="Doe"))
+    client_id = await env.run(
+        activities.find_or_create_client, Buyer(email="jane@example.com", first_name="Jane", last_name="Doe")
+    )
+    again = await env.run(activities.find_or_create_client, Buyer(email="jane@example.com", first_name="Jane", last_name="Doe"))
     assert client_id == again and len(sim.clients) == 1  # found, not created twice
     create = next(c for c in sim.calls if c["endpoint"] == "create-client")
-    assert json.loads(create["raw"]) == {"clients": [{"name": "Jane Doe", "email_addresses": [
-        {"address": "jane@example.com", "is_primary": True}]}]}
+    assert json.loads(create["raw"]) == {
+        "clients": [{"name": "Jane Doe", "email_addresses": [{"address": "jane@example.com", "is_primary": True}]}]
+    }
     # The port is not signed; the simulator answered 200, so the signature held.
     assert create["headers"]["x-signature"] == sign(SECRET, "POST", "api.tevo.test", "/v9/clients", create["raw"])
     await activities.aclose()
@@ -108,8 +122,7 @@ async def test_tevo_purchase(env: WorkflowEnvironment) -> None:
     order = next(c for c in sim.calls if c["endpoint"] == "create")
     assert json.loads(order["raw"])["order"]["reference"] == "tevo-1"
     # The order is looked up by reference before the create, on every attempt.
-    assert [c["endpoint"] for c in sim.calls] == ["group", "clients", "create-client", "orders", "create", "show",
-                                                  "show", "show"]
+    assert [c["endpoint"] for c in sim.calls] == ["group", "clients", "create-client", "orders", "create", "show", "show", "show"]
 
 
 async def test_price_changed(env: WorkflowEnvironment) -> None:
@@ -150,8 +163,7 @@ async def test_never_accepted_order_is_rejected(env: WorkflowEnvironment) -> Non
     assert sim.ledger()["orders"][0]["state"] == "rejected"
     assert sim.calls[-1]["endpoint"] == "reject"
     assert json.loads(sim.calls[-1]["raw"]) == {"reason": "Other", "reviewer_id": 12345}
-    assert [(c.action, c.ok, c.detail) for c in result.compensations] == [
-        ("cancel order", True, "order 819976 rejected")]
+    assert [(c.action, c.ok, c.detail) for c in result.compensations] == [("cancel order", True, "order 819976 rejected")]
 
 
 async def test_lost_create_response_makes_one_order(env: WorkflowEnvironment) -> None:
@@ -189,8 +201,7 @@ async def served(sim: TevoSimulator) -> AsyncIterator[TevoActivities]:
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
-    settings = TevoSettings(base_url=f"http://127.0.0.1:{port}", api_token="tok", api_secret=SECRET,
-                            timeout_seconds=0.3)
+    settings = TevoSettings(base_url=f"http://127.0.0.1:{port}", api_token="tok", api_secret=SECRET, timeout_seconds=0.3)
     activities = TevoActivities(settings)
     try:
         yield activities
@@ -206,8 +217,9 @@ FIRST = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 def attempt(number: int, after_seconds: float) -> ActivityEnvironment:
     """An activity environment for retry `number`, scheduled `after_seconds` after the first."""
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, attempt=number, scheduled_time=FIRST,
-                                   current_attempt_scheduled_time=FIRST + timedelta(seconds=after_seconds))
+    env.info = dataclasses.replace(
+        env.info, attempt=number, scheduled_time=FIRST, current_attempt_scheduled_time=FIRST + timedelta(seconds=after_seconds)
+    )
     return env
 
 
@@ -257,8 +269,7 @@ async def test_tevo_find_order_reads_every_page() -> None:
     sim = TevoSimulator(token="tok", secret=SECRET, reference_filter=False)
     for n in range(25):  # other purchases' orders come first, and the search ignores the filter
         sim.orders[n] = Order(id=n, reference=f"other-{n}", group=1, quantity=1, price=Decimal(1), body={}, seats=[])
-    sim.orders[500] = Order(id=500, reference="tevo-mine", group=1, quantity=1, price=Decimal(1), body={},
-                            seats=[])
+    sim.orders[500] = Order(id=500, reference="tevo-mine", group=1, quantity=1, price=Decimal(1), body={}, seats=[])
     async with served(sim) as activities:
         found = await ActivityEnvironment().run(activities.find_order, "tevo-mine")
         missing = await attempt(2, 60).run(activities.find_order, "tevo-none")  # once the search caught up
@@ -267,8 +278,7 @@ async def test_tevo_find_order_reads_every_page() -> None:
     pages = [(q["page"], q["per_page"], q["reference"]) for q in search_queries(sim)]
     assert pages == [(p, "10", r) for r in ("tevo-mine", "tevo-none") for p in ("1", "2", "3")]
     search = next(c for c in sim.calls if c["endpoint"] == "orders")
-    assert (search["method"], search["path"], search["query"]) == (
-        "GET", "/v9/orders", "page=1&per_page=10&reference=tevo-mine")
+    assert (search["method"], search["path"], search["query"]) == ("GET", "/v9/orders", "page=1&per_page=10&reference=tevo-mine")
 
 
 async def test_tevo_retry_answered_409_takes_the_earlier_order() -> None:

@@ -34,11 +34,11 @@ async def test_first_attempt_finds_an_order_an_earlier_run_placed() -> None:
     before ordering, so no second order is placed."""
     sim = TevoSimulator(token="tok", secret=SECRET)
     sim.clients[1507094] = {"id": 1507094}
-    sim.orders[700] = Order(id=700, reference="tevo-rerun", group=324466901, quantity=2, price=Decimal("145.48"),
-                            body={}, seats=["9", "10"])
+    sim.orders[700] = Order(
+        id=700, reference="tevo-rerun", group=324466901, quantity=2, price=Decimal("145.48"), body={}, seats=["9", "10"]
+    )
     async with served(sim) as activities:
-        order = await ActivityEnvironment().run(activities.create_order, parse_request(tevo_request("tevo-rerun")),
-                                                "1507094")
+        order = await ActivityEnvironment().run(activities.create_order, parse_request(tevo_request("tevo-rerun")), "1507094")
     assert order.order_id == "700" and list(sim.orders) == [700]
     assert "create" not in [c["endpoint"] for c in sim.calls]
 
@@ -47,8 +47,9 @@ async def test_rerun_of_a_purchase_keeps_its_one_order(env: WorkflowEnvironment)
     """The same purchase run again (its earlier order already at TEvo): one accepted order."""
     sim = TevoSimulator()
     sim.clients[1] = {"id": 1, "email_addresses": [{"address": "guest@example.com"}]}
-    sim.orders[700] = Order(id=700, reference="tevo-again", group=324466901, quantity=2, price=Decimal("145.48"),
-                            body={}, seats=["9", "10"])
+    sim.orders[700] = Order(
+        id=700, reference="tevo-again", group=324466901, quantity=2, price=Decimal("145.48"), body={}, seats=["9", "10"]
+    )
     async with tevo_worker(env.client, sim) as tq:
         result = await purchase_outcome(await start_purchase(env.client, tevo_request("tevo-again"), tq))
     assert result.state == PurchaseState.FULFILLED and result.provider_order_id == "700"

@@ -23,8 +23,15 @@ REJECT_PAGE = "https://ticketevolution.atlassian.net/wiki/spaces/API/pages/94701
 
 
 def activities_for(sim: TevoSimulator, **settings: Any) -> TevoActivities:
-    config = TevoSettings(**{"base_url": "https://api.tevo.test", "api_token": sim.token, "api_secret": sim.secret,
-                             "reviewer_id": sim.reviewer_id, **settings})
+    config = TevoSettings(
+        **{
+            "base_url": "https://api.tevo.test",
+            "api_token": sim.token,
+            "api_secret": sim.secret,
+            "reviewer_id": sim.reviewer_id,
+            **settings,
+        }
+    )
     return TevoActivities(config, transport=httpx.ASGITransport(app=sim.app))
 
 
@@ -65,8 +72,7 @@ async def test_accepted_order_cancelled_by_both_sides_is_a_done_undo(env: Workfl
     async with tevo_worker(env.client, sim) as tq:
         result = await purchase_outcome(await start_purchase(env.client, tevo_request("tevo-u2"), tq))
     assert result.state == PurchaseState.FAILED
-    assert [(c.action, c.ok, c.detail) for c in result.compensations] == [
-        ("cancel order", True, "order 819976 canceled")]
+    assert [(c.action, c.ok, c.detail) for c in result.compensations] == [("cancel order", True, "order 819976 canceled")]
     assert sim.ledger()["available"][324466901] == 4  # the seats went back
 
 
@@ -120,13 +126,16 @@ async def test_undo_without_a_reviewer_refuses_to_send_anything() -> None:
     await unconfigured.aclose()
 
 
-@pytest.mark.parametrize(("action", "body", "status"), [
-    ("reject", {"reason": "Other"}, 400),  # no reviewer_id
-    ("reject", {"reason": "Changed my mind", "reviewer_id": 12345}, 400),  # not in the enum
-    ("reject", {"reason": "Other", "reviewer_id": "12345"}, 400),  # not an integer
-    ("reject", {"reason": "Other", "reviewer_id": 0}, 422),  # no user of the brokerage
-    ("cancel", {"reason": "Other", "reviewer_id": 12345}, 422),  # a pending order is rejected, not cancelled
-])
+@pytest.mark.parametrize(
+    ("action", "body", "status"),
+    [
+        ("reject", {"reason": "Other"}, 400),  # no reviewer_id
+        ("reject", {"reason": "Changed my mind", "reviewer_id": 12345}, 400),  # not in the enum
+        ("reject", {"reason": "Other", "reviewer_id": "12345"}, 400),  # not an integer
+        ("reject", {"reason": "Other", "reviewer_id": 0}, 422),  # no user of the brokerage
+        ("cancel", {"reason": "Other", "reviewer_id": 12345}, 422),  # a pending order is rejected, not cancelled
+    ],
+)
 async def test_strict_simulator_refuses_what_the_docs_refuse(action: str, body: dict[str, Any], status: int) -> None:
     """Orders / Reject (https://ticketevolution.atlassian.net/wiki/spaces/API/pages/9470108) and
     Orders / Cancel (https://ticketevolution.atlassian.net/wiki/spaces/API/pages/4129637): `reason`

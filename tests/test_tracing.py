@@ -52,15 +52,18 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     HTTPXClientInstrumentor().uninstrument()
 
 
-@pytest.mark.parametrize("environ, on", [
-    ({}, False),
-    ({"OTEL_SERVICE_NAME": "boxoffice"}, False),
-    ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
-    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
-    ({"OTEL_TRACES_EXPORTER": "console"}, True),
-    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False),
-])
+@pytest.mark.parametrize(
+    "environ, on",
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "boxoffice"}, False),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False),
+    ],
+)
 def test_tracing_is_on_only_when_the_standard_variables_ask(environ: dict[str, str], on: bool) -> None:
     assert tracing.enabled(environ) is on
 
@@ -84,7 +87,9 @@ def by_name(spans: Sequence[ReadableSpan], prefix: str) -> list[ReadableSpan]:
 
 
 async def test_one_trace_spans_a_purchase_from_start_to_provider_http_calls(
-    dev_env: WorkflowEnvironment, atom_http: tuple[AtomSimulator, str], spans: InMemorySpanExporter,
+    dev_env: WorkflowEnvironment,
+    atom_http: tuple[AtomSimulator, str],
+    spans: InMemorySpanExporter,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, atom_url = atom_http
@@ -102,8 +107,13 @@ async def test_one_trace_spans_a_purchase_from_start_to_provider_http_calls(
     [start] = by_name(finished, "StartWorkflow:PurchaseWorkflow")
     in_trace = [s for s in finished if s.context.trace_id == start.context.trace_id]
     names = {s.name for s in in_trace}
-    assert {"RunWorkflow:PurchaseWorkflow", "StartActivity:atom.lease", "RunActivity:atom.lease",
-            "StartActivity:atom.create_order", "RunActivity:atom.create_order"} <= names, names
+    assert {
+        "RunWorkflow:PurchaseWorkflow",
+        "StartActivity:atom.lease",
+        "RunActivity:atom.lease",
+        "StartActivity:atom.create_order",
+        "RunActivity:atom.create_order",
+    } <= names, names
     http = {s: httpx.URL(str(s.attributes["http.url"])) for s in in_trace if s.attributes and "http.url" in s.attributes}
     assert all(str(url).startswith(atom_url) for url in http.values())
     paths = {url.path for url in http.values()}
@@ -113,9 +123,7 @@ async def test_one_trace_spans_a_purchase_from_start_to_provider_http_calls(
     assert all(s.parent is not None and s.parent.span_id in run_activity for s in http)
 
 
-async def test_the_cli_exports_its_spans_before_it_exits(
-    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_cli_exports_its_spans_before_it_exits(dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI ends with os._exit (no interpreter teardown, so no OpenTelemetry atexit): its buffered
     spans are flushed first. The batch delay is a minute: only a flush sends them in time.
     OTLP/HTTP: https://opentelemetry.io/docs/specs/otlp/#otlphttp (POST protobuf to /v1/traces)."""
@@ -126,20 +134,35 @@ async def test_the_cli_exports_its_spans_before_it_exits(
         return Response(ExportTraceServiceResponse().SerializeToString(), media_type="application/x-protobuf")
 
     port = free_port()
-    collector = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])]),
-                                              host="127.0.0.1", port=port, log_level="warning"))
+    collector = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])]), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     collecting = asyncio.create_task(collector.serve())
     sim = AtomSimulator(api_key="test-atom-key")
     activities = AtomActivities(atom_settings(), transport=httpx.ASGITransport(app=sim.app))
-    environment = dict(os.environ, TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
-                       BOXOFFICE_TASK_QUEUE="traced-cli", BOXOFFICE_ENV="dev", OTEL_TRACES_EXPORTER="otlp",
-                       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{port}/v1/traces",
-                       OTEL_BSP_SCHEDULE_DELAY="60000")
+    environment = dict(
+        os.environ,
+        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+        BOXOFFICE_TASK_QUEUE="traced-cli",
+        BOXOFFICE_ENV="dev",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{port}/v1/traces",
+        OTEL_BSP_SCHEDULE_DELAY="60000",
+    )
     try:
         async with serving(dev_env.client, "traced-cli", [activities]):
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "workers.cli", "buy", json.dumps(atom_request("traced-cli-1", confirmation="manual")),
-                env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                sys.executable,
+                "-m",
+                "workers.cli",
+                "buy",
+                json.dumps(atom_request("traced-cli-1", confirmation="manual")),
+                env=environment,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
             _, err = await process.communicate()
             assert process.returncode == 0, err.decode()
     finally:
@@ -147,6 +170,11 @@ async def test_the_cli_exports_its_spans_before_it_exits(
         collector.should_exit = True
         await collecting
     exported = [ExportTraceServiceRequest.FromString(body) for body in received]
-    names = {span.name for request in exported for resource in request.resource_spans
-             for scope in resource.scope_spans for span in scope.spans}
+    names = {
+        span.name
+        for request in exported
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    }
     assert "StartWorkflow:PurchaseWorkflow" in names, names

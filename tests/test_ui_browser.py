@@ -16,10 +16,17 @@ ROOT = Path(__file__).parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None,
-                    reason="needs /usr/bin/chromium and the playwright package")
+@pytest.mark.skipif(
+    not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None,
+    reason="needs /usr/bin/chromium and the playwright package",
+)
 def test_the_ui_shows_outcomes_and_decodes_for_the_operator_only(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "ui_check.py"), "--shots", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ui_check.py"), "--shots", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ui-stuck       the order's undo fails" in done.stdout and "NO" not in done.stdout.split()

@@ -86,8 +86,10 @@ async def test_strangers_are_refused() -> None:
             assert refused.status_code == 401, headers
             assert b"guest" not in refused.content
         # Another origin is refused even with a valid session or the token.
-        for headers in ({"Origin": "http://evil.example", "Cookie": f"{SESSION_COOKIE}={session}"},
-                        {"Origin": "http://localhost:9999", **BEARER}):
+        for headers in (
+            {"Origin": "http://evil.example", "Cookie": f"{SESSION_COOKIE}={session}"},
+            {"Origin": "http://localhost:9999", **BEARER},
+        ):
             refused = await http.post("/decode", content=body, headers=headers)
             assert refused.status_code == 403 and refused.json() == {"error": "origin not allowed"}
         assert (await http.get("/login?code=guessed")).status_code == 403
@@ -98,12 +100,22 @@ async def test_strangers_are_refused() -> None:
 
 async def test_cors_allows_the_ui_with_credentials_and_no_one_else() -> None:
     async with browser(UiSessions(after_login=f"{UI}/")) as http:
-        preflight = await http.options("/decode", headers={
-            "Origin": UI, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,x-namespace"})
-        stranger = await http.options("/decode", headers={
-            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,x-namespace"})
+        preflight = await http.options(
+            "/decode",
+            headers={
+                "Origin": UI,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace",
+            },
+        )
+        stranger = await http.options(
+            "/decode",
+            headers={
+                "Origin": "http://evil.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace",
+            },
+        )
         answer = await http.post("/decode", content='{"payloads": []}', headers={"Origin": UI, **BEARER})
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == UI

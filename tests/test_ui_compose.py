@@ -22,9 +22,12 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def settings(upstream: str | None) -> CodecSettings:
-    return CodecSettings(BOXOFFICE_CODEC_KEYS=f"k1:{base64.b64encode(os.urandom(32)).decode()}",
-                         BOXOFFICE_CODEC_AUTH_TOKEN=TOKEN, BOXOFFICE_CODEC_CORS_ORIGINS=UI,
-                         BOXOFFICE_CODEC_UI_UPSTREAM=upstream)
+    return CodecSettings(
+        BOXOFFICE_CODEC_KEYS=f"k1:{base64.b64encode(os.urandom(32)).decode()}",
+        BOXOFFICE_CODEC_AUTH_TOKEN=TOKEN,
+        BOXOFFICE_CODEC_CORS_ORIGINS=UI,
+        BOXOFFICE_CODEC_UI_UPSTREAM=upstream,
+    )
 
 
 def browser(upstream: str | None) -> httpx.AsyncClient:

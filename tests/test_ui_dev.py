@@ -29,12 +29,19 @@ PLAIN = Payload(metadata={"encoding": b"json/plain"}, data=b'{"email": "guest@ex
 async def test_dev_prints_a_sign_in_link_and_decodes_in_the_ui_for_that_browser_only(tmp_path: Path) -> None:
     keys = f"dev:{base64.b64encode(os.urandom(32)).decode()}"
     port = free_port()
-    environment = dict(os.environ, TEMPORAL_ADDRESS=f"127.0.0.1:{port}", BOXOFFICE_HOME=str(tmp_path),
-                       BOXOFFICE_SIMULATORS_PORT=str(free_port()), BOXOFFICE_WEBHOOKS_PORT=str(free_port()),
-                       BOXOFFICE_CODEC_KEYS=keys, BOXOFFICE_TASK_QUEUE=f"ui-dev-{port}")
+    environment = dict(
+        os.environ,
+        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        BOXOFFICE_HOME=str(tmp_path),
+        BOXOFFICE_SIMULATORS_PORT=str(free_port()),
+        BOXOFFICE_WEBHOOKS_PORT=str(free_port()),
+        BOXOFFICE_CODEC_KEYS=keys,
+        BOXOFFICE_TASK_QUEUE=f"ui-dev-{port}",
+    )
     environment.pop("BOXOFFICE_CODEC_AUTH_TOKEN", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", "dev", env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable, "-m", "workers.cli", "dev", env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert process.stdout is not None
     lines: list[str] = []
     try:
@@ -44,8 +51,9 @@ async def test_dev_prints_a_sign_in_link_and_decodes_in_the_ui_for_that_browser_
                 assert line, f"boxoffice dev stopped: {lines}"
                 lines.append(line.strip())
         ui_url = next(line.split()[-1] for line in lines if line.startswith("Temporal UI:"))
-        link = next(word for line in lines if line.startswith("Decode in the UI:") for word in line.split()
-                    if word.startswith("http"))
+        link = next(
+            word for line in lines if line.startswith("Decode in the UI:") for word in line.split() if word.startswith("http")
+        )
         assert link.startswith(f"{ui_url}/codec/login?code=")
         sealed = await EncryptionCodec.from_setting(keys).encode([PLAIN])
         body = json_format.MessageToJson(Payloads(payloads=sealed))

@@ -32,9 +32,17 @@ UI = "http://localhost:8233"
 
 
 async def echo(request: Request) -> JSONResponse:
-    answer = JSONResponse({"method": request.method, "path": request.scope["raw_path"].decode(), "query": request.url.query,
-                           "body": (await request.body()).decode(), "csrf": request.headers.get("x-csrf-token"),
-                           "cookie": request.headers.get("cookie")}, status_code=207)
+    answer = JSONResponse(
+        {
+            "method": request.method,
+            "path": request.scope["raw_path"].decode(),
+            "query": request.url.query,
+            "body": (await request.body()).decode(),
+            "csrf": request.headers.get("x-csrf-token"),
+            "cookie": request.headers.get("cookie"),
+        },
+        status_code=207,
+    )
     answer.set_cookie("_csrf", "from-the-ui-server")
     return answer
 
@@ -74,11 +82,17 @@ async def test_the_first_visit_sets_the_list_columns_to_state_and_provider() -> 
 async def test_everything_else_reaches_the_ui_server_unchanged() -> None:
     async with fake_ui_server() as upstream, front(upstream) as http:
         listed = await http.get("/api/v1/namespaces/shop/workflows?query=x%3D1", headers={"Cookie": "_csrf=abc"})
-        posted = await http.post("/api/v1/namespaces/shop/workflows/purchase-a%2Fb/signal", content=b'{"a": 1}',
-                                 headers={"X-CSRF-TOKEN": "abc"})
+        posted = await http.post(
+            "/api/v1/namespaces/shop/workflows/purchase-a%2Fb/signal", content=b'{"a": 1}', headers={"X-CSRF-TOKEN": "abc"}
+        )
     assert listed.status_code == 207 and listed.json() == {
-        "method": "GET", "path": "/api/v1/namespaces/shop/workflows", "query": "query=x%3D1", "body": "",
-        "csrf": None, "cookie": "_csrf=abc"}
+        "method": "GET",
+        "path": "/api/v1/namespaces/shop/workflows",
+        "query": "query=x%3D1",
+        "body": "",
+        "csrf": None,
+        "cookie": "_csrf=abc",
+    }
     assert listed.cookies["_csrf"] == "from-the-ui-server"
     assert posted.json()["body"] == '{"a": 1}' and posted.json()["csrf"] == "abc"
     assert posted.json()["path"] == "/api/v1/namespaces/shop/workflows/purchase-a%2Fb/signal"
@@ -93,8 +107,7 @@ async def test_the_codec_answers_on_the_ui_origin_for_a_signed_in_browser_only()
         signed_in = await http.get(f"/codec/login?code={sessions.new_code()}")
         decoded = await http.post("/codec/decode", content=body, headers={"Origin": UI})
         other_origin = await http.post("/codec/decode", content=body, headers={"Origin": "http://localhost:8701"})
-    assert (stranger.status_code, signed_in.status_code, decoded.status_code, other_origin.status_code) == (
-        401, 303, 200, 403)
+    assert (stranger.status_code, signed_in.status_code, decoded.status_code, other_origin.status_code) == (401, 303, 200, 403)
     assert signed_in.headers["location"] == f"{UI}/"
     # The session goes only to the codec, never to the UI server.
     assert f"{SESSION_COOKIE}=" in signed_in.headers["set-cookie"] and "Path=/codec" in signed_in.headers["set-cookie"]

@@ -32,8 +32,12 @@ async def test_each_outcome_has_its_own_row_text_in_the_list(dev_env: WorkflowEn
     client = dev_env.client
     sim = AtomSimulator()
     async with atom_worker(client, sim) as tq:
-        await purchases.purchase_result(client, (await purchases.start_purchase(
-            client, atom_request("list-fulfilled", items=ANY_SEATS), tq)).id.removeprefix("purchase-"))
+        await purchases.purchase_result(
+            client,
+            (await purchases.start_purchase(client, atom_request("list-fulfilled", items=ANY_SEATS), tq)).id.removeprefix(
+                "purchase-"
+            ),
+        )
         sim.fulfilment = "fail"
         await purchases.start_purchase(client, atom_request("list-failed", items=ANY_SEATS), tq)
         await purchases.purchase_result(client, "list-failed")
@@ -46,9 +50,13 @@ async def test_each_outcome_has_its_own_row_text_in_the_list(dev_env: WorkflowEn
         await purchases.purchase_result(client, "list-stuck")
         await purchases.hold_purchase(client, atom_request("list-held", items=ANY_SEATS, confirmation="manual"), tq)
 
-        want = {"purchase-list-fulfilled": "FULFILLED", "purchase-list-failed": "FAILED",
-                "purchase-list-cancelled": "CANCELLED", "purchase-list-stuck": "COMPENSATION_FAILED",
-                "purchase-list-held": "AWAITING_CONFIRMATION"}
+        want = {
+            "purchase-list-fulfilled": "FULFILLED",
+            "purchase-list-failed": "FAILED",
+            "purchase-list-cancelled": "CANCELLED",
+            "purchase-list-stuck": "COMPENSATION_FAILED",
+            "purchase-list-held": "AWAITING_CONFIRMATION",
+        }
         rows: dict[str, tuple[str, str | None, str | None]] = {}
         for _ in range(100):  # visibility follows the workflows closely, not at once
             rows = {}
@@ -65,7 +73,8 @@ async def test_each_outcome_has_its_own_row_text_in_the_list(dev_env: WorkflowEn
     statuses = {workflow_id: row[0] for workflow_id, row in rows.items()}
     # The Status column alone: three different ends look the same, the hold looks like any run.
     assert [statuses[w] for w in ("purchase-list-failed", "purchase-list-cancelled", "purchase-list-stuck")] == [
-        WorkflowExecutionStatus.FAILED.name] * 3
+        WorkflowExecutionStatus.FAILED.name
+    ] * 3
     assert statuses["purchase-list-held"] == WorkflowExecutionStatus.RUNNING.name
     # The columns boxoffice sets tell each apart, with the provider.
     assert STATE.name in LIST_COLUMNS and PROVIDER.name in LIST_COLUMNS

@@ -38,8 +38,12 @@ DEPLOYMENT = "boxoffice"
 TASK_QUEUE = "versioned"
 # The server re-checks a draining version every 3 minutes and counts a version left current as
 # active for 3 more (visibility lag): 1 s each here, so "drained" shows within the test.
-DRAINAGE_CONFIG = ("--dynamic-config-value", 'matching.wv.VersionDrainageStatusRefreshInterval="1s"',
-                   "--dynamic-config-value", 'matching.wv.VersionDrainageStatusVisibilityGracePeriod="1s"')
+DRAINAGE_CONFIG = (
+    "--dynamic-config-value",
+    'matching.wv.VersionDrainageStatusRefreshInterval="1s"',
+    "--dynamic-config-value",
+    'matching.wv.VersionDrainageStatusVisibilityGracePeriod="1s"',
+)
 
 
 @pytest.fixture
@@ -64,8 +68,15 @@ async def build(client: Client, build_id: str, sim: AtomSimulator) -> AsyncItera
 async def temporal(client: Client, *args: str) -> tuple[int, str]:
     """The `temporal` CLI against the test's server, as an operator runs it."""
     process = await asyncio.create_subprocess_exec(
-        binary("temporal"), *args, "--address", client.service_client.config.target_host,
-        "--namespace", client.namespace, stdout=PIPE, stderr=PIPE)
+        binary("temporal"),
+        *args,
+        "--address",
+        client.service_client.config.target_host,
+        "--namespace",
+        client.namespace,
+        stdout=PIPE,
+        stderr=PIPE,
+    )
     out, err = await process.communicate()
     return process.returncode or 0, (out + err).decode()
 
@@ -75,8 +86,9 @@ async def set_routing(client: Client, build_id: str, ramp: int | None = None) ->
     new workflows) or current. The server refuses it until the build's workers poll."""
     step = ["set-current-version"] if ramp is None else ["set-ramping-version", "--percentage", str(ramp)]
     for _ in range(100):
-        code, output = await temporal(client, "worker", "deployment", *step, "--yes",
-                                      "--deployment-name", DEPLOYMENT, "--build-id", build_id)
+        code, output = await temporal(
+            client, "worker", "deployment", *step, "--yes", "--deployment-name", DEPLOYMENT, "--build-id", build_id
+        )
         if code == 0:
             return
         await asyncio.sleep(0.2)
@@ -96,8 +108,18 @@ async def routing(client: Client) -> tuple[str, str]:
 
 
 async def describe_version(client: Client, build_id: str) -> dict[str, Any]:
-    code, output = await temporal(client, "worker", "deployment", "describe-version", "--output", "json",
-                                  "--deployment-name", DEPLOYMENT, "--build-id", build_id)
+    code, output = await temporal(
+        client,
+        "worker",
+        "deployment",
+        "describe-version",
+        "--output",
+        "json",
+        "--deployment-name",
+        DEPLOYMENT,
+        "--build-id",
+        build_id,
+    )
     assert code == 0, output
     return json.loads(output)
 
@@ -108,8 +130,11 @@ async def drainage(client: Client, build_id: str) -> str:
 
 async def builds_that_ran(handle: WorkflowHandle[Any, Any]) -> list[str]:
     history = await handle.fetch_history()
-    return [event.workflow_task_completed_event_attributes.deployment_version.build_id
-            for event in history.events if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    return [
+        event.workflow_task_completed_event_attributes.deployment_version.build_id
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    ]
 
 
 async def behavior(handle: WorkflowHandle[Any, Any]) -> int:
@@ -129,8 +154,9 @@ async def test_rollout_a_held_purchase_finishes_on_its_draining_build_and_the_bu
         held = await purchases.start_purchase(client, atom_request("v-1", confirmation="manual"), TASK_QUEUE)
         await wait_for_state(held, "AWAITING_CONFIRMATION")
         # An attention item (AUTO_UPGRADE) opened on A: it stays open across the rollout.
-        item = await client.start_workflow("ReconcileWorkflow", "purchase-x", id=reconcile_workflow_id("purchase-x"),
-                                           task_queue=TASK_QUEUE)
+        item = await client.start_workflow(
+            "ReconcileWorkflow", "purchase-x", id=reconcile_workflow_id("purchase-x"), task_queue=TASK_QUEUE
+        )
         while not await builds_that_ran(item):
             await asyncio.sleep(0.1)
 
@@ -176,8 +202,9 @@ async def test_an_unversioned_worker_runs_the_auto_upgrade_workflows(dev_env: Wo
     @workflow.defn declares: an attention item (AUTO_UPGRADE) would never get past its first task."""
     client = dev_env.client
     async with serving(client, "unversioned", []):
-        item = await client.start_workflow("ReconcileWorkflow", "purchase-u", id=reconcile_workflow_id("purchase-u"),
-                                           task_queue="unversioned")
+        item = await client.start_workflow(
+            "ReconcileWorkflow", "purchase-u", id=reconcile_workflow_id("purchase-u"), task_queue="unversioned"
+        )
         await item.signal("resolve", "checked")
         assert await asyncio.wait_for(item.result(), 10) == "checked"
     assert await behavior(item) == VersioningBehavior.VERSIONING_BEHAVIOR_UNSPECIFIED

@@ -40,12 +40,14 @@ from workers.webhooks import atm_receiver, temporal_delivery
 from workflows.models import AtmEvent, PurchaseState, PurchaseStatus
 
 
-def signed(data: dict[str, Any], kind: str, number: int, environment: str = "test",
-           secret: str = ATM_WEBHOOK_SECRET) -> tuple[bytes, dict[str, str]]:
+def signed(
+    data: dict[str, Any], kind: str, number: int, environment: str = "test", secret: str = ATM_WEBHOOK_SECRET
+) -> tuple[bytes, dict[str, str]]:
     """A delivery in ATM's public envelope (/docs/events), signed with `secret` now."""
     delivery_id = f"del_forged_{number}"
-    body = json.dumps({"id": f"evt_forged_{number}", "deliveryId": delivery_id, "environment": environment,
-                       "type": kind, "data": data}).encode()
+    body = json.dumps(
+        {"id": f"evt_forged_{number}", "deliveryId": delivery_id, "environment": environment, "type": kind, "data": data}
+    ).encode()
     stamp = str(int(time.time()))
     v1 = hmac.new(secret.encode(), f"{stamp}.{delivery_id}.".encode() + body, hashlib.sha256).hexdigest()
     return body, {"content-type": "application/json", "atm-signature": f"t={stamp},v1={v1}"}
@@ -73,8 +75,9 @@ async def test_forged_tickets_issued_does_not_fulfil_an_unpaid_purchase(env: Wor
         receiver = atm_receiver([ATM_WEBHOOK_SECRET], temporal_delivery(env.client, tq))
         wire(sim, temporal_delivery(env.client, tq))
         handle, hold = await held(env, sim, tq, "atm-forged")
-        body, sent = signed({"metadata": {"purchaseId": "atm-forged"}, "tickets": [{"id": "tkt_fake", "tierId": "GA"}]},
-                            "tickets.issued", 1)
+        body, sent = signed(
+            {"metadata": {"purchaseId": "atm-forged"}, "tickets": [{"id": "tkt_fake", "tierId": "GA"}]}, "tickets.issued", 1
+        )
         assert (await send(receiver, body, sent)).status_code == 200
         status = await wait_for_state(handle, PurchaseState.NEEDS_ATTENTION)
         [suspicious] = status.suspicious_events
@@ -96,8 +99,11 @@ async def test_forged_payment_of_an_unpaid_purchase_expires_unpaid(env: Workflow
     async with atm_worker(env.client, sim) as tq:
         receiver = atm_receiver([ATM_WEBHOOK_SECRET], temporal_delivery(env.client, tq))
         handle, hold = await held(env, sim, tq, "atm-forged-paid")
-        body, sent = signed({"appOrderId": "atm-forged-paid", "paymentId": "pay_x", "status": "succeeded",
-                             "amount": 5000, "currency": "usd"}, "payment.completed", 2)
+        body, sent = signed(
+            {"appOrderId": "atm-forged-paid", "paymentId": "pay_x", "status": "succeeded", "amount": 5000, "currency": "usd"},
+            "payment.completed",
+            2,
+        )
         assert (await send(receiver, body, sent)).status_code == 200
         await wait_for_state(handle, PurchaseState.NEEDS_ATTENTION)
         result = await purchase_outcome(handle)
@@ -116,9 +122,7 @@ DISAGREEMENTS: dict[str, tuple[Callable[[str], dict[str, Any]], str, str]] = {
 
 
 @pytest.mark.parametrize("case", DISAGREEMENTS)
-async def test_event_disagreeing_with_the_hold_is_not_taken_even_when_atm_says_paid(
-    env: WorkflowEnvironment, case: str
-) -> None:
+async def test_event_disagreeing_with_the_hold_is_not_taken_even_when_atm_says_paid(env: WorkflowEnvironment, case: str) -> None:
     """The hold is paid at ATM (its status read says `completed`), yet an event about another hold, amount,
     currency or environment is not this hold's: suspicious, and ATM's own events fulfil the purchase."""
     sim = AtmSimulator()
@@ -126,8 +130,12 @@ async def test_event_disagreeing_with_the_hold_is_not_taken_even_when_atm_says_p
         receiver = atm_receiver([ATM_WEBHOOK_SECRET], temporal_delivery(env.client, tq))
         handle, hold = await held(env, sim, tq, "atm-disagree")
         data, environment, why = DISAGREEMENTS[case]
-        body, sent = signed({"appOrderId": "atm-disagree", "tickets": [{"id": "tkt_fake"}], **data(hold)},
-                            "tickets.issued", 3, environment=environment)
+        body, sent = signed(
+            {"appOrderId": "atm-disagree", "tickets": [{"id": "tkt_fake"}], **data(hold)},
+            "tickets.issued",
+            3,
+            environment=environment,
+        )
         sim.holds[hold].status = "completed"  # paid, ATM's events still to come
         assert (await send(receiver, body, sent)).status_code == 200
         status = await wait_for_state(handle, PurchaseState.NEEDS_ATTENTION)
@@ -158,8 +166,11 @@ async def test_forged_tickets_while_awaiting_real_ones_are_not_taken(env: Workfl
         handle, hold = await held(env, sim, tq, "atm-fake-tickets")
         await pay(sim, hold)
         await wait_for_state(handle, PurchaseState.AWAITING_FULFILLMENT)
-        body, sent = signed({"appOrderId": "atm-fake-tickets", "ticketHold": {"id": "hold_0042"},
-                             "tickets": [{"id": "tkt_fake"}]}, "tickets.issued", 4)
+        body, sent = signed(
+            {"appOrderId": "atm-fake-tickets", "ticketHold": {"id": "hold_0042"}, "tickets": [{"id": "tkt_fake"}]},
+            "tickets.issued",
+            4,
+        )
         assert (await send(receiver, body, sent)).status_code == 200
         await wait_for_state(handle, PurchaseState.NEEDS_ATTENTION)
         held_back["issued"] = False
@@ -193,8 +204,13 @@ async def test_simulator_serves_the_documented_payment_status_read() -> None:
     sim = AtmSimulator()
     auth = {"authorization": f"Bearer {sim.service_token}"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url="http://atm.test") as http:
-        created = (await http.post("/xrpc/tickets.atmosphere.createTicketHold", headers=auth,
-                                   json={"eventId": "evt_1", "items": [{"tierId": "GA", "quantity": 1}]})).json()
+        created = (
+            await http.post(
+                "/xrpc/tickets.atmosphere.createTicketHold",
+                headers=auth,
+                json={"eventId": "evt_1", "items": [{"tierId": "GA", "quantity": 1}]},
+            )
+        ).json()
 
         async def status(**params: str) -> httpx.Response:
             return await http.get("/xrpc/network.attested.payment.status", params=params, headers=auth)
@@ -220,8 +236,9 @@ async def test_dev_mode_receiver_refuses_the_public_secret_without_a_simulator()
 
 async def test_dev_mode_receiver_refuses_to_listen_beyond_loopback() -> None:
     for host in ("0.0.0.0", "10.1.2.3"):
-        ran = await boxoffice("webhooks", BOXOFFICE_ENV="dev", BOXOFFICE_WEBHOOKS_HOST=host,
-                              BOXOFFICE_ATM_WEBHOOK_SECRETS="whsec_real")
+        ran = await boxoffice(
+            "webhooks", BOXOFFICE_ENV="dev", BOXOFFICE_WEBHOOKS_HOST=host, BOXOFFICE_ATM_WEBHOOK_SECRETS="whsec_real"
+        )
         refused(ran, 1, f"BOXOFFICE_WEBHOOKS_HOST={host}", "loopback")
 
 
@@ -233,11 +250,21 @@ async def test_dev_mode_receiver_with_a_simulator_starts_and_says_so_loudly() ->
     server = uvicorn.Server(uvicorn.Config(AtmSimulator().app, host="127.0.0.1", port=sim_port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     environment = {k: v for k, v in __import__("os").environ.items() if k != "BOXOFFICE_ATM_WEBHOOK_SECRETS"}
-    environment.update(BOXOFFICE_ENV="dev", BOXOFFICE_ATM_BASE_URL=f"http://127.0.0.1:{sim_port}",
-                       BOXOFFICE_WEBHOOKS_PORT=str(hooks_port), TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
+    environment.update(
+        BOXOFFICE_ENV="dev",
+        BOXOFFICE_ATM_BASE_URL=f"http://127.0.0.1:{sim_port}",
+        BOXOFFICE_WEBHOOKS_PORT=str(hooks_port),
+        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
+    )
     process = await asyncio.create_subprocess_exec(
-        __import__("sys").executable, "-m", "workers.cli", "webhooks", env=environment,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        __import__("sys").executable,
+        "-m",
+        "workers.cli",
+        "webhooks",
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert process.stderr is not None
         line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()

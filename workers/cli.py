@@ -74,12 +74,20 @@ DEMO_REQUESTS: dict[str, dict[str, Any]] = {
         "items": [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 2}],
     },
     "onebox": {"provider": "onebox", "session_id": 1001, "price_type_id": 1, "quantity": 2},
-    "tevo": {"provider": "tevo", "ticket_group_id": 324466901, "quantity": 2, "price": "145.48",
-             "payment": {"credit_card_id": 327284}},
+    "tevo": {
+        "provider": "tevo",
+        "ticket_group_id": 324466901,
+        "quantity": 2,
+        "price": "145.48",
+        "payment": {"credit_card_id": 327284},
+    },
     "atm": {"provider": "atm", "event_id": "evt_demo", "items": [{"tier_id": "GA", "quantity": 2}]},
-    "acme": {"provider": "acme", "browser_ip": "127.0.0.1", "recaptcha_token": "dev-recaptcha-token",
-             "items": [{"event_id": "5ff74342210cbe0c44913be2", "ticketing_type_id": "54248ac8e4b01cd228b007a4",
-                        "quantity": 2}]},
+    "acme": {
+        "provider": "acme",
+        "browser_ip": "127.0.0.1",
+        "recaptcha_token": "dev-recaptcha-token",
+        "items": [{"event_id": "5ff74342210cbe0c44913be2", "ticketing_type_id": "54248ac8e4b01cd228b007a4", "quantity": 2}],
+    },
 }
 DEMO_BUYER = {"email": "guest@example.com", "first_name": "Jane", "last_name": "Doe"}
 
@@ -205,13 +213,23 @@ def refund_item(text: str) -> tuple[str, int]:
 
 
 # `orders update` flags → the Order object's fields.
-ORDER_FLAGS = {"email": "email", "first-name": "contactFirstName", "last-name": "contactLastName",
-               "phone": "phoneNumber", "zip-code": "zipCode", "notes": "notes"}
+ORDER_FLAGS = {
+    "email": "email",
+    "first-name": "contactFirstName",
+    "last-name": "contactLastName",
+    "phone": "phoneNumber",
+    "zip-code": "zipCode",
+    "notes": "notes",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="boxoffice", description="Durable ticket purchases on Temporal.",
-                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="boxoffice",
+        description="Durable ticket purchases on Temporal.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, text: str, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -221,8 +239,11 @@ def main(argv: list[str] | None = None) -> None:
     demo = commands.add_parser("demo", help="buy tickets from the Atom simulator, step by step")
     demo.add_argument("--auto", action="store_true", help="auto confirmation instead of confirming after the price")
     demo.add_argument("--provider", choices=sorted(DEMO_REQUESTS), default="atom")
-    demo.add_argument("--orphan", action="store_true", help="show the reconciliation sweep: an order at the TEvo "
-                      "simulator no purchase accounts for becomes an attention item")
+    demo.add_argument(
+        "--orphan",
+        action="store_true",
+        help="show the reconciliation sweep: an order at the TEvo simulator no purchase accounts for becomes an attention item",
+    )
     command("worker", "run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE", WORKER_HELP)
     command("webhooks", "receive ATM's signed webhooks and signal the purchases", WEBHOOKS_HELP)
     command("codec-server", "decrypt payloads for the Temporal UI and CLI (--codec-endpoint)", CODEC_SERVER_HELP)
@@ -236,14 +257,23 @@ def main(argv: list[str] | None = None) -> None:
     search.add_argument("--page", type=int, default=1)
     search.add_argument("--page-size", type=int, default=100, help="-1 for all")
     order_commands.add_parser("show", help="one order").add_argument("order_id")
-    refund = order_commands.add_parser("refund", help="refund an order, in full or --item by item (once, however "
-                                       "often asked; another --refund-id is another refund)")
+    refund = order_commands.add_parser(
+        "refund",
+        help="refund an order, in full or --item by item (once, however often asked; another --refund-id is another refund)",
+    )
     refund.add_argument("order_id")
     refund.add_argument("--reason-code", choices=get_args(RefundReason), default="Miscellaneous")
     refund.add_argument("--notes", default="refunded from the command line")
     refund.add_argument("--no-email", action="store_true", help="do not e-mail the buyer")
-    refund.add_argument("--item", dest="items", action="append", type=refund_item, default=[],
-                        metavar="ITEM_ID=QUANTITY", help="refund this many tickets of an order item (repeatable)")
+    refund.add_argument(
+        "--item",
+        dest="items",
+        action="append",
+        type=refund_item,
+        default=[],
+        metavar="ITEM_ID=QUANTITY",
+        help="refund this many tickets of an order item (repeatable)",
+    )
     refund.add_argument("--refund-id", help="names one of several refunds of the order")
     update = order_commands.add_parser("update", help="change an order's contact fields or notes")
     update.add_argument("order_id")
@@ -274,18 +304,24 @@ def main(argv: list[str] | None = None) -> None:
     buy.add_argument("request", help="the PurchaseRequest as JSON, or @file, or - for standard input")
     buy.add_argument("--wait", action="store_true", help="wait for the result (exit codes below)")
     buy.add_argument("--json", action="store_true", help="print the result as JSON")
-    for name, text in (("status", "show a purchase"), ("result", "wait for a purchase's outcome: tickets, "
-                       "failure, compensations"),
-                       ("confirm", "confirm a held purchase"), ("cancel", "cancel a purchase and compensate")):
+    for name, text in (
+        ("status", "show a purchase"),
+        ("result", "wait for a purchase's outcome: tickets, failure, compensations"),
+        ("confirm", "confirm a held purchase"),
+        ("cancel", "cancel a purchase and compensate"),
+    ):
         sub = command(name, text, EXIT_CODES)
         sub.add_argument("purchase_id")
         sub.add_argument("--json", action="store_true", help="print JSON instead of text")
         if name == "confirm":
-            sub.add_argument("--total", type=decimal_argument,
-                             help="the total the buyer accepted (must match the preview)")
+            sub.add_argument("--total", type=decimal_argument, help="the total the buyer accepted (must match the preview)")
             sub.usage = "%(prog)s purchase_id [--total TOTAL] [--recaptcha-token TOKEN] [--json]"
-            sub.add_argument("--recaptcha-token", metavar="TOKEN", help="ACME: a fresh reCAPTCHA token from the buyer's browser "
-                             "(tokens live two minutes; it replaces the request's)")
+            sub.add_argument(
+                "--recaptcha-token",
+                metavar="TOKEN",
+                help="ACME: a fresh reCAPTCHA token from the buyer's browser "
+                "(tokens live two minutes; it replaces the request's)",
+            )
         if name == "cancel":
             sub.add_argument("--reason", default="cancelled from the command line")
     args = parser.parse_args(argv)
@@ -337,8 +373,7 @@ def explain(err: Exception, args: argparse.Namespace, address: str) -> tuple[str
         what = "configuration" if err.title.endswith("Settings") else "request"
         return f"invalid {what}: {validation_summary(err)}", EXIT_ERROR
     if isinstance(err, RuntimeError) and str(err).startswith("Failed client connect"):
-        return (f"no Temporal server at {address}: start one with `boxoffice dev`, "
-                "or set TEMPORAL_ADDRESS to yours"), EXIT_ERROR
+        return (f"no Temporal server at {address}: start one with `boxoffice dev`, or set TEMPORAL_ADDRESS to yours"), EXIT_ERROR
     item_id = getattr(args, "item_id", None)
     if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND and item_id is not None:
         if "completed" in err.message:  # an update to an item that has ended
@@ -401,8 +436,10 @@ async def cmd_demo(args: argparse.Namespace, settings: WorkerSettings) -> None:
         finally:
             await providers.aclose()
     # The UI stopped with the stack: say how to keep one to look at.
-    print(f"The dev stack stopped with the demo. To see purchases in the Temporal UI ({stack.ui_url}),\n"
-          "run `boxoffice dev` in another shell and `boxoffice demo` again.")
+    print(
+        f"The dev stack stopped with the demo. To see purchases in the Temporal UI ({stack.ui_url}),\n"
+        "run `boxoffice dev` in another shell and `boxoffice demo` again."
+    )
 
 
 async def _demo(client: Client, settings: WorkerSettings, args: argparse.Namespace) -> None:
@@ -422,7 +459,7 @@ async def _demo(client: Client, settings: WorkerSettings, args: argparse.Namespa
     answered = False
     while True:
         status = await handle.query("status", result_type=PurchaseStatus)
-        new_steps = [*status.steps_done, status.step][len(shown):]
+        new_steps = [*status.steps_done, status.step][len(shown) :]
         for index, step in enumerate(new_steps, start=1):
             shown.append(step)
             # Steps passed between two queries show no state: only the current one is known.
@@ -448,8 +485,10 @@ async def _answer(client: Client, purchase_id: str, status: PurchaseStatus) -> N
         async with httpx.AsyncClient() as http:
             (await http.post(url, json={"outcome": "paid"})).raise_for_status()
     elif receipt is not None:
-        print(f"  price {receipt.total} {receipt.currency} (subtotal {receipt.subtotal}, fees {receipt.fees}, "
-              f"tax {receipt.tax}); hold until {status.hold_expires_at:%H:%M:%S} UTC — confirming")
+        print(
+            f"  price {receipt.total} {receipt.currency} (subtotal {receipt.subtotal}, fees {receipt.fees}, "
+            f"tax {receipt.tax}); hold until {status.hold_expires_at:%H:%M:%S} UTC — confirming"
+        )
         await purchases.confirm(client, purchase_id, ConfirmRequest(accepted_total=receipt.total))
 
 
@@ -474,12 +513,17 @@ def show(view: PurchaseStatus | PurchaseResult) -> None:
         print(f"  total         {r.total} {r.currency} (subtotal {r.subtotal}, fees {r.fees}, tax {r.tax})")
     # Tickets and compensations: shown for whichever of status and result carries them.
     for ticket in getattr(view, "tickets", []):
-        print(f"  ticket        seat {ticket.seat:<5} {ticket.ticket_type or '':<8} "
-              f"barcode {ticket.barcode or '(e-ticket to follow)'}")
+        print(
+            f"  ticket        seat {ticket.seat:<5} {ticket.ticket_type or '':<8} "
+            f"barcode {ticket.barcode or '(e-ticket to follow)'}"
+        )
     if view.failure:
         f = view.failure
-        extra = ", ".join(f"{label} {value}" for label, value in
-                          (("code", f.provider_code), ("HTTP", f.provider_status), ("trace", f.trace_id)) if value)
+        extra = ", ".join(
+            f"{label} {value}"
+            for label, value in (("code", f.provider_code), ("HTTP", f.provider_status), ("trace", f.trace_id))
+            if value
+        )
         print(f"  failure       {f.reason}: {f.message}" + (f" ({extra})" if extra else ""))
     for undo in getattr(view, "compensations", []):
         print(f"  compensated   {undo.action}: {'ok' if undo.ok else 'FAILED'}" + (f" ({undo.detail})" if undo.detail else ""))
@@ -509,11 +553,13 @@ def show_purchase(view: PurchaseStatus | PurchaseResult, as_json: bool, ended: b
     show_or_dump(view, as_json)
     code = purchase_exit_code(view.state, ended)
     if code == EXIT_COMPENSATION_FAILED:
-        raise CommandError(f"purchase {view.purchase_id} is COMPENSATION_FAILED: money or seats may be stuck at "
-                           f"{view.provider}; an operator must act (see its compensations)", code)
+        raise CommandError(
+            f"purchase {view.purchase_id} is COMPENSATION_FAILED: money or seats may be stuck at "
+            f"{view.provider}; an operator must act (see its compensations)",
+            code,
+        )
     if code == EXIT_ATTENTION:
-        raise CommandError(f"purchase {view.purchase_id} NEEDS_ATTENTION: an operator must act "
-                           "(README, \"Operating it\")", code)
+        raise CommandError(f'purchase {view.purchase_id} NEEDS_ATTENTION: an operator must act (README, "Operating it")', code)
     if code:
         raise SystemExit(code)
 
@@ -584,8 +630,10 @@ async def cmd_webhooks(args: argparse.Namespace, settings: WorkerSettings) -> No
 async def cmd_codec_server(args: argparse.Namespace, settings: WorkerSettings) -> None:
     codec_settings = CodecSettings()
     codec = codec_settings.codec()
-    refuse_to_serve(*([] if codec else [NO_CODEC_KEYS]), *([] if codec_settings.auth_token else [
-        "BOXOFFICE_CODEC_AUTH_TOKEN is not set: the token the Temporal UI and CLI send"]))
+    refuse_to_serve(
+        *([] if codec else [NO_CODEC_KEYS]),
+        *([] if codec_settings.auth_token else ["BOXOFFICE_CODEC_AUTH_TOKEN is not set: the token the Temporal UI and CLI send"]),
+    )
     assert codec is not None and codec_settings.auth_token is not None  # noqa: S101 — narrows the type: refused above
     # Its metrics where the manifests have them scraped (BOXOFFICE_METRICS_BIND); the runtime lives while it serves.
     runtime = sdk_runtime(settings.metrics_bind) if settings.metrics_bind else None
@@ -612,8 +660,13 @@ def codec_server_app(codec_settings: CodecSettings, namespace: str, meter: Metri
         raise ValueError("the codec server needs BOXOFFICE_CODEC_KEYS and BOXOFFICE_CODEC_AUTH_TOKEN")
     origins = codec_origins(codec_settings)
     fronted = bool(codec_settings.ui_upstream)
-    app = codec_server(codec, codec_settings.auth_token.get_secret_value(), origins, None if fronted else meter,
-                       sessions=UiSessions(after_login=origins[0]) if origins else None)
+    app = codec_server(
+        codec,
+        codec_settings.auth_token.get_secret_value(),
+        origins,
+        None if fronted else meter,
+        sessions=UiSessions(after_login=origins[0]) if origins else None,
+    )
     if not codec_settings.ui_upstream:
         return app
     front = ui_front(codec_settings.ui_upstream, namespace, codec=app)
@@ -631,20 +684,28 @@ async def cmd_orders(args: argparse.Namespace, settings: WorkerSettings) -> None
             raise CommandError(f"nothing to change: give one of {', '.join('--' + f for f in ORDER_FLAGS)}")
     client = await connect(settings)
     if args.orders_command == "refund":
-        request = RefundRequest(order_id=args.order_id, reason_code=args.reason_code, notes=args.notes,
-                                no_email=args.no_email, items=dict(args.items), refund_id=args.refund_id)
+        request = RefundRequest(
+            order_id=args.order_id,
+            reason_code=args.reason_code,
+            notes=args.notes,
+            no_email=args.no_email,
+            items=dict(args.items),
+            refund_id=args.refund_id,
+        )
         print((await purchases.refund(client, request, settings.task_queue)).model_dump_json(indent=2))
         return
     if args.orders_command in ("update", "delete"):
-        change = OrderChange(order_id=args.order_id, changes=changes) if args.orders_command == "update" else (
-            OrderChange(order_id=args.order_id, delete=True))
+        change = (
+            OrderChange(order_id=args.order_id, changes=changes)
+            if args.orders_command == "update"
+            else (OrderChange(order_id=args.order_id, delete=True))
+        )
         print((await purchases.change_order(client, change, settings.task_queue)).model_dump_json(indent=2))
         return
     if args.orders_command == "show":
         query = OrdersQuery(order_id=args.order_id)
     else:
-        query = OrdersQuery(email=args.email, phone=args.phone, event_id=args.event_id, page=args.page,
-                            page_size=args.page_size)
+        query = OrdersQuery(email=args.email, phone=args.phone, event_id=args.event_id, page=args.page, page_size=args.page_size)
     print((await purchases.orders(client, query, settings.task_queue)).model_dump_json(indent=2))
 
 
@@ -710,11 +771,13 @@ async def _demo_orphan(client: Client, settings: WorkerSettings) -> None:
         await tevo.aclose()
     print(f"Placed a TEvo order with reference {reference} outside boxoffice: no purchase has that id.")
     sweep = SweepRequest(provider="tevo", window_seconds=SweepSettings().window_hours * 3600)
-    handle = await client.start_workflow("SweepWorkflow", sweep, id=f"sweep-tevo-demo-{reference}",
-                                         task_queue=settings.task_queue, result_type=SweepResult)
+    handle = await client.start_workflow(
+        "SweepWorkflow", sweep, id=f"sweep-tevo-demo-{reference}", task_queue=settings.task_queue, result_type=SweepResult
+    )
     result = await handle.result()
-    print(f"Swept TEvo: {result.totals.seen} order(s) seen, {result.totals.findings} finding(s), "
-          f"{result.totals.repaired} repaired.")
+    print(
+        f"Swept TEvo: {result.totals.seen} order(s) seen, {result.totals.findings} finding(s), {result.totals.repaired} repaired."
+    )
     for _ in range(50):  # visibility lists the new item within a second or so
         for item in await purchases.attention_items(client, provider="tevo"):
             if item["purchase_id"] == reference:
@@ -735,8 +798,10 @@ async def cmd_attention(args: argparse.Namespace, settings: WorkerSettings) -> N
             print(json.dumps(items, indent=2))
             return
         for item in items:
-            print(f"{item['id']}  {item['state'] or '-'}  {item['provider'] or '-'}  {item['kind'] or '-'}  "
-                  f"order {item['order_id'] or '-'}  purchase {item['purchase_id'] or '-'}  {item['amount'] or ''}")
+            print(
+                f"{item['id']}  {item['state'] or '-'}  {item['provider'] or '-'}  {item['kind'] or '-'}  "
+                f"order {item['order_id'] or '-'}  purchase {item['purchase_id'] or '-'}  {item['amount'] or ''}"
+            )
         if not items:
             print("nothing needs attention")
         return
@@ -754,8 +819,14 @@ async def cmd_attention(args: argparse.Namespace, settings: WorkerSettings) -> N
 async def cmd_schedules(args: argparse.Namespace, settings: WorkerSettings) -> None:
     sweep = SweepSettings()
     ids = await purchases.ensure_schedules(
-        await connect(settings), settings.task_queue, sweep.provider_list(), timedelta(minutes=sweep.interval_minutes),
-        timedelta(hours=sweep.window_hours), sweep.pages_per_run, sweep.page_size)
+        await connect(settings),
+        settings.task_queue,
+        sweep.provider_list(),
+        timedelta(minutes=sweep.interval_minutes),
+        timedelta(hours=sweep.window_hours),
+        sweep.pages_per_run,
+        sweep.page_size,
+    )
     for schedule_id in ids:
         print(f"{schedule_id}: every {sweep.interval_minutes:g} min, window {sweep.window_hours:g} h")
 

@@ -75,6 +75,8 @@ async def purchase_outcome(handle: WorkflowHandle[Any, Any]) -> PurchaseResult:
 class PurchaseConflict(Exception):
     """The purchase id is taken by a purchase with a different request (like reusing an
     idempotency key with other parameters)."""
+
+
 # Upserted by PurchaseWorkflow and the attention items (ReconcileWorkflow); a namespace must have
 # them before the first purchase runs.
 SEARCH_ATTRIBUTES = tuple(key.name for key in (PROVIDER, STATE, PROVIDER_ORDER_ID, ATTENTION_KIND, PURCHASE_ID, AMOUNT))
@@ -176,9 +178,7 @@ async def hold_purchase(
         WORKFLOW_TYPE, request, result_type=PurchaseResult, **_start_options(request, task_queue), **options
     )
     try:
-        held = await client.execute_update_with_start_workflow(
-            "held", start_workflow_operation=start, result_type=PurchaseStatus
-        )
+        held = await client.execute_update_with_start_workflow("held", start_workflow_operation=start, result_type=PurchaseStatus)
     except WorkflowAlreadyStartedError:
         # Ended, and REJECT_DUPLICATE keeps it so: its status says how.
         with contextlib.suppress(WorkflowAlreadyStartedError):
@@ -241,22 +241,30 @@ async def purchase_result(client: Client, purchase_id: str) -> PurchaseResult:
             raise
     final = await handle.query("status", result_type=PurchaseStatus)
     return PurchaseResult(
-        purchase_id=final.purchase_id, provider=final.provider, state=final.state,
-        provider_order_id=final.provider_ids.get("order_id"), event=final.event, receipt=final.receipt,
+        purchase_id=final.purchase_id,
+        provider=final.provider,
+        state=final.state,
+        provider_order_id=final.provider_ids.get("order_id"),
+        event=final.event,
+        receipt=final.receipt,
         failure=final.failure,
     )
 
 
 async def confirm(client: Client, purchase_id: str, confirmation: ConfirmRequest) -> PurchaseStatus:
-    return cast(PurchaseStatus, await purchase_handle(client, purchase_id).execute_update(
-        "confirm", confirmation, result_type=PurchaseStatus
-    ))
+    return cast(
+        PurchaseStatus,
+        await purchase_handle(client, purchase_id).execute_update("confirm", confirmation, result_type=PurchaseStatus),
+    )
 
 
 async def cancel(client: Client, purchase_id: str, reason: str) -> PurchaseStatus:
-    return cast(PurchaseStatus, await purchase_handle(client, purchase_id).execute_update(
-        "cancel", CancelRequest(reason=reason), result_type=PurchaseStatus
-    ))
+    return cast(
+        PurchaseStatus,
+        await purchase_handle(client, purchase_id).execute_update(
+            "cancel", CancelRequest(reason=reason), result_type=PurchaseStatus
+        ),
+    )
 
 
 async def refund(client: Client, request: RefundRequest, task_queue: str) -> RefundResult:
@@ -265,7 +273,11 @@ async def refund(client: Client, request: RefundRequest, task_queue: str) -> Ref
     workflow_id = refund_workflow_id(request.order_id, request.refund_id)
     try:
         handle = await client.start_workflow(
-            "RefundWorkflow", request, id=workflow_id, task_queue=task_queue, result_type=RefundResult,
+            "RefundWorkflow",
+            request,
+            id=workflow_id,
+            task_queue=task_queue,
+            result_type=RefundResult,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
@@ -275,17 +287,26 @@ async def refund(client: Client, request: RefundRequest, task_queue: str) -> Ref
 
 
 async def orders(client: Client, query: OrdersQuery, task_queue: str) -> OrdersPage:
-    return cast(OrdersPage, await client.execute_workflow(
-        "OrdersWorkflow", query, id=f"orders-{uuid.uuid4()}", task_queue=task_queue, result_type=OrdersPage
-    ))
+    return cast(
+        OrdersPage,
+        await client.execute_workflow(
+            "OrdersWorkflow", query, id=f"orders-{uuid.uuid4()}", task_queue=task_queue, result_type=OrdersPage
+        ),
+    )
 
 
 async def change_order(client: Client, change: OrderChange, task_queue: str) -> OrderChangeResult:
     """Updates or deletes an ACME order (OrderChangeWorkflow)."""
-    return cast(OrderChangeResult, await client.execute_workflow(
-        "OrderChangeWorkflow", change, id=f"order-change-{uuid.uuid4()}", task_queue=task_queue,
-        result_type=OrderChangeResult,
-    ))
+    return cast(
+        OrderChangeResult,
+        await client.execute_workflow(
+            "OrderChangeWorkflow",
+            change,
+            id=f"order-change-{uuid.uuid4()}",
+            task_queue=task_queue,
+            result_type=OrderChangeResult,
+        ),
+    )
 
 
 # -- reconciliation: sweep schedules and attention items ------------------------------------------
@@ -294,7 +315,10 @@ async def change_order(client: Client, change: OrderChange, task_queue: str) -> 
 def sweep_schedule(provider: str, task_queue: str, interval: timedelta, request: SweepRequest) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            "SweepWorkflow", request, id=sweep_workflow_id(provider), task_queue=task_queue,
+            "SweepWorkflow",
+            request,
+            id=sweep_workflow_id(provider),
+            task_queue=task_queue,
             static_summary=f"reconciliation sweep of {provider}",
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
@@ -303,19 +327,28 @@ def sweep_schedule(provider: str, task_queue: str, interval: timedelta, request:
     )
 
 
-async def ensure_schedules(client: Client, task_queue: str, providers: list[str], interval: timedelta,
-                           window: timedelta, pages_per_run: int = 20, page_size: int = 50) -> list[str]:
+async def ensure_schedules(
+    client: Client,
+    task_queue: str,
+    providers: list[str],
+    interval: timedelta,
+    window: timedelta,
+    pages_per_run: int = 20,
+    page_size: int = 50,
+) -> list[str]:
     """Creates each provider's sweep schedule (`sweep-{provider}`), or updates it to these settings;
     a pause set by an operator (`temporal schedule toggle --pause`) is kept. Returns the schedule ids."""
     ids = []
     for provider in providers:
-        request = SweepRequest(provider=provider, window_seconds=window.total_seconds(),
-                               pages_per_run=pages_per_run, page_size=page_size)
+        request = SweepRequest(
+            provider=provider, window_seconds=window.total_seconds(), pages_per_run=pages_per_run, page_size=page_size
+        )
         schedule = sweep_schedule(provider, task_queue, interval, request)
         schedule_id = sweep_workflow_id(provider)
         try:
             await client.create_schedule(schedule_id, schedule)
         except ScheduleAlreadyRunningError:
+
             def keep_state(update: ScheduleUpdateInput, new: Schedule = schedule) -> ScheduleUpdate:
                 return ScheduleUpdate(schedule=dataclasses.replace(new, state=update.description.schedule.state))
 
@@ -327,8 +360,9 @@ async def ensure_schedules(client: Client, task_queue: str, providers: list[str]
 ATTENTION_QUERY = 'WorkflowType = "ReconcileWorkflow"'
 
 
-async def attention_items(client: Client, include_closed: bool = False, provider: str | None = None,
-                          kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+async def attention_items(
+    client: Client, include_closed: bool = False, provider: str | None = None, kind: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     """Attention items from visibility (one line each): open ones unless `include_closed`."""
     query = ATTENTION_QUERY
     if not include_closed:
@@ -340,16 +374,19 @@ async def attention_items(client: Client, include_closed: bool = False, provider
     items = []
     async for execution in client.list_workflows(query, limit=limit):
         attributes = execution.search_attributes
-        items.append({
-            "id": execution.id, "status": execution.status.name if execution.status else None,
-            "state": (attributes.get(STATE.name) or [None])[0],
-            "provider": (attributes.get(PROVIDER.name) or [None])[0],
-            "kind": (attributes.get(ATTENTION_KIND.name) or [None])[0],
-            "order_id": (attributes.get(PROVIDER_ORDER_ID.name) or [None])[0],
-            "purchase_id": (attributes.get(PURCHASE_ID.name) or [None])[0],
-            "amount": (attributes.get(AMOUNT.name) or [None])[0],
-            "opened": execution.start_time.isoformat() if execution.start_time else None,
-        })
+        items.append(
+            {
+                "id": execution.id,
+                "status": execution.status.name if execution.status else None,
+                "state": (attributes.get(STATE.name) or [None])[0],
+                "provider": (attributes.get(PROVIDER.name) or [None])[0],
+                "kind": (attributes.get(ATTENTION_KIND.name) or [None])[0],
+                "order_id": (attributes.get(PROVIDER_ORDER_ID.name) or [None])[0],
+                "purchase_id": (attributes.get(PURCHASE_ID.name) or [None])[0],
+                "amount": (attributes.get(AMOUNT.name) or [None])[0],
+                "opened": execution.start_time.isoformat() if execution.start_time else None,
+            }
+        )
     return items
 
 
@@ -358,10 +395,12 @@ async def attention_item(client: Client, item_id: str) -> AttentionView:
 
 
 async def approve_attention(client: Client, item_id: str, decision: AttentionDecision) -> AttentionView:
-    return cast(AttentionView, await client.get_workflow_handle(item_id).execute_update(
-        "approve", decision, result_type=AttentionView))
+    return cast(
+        AttentionView, await client.get_workflow_handle(item_id).execute_update("approve", decision, result_type=AttentionView)
+    )
 
 
 async def dismiss_attention(client: Client, item_id: str, decision: AttentionDecision) -> AttentionView:
-    return cast(AttentionView, await client.get_workflow_handle(item_id).execute_update(
-        "dismiss", decision, result_type=AttentionView))
+    return cast(
+        AttentionView, await client.get_workflow_handle(item_id).execute_update("dismiss", decision, result_type=AttentionView)
+    )

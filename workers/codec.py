@@ -148,8 +148,9 @@ class EncryptionCodec(PayloadCodec):
                 continue
             key_id = payload.metadata[KEY_ID].decode()
             if key_id not in self._keys:
-                raise UnknownCodecKey(f"payload encrypted with unknown key {key_id!r}: add it to BOXOFFICE_CODEC_KEYS "
-                                      "(the keys the workers use)")
+                raise UnknownCodecKey(
+                    f"payload encrypted with unknown key {key_id!r}: add it to BOXOFFICE_CODEC_KEYS (the keys the workers use)"
+                )
             plain = self._keys[key_id].decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], None)
             decoded.append(Payload.FromString(plain))
         return decoded
@@ -183,15 +184,19 @@ class PayloadConverter(PydanticPayloadConverter):
             # `from None`: the ValidationError, values and all, must not travel as the cause.
             # A union's title lists its members: name it plainly.
             what = err.title if err.title.isidentifier() else "request"
-            raise ApplicationError(f"invalid {what}: {validation_summary(err)}", type=INVALID_REQUEST,
-                                   non_retryable=True) from None
+            raise ApplicationError(
+                f"invalid {what}: {validation_summary(err)}", type=INVALID_REQUEST, non_retryable=True
+            ) from None
 
 
 def data_converter(codec: PayloadCodec | None) -> DataConverter:
     if codec is None:
         return DataConverter(payload_converter_class=PayloadConverter)
-    return DataConverter(payload_converter_class=PayloadConverter, payload_codec=codec,
-                         failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
+    return DataConverter(
+        payload_converter_class=PayloadConverter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 class UiSessions:
@@ -226,8 +231,13 @@ class UiSessions:
         return session is not None and self._sessions.get(session, 0.0) > time.monotonic()
 
 
-def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence[str],
-                 meter: MetricMeter | None = None, sessions: UiSessions | None = None) -> Starlette:
+def codec_server(
+    codec: EncryptionCodec,
+    auth_token: str,
+    cors_origins: Sequence[str],
+    meter: MetricMeter | None = None,
+    sessions: UiSessions | None = None,
+) -> Starlette:
     """Temporal's remote codec protocol: JSON `{"payloads": [...]}` in and out. The caller (bearer
     token, or with `sessions` a signed-in browser's cookie) and its origin are checked before the
     body is read; a body over MAX_BODY_BYTES is 413; anything that does not parse, decode or decrypt
@@ -257,20 +267,18 @@ def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence
             if not authorized(request):
                 return refuse(401, "unauthorized")
             length = request.headers.get("content-length", "0")
-            raw = None if not length.isdigit() or int(length) > MAX_BODY_BYTES else (
-                await capped_body(request, MAX_BODY_BYTES))
+            raw = None if not length.isdigit() or int(length) > MAX_BODY_BYTES else (await capped_body(request, MAX_BODY_BYTES))
             if raw is None:
                 return refuse(413, f"body over {MAX_BODY_BYTES} bytes")
             try:
                 payloads = json_format.ParseDict(loads_bounded(raw), Payloads())
             except (ValueError, json_format.ParseError):  # json_format's errors quote no payload data
-                return refuse(400, "not a JSON {\"payloads\": [...]} object")
+                return refuse(400, 'not a JSON {"payloads": [...]} object')
             try:
                 done = await (codec.encode if encode else codec.decode)(payloads.payloads)
             except (InvalidTag, KeyError, ValueError, DecodeError) as err:
                 # Wrong key, tampered or truncated data: the input's fault, not the server's.
-                return refuse(400, f"cannot decode: {type(err).__name__}" + (
-                    f" ({err})" if isinstance(err, ValueError) else ""))
+                return refuse(400, f"cannot decode: {type(err).__name__}" + (f" ({err})" if isinstance(err, ValueError) else ""))
             return Response(json_format.MessageToJson(Payloads(payloads=done)), media_type="application/json")
 
         return handle
@@ -281,8 +289,15 @@ def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence
         if session is None:
             return refuse(403, "sign-in link unknown or already used")
         answer = RedirectResponse(sessions.after_login, status_code=303)
-        answer.set_cookie(SESSION_COOKIE, session, max_age=int(sessions.seconds), path=request.scope.get("root_path") or "/",
-                          secure=request.url.scheme == "https", httponly=True, samesite="strict")
+        answer.set_cookie(
+            SESSION_COOKIE,
+            session,
+            max_age=int(sessions.seconds),
+            path=request.scope.get("root_path") or "/",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
         return answer
 
     async def login_link(request: Request) -> Response:
@@ -299,12 +314,26 @@ def codec_server(codec: EncryptionCodec, auth_token: str, cors_origins: Sequence
     routes = [Route("/encode", endpoint(True), methods=["POST"]), Route("/decode", endpoint(False), methods=["POST"])]
     if sessions is not None:
         routes += [Route("/login", login, methods=["GET"]), Route("/login-link", login_link, methods=["POST"])]
-    return without_slash_redirect(Starlette(
-        routes=routes,
-        middleware=[
-            *([Middleware(RequestMetrics, meter=meter, server="codec", paths=("/encode", "/decode", "/login", "/login-link"))]
-              if meter else []),
-            Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["POST"],
-                       allow_headers=["authorization", "content-type", "x-namespace"], allow_credentials=True),
-        ],
-    ))
+    return without_slash_redirect(
+        Starlette(
+            routes=routes,
+            middleware=[
+                *(
+                    [
+                        Middleware(
+                            RequestMetrics, meter=meter, server="codec", paths=("/encode", "/decode", "/login", "/login-link")
+                        )
+                    ]
+                    if meter
+                    else []
+                ),
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=list(cors_origins),
+                    allow_methods=["POST"],
+                    allow_headers=["authorization", "content-type", "x-namespace"],
+                    allow_credentials=True,
+                ),
+            ],
+        )
+    )

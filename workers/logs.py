@@ -43,9 +43,7 @@ def _core_fields(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure(log_format: str = "dev", level: str = "INFO") -> None:
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer: Any = structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -64,8 +62,9 @@ def configure(log_format: str = "dev", level: str = "INFO") -> None:
     # The SDK's own loggers (workflow.logger, activity.logger, the core's forwarded lines) go through the same pipeline.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer])
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -26,8 +26,10 @@ MAX_JSON_DEPTH = 32
 
 _STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
-_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 29\r\n" \
-             b'connection: close\r\n\r\n{"error": "request too slow"}'
+_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 29\r\n"
+    b'connection: close\r\n\r\n{"error": "request too slow"}'
+)
 
 
 def read_deadline_protocol(seconds: float) -> type[H11Protocol]:
@@ -69,16 +71,22 @@ def read_deadline_protocol(seconds: float) -> type[H11Protocol]:
 # uvicorn's loggers without handlers of their own: their lines go through ours (JSON in production),
 # even after another server in the process installed uvicorn's plain-text ones.
 LOG_CONFIG = {
-    "version": 1, "disable_existing_loggers": False,
+    "version": 1,
+    "disable_existing_loggers": False,
     "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
 }
 
 
 def server_config(app: Any, read_seconds: float = READ_SECONDS, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(
-        app, http=read_deadline_protocol(read_seconds), timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=MAX_CONNECTIONS,
-        log_config=LOG_CONFIG, log_level="warning", **options,
+        app,
+        http=read_deadline_protocol(read_seconds),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=MAX_CONNECTIONS,
+        log_config=LOG_CONFIG,
+        log_level="warning",
+        **options,
     )
 
 

@@ -26,8 +26,11 @@ DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
 # The variables of Temporal's environment configuration that deploy/ sets (→ whether secret). The SDK
 # reads more: TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE, TEMPORAL_TLS_SERVER_NAME, TEMPORAL_GRPC_META_*, ...
 TEMPORAL_VARIABLES = {
-    "TEMPORAL_ADDRESS": False, "TEMPORAL_NAMESPACE": False, "TEMPORAL_API_KEY": True,
-    "TEMPORAL_TLS_CLIENT_CERT_PATH": False, "TEMPORAL_TLS_CLIENT_KEY_PATH": False,
+    "TEMPORAL_ADDRESS": False,
+    "TEMPORAL_NAMESPACE": False,
+    "TEMPORAL_API_KEY": True,
+    "TEMPORAL_TLS_CLIENT_CERT_PATH": False,
+    "TEMPORAL_TLS_CLIENT_KEY_PATH": False,
     "TEMPORAL_TLS_SERVER_CA_CERT_PATH": False,
 }
 
@@ -70,10 +73,9 @@ class WorkerSettings(BaseSettings):
     # Worker Controller injects TEMPORAL_DEPLOYMENT_NAME and TEMPORAL_WORKER_BUILD_ID into the pods of the
     # version it runs them as, and the worker must register as exactly that: those win (deploy/README.md).
     deployment_name: str | None = Field(
-        default=None, validation_alias=AliasChoices("TEMPORAL_DEPLOYMENT_NAME", "BOXOFFICE_DEPLOYMENT_NAME"),
-        pattern=r"^[^.]+$")
-    build_id: str | None = Field(default=None,
-                                 validation_alias=AliasChoices("TEMPORAL_WORKER_BUILD_ID", "BOXOFFICE_BUILD_ID"))
+        default=None, validation_alias=AliasChoices("TEMPORAL_DEPLOYMENT_NAME", "BOXOFFICE_DEPLOYMENT_NAME"), pattern=r"^[^.]+$"
+    )
+    build_id: str | None = Field(default=None, validation_alias=AliasChoices("TEMPORAL_WORKER_BUILD_ID", "BOXOFFICE_BUILD_ID"))
 
     @property
     def temporal(self) -> ClientConnectConfig:
@@ -126,19 +128,32 @@ class WebhookSettings(BaseSettings):
 
 # Outside dev (BOXOFFICE_ENV=dev), a process that serves refuses to start on any of these.
 MIN_SECRET_CHARS = 32
-NO_CODEC_KEYS = ("BOXOFFICE_CODEC_KEYS is not set: buyer data, passwords and tokens would reach Temporal's history "
-                 "in clear; set id:base64(32-byte key)")
+NO_CODEC_KEYS = (
+    "BOXOFFICE_CODEC_KEYS is not set: buyer data, passwords and tokens would reach Temporal's history "
+    "in clear; set id:base64(32-byte key)"
+)
 # A refusal message, not a secret.
-PUBLIC_SECRET = ("{} is a simulator's public secret, published in this repository: set the provider's, or "  # noqa: S105
-                 "BOXOFFICE_ENV=dev for the simulators")
+PUBLIC_SECRET = (
+    "{} is a simulator's public secret, published in this repository: set the provider's, or "  # noqa: S105
+    "BOXOFFICE_ENV=dev for the simulators"
+)
 
 
 def public_credentials() -> frozenset[str]:
     """The simulators' credentials (what `boxoffice dev` uses): anyone can read them here. Their ids
     (Onebox channel, ACME tenant, TEvo reviewer) are not secrets and may well equal a real one."""
-    return frozenset({AtomSimulator.api_key, OneboxSimulator.client_id, OneboxSimulator.client_secret,
-                      TevoSimulator.token, TevoSimulator.secret, AtmSimulator.service_token,
-                      AtmSimulator.webhook_secret, AcmeSimulator.api_key})
+    return frozenset(
+        {
+            AtomSimulator.api_key,
+            OneboxSimulator.client_id,
+            OneboxSimulator.client_secret,
+            TevoSimulator.token,
+            TevoSimulator.secret,
+            AtmSimulator.service_token,
+            AtmSimulator.webhook_secret,
+            AcmeSimulator.api_key,
+        }
+    )
 
 
 def temporal_refusals(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -44,13 +44,19 @@ def sdk_runtime(metrics_bind: str | None = None) -> Runtime:
     """A Runtime forwarding the core's log lines to CORE_LOGGER (its target and fields travel on the
     record, workers/logs.py makes them fields) and, with `metrics_bind`, exposing the SDK's and
     boxoffice's metrics at http://{metrics_bind}/metrics."""
-    forwarding = LogForwardingConfig(logging.getLogger(CORE_LOGGER), append_target_to_name=False,
-                                     prepend_target_on_message=False, append_log_fields_to_message=False)
-    return Runtime(telemetry=TelemetryConfig(
-        # The SDK's default levels (core WARN, other ERROR), only no longer written by the core itself.
-        logging=LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="ERROR"), forwarding=forwarding),
-        metrics=PrometheusConfig(bind_address=metrics_bind) if metrics_bind else None,
-    ))
+    forwarding = LogForwardingConfig(
+        logging.getLogger(CORE_LOGGER),
+        append_target_to_name=False,
+        prepend_target_on_message=False,
+        append_log_fields_to_message=False,
+    )
+    return Runtime(
+        telemetry=TelemetryConfig(
+            # The SDK's default levels (core WARN, other ERROR), only no longer written by the core itself.
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="ERROR"), forwarding=forwarding),
+            metrics=PrometheusConfig(bind_address=metrics_bind) if metrics_bind else None,
+        )
+    )
 
 
 @functools.cache
@@ -87,8 +93,12 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            labels = {"server": self.server, "method": scope["method"], "status": str(status),
-                      "path": scope["path"] if scope["path"] in self.paths else "other"}
+            labels = {
+                "server": self.server,
+                "method": scope["method"],
+                "status": str(status),
+                "path": scope["path"] if scope["path"] in self.paths else "other",
+            }
             self.requests.add(1, labels)
             self.latency.record(round((time.perf_counter() - started) * 1000), labels)
 
@@ -120,5 +130,4 @@ class _BoundActivity(ActivityInboundInterceptor):
             finally:
                 activity.metric_meter().create_histogram(
                     "boxoffice_step_latency", "Time a provider call (activity attempt) took", "ms"
-                ).record(round((time.perf_counter() - started) * 1000),
-                         {"provider": provider, "step": step, "outcome": outcome})
+                ).record(round((time.perf_counter() - started) * 1000), {"provider": provider, "step": step, "outcome": outcome})

@@ -69,8 +69,7 @@ def _set_up_once() -> None:
 
     # A provider someone set first (opentelemetry-instrument, an embedding service, a test) is kept.
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        provider = TracerProvider(resource=Resource.create(
-            {"service.name": os.environ.get("OTEL_SERVICE_NAME") or "boxoffice"}))
+        provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or "boxoffice"}))
         for name in (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").lower().split(","):
             if name.strip() == "otlp":
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

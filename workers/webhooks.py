@@ -97,10 +97,15 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
 
         async def start(reuse: WorkflowIDReusePolicy) -> None:
             await client.start_workflow(
-                "ReconcileWorkflow", workflow_id, id=item, task_queue=task_queue, id_reuse_policy=reuse,
-                start_signal="atm_event", start_signal_args=[event],
+                "ReconcileWorkflow",
+                workflow_id,
+                id=item,
+                task_queue=task_queue,
+                id_reuse_policy=reuse,
+                start_signal="atm_event",
+                start_signal_args=[event],
                 static_summary=f"ATM {event.kind} for {workflow_id}{'' if running else ', which is not running'}: "
-                               "needs attention",
+                "needs attention",
             )
 
         try:
@@ -110,8 +115,13 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
             if any(seen.identity == event.identity for seen in resolved):
                 return "duplicate: reconciled already"
             await start(WorkflowIDReusePolicy.ALLOW_DUPLICATE)
-        log.error("webhook sent to reconciliation: needs attention", event_type=event.type, workflow_id=workflow_id,
-                  hold_id=event.hold_id, purchase_running=running)
+        log.error(
+            "webhook sent to reconciliation: needs attention",
+            event_type=event.type,
+            workflow_id=workflow_id,
+            hold_id=event.hold_id,
+            purchase_running=running,
+        )
         return "reconciliation"
 
     async def deliver(workflow_id: str | None, event: AtmEvent) -> str:
@@ -148,8 +158,7 @@ def temporal_delivery(client: Client, task_queue: str) -> Deliver:
     return deliver
 
 
-def signature_valid(stamp: int, signatures: list[str], delivery_id: str, raw: bytes, secrets: list[str],
-                    now: float) -> bool:
+def signature_valid(stamp: int, signatures: list[str], delivery_id: str, raw: bytes, secrets: list[str], now: float) -> bool:
     if abs(now - stamp) > MAX_SKEW_SECONDS:
         return False
     signed = f"{stamp}.{delivery_id}.".encode() + raw
@@ -185,8 +194,7 @@ def route(data: dict[str, Any]) -> tuple[str | None, str | None]:
     purchase_id = _id(metadata.get("purchaseId")) or _id(metadata.get("appOrderId")) or _id(data.get("appOrderId"))
     if workflow_id is None and purchase_id is not None:
         workflow_id = purchase_workflow_id(purchase_id)
-    hold_id = _id(data.get("holdId") or hold.get("id") or hold.get("holdId") or ticket_hold.get("id")
-                  or metadata.get("holdId"))
+    hold_id = _id(data.get("holdId") or hold.get("id") or hold.get("holdId") or ticket_hold.get("id") or metadata.get("holdId"))
     return workflow_id, hold_id
 
 
@@ -201,14 +209,22 @@ def _event(envelope: Envelope, data: dict[str, Any], hold_id: str | None) -> Atm
     status = data.get("status") or payment.get("status")
     reason = data.get("failureReason") or data.get("reason")
     # What was paid, where the event says: `amount` (public payment.completed, cents), `amountCents`.
-    amount = next((v for v in (data.get("amount"), data.get("amountCents"), payment.get("amount"))
-                   if type(v) is int), None)
+    amount = next((v for v in (data.get("amount"), data.get("amountCents"), payment.get("amount")) if type(v) is int), None)
     currency = data.get("currency") or payment.get("currency")
-    return AtmEvent(delivery_id=envelope.delivery_id, event_id=envelope.event_id, type=envelope.type, hold_id=hold_id,
-                    tickets=tickets, reason=reason if isinstance(reason, str) else None, payment_id=payment_id,
-                    checkout_token=_id(data.get("checkoutToken")), status=status if isinstance(status, str) else None,
-                    amount_cents=amount, currency=currency if isinstance(currency, str) else None,
-                    environment=envelope.environment)
+    return AtmEvent(
+        delivery_id=envelope.delivery_id,
+        event_id=envelope.event_id,
+        type=envelope.type,
+        hold_id=hold_id,
+        tickets=tickets,
+        reason=reason if isinstance(reason, str) else None,
+        payment_id=payment_id,
+        checkout_token=_id(data.get("checkoutToken")),
+        status=status if isinstance(status, str) else None,
+        amount_cents=amount,
+        currency=currency if isinstance(currency, str) else None,
+        environment=envelope.environment,
+    )
 
 
 class Envelope:
@@ -224,8 +240,12 @@ class Envelope:
         if public and not (isinstance(self.event_id, str) and self.event_id):
             raise ValueError("body has no event id")
         self.delivery_id: str = delivery_id
-        sent = {"atm-delivery-id": delivery_id, "atm-event": self.type, "atm-api-version": body.get("apiVersion"),
-                "atm-environment": body.get("environment")}
+        sent = {
+            "atm-delivery-id": delivery_id,
+            "atm-event": self.type,
+            "atm-api-version": body.get("apiVersion"),
+            "atm-environment": body.get("environment"),
+        }
         for header, value in sent.items():
             # Only what both carry is compared: the test console sends no atm-* header but the signature,
             # and the public envelope no apiVersion.
@@ -295,15 +315,26 @@ def atm_receiver(secrets: list[str], deliver: Deliver, clock: Callable[[], float
             outcome = await deliver(workflow_id, event)
         except Unroutable as err:
             # Not a 2xx: ATM keeps delivering while an operator looks (or visibility catches up).
-            log.error("webhook names no purchase; asking ATM to deliver again", event_type=event.type,
-                      delivery_id=event.delivery_id, event_id=event.event_id, error=str(err))
+            log.error(
+                "webhook names no purchase; asking ATM to deliver again",
+                event_type=event.type,
+                delivery_id=event.delivery_id,
+                event_id=event.event_id,
+                error=str(err),
+            )
             return refuse(503, "no purchase found for this event yet")
         except Exception as err:  # noqa: BLE001 — any failure to deliver (Temporal unreachable) answers 503: ATM delivers again
             log.error("webhook not delivered; asking ATM to retry", event_type=event.type, error=str(err))
             return refuse(503, "temporarily unavailable")
         remember(event.delivery_id, event.event_id)
-        log.info("webhook taken", event_type=event.type, delivery_id=event.delivery_id, event_id=event.event_id,
-                 api_version=envelope.api_version, outcome=outcome)
+        log.info(
+            "webhook taken",
+            event_type=event.type,
+            delivery_id=event.delivery_id,
+            event_id=event.event_id,
+            api_version=envelope.api_version,
+            outcome=outcome,
+        )
         return JSONResponse({"ok": True, "outcome": outcome})
 
     return without_slash_redirect(Starlette(routes=[Route("/webhooks/atm", receive, methods=["POST"])]))

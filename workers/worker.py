@@ -53,15 +53,30 @@ from workflows.sweep import SweepWorkflow
 
 log = structlog.get_logger("boxoffice.worker")
 
-WORKFLOWS: Sequence[type] = [PurchaseWorkflow, RefundWorkflow, OrdersWorkflow, OrderChangeWorkflow, ReconcileWorkflow,
-                             SweepWorkflow]
+WORKFLOWS: Sequence[type] = [
+    PurchaseWorkflow,
+    RefundWorkflow,
+    OrdersWorkflow,
+    OrderChangeWorkflow,
+    ReconcileWorkflow,
+    SweepWorkflow,
+]
 # Imported once outside the sandbox instead of for every workflow run: pydantic, the models, and the
 # step sequences (plain code without module state; they do no I/O by the project's rules). The
 # sandbox re-imports only the workflow modules (purchase, orders). Measured: ~10 % less CPU per purchase (bench/README.md).
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "pydantic", "pydantic_core", "opentelemetry", "workflows.models", "workflows.saga", "workflows.outcomes",
-        "workflows.atom", "workflows.onebox", "workflows.tevo", "workflows.atm", "workflows.acme",
+        "pydantic",
+        "pydantic_core",
+        "opentelemetry",
+        "workflows.models",
+        "workflows.saga",
+        "workflows.outcomes",
+        "workflows.atom",
+        "workflows.onebox",
+        "workflows.tevo",
+        "workflows.atm",
+        "workflows.acme",
         "workflows.findings",
     )
 )
@@ -112,8 +127,11 @@ def not_configured(provider: str, missing: Sequence[str]) -> Callable[[], Awaita
 
     @activity.defn(name=f"{provider}.policy")
     async def policy() -> PurchasePolicy:
-        raise ApplicationError(f"{provider} is not configured on this worker: set {', '.join(missing)}",
-                               type=FailureReason.PROVIDER_NOT_CONFIGURED, non_retryable=True)
+        raise ApplicationError(
+            f"{provider} is not configured on this worker: set {', '.join(missing)}",
+            type=FailureReason.PROVIDER_NOT_CONFIGURED,
+            non_retryable=True,
+        )
 
     return policy
 
@@ -157,39 +175,49 @@ async def serving(
     if deployment is None or not deployment.use_worker_versioning:
         runner = Unversioned(runner)  # the definitions' versioning behaviour is only for versioned workers
     if "workflows" in roles:
-        workers.append(Worker(
-            client,
-            task_queue=task_queue,
-            workflows=WORKFLOWS,
-            activities=activities,
-            workflow_runner=runner,
-            interceptors=[Telemetry()],
-            no_remote_activities=True,
-            **options,
-        ))
+        workers.append(
+            Worker(
+                client,
+                task_queue=task_queue,
+                workflows=WORKFLOWS,
+                activities=activities,
+                workflow_runner=runner,
+                interceptors=[Telemetry()],
+                no_remote_activities=True,
+                **options,
+            )
+        )
         # The SDK core hands a worker its pending local activities before any regular activity task:
         # on a worker busy with holds (local calls) an order waited until the holds stopped
         # (bench/busy.py). Regular activities of this queue therefore have a worker of their own.
-        workers.append(Worker(
-            client,
-            task_queue=task_queue,
-            activities=activities,
-            interceptors=[Telemetry()],
-            **options,
-        ))
-    for provider in providers:
-        if (provider.name in roles and provider.settings.activities_per_second is not None
-                and not missing_settings(provider.settings)):
-            workers.append(Worker(
+        workers.append(
+            Worker(
                 client,
-                task_queue=provider_task_queue(task_queue, provider.name),
-                # An approved cancel or refund calls the provider too: with the credentials, which only these workers hold.
-                activities=provider.all() + (sweeps[provider.name].all() if provider.name in sweeps else [])
-                + sweep_activities.approvals(),
+                task_queue=task_queue,
+                activities=activities,
                 interceptors=[Telemetry()],
-                max_task_queue_activities_per_second=provider.settings.activities_per_second,
                 **options,
-            ))
+            )
+        )
+    for provider in providers:
+        if (
+            provider.name in roles
+            and provider.settings.activities_per_second is not None
+            and not missing_settings(provider.settings)
+        ):
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=provider_task_queue(task_queue, provider.name),
+                    # An approved cancel or refund calls the provider too: with the credentials, which only these workers hold.
+                    activities=provider.all()
+                    + (sweeps[provider.name].all() if provider.name in sweeps else [])
+                    + sweep_activities.approvals(),
+                    interceptors=[Telemetry()],
+                    max_task_queue_activities_per_second=provider.settings.activities_per_second,
+                    **options,
+                )
+            )
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)
@@ -216,7 +244,8 @@ class Health:
         while True:
             try:
                 await self.client.workflow_service.get_system_info(
-                    GetSystemInfoRequest(), retry=False, timeout=timedelta(seconds=HEALTH_CHECK_SECONDS))
+                    GetSystemInfoRequest(), retry=False, timeout=timedelta(seconds=HEALTH_CHECK_SECONDS)
+                )
                 self.answered_at = time.monotonic()
             except RPCError:
                 pass  # stale answered_at says it; the core logs why
@@ -268,17 +297,24 @@ async def apply_sweep_schedules(client: Client, settings: WorkerSettings, routed
         return
     providers = [p for p in sweep.provider_list() if p in routed]
     try:
-        ids = await ensure_schedules(client, settings.task_queue, providers, timedelta(minutes=sweep.interval_minutes),
-                                     timedelta(hours=sweep.window_hours), sweep.pages_per_run, sweep.page_size)
+        ids = await ensure_schedules(
+            client,
+            settings.task_queue,
+            providers,
+            timedelta(minutes=sweep.interval_minutes),
+            timedelta(hours=sweep.window_hours),
+            sweep.pages_per_run,
+            sweep.page_size,
+        )
     except RPCError as err:
         log.error("cannot create the sweep schedules; run `boxoffice schedules apply`", error=err.message)
         return
-    log.info("sweep schedules applied", schedules=ids, interval_minutes=sweep.interval_minutes,
-             window_hours=sweep.window_hours)
+    log.info("sweep schedules applied", schedules=ids, interval_minutes=sweep.interval_minutes, window_hours=sweep.window_hours)
 
 
-async def run_worker(settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None,
-                     refusals: Sequence[str] = ()) -> None:
+async def run_worker(
+    settings: WorkerSettings, client: Client | None = None, stop: asyncio.Event | None = None, refusals: Sequence[str] = ()
+) -> None:
     """Runs until SIGTERM/SIGINT (or `stop`), then drains: running activities get
     shutdown_grace_seconds to finish before they are cancelled and retried elsewhere.
     Refuses to start when a provider named in BOXOFFICE_WORKER_ROLES is not configured, or on
@@ -302,8 +338,11 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
             log.error("cannot register search attributes; register them as README says", error=err.message)
         # As `serving` routes them: a provider not configured here but rate-limited runs on its own queue, in
         # the workers of its role (deploy/k8s: the workflows pods hold no provider credentials).
-        await apply_sweep_schedules(client, settings, [p.name for p in providers.providers if p.name not in unconfigured
-                                                       or p.settings.activities_per_second is not None])
+        await apply_sweep_schedules(
+            client,
+            settings,
+            [p.name for p in providers.providers if p.name not in unconfigured or p.settings.activities_per_second is not None],
+        )
         worker = serving(
             client,
             settings.task_queue,
@@ -315,9 +354,15 @@ async def run_worker(settings: WorkerSettings, client: Client | None = None, sto
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker started", address=settings.temporal_address, namespace=settings.temporal_namespace,
-                 task_queue=settings.task_queue, roles=sorted(settings.role_set()),
-                 deployment=settings.deployment_name, build_id=settings.build_id)
+        log.info(
+            "worker started",
+            address=settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            task_queue=settings.task_queue,
+            roles=sorted(settings.role_set()),
+            deployment=settings.deployment_name,
+            build_id=settings.build_id,
+        )
         async with worker as workers, health(settings.health_bind, client, workers):
             await stop.wait()
             log.info("worker stopping")

@@ -37,14 +37,25 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
         # A new run under the id of a fulfilled purchase (a re-run): its order stands, and the
         # checkout's request uuid would find it anyway, but a reservation made first would hold seats
         # nobody releases (ACME lists none). Reading earlier runs costs one visibility call.
-        done = next((run for run in await flow.earlier_runs()
-                     if run.state == PurchaseState.FULFILLED and run.provider_ids.get("order_id")), None)
+        done = next(
+            (
+                run
+                for run in await flow.earlier_runs()
+                if run.state == PurchaseState.FULFILLED and run.provider_ids.get("order_id")
+            ),
+            None,
+        )
         if done is not None:
             flow.receipt = done.receipt
             flow.record_provider_id("order_id", done.provider_ids["order_id"])
-            return PurchaseResult(purchase_id=request.purchase_id, provider=request.provider,
-                                  state=PurchaseState.FULFILLED, provider_order_id=done.provider_ids["order_id"],
-                                  provider_status="paid", tickets=done.tickets)
+            return PurchaseResult(
+                purchase_id=request.purchase_id,
+                provider=request.provider,
+                state=PurchaseState.FULFILLED,
+                provider_order_id=done.provider_ids["order_id"],
+                provider_status="paid",
+                tickets=done.tickets,
+            )
 
     margin = timedelta(seconds=policy.hold_margin_seconds)
 
@@ -52,8 +63,10 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
         """Named where an operator and the fault model look: ACME lists no reservations, so a reserve
         attempt whose answer was lost may hold seats nobody else can name until it lapses."""
         for attempt in range(1, attempts + 1):
-            flow.record_provider_id(f"unknown_hold_{attempt}", f"reserve attempt {attempt}: outcome unknown, "
-                                    f"a reservation it made lapses by {lapse.isoformat()}")
+            flow.record_provider_id(
+                f"unknown_hold_{attempt}",
+                f"reserve attempt {attempt}: outcome unknown, a reservation it made lapses by {lapse.isoformat()}",
+            )
 
     async def release(hold: Hold) -> str:
         released = await flow.call("acme.release_reservation", hold.item_ids[0], result_type=str, undo=True)
@@ -100,15 +113,18 @@ async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> Purc
     async def refund(order: OrderRecord) -> str:
         flow.record_provider_id("order_id", order.order_id)  # also when a cancel cut the checkout short
         refunded = await flow.call(
-            "acme.refund", RefundRequest(order_id=order.order_id, notes=f"purchase {request.purchase_id} cancelled"),
-            result_type=RefundResult, undo=True,
+            "acme.refund",
+            RefundRequest(order_id=order.order_id, notes=f"purchase {request.purchase_id} cancelled"),
+            result_type=RefundResult,
+            undo=True,
         )
         return f"order {refunded.order_id} refunded {refunded.refunded} of {refunded.total}"
 
     order = await flow.act(
         "checkout",
-        lambda: flow.call("acme.checkout", checkout_request, cart_id, hold.item_ids[0], request_uuid,
-                          card_token, result_type=OrderRecord),
+        lambda: flow.call(
+            "acme.checkout", checkout_request, cart_id, hold.item_ids[0], request_uuid, card_token, result_type=OrderRecord
+        ),
         "refund order",
         refund,
         PurchaseState.COMMITTING,

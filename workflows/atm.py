@@ -66,7 +66,8 @@ class Evidence:
 
     def names_our_hold(self, event: AtmEvent) -> bool:
         return event.hold_id == self.held.hold_id or (
-            self.held.checkout_token is not None and event.checkout_token == self.held.checkout_token)
+            self.held.checkout_token is not None and event.checkout_token == self.held.checkout_token
+        )
 
     async def believed(self, event: AtmEvent) -> bool:
         if not self.checked:
@@ -91,8 +92,9 @@ class Evidence:
         if not token:
             return "unknown (the hold has no checkout token to ask by)"
         # A regular activity: its retries wait on server timers, not in a workflow task.
-        asking = asyncio.ensure_future(self.flow.call("atm.payment_status", token, result_type=str,
-                                                      summary="ask ATM whether the hold is paid"))
+        asking = asyncio.ensure_future(
+            self.flow.call("atm.payment_status", token, result_type=str, summary="ask ATM whether the hold is paid")
+        )
         try:
             try:
                 return await asyncio.shield(asking)
@@ -176,15 +178,16 @@ async def purchase(request: AtmPurchaseRequest, flow: PurchaseWorkflow) -> Purch
             if event is not None and event.kind == PAYMENT_FAILED:
                 raise PurchaseFailed(
                     PurchaseState.FAILED,
-                    Failure(reason=FailureReason.PAYMENT_FAILED,
-                            message=event.reason or "payment failed at ATM checkout"),
+                    Failure(reason=FailureReason.PAYMENT_FAILED, message=event.reason or "payment failed at ATM checkout"),
                 )
             raise PurchaseFailed(
                 PurchaseState.EXPIRED,
                 Failure(reason=FailureReason.HOLD_EXPIRED, message=f"hold {held.hold_id} expired unpaid"),
             )
-        workflow.logger.warning("hold paid although unpaid events or a cancel came first; awaiting tickets",
-                                extra={"hold": held.hold_id, "cancel_refused": cancelled is not None})
+        workflow.logger.warning(
+            "hold paid although unpaid events or a cancel came first; awaiting tickets",
+            extra={"hold": held.hold_id, "cancel_refused": cancelled is not None},
+        )
         event = paid
     if event is None or event.kind != ISSUED:
         event = await _await_tickets(flow, evidence, policy.poll_budget_seconds)
@@ -211,8 +214,10 @@ async def _await_tickets(flow: PurchaseWorkflow, evidence: Evidence, budget_seco
         workflow.logger.warning("cancel refused: the hold is paid; awaiting its tickets", extra={"hold": hold_id})
         event = await evidence.next_event({ISSUED}, deadline)
     if event is None:
-        late = Failure(reason=FailureReason.FULFILLMENT_TIMEOUT,
-                       message=f"hold {hold_id} paid, but no tickets issued within {budget_seconds:g} s")
+        late = Failure(
+            reason=FailureReason.FULFILLMENT_TIMEOUT,
+            message=f"hold {hold_id} paid, but no tickets issued within {budget_seconds:g} s",
+        )
         if not flow.patch_2026_12_01:
             raise PurchaseFailed(PurchaseState.FAILED, late)  # runs started before: their recorded ending
         # The buyer is charged: giving up would leave them without tickets and nobody told. ATM issues

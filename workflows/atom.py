@@ -38,7 +38,11 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
 
     flow.step("refresh checkout")
     flow.event = await flow.call(
-        "atom.refresh_checkout", request.showtime_id, request.promotions, request.items, result_type=EventInfo,
+        "atom.refresh_checkout",
+        request.showtime_id,
+        request.promotions,
+        request.items,
+        result_type=EventInfo,
         read=True,
     )
 
@@ -56,11 +60,14 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         # Not rerun-safe: a repeat makes another account with the buyer's name and email. A regular
         # activity is repeated only as a counted retry (a local one runs again, uncounted, when its
         # workflow task is lost), so each account a lost answer left behind is named.
-        session = await flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession,
-                                  rerun_safe=not flow.patch_2026_12_03)
+        session = await flow.call(
+            "atom.create_guest_account", request.buyer, result_type=ProviderSession, rerun_safe=not flow.patch_2026_12_03
+        )
         for attempt in range(1, session.unknown_attempts + 1 if flow.patch_2026_12_03 else 1):
-            flow.record_provider_id(f"unknown_guest_account_{attempt}", f"guest account attempt {attempt}: outcome "
-                                    "unknown; an account it made holds the buyer's name and email at Atom")
+            flow.record_provider_id(
+                f"unknown_guest_account_{attempt}",
+                f"guest account attempt {attempt}: outcome unknown; an account it made holds the buyer's name and email at Atom",
+            )
     flow.record_provider_id("account_id", session.account_id)
 
     # One clientRequestId for lease, preview and create: Atom's idempotency key for this purchase,
@@ -77,8 +84,10 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         own record names the order (`from_an_earlier_run`)."""
         if not flow.patch_2026_12_01 or failure_from(err).reason != FailureReason.DUPLICATE_REQUEST:
             return None
-        return (f"Atom answered DUPLICATE_CLIENT_REQUEST_ID: clientRequestId {client_request_id} (account "
-                f"{session.account_id}) was used by an earlier flow; {order}")
+        return (
+            f"Atom answered DUPLICATE_CLIENT_REQUEST_ID: clientRequestId {client_request_id} (account "
+            f"{session.account_id}) was used by an earlier flow; {order}"
+        )
 
     async def from_an_earlier_run(err: ActivityError) -> PurchaseStatus | None:
         """On DUPLICATE_CLIENT_REQUEST_ID, the earlier run of this purchase (before a workflow reset, or
@@ -98,8 +107,10 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
             return None
         order_id, account_id = earlier.provider_ids["order_id"], earlier.provider_ids.get("account_id")
         if account_id != session.account_id and earlier.state != PurchaseState.FULFILLED:
-            raise NotOurs(f"order {order_id} placed by an earlier run under account {account_id}, which this "
-                          f"run's account cannot read or cancel")
+            raise NotOurs(
+                f"order {order_id} placed by an earlier run under account {account_id}, which this "
+                f"run's account cannot read or cancel"
+            )
         return earlier
 
     def refused(err: ActivityError, order: str | None = None) -> None:
@@ -124,9 +135,7 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
 
     async def cancel_order(order: ProviderOrder) -> str:
         flow.record_provider_id("order_id", order.order_id)  # also when a cancel cut the create short
-        cancelled = await flow.call(
-            "atom.cancel_order", session, order.order_id, result_type=OrderCancellation, undo=True
-        )
+        cancelled = await flow.call("atom.cancel_order", session, order.order_id, result_type=OrderCancellation, undo=True)
         refund = f", refund {cancelled.refund_amount}" if cancelled.refund_amount is not None else ""
         return f"order {cancelled.order_id} {cancelled.status}{refund}"
 
@@ -145,8 +154,7 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
 
     async def create_order() -> ProviderOrder:
         try:
-            return await flow.call("atom.create_order", session, items, client_request_id, is_guest,
-                                   result_type=ProviderOrder)
+            return await flow.call("atom.create_order", session, items, client_request_id, is_guest, result_type=ProviderOrder)
         except ActivityError as err:
             if key_used(err) is not None:
                 return await created_earlier(err)
@@ -158,8 +166,16 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
         # nothing was placed (assumed: Atom checks the key first); DUPLICATE_CLIENT_REQUEST_ID: an
         # order exists, named only by an earlier run's record.
         try:
-            return await flow.call("atom.create_order", session, items, client_request_id, is_guest,
-                                   result_type=ProviderOrder, undo=True, summary="read back: create order")
+            return await flow.call(
+                "atom.create_order",
+                session,
+                items,
+                client_request_id,
+                is_guest,
+                result_type=ProviderOrder,
+                undo=True,
+                summary="read back: create order",
+            )
         except ActivityError as err:
             if key_used(err) is not None:
                 return await created_earlier(err)
@@ -170,14 +186,15 @@ async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     try:
         flow.step("lease seats")
         hold = await refused_for_an_earlier_flow(
-            flow.call("atom.lease", session, items, client_request_id, result_type=Hold, rerun_safe=True))
+            flow.call("atom.lease", session, items, client_request_id, result_type=Hold, rerun_safe=True)
+        )
         # Atom has no call that ends a lease early; an abandoned lease lapses after leaseDurationSeconds.
         flow.record_hold(hold)
 
         flow.step("preview order")
-        flow.receipt = await refused_for_an_earlier_flow(flow.call(
-            "atom.preview_order", session, items, client_request_id, is_guest, result_type=Receipt, read=True
-        ))
+        flow.receipt = await refused_for_an_earlier_flow(
+            flow.call("atom.preview_order", session, items, client_request_id, is_guest, result_type=Receipt, read=True)
+        )
 
         if request.confirmation == "manual":
             await flow.await_confirmation(hold, policy)

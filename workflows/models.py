@@ -229,8 +229,13 @@ class PurchaseState(StrEnum):
 
 
 FINAL_STATES = frozenset(
-    {PurchaseState.FULFILLED, PurchaseState.FAILED, PurchaseState.EXPIRED, PurchaseState.CANCELLED,
-     PurchaseState.COMPENSATION_FAILED}
+    {
+        PurchaseState.FULFILLED,
+        PurchaseState.FAILED,
+        PurchaseState.EXPIRED,
+        PurchaseState.CANCELLED,
+        PurchaseState.COMPENSATION_FAILED,
+    }
 )
 
 

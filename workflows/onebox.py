@@ -41,9 +41,14 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
             flow.receipt = placed.receipt or earlier.receipt
             flow.record_provider_id("basket_id", earlier.provider_ids["basket_id"])
             flow.record_provider_id("order_id", code)
-            return PurchaseResult(purchase_id=request.purchase_id, provider=request.provider,
-                                  state=PurchaseState.FULFILLED, provider_order_id=code,
-                                  provider_status=placed.status, tickets=placed.tickets)
+            return PurchaseResult(
+                purchase_id=request.purchase_id,
+                provider=request.provider,
+                state=PurchaseState.FULFILLED,
+                provider_order_id=code,
+                provider_status=placed.status,
+                tickets=placed.tickets,
+            )
 
     flow.step("create basket")
     if earlier is not None:
@@ -120,8 +125,9 @@ async def earlier_basket(flow: PurchaseWorkflow) -> PurchaseStatus | None:
     too): this run opens its own. None as well on a server without visibility (the time-skipping
     test server): nothing to list."""
     newest = next((run for run in await flow.earlier_runs() if run.provider_ids.get("basket_id")), None)
-    if newest is None or (newest.state.final
-                          and newest.state not in (PurchaseState.FULFILLED, PurchaseState.COMPENSATION_FAILED)):
+    if newest is None or (
+        newest.state.final and newest.state not in (PurchaseState.FULFILLED, PurchaseState.COMPENSATION_FAILED)
+    ):
         return None
     return newest
 
@@ -138,8 +144,12 @@ async def add_seats(flow: PurchaseWorkflow, basket_id: str, adding: str, args: l
             await attempt
         except Exception:  # noqa: BLE001, S110 — failed or not, the basket says what it holds
             pass
-        released: str | None = await flow.call("onebox.release_basket", basket_id, result_type=Optional[str],  # type: ignore[arg-type]  # noqa: UP045
-                                               undo=True)
+        released: str | None = await flow.call(
+            "onebox.release_basket",
+            basket_id,
+            result_type=Optional[str],  # type: ignore[arg-type]  # noqa: UP045
+            undo=True,
+        )
         return released
 
     flow.saga.add("release seats", release_basket)

@@ -42,9 +42,12 @@ async def acme_queue() -> str | None:
     (patch "acme-queue"), so their histories replay."""
     if not workflow.patched("acme-queue"):
         return None
-    policy = cast(PurchasePolicy, await workflow.execute_local_activity(
-        "acme.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
-    ))
+    policy = cast(
+        PurchasePolicy,
+        await workflow.execute_local_activity(
+            "acme.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
+        ),
+    )
     return policy.activity_task_queue
 
 
@@ -60,16 +63,29 @@ class RefundWorkflow:
         # answer checks those tickets instead of refunding others (runs started before: patch).
         if request.items and not request.tickets and workflow.patched("refund-tickets"):
             request = await workflow.execute_activity(
-                "acme.plan_refund", request, result_type=RefundRequest, task_queue=queue,
-                start_to_close_timeout=CALL_TIMEOUT, schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY,
+                "acme.plan_refund",
+                request,
+                result_type=RefundRequest,
+                task_queue=queue,
+                start_to_close_timeout=CALL_TIMEOUT,
+                schedule_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY,
             )
         # Keeps trying like a compensation: a refund that was asked for must happen. The activity
         # skips what is already refunded, so a retry never refunds twice.
-        return cast(RefundResult, await workflow.execute_activity(
-            "acme.refund", request, result_type=RefundResult, task_queue=queue,
-            start_to_close_timeout=CALL_TIMEOUT,
-            schedule_to_close_timeout=UNDO_TIMEOUT, retry_policy=UNDO_RETRY, summary=f"refund {request.order_id}",
-        ))
+        return cast(
+            RefundResult,
+            await workflow.execute_activity(
+                "acme.refund",
+                request,
+                result_type=RefundResult,
+                task_queue=queue,
+                start_to_close_timeout=CALL_TIMEOUT,
+                schedule_to_close_timeout=UNDO_TIMEOUT,
+                retry_policy=UNDO_RETRY,
+                summary=f"refund {request.order_id}",
+            ),
+        )
 
 
 # AUTO_UPGRADE: one read; nothing ties it to the build that started it, so it never delays a drain.
@@ -77,11 +93,18 @@ class RefundWorkflow:
 class OrdersWorkflow:
     @workflow.run
     async def run(self, query: OrdersQuery) -> OrdersPage:
-        return cast(OrdersPage, await workflow.execute_activity(
-            "acme.search_orders", query, result_type=OrdersPage, task_queue=await acme_queue(),
-            start_to_close_timeout=CALL_TIMEOUT,
-            schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY,
-        ))
+        return cast(
+            OrdersPage,
+            await workflow.execute_activity(
+                "acme.search_orders",
+                query,
+                result_type=OrdersPage,
+                task_queue=await acme_queue(),
+                start_to_close_timeout=CALL_TIMEOUT,
+                schedule_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY,
+            ),
+        )
 
 
 # AUTO_UPGRADE: one idempotent write (a PUT of the whole order, or a delete), safe on any build.
@@ -93,13 +116,23 @@ class OrderChangeWorkflow:
         queue = await acme_queue()
         if change.delete:
             await workflow.execute_activity(
-                "acme.delete_order", change.order_id, task_queue=queue, start_to_close_timeout=CALL_TIMEOUT,
-                schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY, summary=f"delete {change.order_id}",
+                "acme.delete_order",
+                change.order_id,
+                task_queue=queue,
+                start_to_close_timeout=CALL_TIMEOUT,
+                schedule_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY,
+                summary=f"delete {change.order_id}",
             )
             return OrderChangeResult(order_id=change.order_id, deleted=True)
         order = await workflow.execute_activity(
-            "acme.update_order", args=[change.order_id, change.changes], result_type=OrderRecord, task_queue=queue,
-            start_to_close_timeout=CALL_TIMEOUT, schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY,
+            "acme.update_order",
+            args=[change.order_id, change.changes],
+            result_type=OrderRecord,
+            task_queue=queue,
+            start_to_close_timeout=CALL_TIMEOUT,
+            schedule_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=STEP_RETRY,
             summary=f"update {change.order_id}",
         )
         return OrderChangeResult(order_id=change.order_id, order=order)

@@ -105,8 +105,15 @@ async def local_activity(activity: str, *, args: Sequence[Any], result_type: typ
         return cast(T, await workflow.execute_local_activity(activity, args=args, result_type=result_type, **options))
     except ActivityTimeoutError as err:
         # The marker keeps no ids or retry state (live: CANCEL_REQUESTED), so none is made up here.
-        raise ActivityError("Local Activity timed out", scheduled_event_id=0, started_event_id=0, identity="",
-                            activity_type=activity, activity_id="", retry_state=None) from err
+        raise ActivityError(
+            "Local Activity timed out",
+            scheduled_event_id=0,
+            started_event_id=0,
+            identity="",
+            activity_type=activity,
+            activity_id="",
+            retry_state=None,
+        ) from err
 
 
 # Bad input started by another language fails the workflow at once instead of retrying the task.
@@ -222,8 +229,12 @@ class PurchaseWorkflow:
             # Only a fulfilled purchase completes: an operator tells outcomes apart in the UI's list
             # (Completed / Failed / Canceled). The result travels as the failure's details.
             attention = self._state == PurchaseState.COMPENSATION_FAILED
-            raise ApplicationError(f"purchase ended {self._state}: {self._failure.message}", final, non_retryable=True,
-                                   type=self._state.value if attention else self._failure.reason.value)
+            raise ApplicationError(
+                f"purchase ended {self._state}: {self._failure.message}",
+                final,
+                non_retryable=True,
+                type=self._state.value if attention else self._failure.reason.value,
+            )
         return final
 
     def _meter(self) -> MetricMeter:
@@ -276,9 +287,7 @@ class PurchaseWorkflow:
     async def confirm(self, confirmation: ConfirmRequest) -> PurchaseStatus:
         """Returns once the order is placed (AWAITING_FULFILLMENT) or the purchase has ended."""
         self._confirmation = confirmation
-        await workflow.wait_condition(
-            lambda: self._state not in (PurchaseState.AWAITING_CONFIRMATION, PurchaseState.COMMITTING)
-        )
+        await workflow.wait_condition(lambda: self._state not in (PurchaseState.AWAITING_CONFIRMATION, PurchaseState.COMMITTING))
         return self.status()
 
     @confirm.validator
@@ -290,9 +299,7 @@ class PurchaseWorkflow:
             and self.receipt is not None
             and confirmation.accepted_total != self.receipt.total
         ):
-            raise ValueError(
-                f"accepted total {confirmation.accepted_total} differs from the price {self.receipt.total}"
-            )
+            raise ValueError(f"accepted total {confirmation.accepted_total} differs from the price {self.receipt.total}")
 
     @workflow.update
     async def cancel(self, request: CancelRequest) -> PurchaseStatus:
@@ -346,8 +353,10 @@ class PurchaseWorkflow:
             self._provider_ids.setdefault("payment_id", event.payment_id)
         if event.kind in atm.MONEY_TAKEN_CHANGED:
             self._money_events.append(event)
-            workflow.logger.error("ATM reports a change to money already taken: needs attention",
-                                  extra={"event_type": event.type, "hold_id": event.hold_id})
+            workflow.logger.error(
+                "ATM reports a change to money already taken: needs attention",
+                extra={"event_type": event.type, "hold_id": event.hold_id},
+            )
         else:
             self._events.append(event)
 
@@ -370,8 +379,10 @@ class PurchaseWorkflow:
             self._steps_done.append(self._step)
         self._set_state(state or self._state, name)
         # workflow.logger adds the workflow's ids and is silent while a history is replayed.
-        workflow.logger.info("purchase step", extra={"provider": self._provider, "purchase_id": self._purchase_id,
-                                                     "step": name, "state": self._state.value})
+        workflow.logger.info(
+            "purchase step",
+            extra={"provider": self._provider, "purchase_id": self._purchase_id, "step": name, "state": self._state.value},
+        )
 
     def _set_state(self, state: PurchaseState, step: str) -> None:
         self._step = step
@@ -403,8 +414,14 @@ class PurchaseWorkflow:
         self._hold_expires_at = hold.expires_at
 
     async def call(
-        self, activity: str, *args: Any, result_type: type[T], undo: bool = False, read: bool = False,
-        rerun_safe: bool = False, summary: str | None = None,
+        self,
+        activity: str,
+        *args: Any,
+        result_type: type[T],
+        undo: bool = False,
+        read: bool = False,
+        rerun_safe: bool = False,
+        summary: str | None = None,
     ) -> T:
         """Runs a provider call. `read`: a short idempotent read; `rerun_safe`: a write whose
         repeat is harmless (keyed by an idempotency key, or an account sign-in). Both run as local
@@ -426,22 +443,30 @@ class PurchaseWorkflow:
                 retry_policy=STEP_RETRY,
                 summary=summary,
             )
-        return cast(T, await workflow.execute_activity(
-            activity,
-            args=args,
-            result_type=result_type,
-            task_queue=self._activity_queue,
-            start_to_close_timeout=self._call_timeout,
-            schedule_to_close_timeout=UNDO_ROUND if undo else STEP_TIMEOUT,
-            retry_policy=UNDO_RETRY if undo else STEP_RETRY,
-            summary=summary,
-        ))
+        return cast(
+            T,
+            await workflow.execute_activity(
+                activity,
+                args=args,
+                result_type=result_type,
+                task_queue=self._activity_queue,
+                start_to_close_timeout=self._call_timeout,
+                schedule_to_close_timeout=UNDO_ROUND if undo else STEP_TIMEOUT,
+                retry_policy=UNDO_RETRY if undo else STEP_RETRY,
+                summary=summary,
+            ),
+        )
 
     async def find(self, activity: str, *args: Any, result_type: type[T]) -> T | None:
         """A read-back by idempotency key (None: not there), retried like an undo (one round here;
         `read_back` runs further rounds): it decides what to keep or undo."""
-        found: T | None = await self.call(activity, *args, result_type=Optional[result_type], undo=True,  # type: ignore[arg-type]  # noqa: UP045
-                                          summary=f"read back: {self._step}")
+        found: T | None = await self.call(
+            activity,
+            *args,
+            result_type=Optional[result_type],  # type: ignore[arg-type]  # noqa: UP045
+            undo=True,
+            summary=f"read back: {self._step}",
+        )
         return found
 
     @property
@@ -460,9 +485,13 @@ class PurchaseWorkflow:
         None listed on a server without visibility (the time-skipping test server)."""
         try:
             runs: list[PurchaseStatus] = await local_activity(
-                "runs.earlier", args=[workflow.info().workflow_id, workflow.info().run_id],
-                result_type=list[PurchaseStatus], start_to_close_timeout=CALL_TIMEOUT,
-                schedule_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY, summary="read earlier runs",
+                "runs.earlier",
+                args=[workflow.info().workflow_id, workflow.info().run_id],
+                result_type=list[PurchaseStatus],
+                start_to_close_timeout=CALL_TIMEOUT,
+                schedule_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=STEP_RETRY,
+                summary="read earlier runs",
             )
         except (ActivityError, ApplicationError) as err:  # a local activity's failure may come as either
             raised = raised_by_activity(err)
@@ -476,9 +505,12 @@ class PurchaseWorkflow:
         return self._reads_decided_at_start or workflow.patched("local-reads")
 
     async def policy(self, provider: str) -> PurchasePolicy:
-        policy = cast(PurchasePolicy, await workflow.execute_local_activity(
-            f"{provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
-        ))
+        policy = cast(
+            PurchasePolicy,
+            await workflow.execute_local_activity(
+                f"{provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
+            ),
+        )
         self._call_timeout = timedelta(seconds=policy.call_timeout_seconds)
         self._activity_queue = policy.activity_task_queue
         return policy
@@ -492,8 +524,9 @@ class PurchaseWorkflow:
         try:
             if remaining <= 0:
                 raise TimeoutError
-            await workflow.wait_condition(lambda: self._confirmation is not None, timeout=remaining,
-                                          timeout_summary="hold expiry")
+            await workflow.wait_condition(
+                lambda: self._confirmation is not None, timeout=remaining, timeout_summary="hold expiry"
+            )
         except TimeoutError:
             raise PurchaseFailed(
                 PurchaseState.EXPIRED,
@@ -511,7 +544,8 @@ class PurchaseWorkflow:
         if remaining > 0:
             try:
                 await workflow.wait_condition(
-                    lambda: any(event.kind in kinds for event in self._events), timeout=remaining,
+                    lambda: any(event.kind in kinds for event in self._events),
+                    timeout=remaining,
                     timeout_summary=f"{self._step} deadline",
                 )
             except TimeoutError:
@@ -541,15 +575,18 @@ class PurchaseWorkflow:
 
     async def _attend(self, reason: str, failure: Failure, kinds: set[str]) -> AtmEvent:
         while True:
-            workflow.logger.error("purchase needs attention", extra={
-                "provider": self._provider, "purchase_id": self._purchase_id, "reason": reason, "why": failure.message})
-            self._meter().create_counter(
-                "boxoffice_attention", "Alerts for purchases an operator must look at, by reason"
-            ).add(1, {"reason": reason})
+            workflow.logger.error(
+                "purchase needs attention",
+                extra={"provider": self._provider, "purchase_id": self._purchase_id, "reason": reason, "why": failure.message},
+            )
+            self._meter().create_counter("boxoffice_attention", "Alerts for purchases an operator must look at, by reason").add(
+                1, {"reason": reason}
+            )
             try:
                 await workflow.wait_condition(
                     lambda: self._resolution is not None or any(event.kind in kinds for event in self._events),
-                    timeout=ATTENTION_ROUND, timeout_summary="needs attention: alert again",
+                    timeout=ATTENTION_ROUND,
+                    timeout_summary="needs attention: alert again",
                 )
             except TimeoutError:
                 continue
@@ -560,8 +597,10 @@ class PurchaseWorkflow:
             if event is not None:
                 self._failure = None
                 return event
-            raise PurchaseFailed(PurchaseState.FAILED, failure.model_copy(
-                update={"message": f"{failure.message}; resolved by an operator: {self._resolution}"}))
+            raise PurchaseFailed(
+                PurchaseState.FAILED,
+                failure.model_copy(update={"message": f"{failure.message}; resolved by an operator: {self._resolution}"}),
+            )
 
     def suspicious(self, event: AtmEvent, why: str) -> None:
         """A provider event the purchase does not take as proof (it disagrees with the purchase, or the
@@ -570,12 +609,19 @@ class PurchaseWorkflow:
         waiting as if it had not come."""
         self._suspicious.append(event.model_copy(update={"suspicious": why}))
         self._set_state(PurchaseState.NEEDS_ATTENTION, self._step)
-        workflow.logger.error("provider event not believed: needs attention", extra={
-            "provider": self._provider, "purchase_id": self._purchase_id, "event_type": event.type,
-            "event_id": event.identity, "why": why})
-        self._meter().create_counter(
-            "boxoffice_attention", "Alerts for purchases an operator must look at, by reason"
-        ).add(1, {"reason": "suspicious_event"})
+        workflow.logger.error(
+            "provider event not believed: needs attention",
+            extra={
+                "provider": self._provider,
+                "purchase_id": self._purchase_id,
+                "event_type": event.type,
+                "event_id": event.identity,
+                "why": why,
+            },
+        )
+        self._meter().create_counter("boxoffice_attention", "Alerts for purchases an operator must look at, by reason").add(
+            1, {"reason": "suspicious_event"}
+        )
 
     def idempotency_key(self, purpose: str) -> str:
         """The provider's idempotency key for one `purpose` of this purchase. Runs started before
@@ -622,9 +668,7 @@ class PurchaseWorkflow:
         self.saga.add(undo_action, undo_if_done)
         return await asyncio.shield(attempt)
 
-    async def read_back(
-        self, step: str, do: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]] | None
-    ) -> T:
+    async def read_back(self, step: str, do: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]] | None) -> T:
         """`do`; when it fails with an unknown outcome, `find` says what it did: the order it placed
         (taken as its result), None (nothing: the failure stands), or raises OUTCOME_UNKNOWN."""
         try:
@@ -636,8 +680,7 @@ class PurchaseWorkflow:
             try:
                 found = await (self._find_in_rounds(step, find) if self.patch_2026_12_01 else find())
             except ActivityError as unreadable:
-                raise outcome_unknown(
-                    f"{step}: outcome unknown ({err.cause}); read-back failed: {unreadable.cause}") from err
+                raise outcome_unknown(f"{step}: outcome unknown ({err.cause}); read-back failed: {unreadable.cause}") from err
             if found is None:
                 raise
             return found
@@ -655,9 +698,7 @@ class PurchaseWorkflow:
         self._set_state(state, step)
         return found
 
-    async def commit(
-        self, step: str, do: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]] | None = None
-    ) -> T:
+    async def commit(self, step: str, do: Callable[[], Awaitable[T]], find: Callable[[], Awaitable[T | None]] | None = None) -> T:
         """The point of no return for a provider whose commit cannot be undone by boxoffice
         (Onebox confirm): a cancel arriving meanwhile waits for the outcome instead of abandoning
         it. Committed, the purchase stands (the saga is dropped); failed, the saga compensates;
@@ -749,15 +790,18 @@ class PurchaseWorkflow:
                 return None
             await workflow.sleep(interval, summary="next poll")
         try:
-            return cast(T | None, await workflow.execute_activity(
-                activity,
-                args=args,
-                result_type=result_type,
-                task_queue=self._activity_queue,
-                start_to_close_timeout=self._call_timeout,
-                retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
-                summary=self._step,
-            ))
+            return cast(
+                T | None,
+                await workflow.execute_activity(
+                    activity,
+                    args=args,
+                    result_type=result_type,
+                    task_queue=self._activity_queue,
+                    start_to_close_timeout=self._call_timeout,
+                    retry_policy=RetryPolicy(initial_interval=interval, backoff_coefficient=1.0, maximum_attempts=attempts),
+                    summary=self._step,
+                ),
+            )
         except ActivityError as err:
             if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
                 return None

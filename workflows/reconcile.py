@@ -50,8 +50,11 @@ ACTIONS: dict[tuple[str, str], frozenset[str]] = {
     ("atm", FindingKind.ACTIVE_HOLD): frozenset({"cancel"}),
 }
 ACT_TIMEOUT = timedelta(minutes=30)
-ACT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1),
-                        non_retryable_error_types=["INVALID_REQUEST", "PROVIDER_BAD_RESPONSE", "PROVIDER_REJECTED"])
+ACT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=["INVALID_REQUEST", "PROVIDER_BAD_RESPONSE", "PROVIDER_REJECTED"],
+)
 
 
 def reconcile_workflow_id(purchase_workflow_id: str) -> str:
@@ -84,8 +87,10 @@ class ReconcileWorkflow:
         if not workflow.info().workflow_id.startswith("attention-"):  # ATM's events: the provider is ATM
             updates.append(PROVIDER.value_set("atm"))
             if self._attributes:
-                updates += [ATTENTION_KIND.value_set(FindingKind.PROVIDER_EVENT),
-                            PURCHASE_ID.value_set(subject.removeprefix("purchase-"))]
+                updates += [
+                    ATTENTION_KIND.value_set(FindingKind.PROVIDER_EVENT),
+                    PURCHASE_ID.value_set(subject.removeprefix("purchase-")),
+                ]
         workflow.upsert_search_attributes(updates)
         workflow.set_current_details(self._details())
         await workflow.wait_condition(lambda: self._resolution is not None and not self._acting)
@@ -95,11 +100,15 @@ class ReconcileWorkflow:
     def _details(self) -> str:
         if self._observations:
             last = self._observations[-1]
-            return (f"{last.kind} at {last.provider}: {last.item_kind} {last.item_id} ({last.status}), purchase "
-                    f"{last.purchase_id or 'none'} ({last.purchase_state or '-'}); proposed: {last.proposed_action}. "
-                    f"{last.detail} — approve (cancel/refund) or dismiss")
-        return (f"ATM events for {self._subject}: an operator must check the payment and tickets, and refund, "
-                "issue or answer (signal `resolve` when done)")
+            return (
+                f"{last.kind} at {last.provider}: {last.item_kind} {last.item_id} ({last.status}), purchase "
+                f"{last.purchase_id or 'none'} ({last.purchase_state or '-'}); proposed: {last.proposed_action}. "
+                f"{last.detail} — approve (cancel/refund) or dismiss"
+            )
+        return (
+            f"ATM events for {self._subject}: an operator must check the payment and tickets, and refund, "
+            "issue or answer (signal `resolve` when done)"
+        )
 
     @workflow.signal(name="atm_event")
     def atm_event(self, event: AtmEvent) -> None:
@@ -108,12 +117,13 @@ class ReconcileWorkflow:
         self._events.append(event)
         if event.hold_id:
             workflow.upsert_search_attributes([PROVIDER_ORDER_ID.value_set(event.hold_id)])
-        workflow.logger.error("provider event needs attention",
-                              extra={"event_type": event.type, "hold_id": event.hold_id,
-                                     "delivery_id": event.delivery_id})
-        workflow.metric_meter().create_counter(
-            "boxoffice_reconciliations", "Provider events an operator must look at"
-        ).add(1, {"provider": "atm", "event": event.kind})
+        workflow.logger.error(
+            "provider event needs attention",
+            extra={"event_type": event.type, "hold_id": event.hold_id, "delivery_id": event.delivery_id},
+        )
+        workflow.metric_meter().create_counter("boxoffice_reconciliations", "Provider events an operator must look at").add(
+            1, {"provider": "atm", "event": event.kind}
+        )
 
     @workflow.signal
     def finding(self, finding: Finding) -> None:
@@ -124,21 +134,30 @@ class ReconcileWorkflow:
         first = not self._observations
         self._observations.append(finding)
         updates: list[SearchAttributeUpdate[Any]] = [
-            PROVIDER.value_set(finding.provider), ATTENTION_KIND.value_set(finding.kind),
-            PROVIDER_ORDER_ID.value_set(finding.item_id)]
+            PROVIDER.value_set(finding.provider),
+            ATTENTION_KIND.value_set(finding.kind),
+            PROVIDER_ORDER_ID.value_set(finding.item_id),
+        ]
         if finding.purchase_id:
             updates.append(PURCHASE_ID.value_set(finding.purchase_id))
         if finding.amount is not None:
             updates.append(AMOUNT.value_set(f"{finding.amount} {finding.currency or ''}".strip()))
         workflow.upsert_search_attributes(updates)
         workflow.set_current_details(self._details())
-        workflow.logger.error("sweep finding needs attention" if first else "sweep finding changed",
-                              extra={"provider": finding.provider, "kind": finding.kind, "item_id": finding.item_id,
-                                     "purchase_id": finding.purchase_id, "status": finding.status,
-                                     "proposed_action": finding.proposed_action})
-        workflow.metric_meter().create_counter(
-            "boxoffice_reconciliations", "Provider events an operator must look at"
-        ).add(1, {"provider": finding.provider, "event": finding.kind})
+        workflow.logger.error(
+            "sweep finding needs attention" if first else "sweep finding changed",
+            extra={
+                "provider": finding.provider,
+                "kind": finding.kind,
+                "item_id": finding.item_id,
+                "purchase_id": finding.purchase_id,
+                "status": finding.status,
+                "proposed_action": finding.proposed_action,
+            },
+        )
+        workflow.metric_meter().create_counter("boxoffice_reconciliations", "Provider events an operator must look at").add(
+            1, {"provider": finding.provider, "event": finding.kind}
+        )
 
     @workflow.signal
     def resolve(self, note: str) -> None:
@@ -157,11 +176,18 @@ class ReconcileWorkflow:
                 # Where the provider's calls run (its rate-limited queue, whose workers hold its credentials),
                 # as the sweep and the purchases learn it.
                 policy = await workflow.execute_local_activity(
-                    f"{last.provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5))
+                    f"{last.provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
+                )
                 queue = policy.activity_task_queue
             outcome = await workflow.execute_activity(
-                f"sweep.{decision.action}", last, result_type=str, task_queue=queue, start_to_close_timeout=ACT_TIMEOUT,
-                retry_policy=ACT_RETRY, summary=f"{decision.action} {last.item_kind} {last.item_id}")
+                f"sweep.{decision.action}",
+                last,
+                result_type=str,
+                task_queue=queue,
+                start_to_close_timeout=ACT_TIMEOUT,
+                retry_policy=ACT_RETRY,
+                summary=f"{decision.action} {last.item_kind} {last.item_id}",
+            )
         except Exception:
             self._decision = None
             raise
@@ -169,25 +195,29 @@ class ReconcileWorkflow:
             self._acting = False
         self._state = "APPROVED"
         self._resolution = f"approved {decision.action}: {outcome}" + (f"; {decision.note}" if decision.note else "")
-        workflow.logger.info("attention item approved", extra={"item": workflow.info().workflow_id,
-                                                               "action": decision.action, "outcome": outcome})
+        workflow.logger.info(
+            "attention item approved", extra={"item": workflow.info().workflow_id, "action": decision.action, "outcome": outcome}
+        )
         return self.item()
 
     @approve.validator
     def _approvable(self, decision: AttentionDecision) -> None:
         if self._state != "OPEN" or self._acting:
-            raise ApplicationError(f"this item is {self._state if not self._acting else 'being acted on'}",
-                                   type="INVALID_REQUEST")
+            raise ApplicationError(
+                f"this item is {self._state if not self._acting else 'being acted on'}", type="INVALID_REQUEST"
+            )
         if not self._observations:
-            raise ApplicationError("an item of ATM events is settled by hand: signal `resolve` with a note",
-                                   type="INVALID_REQUEST")
+            raise ApplicationError(
+                "an item of ATM events is settled by hand: signal `resolve` with a note", type="INVALID_REQUEST"
+            )
         last = self._observations[-1]
         allowed = ACTIONS.get((last.provider, last.kind), frozenset())
         if decision.action not in allowed:
             raise ApplicationError(
                 f"{decision.action or 'no action'} is not possible for {last.kind} at {last.provider}"
                 f" (possible: {', '.join(sorted(allowed)) or 'none: settle it by hand, then dismiss'})",
-                type="INVALID_REQUEST")
+                type="INVALID_REQUEST",
+            )
 
     @workflow.update
     def dismiss(self, decision: AttentionDecision) -> AttentionView:
@@ -199,8 +229,9 @@ class ReconcileWorkflow:
     @dismiss.validator
     def _dismissable(self, decision: AttentionDecision) -> None:
         if self._state != "OPEN" or self._acting:
-            raise ApplicationError(f"this item is {self._state if not self._acting else 'being acted on'}",
-                                   type="INVALID_REQUEST")
+            raise ApplicationError(
+                f"this item is {self._state if not self._acting else 'being acted on'}", type="INVALID_REQUEST"
+            )
 
     @workflow.query
     def events(self) -> list[AtmEvent]:
@@ -210,17 +241,25 @@ class ReconcileWorkflow:
     def item(self) -> AttentionView:
         last = self._observations[-1] if self._observations else None
         return AttentionView(
-            id=workflow.info().workflow_id, subject=self._subject, state=self._state,
-            provider=last.provider if last else "atm", kind=last.kind if last else FindingKind.PROVIDER_EVENT,
+            id=workflow.info().workflow_id,
+            subject=self._subject,
+            state=self._state,
+            provider=last.provider if last else "atm",
+            kind=last.kind if last else FindingKind.PROVIDER_EVENT,
             item_id=last.item_id if last else next((e.hold_id for e in self._events if e.hold_id), None),
             purchase_id=last.purchase_id if last else self._subject.removeprefix("purchase-"),
-            amount=last.amount if last else None, proposed_action=last.proposed_action if last else "none",
-            observations=list(self._observations), times_seen=self._times_seen, events=list(self._events),
-            decision=self._decision, outcome=self._resolution,
+            amount=last.amount if last else None,
+            proposed_action=last.proposed_action if last else "none",
+            observations=list(self._observations),
+            times_seen=self._times_seen,
+            events=list(self._events),
+            decision=self._decision,
+            outcome=self._resolution,
         )
 
 
 def _same(seen: Finding, new: Finding) -> bool:
     """The same finding: what the provider and the purchase say did not change (when or by which sweep aside)."""
     return seen.model_copy(update={"observed_at": None, "sweep_id": None}) == new.model_copy(
-        update={"observed_at": None, "sweep_id": None})
+        update={"observed_at": None, "sweep_id": None}
+    )

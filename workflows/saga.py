@@ -125,8 +125,9 @@ class Saga:
     def _failed(self, action: str, detail: str, retrying: bool) -> None:
         self.withdraw(action)  # one outcome per action: the latest word on it
         self.outcomes.append(Compensation(action=action, ok=False, detail=detail, retrying=retrying))
-        workflow.logger.error("compensation failed; needs attention",
-                              extra={"action": action, "error": detail, "retrying": retrying})
+        workflow.logger.error(
+            "compensation failed; needs attention", extra={"action": action, "error": detail, "retrying": retrying}
+        )
         if self._alert is not None:
             self._alert(action, detail, retrying)
 

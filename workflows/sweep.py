@@ -23,10 +23,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.models import PurchasePolicy
 
 PAGE_TIMEOUT = timedelta(minutes=2)
-PAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1),
-                         maximum_attempts=10, non_retryable_error_types=["PROVIDER_NOT_CONFIGURED"])
-RELEASE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30),
-                            maximum_attempts=5)
+PAGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=10,
+    non_retryable_error_types=["PROVIDER_NOT_CONFIGURED"],
+)
+RELEASE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=5)
 
 
 def sweep_workflow_id(provider: str) -> str:
@@ -46,16 +49,19 @@ class SweepWorkflow:
         until = request.until or workflow.now()
         since = until - timedelta(seconds=request.window_seconds)
         policy = await workflow.execute_local_activity(
-            f"{request.provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5))
+            f"{request.provider}.policy", result_type=PurchasePolicy, start_to_close_timeout=timedelta(seconds=5)
+        )
         queue = policy.activity_task_queue  # the provider's rate-limited queue, or this one
         totals = request.totals
         cursor = request.cursor
         for _ in range(request.pages_per_run):
             page = await workflow.execute_activity(
                 f"{request.provider}.sweep_page",
-                SweepPageRequest(provider=request.provider, since=since, until=until, cursor=cursor,
-                                 page_size=request.page_size),
-                result_type=SweepPage, task_queue=queue, start_to_close_timeout=PAGE_TIMEOUT, retry_policy=PAGE_RETRY,
+                SweepPageRequest(provider=request.provider, since=since, until=until, cursor=cursor, page_size=request.page_size),
+                result_type=SweepPage,
+                task_queue=queue,
+                start_to_close_timeout=PAGE_TIMEOUT,
+                retry_policy=PAGE_RETRY,
                 summary=f"sweep {request.provider} page {totals.pages + 1}",
             )
             stamp = {"observed_at": workflow.now(), "sweep_id": workflow.info().workflow_id}
@@ -66,37 +72,52 @@ class SweepWorkflow:
                     findings.append(failed)
             if findings:
                 await workflow.execute_activity(
-                    "sweep.open_attention", findings, result_type=int, start_to_close_timeout=PAGE_TIMEOUT,
-                    retry_policy=PAGE_RETRY, summary=f"{len(findings)} finding(s)",
+                    "sweep.open_attention",
+                    findings,
+                    result_type=int,
+                    start_to_close_timeout=PAGE_TIMEOUT,
+                    retry_policy=PAGE_RETRY,
+                    summary=f"{len(findings)} finding(s)",
                 )
-            totals = totals.model_copy(update={
-                "pages": totals.pages + 1, "seen": totals.seen + page.seen,
-                "findings": totals.findings + len(findings),
-                "repaired": totals.repaired + len(page.repairs) - sum(f.kind == FindingKind.ACTIVE_HOLD
-                                                                      for f in findings)})
+            totals = totals.model_copy(
+                update={
+                    "pages": totals.pages + 1,
+                    "seen": totals.seen + page.seen,
+                    "findings": totals.findings + len(findings),
+                    "repaired": totals.repaired + len(page.repairs) - sum(f.kind == FindingKind.ACTIVE_HOLD for f in findings),
+                }
+            )
             cursor = page.next_cursor
             if cursor is None:
                 workflow.logger.info("sweep done", extra={"provider": request.provider, **totals.model_dump()})
-                return SweepResult(provider=request.provider, since=since, until=until, totals=totals,
-                                   repaired=self._repaired)
+                return SweepResult(provider=request.provider, since=since, until=until, totals=totals, repaired=self._repaired)
         # A fresh history for the next pages: the cursor and the totals are all it needs.
-        workflow.continue_as_new(request.model_copy(update={
-            "until": until, "cursor": cursor, "totals": totals.model_copy(update={"runs": totals.runs + 1})}))
+        workflow.continue_as_new(
+            request.model_copy(
+                update={"until": until, "cursor": cursor, "totals": totals.model_copy(update={"runs": totals.runs + 1})}
+            )
+        )
 
     async def _release(self, hold: Finding, queue: str | None) -> Finding | None:
         """Releases a hold or basket nobody needs; None when done, else the finding a person must see."""
         try:
             outcome = await workflow.execute_activity(
-                f"{hold.provider}.sweep_release", hold, result_type=str, task_queue=queue,
-                start_to_close_timeout=PAGE_TIMEOUT, retry_policy=RELEASE_RETRY,
-                summary=f"release {hold.item_kind} {hold.item_id}")
+                f"{hold.provider}.sweep_release",
+                hold,
+                result_type=str,
+                task_queue=queue,
+                start_to_close_timeout=PAGE_TIMEOUT,
+                retry_policy=RELEASE_RETRY,
+                summary=f"release {hold.item_kind} {hold.item_id}",
+            )
         except ActivityError as err:
             cause = getattr(err.cause, "message", None) or str(err.cause)
             return hold.model_copy(update={"proposed_action": "cancel", "detail": f"{hold.detail} Release failed: {cause}"})
         self._repaired.append(f"{hold.item_kind} {hold.item_id}: {outcome}")
-        workflow.logger.warning("sweep released a hold nobody needs",
-                                extra={"provider": hold.provider, "item_id": hold.item_id, "outcome": outcome,
-                                       "purchase_id": hold.purchase_id})
+        workflow.logger.warning(
+            "sweep released a hold nobody needs",
+            extra={"provider": hold.provider, "item_id": hold.item_id, "outcome": outcome, "purchase_id": hold.purchase_id},
+        )
         workflow.metric_meter().create_counter(
             "boxoffice_sweep_repairs", "Holds and baskets of ended purchases the sweep released"
         ).add(1, {"provider": hold.provider, "item_kind": hold.item_kind})

@@ -30,15 +30,20 @@ async def purchase(request: TevoPurchaseRequest, flow: PurchaseWorkflow) -> Purc
     async def check_group() -> None:
         flow.step("check ticket group")
         flow.event = await flow.call(
-            "tevo.check_ticket_group", request.ticket_group_id, request.quantity, request.price, result_type=EventInfo,
+            "tevo.check_ticket_group",
+            request.ticket_group_id,
+            request.quantity,
+            request.price,
+            result_type=EventInfo,
             read=True,
         )
 
     await check_group()
     subtotal = request.price * request.quantity
     fees = request.service_fee + request.delivery.cost
-    flow.receipt = Receipt(subtotal=subtotal, fees=fees, tax=request.tax,
-                           total=subtotal + fees + request.tax - request.discount, currency="USD")
+    flow.receipt = Receipt(
+        subtotal=subtotal, fees=fees, tax=request.tax, total=subtotal + fees + request.tax - request.discount, currency="USD"
+    )
 
     if request.confirmation == "manual":
         # TEvo holds nothing: the buyer gets a window, then the group is read again before ordering.
