@@ -1,5 +1,5 @@
-"""Lint and type checks as part of the suite (CI runs the README's test command): ruff and mypy,
-configured in pyproject.toml, must find nothing."""
+"""Lint, format and type checks as part of the suite (CI runs the README's test command): ruff's
+linter and formatter and mypy, configured in pyproject.toml, must find nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ ROOT = Path(__file__).parents[1]
 TOOLS = Path(sys.executable).parent  # the venv the README's command installed the dev extra into
 
 
-@pytest.mark.parametrize("command", [["ruff", "check", "."], ["mypy"]], ids=["ruff", "mypy"])
+@pytest.mark.parametrize(
+    "command", [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]], ids=["ruff", "ruff-format", "mypy"]
+)
 def test_clean(command: list[str]) -> None:
     done = subprocess.run([str(TOOLS / command[0]), *command[1:]], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(command)} found problems:\n{done.stdout}{done.stderr}"
