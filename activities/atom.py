@@ -337,9 +337,9 @@ class AtomActivities:
         }
         data = await self._call("POST", "/ordering/v1/customer/account/guest", json_body=body)
         account = self.http.parse(GuestAccountResponse, data, "guest account")
-        return ProviderSession(
-            token=account.auth_token, account_id=account.account_id, unknown_attempts=activity.info().attempt - 1
-        )
+        # Outside an activity (bench/throughput.py's direct calls) there is no earlier attempt.
+        earlier = activity.info().attempt - 1 if activity.in_activity() else 0
+        return ProviderSession(token=account.auth_token, account_id=account.account_id, unknown_attempts=earlier)
 
     @activity.defn(name="atom.authenticate")
     async def authenticate(self, login: AtomLogin) -> ProviderSession:
