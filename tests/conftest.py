@@ -279,14 +279,24 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
 
 
-@pytest.fixture
-async def atom_http() -> AsyncIterator[tuple[AtomSimulator, str]]:
-    sim = AtomSimulator(api_key="test-atom-key")
+@asynccontextmanager
+async def on_loopback(app: Any) -> AsyncIterator[str]:
+    """`app` served by uvicorn on a free loopback port (a real socket: timeouts and disconnects are
+    real); its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(sim.app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
-    yield sim, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def atom_http() -> AsyncIterator[tuple[AtomSimulator, str]]:
+    sim = AtomSimulator(api_key="test-atom-key")
+    async with on_loopback(sim.app) as url:
+        yield sim, url

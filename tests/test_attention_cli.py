@@ -8,12 +8,11 @@ import asyncio
 import json
 
 import pytest
-import uvicorn
 from temporalio.testing import WorkflowEnvironment
 
 from simulators import tevo as tevo_sim
 from simulators.tevo import TevoSimulator
-from tests.conftest import free_port, tevo_worker
+from tests.conftest import on_loopback, tevo_worker
 from tests.test_cli import Ran, boxoffice, refused
 from tests.test_sweep import open_items, sweep
 from workers.settings import WorkerSettings
@@ -134,26 +133,17 @@ async def test_demo_orphan_prints_the_finding_and_how_to_answer_it(dev_env: Work
     and a worker). Without a stack it starts its own (`boxoffice dev`'s), which this test does not time."""
     address = dev_env.client.service_client.config.target_host
     sim = TevoSimulator()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(sim.app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        async with tevo_worker(dev_env.client, sim) as tq:
-            ran = await boxoffice(
-                "demo",
-                "--orphan",
-                address=address,
-                BOXOFFICE_TASK_QUEUE=tq,
-                BOXOFFICE_TEVO_BASE_URL=f"http://127.0.0.1:{port}",
-                BOXOFFICE_TEVO_API_TOKEN=sim.token,
-                BOXOFFICE_TEVO_API_SECRET=sim.secret,
-                BOXOFFICE_TEVO_REVIEWER_ID=str(sim.reviewer_id),
-            )
-    finally:
-        server.should_exit = True
-        await serving
+    async with on_loopback(sim.app) as url, tevo_worker(dev_env.client, sim) as tq:
+        ran = await boxoffice(
+            "demo",
+            "--orphan",
+            address=address,
+            BOXOFFICE_TASK_QUEUE=tq,
+            BOXOFFICE_TEVO_BASE_URL=url,
+            BOXOFFICE_TEVO_API_TOKEN=sim.token,
+            BOXOFFICE_TEVO_API_SECRET=sim.secret,
+            BOXOFFICE_TEVO_REVIEWER_ID=str(sim.reviewer_id),
+        )
     assert ran.code == 0, ran.err
     assert f"Using the stack at {address}" in ran.out
     assert "Swept TEvo: 1 order(s) seen, 1 finding(s), 0 repaired." in ran.out, ran.out

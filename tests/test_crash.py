@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -27,7 +26,7 @@ from simulators.atm import AtmSimulator
 from simulators.atom import SHOWTIME, AtomSimulator
 from simulators.onebox import OneboxSimulator
 from simulators.tevo import GROUP, TevoSimulator
-from tests.conftest import acme_request, atm_request, atom_request, free_port, onebox_request, tevo_request
+from tests.conftest import acme_request, atm_request, atom_request, on_loopback, onebox_request, tevo_request
 from tests.test_atm import pay
 from workers import client as purchases
 from workers.client import purchase_outcome
@@ -129,16 +128,8 @@ STANDS = {
 @contextlib.asynccontextmanager
 async def served(sim: Any) -> AsyncIterator[str]:
     """The simulator on loopback, as the worker process reaches a provider."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(sim.app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with on_loopback(sim.app) as url:
+        yield url
 
 
 async def start_worker(env: WorkflowEnvironment, task_queue: str, settings: dict[str, str]) -> asyncio.subprocess.Process:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -17,14 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.tevo import TevoActivities, TevoSettings, order_body, sign
 from simulators.faults import Fault
 from simulators.tevo import Order, TevoSimulator
-from tests.conftest import free_port, tevo_request, tevo_worker, wait_for_state
+from tests.conftest import on_loopback, tevo_request, tevo_worker, wait_for_state
 from tests.test_atom_workflow import record
 from workers import client as purchases
 from workers.client import parse_request, purchase_outcome, start_purchase
@@ -196,19 +194,13 @@ async def test_manual_confirmation_rereads_the_group(env: WorkflowEnvironment) -
 @asynccontextmanager
 async def served(sim: TevoSimulator) -> AsyncIterator[TevoActivities]:
     """TEvo activities talking to `sim` over a real socket, so the client's timeout applies."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(sim.app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    settings = TevoSettings(base_url=f"http://127.0.0.1:{port}", api_token="tok", api_secret=SECRET, timeout_seconds=0.3)
-    activities = TevoActivities(settings)
-    try:
-        yield activities
-    finally:
-        await activities.aclose()
-        server.should_exit = True
-        await task
+    async with on_loopback(sim.app) as url:
+        settings = TevoSettings(base_url=url, api_token="tok", api_secret=SECRET, timeout_seconds=0.3)
+        activities = TevoActivities(settings)
+        try:
+            yield activities
+        finally:
+            await activities.aclose()
 
 
 FIRST = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -10,7 +10,6 @@ same-origin fetch sends cookies by default (Fetch standard, credentials mode "sa
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -18,13 +17,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.conftest import free_port
+from tests.conftest import on_loopback
 from workers.codec import SESSION_COOKIE, EncryptionCodec, UiSessions, codec_server
 from workers.devstack import LIST_COLUMNS, ui_front
 
@@ -51,16 +49,8 @@ async def echo(request: Request) -> JSONResponse:
 async def fake_ui_server() -> AsyncIterator[str]:
     """Stands in for the dev server's UI: answers every request with what it received."""
     app = Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST"])])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with on_loopback(app) as url:
+        yield url
 
 
 def front(upstream: str, sessions: UiSessions | None = None, codec: EncryptionCodec | None = None) -> httpx.AsyncClient:
