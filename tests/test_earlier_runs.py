@@ -44,13 +44,19 @@ async def reset(client: Client, handle: WorkflowHandle[Any, Any], before_activit
         point = max(
             e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and e.event_id < scheduled
         )
+    return await reset_to(client, handle, point)
+
+
+async def reset_to(client: Client, handle: WorkflowHandle[Any, Any], event_id: int) -> WorkflowHandle[Any, Any]:
+    """Resets the purchase's latest run to the workflow task completed at `event_id`, as an operator
+    does; returns the new run's handle."""
     run_id = (await handle.describe()).run_id
     answer = await client.workflow_service.reset_workflow_execution(
         ResetWorkflowExecutionRequest(
             namespace=client.namespace,
             reason="operator re-runs the purchase",
             workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=run_id),
-            workflow_task_finish_event_id=point,
+            workflow_task_finish_event_id=event_id,
             request_id=str(uuid.uuid4()),
         )
     )

@@ -24,10 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
-from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 
@@ -46,6 +43,7 @@ from tests.fault_model import (
     run_purchase,
     slow,
 )
+from tests.test_earlier_runs import reset_to
 from workflows.models import PurchaseResult, PurchaseState, purchase_workflow_id
 
 # BOXOFFICE_FAULT_EXAMPLES: examples per provider of the big randomized run; unset, the CI-sized one.
@@ -215,20 +213,6 @@ def reset_points(events: list[Any], activity: str) -> tuple[int, int]:
     return max(t for t in tasks if t < scheduled), min(t for t in tasks if t > done)
 
 
-async def reset(client: Client, handle: WorkflowHandle[Any, PurchaseResult], event_id: int) -> WorkflowHandle[Any, Any]:
-    run_id = (await handle.describe()).run_id
-    answer = await client.workflow_service.reset_workflow_execution(
-        ResetWorkflowExecutionRequest(
-            namespace=client.namespace,
-            reason="operator re-runs the purchase",
-            workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=run_id),
-            workflow_task_finish_event_id=event_id,
-            request_id=str(uuid.uuid4()),
-        )
-    )
-    return client.get_workflow_handle(handle.id, run_id=answer.run_id)
-
-
 @pytest.mark.parametrize("name", list(PROVIDERS))
 @pytest.mark.parametrize("point", ["before", "after"])
 async def test_reset_to_before_and_after_the_commit(dev_server: WorkflowEnvironment, name: str, point: str) -> None:
@@ -240,7 +224,7 @@ async def test_reset_to_before_and_after_the_commit(dev_server: WorkflowEnvironm
         assert run.handle is not None
         events = [e async for e in run.handle.fetch_history_events()]
         before, after = reset_points(events, provider.commit_activity)
-        again = await reset(dev_server.client, run.handle, before if point == "before" else after)
+        again = await reset_to(dev_server.client, run.handle, before if point == "before" else after)
         return await asyncio.wait_for(outcome_or_attention(again), 60)
 
     outcome = await run_purchase(provider, Schedule(), dev_server, purchase_id=f"reset-{name}-{point}", then=then)
