@@ -34,8 +34,16 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workers import client as purchases
 from workflows.findings import Finding, FindingKind, ItemKind, ProviderItem, Standing, SweepPage, SweepPageRequest
-from workflows.models import WORKFLOW_TYPE, ProviderSession, PurchaseState, PurchaseStatus, RefundRequest
-from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
+from workflows.models import (
+    PROVIDER,
+    PROVIDER_ORDER_ID,
+    STATE,
+    WORKFLOW_TYPE,
+    ProviderSession,
+    PurchaseState,
+    PurchaseStatus,
+    RefundRequest,
+)
 from workflows.reconcile import AMOUNT, ATTENTION_KIND, NEEDS_ATTENTION, PURCHASE_ID
 
 log = structlog.get_logger("boxoffice.sweep")

@@ -14,8 +14,8 @@ from simulators.atom import AtomSimulator, Order
 from simulators.faults import Fault
 from tests.conftest import atom_request, atom_worker
 from workers.client import purchase_outcome, start_purchase
+from workflows.flow import KEYS
 from workflows.models import PurchaseResult, PurchaseState
-from workflows.purchase import KEYS
 
 DUPLICATE = {"errorCode": "DUPLICATE_CLIENT_REQUEST_ID", "message": "clientRequestId was used by a previous flow"}
 

@@ -17,8 +17,8 @@ from simulators.tevo import Order, TevoSimulator
 from tests.conftest import tevo_request, tevo_worker
 from tests.test_tevo import SECRET, attempt, served
 from workers.client import parse_request, purchase_outcome, start_purchase
+from workflows.flow import STEP_TIMEOUT
 from workflows.models import PurchaseState
-from workflows.purchase import STEP_TIMEOUT
 
 
 def test_settle_window_is_shorter_than_the_step_that_waits_for_it() -> None:

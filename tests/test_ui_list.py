@@ -21,7 +21,7 @@ from simulators.faults import Fault
 from tests.conftest import atom_request, atom_worker
 from workers import client as purchases
 from workers.devstack import LIST_COLUMNS
-from workflows.purchase import PROVIDER, STATE
+from workflows.models import PROVIDER, STATE
 
 # Seats chosen by Atom (each purchase its own).
 ANY_SEATS = [{"product_id": "PROD-ADULT-001", "offer_id": "OFFER-STD-001", "quantity": 1}]

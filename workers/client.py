@@ -32,6 +32,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.findings import AttentionDecision, AttentionView, SweepRequest
 from workflows.models import (
+    PROVIDER,
+    PROVIDER_ORDER_ID,
+    STATE,
     WORKFLOW_TYPE,
     CancelRequest,
     ConfirmRequest,
@@ -49,7 +52,6 @@ from workflows.models import (
     request_fingerprint,
 )
 from workflows.orders import refund_workflow_id
-from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
 from workflows.reconcile import AMOUNT, ATTENTION_KIND, PURCHASE_ID
 from workflows.sweep import sweep_workflow_id
 

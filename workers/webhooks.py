@@ -50,8 +50,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workers.servers import capped_body, loads_bounded, without_slash_redirect
 from workflows.atm import HOLD_EXPIRED, ISSUED, MONEY_TAKEN_CHANGED, PAID, PAYMENT_FAILED
-from workflows.models import AtmEvent, PurchaseState, Ticket, purchase_workflow_id
-from workflows.purchase import STATE
+from workflows.models import STATE, AtmEvent, PurchaseState, Ticket, purchase_workflow_id
 from workflows.reconcile import reconcile_workflow_id
 
 log = structlog.get_logger("boxoffice.webhooks")

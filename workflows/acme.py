@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.outcomes import outcome_known, raised_by_activity
 
 if TYPE_CHECKING:
-    from workflows.purchase import PurchaseWorkflow
+    from workflows.flow import Flow
 
 # How long a reservation holds its seats: "approximately 10 mins" (OTA reseller checkout guide,
 # developers.acmeticketing.com/support/solutions/articles/33000257544). Used only where no
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 RESERVATION = timedelta(minutes=10)
 
 
-async def purchase(request: AcmePurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
+async def purchase(request: AcmePurchaseRequest, flow: Flow) -> PurchaseResult:
     policy = await flow.policy("acme")
     if flow.patch_2026_12_02:
         # A new run under the id of a fulfilled purchase (a re-run): its order stands, and the

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 if TYPE_CHECKING:
-    from workflows.purchase import PurchaseWorkflow
+    from workflows.flow import Flow
 
 PAID, PAYMENT_FAILED, ISSUED, HOLD_EXPIRED = "payment.completed", "payment.failed", "tickets.issued", "ticket.hold.expired"
 # Money already taken changed (atmosphere.money/docs/events): the purchase shows them (`money_events`);
@@ -41,7 +41,7 @@ class Evidence:
     `completed`). An event that fails is `suspicious` (attention) and the purchase waits on as if it had
     not come. Runs started before patch purchase-2026-12-02 take events as they came."""
 
-    def __init__(self, flow: PurchaseWorkflow, held: AtmHold) -> None:
+    def __init__(self, flow: Flow, held: AtmHold) -> None:
         self.flow, self.held = flow, held
         self.checked = flow.patch_2026_12_02
         self.paid_at_atm = False
@@ -130,7 +130,7 @@ class Evidence:
                 return event
 
 
-async def purchase(request: AtmPurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
+async def purchase(request: AtmPurchaseRequest, flow: Flow) -> PurchaseResult:
     policy = await flow.policy("atm")
     released: list[str] = []
 
@@ -201,7 +201,7 @@ async def purchase(request: AtmPurchaseRequest, flow: PurchaseWorkflow) -> Purch
     )
 
 
-async def _await_tickets(flow: PurchaseWorkflow, evidence: Evidence, budget_seconds: float) -> AtmEvent:
+async def _await_tickets(flow: Flow, evidence: Evidence, budget_seconds: float) -> AtmEvent:
     # Money moved: ATM issues the tickets. Releasing the hold now would strand the payment.
     hold_id = evidence.held.hold_id
     flow.point_of_no_return()

@@ -28,12 +28,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.outcomes import failure_from, outcome_known, outcome_unknown
 
 if TYPE_CHECKING:
-    from workflows.purchase import PurchaseWorkflow
+    from workflows.flow import Flow
 
 T = TypeVar("T")
 
 
-async def purchase(request: AtomPurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
+async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
     policy = await flow.policy("atom")
 
     flow.step("refresh checkout")

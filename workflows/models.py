@@ -20,9 +20,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from temporalio.common import SearchAttributeKey
 
 WORKFLOW_TYPE = "PurchaseWorkflow"
 DEFAULT_TASK_QUEUE = "boxoffice"
+
+PROVIDER = SearchAttributeKey.for_keyword("BoxofficeProvider")
+STATE = SearchAttributeKey.for_keyword("BoxofficeState")
+PROVIDER_ORDER_ID = SearchAttributeKey.for_keyword("BoxofficeProviderOrderId")
 
 
 def purchase_workflow_id(purchase_id: str) -> str:

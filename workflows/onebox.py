@@ -21,10 +21,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.outcomes import outcome_unknown
 
 if TYPE_CHECKING:
-    from workflows.purchase import PurchaseWorkflow
+    from workflows.flow import Flow
 
 
-async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
+async def purchase(request: OneboxPurchaseRequest, flow: Flow) -> PurchaseResult:
     policy = await flow.policy("onebox")
 
     # Onebox takes no idempotency key: a reset run, or a new run under the id of an ended purchase,
@@ -117,7 +117,7 @@ async def purchase(request: OneboxPurchaseRequest, flow: PurchaseWorkflow) -> Pu
     )
 
 
-async def earlier_basket(flow: PurchaseWorkflow) -> PurchaseStatus | None:
+async def earlier_basket(flow: Flow) -> PurchaseStatus | None:
     """The newest earlier run that recorded a basket (before a reset, or an ended run before a
     re-run), if that basket may still hold seats or an order: the run ended fulfilled or needing
     attention, or a reset cut it short. A run that ended otherwise had its basket released by its
@@ -132,7 +132,7 @@ async def earlier_basket(flow: PurchaseWorkflow) -> PurchaseStatus | None:
     return newest
 
 
-async def add_seats(flow: PurchaseWorkflow, basket_id: str, adding: str, args: list[object]) -> Hold:
+async def add_seats(flow: Flow, basket_id: str, adding: str, args: list[object]) -> Hold:
     """Adds the seats with the release of the whole basket registered first: a step that fails
     (all retries spent) may still have left seats in it, which are released with the rest. A
     cancel meanwhile waits for the step's outcome, so nothing lands after the release."""

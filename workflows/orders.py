@@ -13,6 +13,13 @@ from temporalio import workflow
 from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.flow import (
+        CALL_TIMEOUT,
+        STEP_RETRY,
+        STEP_TIMEOUT,
+        UNDO_RETRY,
+        UNDO_TIMEOUT,
+    )
     from workflows.models import (
         OrderChange,
         OrderChangeResult,
@@ -22,13 +29,6 @@ with workflow.unsafe.imports_passed_through():
         PurchasePolicy,
         RefundRequest,
         RefundResult,
-    )
-    from workflows.purchase import (
-        CALL_TIMEOUT,
-        STEP_RETRY,
-        STEP_TIMEOUT,
-        UNDO_RETRY,
-        UNDO_TIMEOUT,
     )
 
 

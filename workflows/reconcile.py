@@ -30,8 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.findings import AttentionDecision, AttentionState, AttentionView, Finding, FindingKind
-    from workflows.models import AtmEvent, PurchasePolicy, PurchaseState
-    from workflows.purchase import PROVIDER, PROVIDER_ORDER_ID, STATE
+    from workflows.models import PROVIDER, PROVIDER_ORDER_ID, STATE, AtmEvent, PurchasePolicy, PurchaseState
 
 # The purchases' own attention state: one BoxofficeState filter lists both.
 NEEDS_ATTENTION = PurchaseState.NEEDS_ATTENTION

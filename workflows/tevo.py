@@ -21,10 +21,10 @@ with workflow.unsafe.imports_passed_through():
     )
 
 if TYPE_CHECKING:
-    from workflows.purchase import PurchaseWorkflow
+    from workflows.flow import Flow
 
 
-async def purchase(request: TevoPurchaseRequest, flow: PurchaseWorkflow) -> PurchaseResult:
+async def purchase(request: TevoPurchaseRequest, flow: Flow) -> PurchaseResult:
     policy = await flow.policy("tevo")
 
     async def check_group() -> None:
