@@ -1,7 +1,8 @@
-"""Replays recorded histories against today's workflow code: a change that would break running
-purchases (non-determinism) fails here. Refresh the recordings deliberately, with
-`BOXOFFICE_RECORD_HISTORIES=1 pytest tests/test_<provider>_workflow.py`, only when old histories can
-no longer be running (or the change is patched/versioned)."""
+"""Replays the recorded histories of this build against its workflow code: a change that makes this
+build's own runs non-deterministic fails here. PurchaseWorkflow is pinned to the build that started it,
+so a change of its commands re-records the histories it changes (`BOXOFFICE_RECORD_HISTORIES=1 pytest
+tests/test_<provider>_workflow.py ...`) instead of patching; the auto-upgrade workflows patch (README,
+"Changing a workflow without breaking running purchases")."""
 
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ def test_histories_are_recorded() -> None:
         "atm_paid",
         "atm_expired",
         "acme_paid",
-        "atom_local_reads",
         "atm_paid_then_cancelled",
         "atom_create_read_back",
         "atom_undo_retried",

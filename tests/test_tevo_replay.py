@@ -12,6 +12,7 @@ import time
 from temporalio.worker import Replayer
 
 from tests.fault_model import KILLED, PROVIDERS, Run, Schedule, check, run_purchase
+from tests.test_atom_workflow import record
 from workers.codec import data_converter
 from workers.worker import SANDBOX, WORKFLOWS
 from workflows.models import PurchaseResult, PurchaseState
@@ -22,6 +23,7 @@ async def replays(run: Run, result: PurchaseResult) -> PurchaseResult:
     replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(None), workflow_runner=SANDBOX)
     replayed = await replayer.replay_workflow(await run.handle.fetch_history(), raise_on_replay_failure=False)
     assert replayed.replay_failure is None, replayed.replay_failure
+    await record(run.handle, "tevo_first_poll_timed_out")
     return result
 
 

@@ -33,29 +33,24 @@ RESERVATION = timedelta(minutes=10)
 
 async def purchase(request: AcmePurchaseRequest, flow: Flow) -> PurchaseResult:
     policy = await flow.policy("acme")
-    if flow.patch_2026_12_02:
-        # A new run under the id of a fulfilled purchase (a re-run): its order stands, and the
-        # checkout's request uuid would find it anyway, but a reservation made first would hold seats
-        # nobody releases (ACME lists none). Reading earlier runs costs one visibility call.
-        done = next(
-            (
-                run
-                for run in await flow.earlier_runs()
-                if run.state == PurchaseState.FULFILLED and run.provider_ids.get("order_id")
-            ),
-            None,
+    # A new run under the id of a fulfilled purchase (a re-run): its order stands, and the
+    # checkout's request uuid would find it anyway, but a reservation made first would hold seats
+    # nobody releases (ACME lists none). Reading earlier runs costs one visibility call.
+    done = next(
+        (run for run in await flow.earlier_runs() if run.state == PurchaseState.FULFILLED and run.provider_ids.get("order_id")),
+        None,
+    )
+    if done is not None:
+        flow.receipt = done.receipt
+        flow.record_provider_id("order_id", done.provider_ids["order_id"])
+        return PurchaseResult(
+            purchase_id=request.purchase_id,
+            provider=request.provider,
+            state=PurchaseState.FULFILLED,
+            provider_order_id=done.provider_ids["order_id"],
+            provider_status="paid",
+            tickets=done.tickets,
         )
-        if done is not None:
-            flow.receipt = done.receipt
-            flow.record_provider_id("order_id", done.provider_ids["order_id"])
-            return PurchaseResult(
-                purchase_id=request.purchase_id,
-                provider=request.provider,
-                state=PurchaseState.FULFILLED,
-                provider_order_id=done.provider_ids["order_id"],
-                provider_status="paid",
-                tickets=done.tickets,
-            )
 
     margin = timedelta(seconds=policy.hold_margin_seconds)
 
@@ -70,7 +65,7 @@ async def purchase(request: AcmePurchaseRequest, flow: Flow) -> PurchaseResult:
 
     async def release(hold: Hold) -> str:
         released = await flow.call("acme.release_reservation", hold.item_ids[0], result_type=str, undo=True)
-        if not hold.unknown_attempts or not flow.patch_2026_12_03:
+        if not hold.unknown_attempts:
             return released
         # Reservations of unknown id cannot be deleted: their seats are free only once they lapse.
         lapsed = hold.expires_at + margin
@@ -82,7 +77,7 @@ async def purchase(request: AcmePurchaseRequest, flow: Flow) -> PurchaseResult:
             "reserve", lambda: flow.call("acme.reserve", request, result_type=Hold), "delete reservation", release
         )
     except ActivityError as err:
-        if flow.patch_2026_12_03 and (attempts := unknown_attempts(err)):
+        if attempts := unknown_attempts(err):
             # The reserve failed, yet earlier attempts may have reserved: the purchase fails only once
             # they have lapsed (a reservation made just before the failure included).
             lapse = workflow.now() + RESERVATION + margin
@@ -91,8 +86,7 @@ async def purchase(request: AcmePurchaseRequest, flow: Flow) -> PurchaseResult:
         raise
     flow.record_hold(hold)
     flow.record_provider_id("reservation_id", hold.item_ids[0])
-    if flow.patch_2026_12_03:
-        name_unknown(hold.unknown_attempts, hold.expires_at)
+    name_unknown(hold.unknown_attempts, hold.expires_at)
 
     flow.step("cart")
     cart_id, flow.receipt = await flow.call("acme.create_cart", request, result_type=tuple[str, Receipt])

@@ -39,11 +39,10 @@ class Evidence:
     it must agree with our hold (hold id, checkout token, amount, currency, environment, where the event
     names them) and ATM must say the hold is paid (its payment status read, or a release answered
     `completed`). An event that fails is `suspicious` (attention) and the purchase waits on as if it had
-    not come. Runs started before patch purchase-2026-12-02 take events as they came."""
+    not come."""
 
     def __init__(self, flow: Flow, held: AtmHold) -> None:
         self.flow, self.held = flow, held
-        self.checked = flow.patch_2026_12_02
         self.paid_at_atm = False
         # A cancel that arrived while ATM was being asked (see _ask_atm).
         self.cancel_pending = False
@@ -70,8 +69,6 @@ class Evidence:
         )
 
     async def believed(self, event: AtmEvent) -> bool:
-        if not self.checked:
-            return True
         why = self.disagreement(event)
         if why is None and event.kind in (PAID, ISSUED) and not self.paid_at_atm:
             status = await self._ask_atm()
@@ -218,8 +215,6 @@ async def _await_tickets(flow: Flow, evidence: Evidence, budget_seconds: float) 
             reason=FailureReason.FULFILLMENT_TIMEOUT,
             message=f"hold {hold_id} paid, but no tickets issued within {budget_seconds:g} s",
         )
-        if not flow.patch_2026_12_01:
-            raise PurchaseFailed(PurchaseState.FAILED, late)  # runs started before: their recorded ending
         # The buyer is charged: giving up would leave them without tickets and nobody told. ATM issues
         # the tickets after payment and redrives its events, so they may still come; an operator decides.
         event = await flow.attend("tickets_not_issued", late, {ISSUED})

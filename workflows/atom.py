@@ -60,10 +60,8 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
         # Not rerun-safe: a repeat makes another account with the buyer's name and email. A regular
         # activity is repeated only as a counted retry (a local one runs again, uncounted, when its
         # workflow task is lost), so each account a lost answer left behind is named.
-        session = await flow.call(
-            "atom.create_guest_account", request.buyer, result_type=ProviderSession, rerun_safe=not flow.patch_2026_12_03
-        )
-        for attempt in range(1, session.unknown_attempts + 1 if flow.patch_2026_12_03 else 1):
+        session = await flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession)
+        for attempt in range(1, session.unknown_attempts + 1):
             flow.record_provider_id(
                 f"unknown_guest_account_{attempt}",
                 f"guest account attempt {attempt}: outcome unknown; an account it made holds the buyer's name and email at Atom",
@@ -82,7 +80,7 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
         a re-run, or this run's unanswered create) placed an order with it, or leased and lapsed.
         Atom returns no order id and documents no lookup by clientRequestId: only an earlier run's
         own record names the order (`from_an_earlier_run`)."""
-        if not flow.patch_2026_12_01 or failure_from(err).reason != FailureReason.DUPLICATE_REQUEST:
+        if failure_from(err).reason != FailureReason.DUPLICATE_REQUEST:
             return None
         return (
             f"Atom answered DUPLICATE_CLIENT_REQUEST_ID: clientRequestId {client_request_id} (account "

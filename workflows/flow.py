@@ -116,17 +116,6 @@ class Flow:
         self._money_events: list[AtmEvent] = []
         # An operator's note ending a purchase that needs attention (`resolve`).
         self._resolution: str | None = None
-        self._reads_decided_at_start = False
-        self._unfulfilled_fail = False
-        self._keys_from_purchase_id = False
-        self._local_calls = False
-        # Runs started by this code: the commands changed for provider conformance (2026-12-01) apply,
-        # and ATM's webhooks are checked against ATM before money moves (2026-12-02).
-        self.patch_2026_12_01 = False
-        self.patch_2026_12_02 = False
-        # ACME waits out reservations of unknown id before a failed purchase says its seats are free, and
-        # Atom's guest account is a regular activity, its retries counted (2026-12-03).
-        self.patch_2026_12_03 = False
         # ATM events the purchase did not believe (`suspicious`).
         self._suspicious: list[AtmEvent] = []
         # True only while `attend` waits for an operator: `resolve` is accepted then.
@@ -190,13 +179,10 @@ class Flow:
         repeat is harmless (keyed by an idempotency key, or an account sign-in). Both run as local
         activities, in the workflow task (no matching round trip each: bench/README.md), unless the
         provider is rate-limited (local activities would bypass its queue's limit). A local call runs
-        again when its workflow task is lost (worker crash), hence only such calls. Runs started
-        before each change keep regular activities (`_local_reads`, `_local_calls`), so their
-        histories replay."""
+        again when its workflow task is lost (worker crash), hence only such calls."""
         # What the UI shows for the call: the step it serves, not the activity type.
         summary = summary or (f"undo: {activity.partition('.')[2].replace('_', ' ')}" if undo else self._step)
-        local = (read and self._local_reads()) or (rerun_safe and self._local_calls)
-        if local and self._activity_queue is None:
+        if (read or rerun_safe) and self._activity_queue is None:
             return await local_activity(
                 activity,
                 args=args,
@@ -262,10 +248,6 @@ class Flow:
                 raise
             return []
         return runs
-
-    def _local_reads(self) -> bool:
-        # Runs started before the decision moved to the start decide where they did.
-        return self._reads_decided_at_start or workflow.patched("local-reads")
 
     async def policy(self, provider: str) -> PurchasePolicy:
         policy = cast(
@@ -387,11 +369,8 @@ class Flow:
         )
 
     def idempotency_key(self, purpose: str) -> str:
-        """The provider's idempotency key for one `purpose` of this purchase. Runs started before
-        keys were derived from the purchase id keep their random ones (patch "keys-from-purchase-id")."""
-        if self._keys_from_purchase_id:
-            return str(uuid.uuid5(KEYS, f"{self._purchase_id}:{purpose}"))
-        return str(workflow.uuid4())
+        """The provider's idempotency key for one `purpose` of this purchase."""
+        return str(uuid.uuid5(KEYS, f"{self._purchase_id}:{purpose}"))
 
     @property
     def confirmation(self) -> ConfirmRequest | None:
@@ -441,7 +420,7 @@ class Flow:
                 raise
             workflow.logger.warning("outcome unknown; reading back", extra={"step": step, "error": str(err.cause)})
             try:
-                found = await (self._find_in_rounds(step, find) if self.patch_2026_12_01 else find())
+                found = await self._find_in_rounds(step, find)
             except ActivityError as unreadable:
                 raise outcome_unknown(f"{step}: outcome unknown ({err.cause}); read-back failed: {unreadable.cause}") from err
             if found is None:
@@ -534,7 +513,7 @@ class Flow:
         poll as before after one interval (a timer): history stays small however long it takes."""
         interval = timedelta(seconds=policy.poll_interval_seconds)
         attempts = int(policy.poll_budget_seconds // policy.poll_interval_seconds) + 1
-        if self._local_calls and self._activity_queue is None:
+        if self._activity_queue is None:
             try:
                 return await local_activity(
                     activity,

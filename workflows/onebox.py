@@ -30,9 +30,8 @@ async def purchase(request: OneboxPurchaseRequest, flow: Flow) -> PurchaseResult
     # Onebox takes no idempotency key: a reset run, or a new run under the id of an ended purchase,
     # starting again here would open a second basket and could confirm a second order. The earlier
     # run recorded its basket and order code. A re-run cannot be told from a first run but by
-    # visibility, so every run started by this code looks (runs 12-01 looked after a reset only).
-    looks = flow.patch_2026_12_02 or (flow.patch_2026_12_01 and flow.restarted)
-    earlier = await earlier_basket(flow) if looks else None
+    # visibility, so every run looks.
+    earlier = await earlier_basket(flow)
     if earlier is not None and (code := earlier.provider_ids.get("order_id")):
         flow.step("read earlier order")
         placed = await flow.find("onebox.find_order", code, result_type=OrderSummary)
@@ -59,26 +58,15 @@ async def purchase(request: OneboxPurchaseRequest, flow: Flow) -> PurchaseResult
         basket = await flow.call("onebox.create_order", result_type=ProviderOrder)
     flow.record_provider_id("basket_id", basket.order_id)
 
-    async def release_seats(hold: Hold) -> str:
-        return await flow.call("onebox.release_seats", basket.order_id, hold.item_ids, result_type=str, undo=True)
-
     how: list[object]  # the seats, or a price type and quantity
     if request.seat_ids:
         adding, how = "onebox.add_seats", [request.seat_ids]
     else:
         adding, how = "onebox.add_seats_auto", [request.price_type_id, request.quantity]
-    if flow.patch_2026_12_01:
-        hold = await add_seats(flow, basket.order_id, adding, [request.session_id, *how])
-    else:
-        hold = await flow.act(
-            "add seats",
-            lambda: flow.call(adding, basket.order_id, request.session_id, *how, result_type=Hold),
-            "release seats",
-            release_seats,
-        )
+    hold = await add_seats(flow, basket.order_id, adding, [request.session_id, *how])
     flow.record_hold(hold)
     # The items this purchase holds: pre-confirm and confirm check the basket against them.
-    held: list[object] = [hold.item_ids] if flow.patch_2026_12_01 else []
+    held: list[object] = [hold.item_ids]
 
     flow.step("buyer data")
     await flow.call("onebox.buyer_data", basket.order_id, request.buyer, result_type=type(None))

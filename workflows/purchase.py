@@ -1,5 +1,6 @@
-"""PurchaseWorkflow: the entry point. Holds the purchase's state and talks to callers (status query,
-confirm and cancel); the provider modules hold the step sequences."""
+"""PurchaseWorkflow: the entry point and what callers see (status query, held/confirm/cancel/resolve
+updates, signals, the outcome). It is the Flow (flow.py) the provider sequences drive; the provider
+modules hold the step sequences."""
 
 from __future__ import annotations
 
@@ -37,15 +38,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.outcomes import failure_from
 
 WRONG_WORKFLOW_ID = "WRONG_WORKFLOW_ID"
-# The patch of a run started by this code: implies the patches before it. A later change renames it
-# and checks this name as a patch of its own (README: "Changing a workflow without breaking running
-# purchases").
-CURRENT_PATCH = "purchase-2026-12-03"
-# The previous CURRENT_PATCHes: ATM webhooks checked against ATM (2026-12-02); provider conformance
-# (2026-12-01); local rerun-safe writes and a local first poll (2026-11-23), and the patches before.
-PATCH_2026_12_02 = "purchase-2026-12-02"
-PATCH_2026_12_01 = "purchase-2026-12-01"
-PATCH_2026_11_23 = "purchase-2026-11-23"
 
 SEQUENCES: dict[str, Any] = {
     "atom": atom.purchase,
@@ -73,18 +65,6 @@ class PurchaseWorkflow(Flow):
         self._purchase_id = request.purchase_id
         self._provider = request.provider
         self._request_sha256 = request_fingerprint(request)
-        # Patches are decided before the first local activity: a patch marker recorded after one can
-        # land in another workflow task than on replay (a non-determinism error for a running purchase).
-        # A new run records one marker for all changes (each marker also upserts a search attribute,
-        # a cost on every purchase); runs recorded before it decide change by change.
-        self.patch_2026_12_03 = workflow.patched(CURRENT_PATCH)
-        self.patch_2026_12_02 = self.patch_2026_12_03 or workflow.patched(PATCH_2026_12_02)
-        self.patch_2026_12_01 = self.patch_2026_12_02 or workflow.patched(PATCH_2026_12_01)
-        previous = self.patch_2026_12_01 or workflow.patched(PATCH_2026_11_23)
-        self._reads_decided_at_start = previous or workflow.patched("local-reads-at-start")
-        self._keys_from_purchase_id = previous or workflow.patched("keys-from-purchase-id")
-        self._unfulfilled_fail = previous or workflow.patched("unfulfilled-purchases-fail")
-        self._local_calls = previous  # rerun-safe writes and the first poll as local activities
         self._main = asyncio.current_task()
         self._meter().create_counter("boxoffice_purchases_started", "Purchases started").add(1)
         workflow.upsert_search_attributes([PROVIDER.value_set(request.provider), STATE.value_set(self._state)])
@@ -121,7 +101,7 @@ class PurchaseWorkflow(Flow):
                 "suspicious_events": list(self._suspicious),
             }
         )
-        if self._unfulfilled_fail and self._state != PurchaseState.FULFILLED and self._failure is not None:
+        if self._state != PurchaseState.FULFILLED and self._failure is not None:
             # Only a fulfilled purchase completes: an operator tells outcomes apart in the UI's list
             # (Completed / Failed / Canceled). The result travels as the failure's details.
             attention = self._state == PurchaseState.COMPENSATION_FAILED
