@@ -218,15 +218,6 @@ class Flow:
         )
         return found
 
-    @property
-    def restarted(self) -> bool:
-        """This run is not the first of its chain: a workflow reset (the reset run starts with the
-        first run's id as `first_execution_run_id`, measured on the dev server). A re-run under the
-        id of an ended purchase starts a chain of its own: only the provider can tell (e.g. a
-        used idempotency key), then `earlier_runs` names what the earlier run did."""
-        info = workflow.info()
-        return info.first_execution_run_id != info.run_id
-
     async def earlier_runs(self) -> list[PurchaseStatus]:
         """The last status of every other run of this purchase, newest first (activities/runs.py): what
         a run before a reset or an ended run before a re-run placed at the provider, after this run's
