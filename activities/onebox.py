@@ -342,27 +342,26 @@ class OneboxActivities:
                 raise err from None
 
     @activity.defn(name="onebox.pre_confirm")
-    async def pre_confirm(self, order_id: str, item_ids: list[str] | None = None) -> PreConfirmedOrder:
-        """Prices the basket. Given the items the purchase holds (runs since 2026-12-01), it
-        first reads the basket: items beyond them (a late add) are released, and a basket an
-        earlier attempt or run already pre-confirmed or confirmed is taken as it is."""
+    async def pre_confirm(self, order_id: str, item_ids: list[str]) -> PreConfirmedOrder:
+        """Prices the basket holding `item_ids` (the purchase's items). It first reads the basket:
+        items beyond them (a late add) are released, and a basket an earlier attempt or run already
+        pre-confirmed or confirmed is taken as it is."""
         sent_at = utc_now()
         order: Order | None = None
-        if item_ids is not None:
-            basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
-            self._check_held(basket, item_ids)
-            wanted = [item for item in basket.items if str(item.id) in item_ids]
-            if len(wanted) < len(basket.items) and basket.status != CONFIRMED:
-                await self._keep(order_id, basket, wanted, sent_at)
-            elif basket.status in (PRE_CONFIRMED, CONFIRMED) and basket.code:
-                order = basket
+        basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
+        self._check_held(basket, item_ids)
+        wanted = [item for item in basket.items if str(item.id) in item_ids]
+        if len(wanted) < len(basket.items) and basket.status != CONFIRMED:
+            await self._keep(order_id, basket, wanted, sent_at)
+        elif basket.status in (PRE_CONFIRMED, CONFIRMED) and basket.code:
+            order = basket
         if order is None:
             order = self.http.parse(Order, await self._send_pre_confirm(order_id), "pre-confirm")
         if not order.code:
             raise ApplicationError(
                 "onebox: pre-confirm answered no order code", type=FailureReason.PROVIDER_BAD_RESPONSE, non_retryable=True
             )
-        if item_ids is not None and sorted(str(item.id) for item in order.items) != sorted(item_ids):
+        if sorted(str(item.id) for item in order.items) != sorted(item_ids):
             # Changed between the read and the pre-confirm: the retry reads and releases again.
             raise ApplicationError(f"onebox: basket {order_id} changed while it was pre-confirmed", type=BASKET_CHANGED)
         return PreConfirmedOrder(code=order.code, receipt=order.receipt(), hold=self._hold(order, sent_at))
@@ -391,31 +390,24 @@ class OneboxActivities:
             )
 
     @activity.defn(name="onebox.confirm")
-    async def confirm(self, order_id: str, code: str, item_ids: list[str] | None = None) -> OrderSummary:
-        """Confirm has no idempotency key. Given the items the purchase holds (runs since
-        2026-12-01), it reads the basket first: confirmed already (an earlier attempt whose answer
-        was lost, or a run before a workflow reset), the order is taken instead of confirming
-        twice; holding anything but those items pre-confirmed under `code` (a late add), it is
-        not confirmed. Older runs read the order by its code on a retry. A 409 to a repeated
-        confirm may mean the first went through but is not readable yet: retried, never final."""
+    async def confirm(self, order_id: str, code: str, item_ids: list[str]) -> OrderSummary:
+        """Confirm has no idempotency key, so it reads the basket first: confirmed already (an
+        earlier attempt whose answer was lost, or a run before a workflow reset), the order is taken
+        instead of confirming twice; holding anything but `item_ids` pre-confirmed under `code` (a
+        late add), it is not confirmed. A 409 to a repeated confirm may mean the first went through
+        but is not readable yet: retried, never final."""
         retry = activity.info().attempt > 1
-        if item_ids is not None:
-            basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
-            if basket.status == CONFIRMED:
-                return await self._confirmed(code)
-            held = sorted(str(item.id) for item in basket.items)
-            if (basket.status, basket.code, held) != (PRE_CONFIRMED, code, sorted(item_ids)):
-                raise ApplicationError(
-                    f"onebox: basket {order_id} is {basket.status} {basket.code} with items {held}, not the "
-                    f"{sorted(item_ids)} pre-confirmed as {code}: not confirmed",
-                    type=FailureReason.ORDER_REJECTED,
-                    non_retryable=True,
-                )
-        elif retry:
-            existing = await self._find_order(code)
-            if existing is not None and existing.fulfilled:
-                activity.logger.info("order already confirmed by an earlier attempt", extra={"code": code})
-                return existing
+        basket = self.http.parse(Order, await self._call("GET", ORDERS, order_id), "read basket")
+        if basket.status == CONFIRMED:
+            return await self._confirmed(code)
+        held = sorted(str(item.id) for item in basket.items)
+        if (basket.status, basket.code, held) != (PRE_CONFIRMED, code, sorted(item_ids)):
+            raise ApplicationError(
+                f"onebox: basket {order_id} is {basket.status} {basket.code} with items {held}, not the "
+                f"{sorted(item_ids)} pre-confirmed as {code}: not confirmed",
+                type=FailureReason.ORDER_REJECTED,
+                non_retryable=True,
+            )
         try:
             data = await self._call("POST", f"{ORDERS}/confirm", order_id, json_body={})
         except ApplicationError as err:

@@ -146,11 +146,14 @@ async def test_buyer_data() -> None:
 @pytest.mark.parametrize("name", ["pre_confirm", "confirm"])
 async def test_pre_confirm_and_confirm_send_an_empty_object(name: str) -> None:
     status = {"pre_confirm": "PRE_CONFIRM", "confirm": "CONFIRM"}[name]
-    fake = FakeOnebox((200, {**BASKET, "status": status, "code": "AX59SJ29392X"}))
-    args = (ORDER_ID,) if name == "pre_confirm" else (ORDER_ID, "AX59SJ29392X")
+    # Each reads the basket first: not yet priced before pre-confirm, pre-confirmed before confirm.
+    before = BASKET if name == "pre_confirm" else {**BASKET, "status": "PRE_CONFIRM", "code": "AX59SJ29392X"}
+    fake = FakeOnebox((200, before), (200, {**BASKET, "status": status, "code": "AX59SJ29392X"}))
+    args = (ORDER_ID, ["501", "502"]) if name == "pre_confirm" else (ORDER_ID, "AX59SJ29392X", ["501", "502"])
     result = await run(getattr(acts(fake), name), *args)
-    assert_basket_call(fake.api[0], "POST", f"/distribution-api/v1/orders/{name.replace('_', '-')}")
-    assert fake.api[0].content == b"{}"
+    assert_basket_call(fake.api[0], "GET", "/distribution-api/v1/orders")
+    assert_basket_call(fake.api[1], "POST", f"/distribution-api/v1/orders/{name.replace('_', '-')}")
+    assert fake.api[1].content == b"{}"
     if name == "pre_confirm":
         assert result.code == "AX59SJ29392X" and result.receipt.total == 53 and result.receipt.fees == 3
     else:
@@ -214,25 +217,28 @@ async def test_find_order_is_none_on_404_and_raises_other_errors() -> None:
     assert {(r.method, r.url.path) for r in fake.api} == {("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X")}
 
 
-async def test_confirm_retry_resends_the_confirm_after_a_404_read_back() -> None:
-    fake = FakeOnebox(NOT_FOUND, (200, CONFIRMED))
-    result = await retry(acts(fake).confirm, ORDER_ID, "AX59SJ29392X")
+PRE_CONFIRMED = {**BASKET, "status": "PRE_CONFIRM", "code": "AX59SJ29392X"}
+
+
+async def test_confirm_retry_confirms_a_basket_still_pre_confirmed() -> None:
+    fake = FakeOnebox((200, PRE_CONFIRMED), (200, CONFIRMED))
+    result = await retry(acts(fake).confirm, ORDER_ID, "AX59SJ29392X", ["501", "502"])
     read, confirm = fake.api
-    assert (read.method, read.url.path) == ("GET", "/orders-mgmt-api/v1/orders/AX59SJ29392X")
+    assert_basket_call(read, "GET", "/distribution-api/v1/orders")
     assert_basket_call(confirm, "POST", "/distribution-api/v1/orders/confirm")
     assert result.fulfilled
 
 
 async def test_confirm_retry_takes_a_confirmed_order_without_confirming() -> None:
-    fake = FakeOnebox((200, CONFIRMED))
-    assert (await retry(acts(fake).confirm, ORDER_ID, "AX59SJ29392X")).fulfilled
-    assert [r.method for r in fake.api] == ["GET"]
+    fake = FakeOnebox((200, CONFIRMED), (200, CONFIRMED))
+    assert (await retry(acts(fake).confirm, ORDER_ID, "AX59SJ29392X", ["501", "502"])).fulfilled
+    assert [r.method for r in fake.api] == ["GET", "GET"]
 
 
 async def test_confirm_retry_answered_409_is_an_unknown_outcome_not_a_failure() -> None:
-    fake = FakeOnebox(NOT_FOUND, (409, {"code": "ORDER_INVALID_STATUS", "message": "order is CONFIRM"}))
+    fake = FakeOnebox((200, PRE_CONFIRMED), (409, {"code": "ORDER_INVALID_STATUS", "message": "order is CONFIRM"}))
     with pytest.raises(ApplicationError) as unknown:
-        await retry(acts(fake).confirm, ORDER_ID, "AX59SJ29392X")
+        await retry(acts(fake).confirm, ORDER_ID, "AX59SJ29392X", ["501", "502"])
     assert unknown.value.type == "ORDER_PENDING" and not unknown.value.non_retryable
 
 
@@ -289,9 +295,9 @@ async def test_attendee_data_required_at_pre_confirm_fails_typed_with_the_code()
     """developer.oneboxtds.com/docs/api-distribution/purchase-flow ("Understanding Attendee
     Requirements"): some sessions need attendee data before pre-confirm; boxoffice does not send
     it, so the purchase fails PROVIDER_REJECTED with Onebox's code and trace id kept."""
-    fake = FakeOnebox((409, {"code": "ORDER_ATTENDEE_DATA_REQUIRED", "message": "Attendee data is not filled"}))
+    fake = FakeOnebox((200, BASKET), (409, {"code": "ORDER_ATTENDEE_DATA_REQUIRED", "message": "Attendee data is not filled"}))
     with pytest.raises(ApplicationError) as err:
-        await run(acts(fake).pre_confirm, ORDER_ID)
+        await run(acts(fake).pre_confirm, ORDER_ID, ["501", "502"])
     assert err.value.type == "PROVIDER_REJECTED" and err.value.non_retryable
     assert "attendee data" in err.value.message
     assert err.value.details[0]["code"] == "ORDER_ATTENDEE_DATA_REQUIRED"

@@ -62,7 +62,7 @@ async def test_expires_in_shortens_the_hold() -> None:
     """The basket's own `expires_in` is taken when it is sooner than the assumed 600 s."""
     pre_confirmed = {**BASKET, "status": status("PRE_CONFIRM", 240), "code": "AX59SJ29392X"}
     before = utc_now()
-    priced = await run(acts(FakeOnebox((200, pre_confirmed))).pre_confirm, ORDER_ID)
+    priced = await run(acts(FakeOnebox((200, BASKET), (200, pre_confirmed))).pre_confirm, ORDER_ID, ["501", "502"])
     assert before + timedelta(seconds=239) <= priced.hold.expires_at <= utc_now() + timedelta(seconds=240)
 
 
@@ -76,7 +76,7 @@ async def test_the_setting_bounds_the_hold(answered: Any) -> None:
     setting decides."""
     pre_confirmed = {**BASKET, "status": answered, "code": "AX59SJ29392X"}
     before = utc_now()
-    priced = await run(acts(FakeOnebox((200, pre_confirmed))).pre_confirm, ORDER_ID)
+    priced = await run(acts(FakeOnebox((200, BASKET), (200, pre_confirmed))).pre_confirm, ORDER_ID, ["501", "502"])
     assert before + timedelta(seconds=599) <= priced.hold.expires_at <= utc_now() + timedelta(seconds=600)
 
 

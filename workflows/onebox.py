@@ -65,14 +65,13 @@ async def purchase(request: OneboxPurchaseRequest, flow: Flow) -> PurchaseResult
         adding, how = "onebox.add_seats_auto", [request.price_type_id, request.quantity]
     hold = await add_seats(flow, basket.order_id, adding, [request.session_id, *how])
     flow.record_hold(hold)
-    # The items this purchase holds: pre-confirm and confirm check the basket against them.
-    held: list[object] = [hold.item_ids]
 
     flow.step("buyer data")
     await flow.call("onebox.buyer_data", basket.order_id, request.buyer, result_type=type(None))
 
     flow.step("pre-confirm")
-    priced = await flow.call("onebox.pre_confirm", basket.order_id, *held, result_type=PreConfirmedOrder)
+    # Pre-confirm and confirm check the basket against the items this purchase holds.
+    priced = await flow.call("onebox.pre_confirm", basket.order_id, hold.item_ids, result_type=PreConfirmedOrder)
     # From PRE_CONFIRM on, the code identifies the order (what an operator searches for).
     flow.record_provider_id("order_id", priced.code)
     flow.record_hold(priced.hold)
@@ -90,7 +89,7 @@ async def purchase(request: OneboxPurchaseRequest, flow: Flow) -> PurchaseResult
 
     order = await flow.commit(
         "confirm",
-        lambda: flow.call("onebox.confirm", basket.order_id, priced.code, *held, result_type=OrderSummary),
+        lambda: flow.call("onebox.confirm", basket.order_id, priced.code, hold.item_ids, result_type=OrderSummary),
         find=confirmed,
     )
     if order.receipt is not None:
