@@ -79,7 +79,7 @@ class TevoSettings(BaseSettings):
     # After an unanswered create, TEvo may still be processing it and its order may reach the
     # search late: a retry orders again only once this long has passed since the first attempt,
     # and the read-back after the step takes "not found" as proof only after as long. Below the
-    # workflow's 2-minute step (workflows/purchase.py STEP_TIMEOUT), so the step can still order again.
+    # workflow's 2-minute step (workflows/flow.py STEP_TIMEOUT), so the step can still order again.
     create_settle_seconds: float = Field(default=60, ge=0, le=90)
 
 

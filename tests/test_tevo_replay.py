@@ -31,7 +31,7 @@ async def test_tevo_show_hanging_in_a_killed_worker_replays() -> None:
     """Before the fix: `[TMPRL1100] Nondeterminism error: Activity machine does not handle this
     event: HistoryEvent(id: 32, TimerStarted)`, on the time-skipping and the dev server alike: the
     timed-out local poll came back as ActivityError live and as a bare TimeoutError on replay
-    (workflows/purchase.py `local_activity`)."""
+    (workflows/flow.py `local_activity`)."""
     started = time.monotonic()
     outcome = await run_purchase(PROVIDERS["tevo"], Schedule(("show", KILLED)), then=replays)
     check(outcome)

@@ -17,7 +17,7 @@ EARLIER_RUNS_NOT_LISTABLE = "EARLIER_RUNS_NOT_LISTABLE"
 
 def outcome_unknown(message: str) -> ApplicationError:
     """What a step raises when it cannot tell whether the provider did the work: never retried, and
-    what it registered is neither undone nor given up silently (see Saga, PurchaseWorkflow.commit)."""
+    what it registered is neither undone nor given up silently (see Saga, Flow.commit)."""
     return ApplicationError(message, type=OUTCOME_UNKNOWN, non_retryable=True)
 
 
