@@ -73,6 +73,8 @@ class AtomSettings(BaseSettings):
     # Atom beta allows 25 requests/s (bursts to 50): queue above that instead of meeting 429s. `off`
     # trades that for latency (calls on the workflow's queue, local where a re-run is harmless).
     activities_per_second: ActivitiesPerSecond = 25
+    # Atom beta's documented burst: the most its limit lets through at once.
+    requests_burst: int | None = Field(default=50, gt=0)
     poll_interval_seconds: float = Field(default=2, gt=0)
     poll_budget_seconds: float = Field(default=10, gt=0)
     hold_margin_seconds: float = Field(default=30, ge=0)
@@ -277,6 +279,7 @@ class AtomActivities:
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
             activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
+            local_calls=self.http.limit is not None and self.http.limit.local_calls,
             poll_interval_seconds=self.settings.poll_interval_seconds,
             poll_budget_seconds=self.settings.poll_budget_seconds,
             hold_margin_seconds=self.settings.hold_margin_seconds,

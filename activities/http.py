@@ -15,7 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import httpx
 import structlog
@@ -138,9 +138,18 @@ def retry_after(value: str | None) -> timedelta | None:
     return max(when - utc_now(), timedelta(0))
 
 
+class Limit(Protocol):
+    """A rate-limited provider's limit as this process holds it (activities/ratelimit.py)."""
+
+    local_calls: bool
+
+    async def acquire(self) -> None: ...
+
+
 class ProviderHttp:
     """An httpx client for one provider. `secrets` are the configured credentials, masked in every
-    log line and error message (tokens obtained at run time are masked by their JSON keys)."""
+    log line and error message (tokens obtained at run time are masked by their JSON keys). `limit`,
+    set by the worker for a rate-limited provider, is waited on before each request is sent."""
 
     def __init__(
         self,
@@ -156,6 +165,7 @@ class ProviderHttp:
         self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
         self._secrets = tuple(s for s in secrets if s)
         self._trace_headers = tuple(trace_headers)
+        self.limit: Limit | None = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -193,6 +203,8 @@ class ProviderHttp:
             request.headers["Content-Type"] = content_type
         if sign is not None:
             request.headers.update(sign(method, request.url.raw_path.decode(), content))
+        if self.limit is not None:
+            await self.limit.acquire()
         try:
             response = await self.client.send(request)
         except httpx.TimeoutException as err:
