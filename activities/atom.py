@@ -258,7 +258,7 @@ class AtomActivities:
 
     async def _call(self, method: str, path: str, session: ProviderSession | None = None, **kwargs: Any) -> Any:
         return await self.http.request(
-            method, path, headers=self._headers(session), sign=self._sign if session else None, **kwargs
+            method, path, headers=lambda: self._headers(session), sign=self._sign if session else None, **kwargs
         )
 
     def _order_parameters(self, items: list[AtomItem], client_request_id: str, is_guest: bool) -> dict[str, Any]:

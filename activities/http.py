@@ -178,7 +178,7 @@ class ProviderHttp:
         method: str,
         path: str,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
         json_body: Any = None,
         form: Mapping[str, str] | None = None,
         params: Any = None,
@@ -190,8 +190,13 @@ class ProviderHttp:
         """Sends one request and returns its JSON. `errors` types 4xx statuses, `codes` types the
         provider's error codes (codes win); other 4xx are PROVIDER_REJECTED. `sign` sees the exact
         bytes sent and adds its headers. `secrets`: values of this call only (a buyer's token) that
-        are masked like the configured ones."""
+        are masked like the configured ones. `headers` may be a function, called once the request's
+        turn under the rate limit has come (a timestamp header stays the time it was sent)."""
         hide = tuple(s for s in secrets if s)
+        if self.limit is not None:
+            await self.limit.acquire()
+        if callable(headers):
+            headers = headers()
         started = time.perf_counter()
         if form is not None:
             content, content_type = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
@@ -203,8 +208,6 @@ class ProviderHttp:
             request.headers["Content-Type"] = content_type
         if sign is not None:
             request.headers.update(sign(method, request.url.raw_path.decode(), content))
-        if self.limit is not None:
-            await self.limit.acquire()
         try:
             response = await self.client.send(request)
         except httpx.TimeoutException as err:

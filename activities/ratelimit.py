@@ -9,10 +9,11 @@ Why it holds (bench/README.md, "Rate-limited providers"):
   describe mode (the default mode reads one partition, the deprecated enhanced mode misses versions
   now and then: measured on the dev server), plus this process: a process that left is still
   counted for a while (its share goes unused), never the other way round.
-- A process that joins starts with an empty bucket; the others notice it within REFRESH_SECONDS.
-  Until they do, the sum of shares exceeds the limit by at most limit x REFRESH_SECONDS / 2 (two
-  processes, each taking all of it for that long): the bursts the shares allow are sized so that
-  this, the limit and the bursts together stay within the provider's documented burst.
+- A process that joins takes no share until Temporal has listed it as a poller for SETTLE_SECONDS:
+  by then every other process has refreshed since, and counts it. (Measured: two processes that
+  started together and each took the whole limit until they saw the other sent 50 requests in their
+  first second, and met 429s.) Its bucket starts empty. The bursts the shares allow leave room, in
+  the provider's documented burst, for a process missing from another's answers for a refresh.
 - Temporal not answering for STALE_SECONDS stops this process's calls until it answers again (it
   cannot see who joined meanwhile).
 """
@@ -35,11 +36,15 @@ from temporalio.service import RPCError, RPCStatusCode
 log = structlog.get_logger("boxoffice.ratelimit")
 
 REFRESH_SECONDS = 1.0
+# Twice the refresh: a refresh's answer may be up to one interval old when it is read.
+SETTLE_SECONDS = 2 * REFRESH_SECONDS
 # The server lists a poller for minutes after its last poll; a process missing from one answer (a
 # partition not read) is still counted for this long after it was last listed.
 POLLER_MEMORY_SECONDS = 60.0
 STALE_SECONDS = 5.0
 NO_SHARE = "NO_RATE_LIMIT_SHARE"
+# When pollers were listed and Temporal last answered (a test moves it on).
+clock = time.monotonic
 
 
 class TokenBucket:
@@ -74,8 +79,8 @@ class TokenBucket:
 
 def burst_budget(per_second: float, burst: int | None) -> float:
     """What the shares together may send at once beyond the rate: the provider's documented burst
-    less one second at the rate and the overshoot a joining process may cause; 1 without a
-    documented burst."""
+    (requests in a second) less one second at the rate, less half a second more as a margin for a
+    process another has not counted yet; 1 without a documented burst."""
     if burst is None:
         return 1.0
     return max(1.0, burst - per_second * (1 + REFRESH_SECONDS / 2))
@@ -98,10 +103,16 @@ class SharedLimit:
         self.bucket = TokenBucket()
         self._seen: dict[str, float] = {}
         self._answered_at: float | None = None
+        self._listed_since: float | None = None
 
     @property
     def fresh(self) -> bool:
-        return self._answered_at is not None and time.monotonic() - self._answered_at < STALE_SECONDS
+        return self._answered_at is not None and clock() - self._answered_at < STALE_SECONDS
+
+    @property
+    def settled(self) -> bool:
+        """Listed as a poller long enough for every other process to count this one."""
+        return self._listed_since is not None and clock() - self._listed_since >= SETTLE_SECONDS
 
     @property
     def local_calls(self) -> bool:
@@ -149,14 +160,17 @@ class SharedLimit:
             else:
                 log.warning("pollers not listed", task_queue=self.task_queue, error=err.message)
             return
-        now = time.monotonic()
+        now = clock()
         self._seen.update(dict.fromkeys(listed | {self.identity}, now))
         self._seen = {who: at for who, at in self._seen.items() if now - at < POLLER_MEMORY_SECONDS}
         self._answered_at = now
+        if self.identity in listed and self._listed_since is None:
+            self._listed_since = now
         if len(self._seen) != self.workers:
             log.info("rate limit shared", task_queue=self.task_queue, workers=len(self._seen), per_second=self.per_second)
         self.workers = len(self._seen)
-        self.bucket.set(self.per_second / self.workers, max(1.0, burst_budget(self.per_second, self.burst) / self.workers))
+        share = self.per_second / self.workers if self.settled else 0.0
+        self.bucket.set(share, max(1.0, burst_budget(self.per_second, self.burst) / self.workers))
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[SharedLimit]:
