@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.modules.setdefault("sniffio", None)
 
 from activities.atom import AtomActivities, AtomSettings  # noqa: E402
+from activities.ratelimit import SharedLimit  # noqa: E402
 from simulators.atom import AtomSimulator  # noqa: E402
 from simulators.ratelimit import RateLimited  # noqa: E402
 from workers.client import ensure_search_attributes, hold_purchase, purchase_outcome, start_purchase  # noqa: E402
@@ -194,6 +195,8 @@ async def run_set(client: Client, purchases: int, concurrency: int, runs: list[s
         async with serving(client, queue, [atom], sandboxed=sandboxed):
             if server_limit_only:
                 atom.http.limit = None  # no share held: every call a regular activity, as before
+            while isinstance(atom.http.limit, SharedLimit) and not atom.http.limit.settled:
+                await asyncio.sleep(0.1)  # a worker's start is not what is measured
 
             async def purchase(n: int) -> None:
                 handle = await start_purchase(client, request(n, tag), queue)
@@ -311,7 +314,7 @@ if __name__ == "__main__":
     parser.add_argument("--purchases", type=int, default=100)
     parser.add_argument("--concurrency", default="1,10,50")
     parser.add_argument("--servers", default="default,tuned", help=f"dev-server configurations: {', '.join(SERVERS)}")
-    parser.add_argument("--runs", default=";".join(BOXOFFICE_RUNS), help=f"boxoffice runs, ';' between: {'; '.join(BOXOFFICE_RUNS)}")
+    parser.add_argument("--runs", default=";".join(BOXOFFICE_RUNS), help=f"boxoffice runs, of: {'; '.join(BOXOFFICE_RUNS)}")
     parser.add_argument("--burst", type=int, default=0, help="purchases started at once at Atom's rate limit (0: none)")
     args = parser.parse_args()
     runs = [name.strip() for name in args.runs.split(";")]
