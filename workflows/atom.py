@@ -74,7 +74,9 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
     flow.record_provider_id("client_request_id", client_request_id)
     is_guest = request.login is None
 
-    def key_used(err: ActivityError, order: str = "an order placed with it may exist, id unknown") -> str | None:
+    def key_used(
+        err: ActivityError | ApplicationError, order: str = "an order placed with it may exist, id unknown"
+    ) -> str | None:
         """What DUPLICATE_CLIENT_REQUEST_ID says (None for any other failure): the key's flow has
         ended (partner-docs-95q.pages.dev/guides/ordering). An earlier flow of this purchase (a reset,
         a re-run, or this run's unanswered create) placed an order with it, or leased and lapsed.
@@ -87,7 +89,7 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
             f"{session.account_id}) was used by an earlier flow; {order}"
         )
 
-    async def from_an_earlier_run(err: ActivityError) -> PurchaseStatus | None:
+    async def from_an_earlier_run(err: ActivityError | ApplicationError) -> PurchaseStatus | None:
         """On DUPLICATE_CLIENT_REQUEST_ID, the earlier run of this purchase (before a workflow reset, or
         ended before this re-run) that recorded the order placed with the key: this run carries on with
         that order instead of naming an unknown one. Usable when this run's account can read and cancel
@@ -111,7 +113,7 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
             )
         return earlier
 
-    def refused(err: ActivityError, order: str | None = None) -> None:
+    def refused(err: ActivityError | ApplicationError, order: str | None = None) -> None:
         """Lease, preview or create: a used key means nothing new is held, yet an earlier order may
         stand: never "nothing ordered", and nothing of it is undone here."""
         if (used := key_used(err, *([order] if order else []))) is not None:
@@ -120,7 +122,7 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
     async def refused_for_an_earlier_flow(call: Awaitable[T]) -> T:
         try:
             return await call
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:  # lease and preview are local where they can be: either comes
             try:
                 earlier = await from_an_earlier_run(err)
             except NotOurs as not_ours:
