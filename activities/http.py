@@ -8,6 +8,7 @@ trace id in its details, and no secret or e-mail address in clear.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import re
@@ -163,6 +164,7 @@ class ProviderHttp:
     ) -> None:
         self.provider = provider
         self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        self.timeout = timeout
         self._secrets = tuple(s for s in secrets if s)
         self._trace_headers = tuple(trace_headers)
         self.limit: Limit | None = None
@@ -194,7 +196,7 @@ class ProviderHttp:
         turn under the rate limit has come (a timestamp header stays the time it was sent)."""
         hide = tuple(s for s in secrets if s)
         if self.limit is not None:
-            await self.limit.acquire()
+            await self._turn(self.limit, method, path, hide)
         if callable(headers):
             headers = headers()
         started = time.perf_counter()
@@ -247,6 +249,25 @@ class ProviderHttp:
                 FailureReason.AUTHENTICATION_FAILED if response.status_code in (401, 403) else FailureReason.PROVIDER_REJECTED
             )
         raise self._error(text, reason, retryable=False, details=details, hide=hide)
+
+    async def _turn(self, limit: Limit, method: str, path: str, hide: tuple[str, ...]) -> None:
+        """Waits for the rate limit's token; in an activity, only while its attempt keeps time for the
+        request itself: a request is never sent to be cut off by the attempt's timeout (an unknown
+        outcome), it waits in the next attempt instead."""
+        info = activity.info() if activity.in_activity() else None
+        if info is None or info.start_to_close_timeout is None:
+            await limit.acquire()
+            return
+        deadline = info.started_time + info.start_to_close_timeout - timedelta(seconds=self.timeout)
+        try:
+            await asyncio.wait_for(limit.acquire(), max(0.0, (deadline - utc_now()).total_seconds()))
+        except TimeoutError:
+            raise self._error(
+                f"{method} {path} not sent: queued behind the rate limit for this attempt's time",
+                RATE_LIMITED,
+                retryable=True,
+                hide=hide,
+            ) from None
 
     def parse(self, model: type[M], data: Any, what: str) -> M:
         """Validates a provider answer; one that is not the documented shape is not retried."""

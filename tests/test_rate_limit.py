@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,10 +21,11 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueResponse
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities import ratelimit
 from activities.atom import AtomActivities
+from activities.http import ProviderHttp
 from activities.ratelimit import NoShare, SharedLimit
 from simulators.atom import AtomSimulator
 from simulators.ratelimit import RateLimited
@@ -204,3 +207,31 @@ async def test_no_share_refuses_a_call_instead_of_sending_it_unlimited() -> None
     with pytest.raises(ApplicationError) as refused:
         await NoShare().acquire()
     assert refused.value.type == ratelimit.NO_SHARE and not refused.value.non_retryable
+
+
+class NeverYourTurn:
+    """A share whose token never comes (a long queue behind the limit)."""
+
+    local_calls = True
+
+    async def acquire(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_request_queued_past_its_attempts_time_is_not_sent() -> None:
+    """Waiting for a token must not eat the time the request needs: sent late, an attempt's timeout
+    would cut it off mid-flight (an unknown outcome). It fails unsent and retryable instead."""
+    sent: list[httpx.Request] = []
+    http = ProviderHttp(
+        "atom", "http://atom.test", timeout=0.2, transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200))
+    )
+    http.limit = NeverYourTurn()
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(
+        environment.info, started_time=datetime.now(UTC), start_to_close_timeout=timedelta(seconds=0.5)
+    )
+    with pytest.raises(ApplicationError) as queued:
+        await asyncio.wait_for(environment.run(http.request, "POST", "/ordering/v1/customer/orders"), 2)
+    await http.aclose()
+    assert queued.value.type == "PROVIDER_RATE_LIMITED" and not queued.value.non_retryable
+    assert sent == []
