@@ -186,8 +186,10 @@ async def run_set(client: Client, purchases: int, concurrency: int, runs: list[s
     for name in runs:
         limit, sandboxed, server_limit_only = BOXOFFICE_RUNS[name]
         sim = fresh_simulator()
+        # A limit too high to throttle, with a burst in proportion (a provider's documented burst is).
+        burst = int(2 * limit) if limit else None
         atom = AtomActivities(
-            AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=limit),
+            AtomSettings(base_url="http://atom.sim", api_key="bench-key", activities_per_second=limit, requests_burst=burst),
             transport=httpx.ASGITransport(app=sim.app),
         )
         queue = f"boxoffice-{run}-{len(rows)}"
