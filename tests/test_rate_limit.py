@@ -166,7 +166,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 async def test_a_share_counts_every_poller_either_mode_lists_and_remembers_them(clock: list[float]) -> None:
     client = FakeClient()
     service = client.workflow_service
-    limit = SharedLimit(client, "q-atom", "me", per_second=25, burst=50)  # type: ignore[arg-type]
+    limit = SharedLimit(client, "q-atom", "me", per_second=25, burst=50)
     service.default, service.enhanced = ["a"], ["b"]
     await limit.refresh()
     assert limit.workers == 3  # a, b and this process, not listed yet
@@ -189,7 +189,7 @@ async def test_a_share_counts_every_poller_either_mode_lists_and_remembers_them(
 async def test_a_share_stops_calls_while_temporal_does_not_answer(clock: list[float]) -> None:
     client = FakeClient()
     client.workflow_service.default = ["me"]
-    limit = SharedLimit(client, "q-atom", "me", per_second=1000, burst=None)  # type: ignore[arg-type]
+    limit = SharedLimit(client, "q-atom", "me", per_second=1000, burst=None)
     await limit.refresh()
     clock[0] += ratelimit.SETTLE_SECONDS
     await limit.refresh()
@@ -222,9 +222,12 @@ async def test_a_request_queued_past_its_attempts_time_is_not_sent() -> None:
     """Waiting for a token must not eat the time the request needs: sent late, an attempt's timeout
     would cut it off mid-flight (an unknown outcome). It fails unsent and retryable instead."""
     sent: list[httpx.Request] = []
-    http = ProviderHttp(
-        "atom", "http://atom.test", timeout=0.2, transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200))
-    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    http = ProviderHttp("atom", "http://atom.test", timeout=0.2, transport=httpx.MockTransport(answer))
     http.limit = NeverYourTurn()
     environment = ActivityEnvironment()
     environment.info = dataclasses.replace(
