@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -60,12 +62,17 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
         # Not rerun-safe: a repeat makes another account with the buyer's name and email. A regular
         # activity is repeated only as a counted retry (a local one runs again, uncounted, when its
         # workflow task is lost), so each account a lost answer left behind is named.
-        session = await flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession)
-        for attempt in range(1, session.unknown_attempts + 1):
-            flow.record_provider_id(
-                f"unknown_guest_account_{attempt}",
-                f"guest account attempt {attempt}: outcome unknown; an account it made holds the buyer's name and email at Atom",
-            )
+        account = asyncio.ensure_future(flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession))
+        try:
+            session = await asyncio.shield(account)
+        except asyncio.CancelledError:
+            # A cancel does not unmake an account already asked for (one that arrived while the
+            # checkout was read in the same workflow task comes only once this call is on its way):
+            # the account is named, then the purchase ends.
+            with contextlib.suppress(ActivityError):
+                name_guest_account(flow, await account)
+            raise
+        name_guest_account(flow, session)
     flow.record_provider_id("account_id", session.account_id)
 
     # One clientRequestId for lease, preview and create: Atom's idempotency key for this purchase,
@@ -238,6 +245,16 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
         provider_status=summary.status,
         tickets=summary.tickets,
     )
+
+
+def name_guest_account(flow: Flow, session: ProviderSession) -> None:
+    """The guest account and each earlier attempt's of unknown outcome: they hold the buyer's name and email."""
+    for attempt in range(1, session.unknown_attempts + 1):
+        flow.record_provider_id(
+            f"unknown_guest_account_{attempt}",
+            f"guest account attempt {attempt}: outcome unknown; an account it made holds the buyer's name and email at Atom",
+        )
+    flow.record_provider_id("account_id", session.account_id)
 
 
 class TakenFromEarlierRun(Exception):
