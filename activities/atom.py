@@ -73,6 +73,8 @@ class AtomSettings(BaseSettings):
     # Atom beta allows 25 requests/s (bursts to 50): queue above that instead of meeting 429s. `off`
     # trades that for latency (calls on the workflow's queue, local where a re-run is harmless).
     activities_per_second: ActivitiesPerSecond = 25
+    # Atom beta's documented burst: the most its limit lets through at once.
+    requests_burst: int | None = Field(default=50, gt=0)
     poll_interval_seconds: float = Field(default=2, gt=0)
     poll_budget_seconds: float = Field(default=10, gt=0)
     hold_margin_seconds: float = Field(default=30, ge=0)
@@ -256,7 +258,7 @@ class AtomActivities:
 
     async def _call(self, method: str, path: str, session: ProviderSession | None = None, **kwargs: Any) -> Any:
         return await self.http.request(
-            method, path, headers=self._headers(session), sign=self._sign if session else None, **kwargs
+            method, path, headers=lambda: self._headers(session), sign=self._sign if session else None, **kwargs
         )
 
     def _order_parameters(self, items: list[AtomItem], client_request_id: str, is_guest: bool) -> dict[str, Any]:
@@ -277,6 +279,7 @@ class AtomActivities:
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
             activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
+            local_calls=self.http.limit is not None and self.http.limit.local_calls,
             poll_interval_seconds=self.settings.poll_interval_seconds,
             poll_budget_seconds=self.settings.poll_budget_seconds,
             hold_margin_seconds=self.settings.hold_margin_seconds,

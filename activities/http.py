@@ -8,6 +8,7 @@ trace id in its details, and no secret or e-mail address in clear.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import re
@@ -15,7 +16,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import httpx
 import structlog
@@ -138,9 +139,18 @@ def retry_after(value: str | None) -> timedelta | None:
     return max(when - utc_now(), timedelta(0))
 
 
+class Limit(Protocol):
+    """A rate-limited provider's limit as this process holds it (activities/ratelimit.py)."""
+
+    local_calls: bool
+
+    async def acquire(self) -> None: ...
+
+
 class ProviderHttp:
     """An httpx client for one provider. `secrets` are the configured credentials, masked in every
-    log line and error message (tokens obtained at run time are masked by their JSON keys)."""
+    log line and error message (tokens obtained at run time are masked by their JSON keys). `limit`,
+    set by the worker for a rate-limited provider, is waited on before each request is sent."""
 
     def __init__(
         self,
@@ -154,8 +164,10 @@ class ProviderHttp:
     ) -> None:
         self.provider = provider
         self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        self.timeout = timeout
         self._secrets = tuple(s for s in secrets if s)
         self._trace_headers = tuple(trace_headers)
+        self.limit: Limit | None = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -168,7 +180,7 @@ class ProviderHttp:
         method: str,
         path: str,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
         json_body: Any = None,
         form: Mapping[str, str] | None = None,
         params: Any = None,
@@ -180,8 +192,13 @@ class ProviderHttp:
         """Sends one request and returns its JSON. `errors` types 4xx statuses, `codes` types the
         provider's error codes (codes win); other 4xx are PROVIDER_REJECTED. `sign` sees the exact
         bytes sent and adds its headers. `secrets`: values of this call only (a buyer's token) that
-        are masked like the configured ones."""
+        are masked like the configured ones. `headers` may be a function, called once the request's
+        turn under the rate limit has come (a timestamp header stays the time it was sent)."""
         hide = tuple(s for s in secrets if s)
+        if self.limit is not None:
+            await self._turn(self.limit, method, path, hide)
+        if callable(headers):
+            headers = headers()
         started = time.perf_counter()
         if form is not None:
             content, content_type = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
@@ -232,6 +249,25 @@ class ProviderHttp:
                 FailureReason.AUTHENTICATION_FAILED if response.status_code in (401, 403) else FailureReason.PROVIDER_REJECTED
             )
         raise self._error(text, reason, retryable=False, details=details, hide=hide)
+
+    async def _turn(self, limit: Limit, method: str, path: str, hide: tuple[str, ...]) -> None:
+        """Waits for the rate limit's token; in an activity, only while its attempt keeps time for the
+        request itself: a request is never sent to be cut off by the attempt's timeout (an unknown
+        outcome), it waits in the next attempt instead."""
+        info = activity.info() if activity.in_activity() else None
+        if info is None or info.start_to_close_timeout is None:
+            await limit.acquire()
+            return
+        deadline = info.started_time + info.start_to_close_timeout - timedelta(seconds=self.timeout)
+        try:
+            await asyncio.wait_for(limit.acquire(), max(0.0, (deadline - utc_now()).total_seconds()))
+        except TimeoutError:
+            raise self._error(
+                f"{method} {path} not sent: queued behind the rate limit for this attempt's time",
+                RATE_LIMITED,
+                retryable=True,
+                hide=hide,
+            ) from None
 
     def parse(self, model: type[M], data: Any, what: str) -> M:
         """Validates a provider answer; one that is not the documented shape is not retried."""

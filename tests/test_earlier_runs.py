@@ -80,8 +80,10 @@ def orders(sim: AtomSimulator) -> list[tuple[str, str]]:
 
 
 async def test_atom_reset_before_the_create_takes_the_earlier_order(dev_env: WorkflowEnvironment) -> None:
-    """Reset to the task that ordered: the create meets DUPLICATE_CLIENT_REQUEST_ID; the run before
-    the reset recorded ORD-n, so this run follows that order to FULFILLED instead of alerting."""
+    """Reset to the task that ordered: the run before the reset recorded ORD-n, so this run follows
+    that order to FULFILLED instead of alerting. That task also ran the lease and the preview (local
+    activities, Atom's rate limit held by the worker's share): re-run, the lease meets
+    DUPLICATE_CLIENT_REQUEST_ID first, and the create is not sent again."""
     sim, client = AtomSimulator(), dev_env.client
     async with atom_worker(client, sim) as tq:
         handle = await start_purchase(client, atom_request("reset-create", login=LOGIN), tq)
@@ -91,7 +93,8 @@ async def test_atom_reset_before_the_create_takes_the_earlier_order(dev_env: Wor
     assert second.state == PurchaseState.FULFILLED, second.failure
     assert second.provider_order_id == first.provider_order_id and second.compensations == []
     assert orders(sim) == [(first.provider_order_id, "fulfilled")]
-    assert [c["endpoint"] for c in sim.calls].count("create") == 2  # the first run's and the refused repeat
+    endpoints = [c["endpoint"] for c in sim.calls]
+    assert (endpoints.count("lease"), endpoints.count("create")) == (2, 1)  # the lease refused, no second create
 
 
 async def test_atom_rerun_of_an_ended_purchase_takes_the_earlier_order(dev_env: WorkflowEnvironment) -> None:

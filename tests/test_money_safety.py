@@ -60,15 +60,17 @@ async def test_i12_workflow_refuses_an_id_not_derived_from_the_purchase_id(env: 
     assert sim.calls == []  # nothing was held or ordered
 
 
-async def test_i6_idempotency_keys_survive_a_workflow_reset(dev_env: WorkflowEnvironment) -> None:
+@pytest.mark.parametrize("limit", [25, None], ids=["rate-limited", "unlimited"])
+async def test_i6_idempotency_keys_survive_a_workflow_reset(dev_env: WorkflowEnvironment, limit: float | None) -> None:
     """A reset re-runs the purchase from its start: the order key must be the first run's, so Atom
     refuses it (DUPLICATE_CLIENT_REQUEST_ID, https://partner-docs-95q.pages.dev/guides/ordering) instead
     of placing a second order on other recommended seats; the run before the reset recorded the order,
-    so the reset run follows that same order to FULFILLED (activities/runs.py)."""
+    so the reset run follows that same order to FULFILLED (activities/runs.py). The lease that meets the
+    refusal is a local activity on both paths (a rate-limited Atom's on the worker's share of the limit)."""
     sim = AtomSimulator()
     client = dev_env.client
     request = atom_request("reset-1", items=TWO_RECOMMENDED, login=LOGIN)
-    async with atom_worker(client, sim) as tq:
+    async with atom_worker(client, sim, activities_per_second=limit) as tq:
         handle = await start_purchase(client, request, tq)
         first = await purchase_outcome(handle)
         assert first.state == PurchaseState.FULFILLED

@@ -45,6 +45,7 @@ def test_histories_are_recorded() -> None:
         "acme_reserve_failed_after_lost_answer",
         "atom_guest_account_retried",
         "tevo_first_poll_timed_out",
+        "atom_rate_limited_cancelled",
     } <= names
 
 

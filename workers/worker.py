@@ -35,6 +35,7 @@ from activities.acme import AcmeActivities, AcmeSettings
 from activities.atm import AtmActivities, AtmSettings
 from activities.atom import AtomActivities, AtomSettings
 from activities.onebox import OneboxActivities, OneboxSettings
+from activities.ratelimit import NoShare, SharedLimit
 from activities.runs import EarlierRuns
 from activities.sweep import SweepActivities, SweepSettings, provider_sweeps
 from activities.tevo import TevoActivities, TevoSettings
@@ -149,7 +150,9 @@ async def serving(
     (unlimited providers' calls land there: local ones in the workflows' worker, regular ones in a
     worker of its own, in this process). A rate-limited provider's role runs
     its activities on `{task_queue}-{provider}`, where the server enforces `activities_per_second`
-    across all workers. `roles` picks what this process serves, e.g. one deployment per role.
+    across all workers; each process with the role also holds a share of that limit, which every
+    request it sends waits on, so its reads and rerun-safe writes may run as local activities in this
+    process's workflows (activities/ratelimit.py). `roles` picks what this process serves, e.g. one deployment per role.
     A provider whose settings lack URL or credentials is not served here (fail closed): its
     purchases fail at once, unless it is rate-limited and this process lacks its role: then its
     calls go to its queue, for the processes that have the role (the workflows pods in deploy/k8s).
@@ -219,6 +222,24 @@ async def serving(
                 )
             )
     async with contextlib.AsyncExitStack() as stack:
+        # Shares first: they outlive the workers' shutdown (activities still running then wait on them).
+        for provider in providers:
+            if provider.settings.activities_per_second is None or missing_settings(provider.settings):
+                continue
+            stack.callback(setattr, provider.http, "limit", None)
+            if provider.name not in roles:
+                provider.http.limit = NoShare()
+                continue
+            # This process counts itself among the queue's pollers before its worker first polls.
+            provider.http.limit = await stack.enter_async_context(
+                SharedLimit(
+                    client,
+                    provider_task_queue(task_queue, provider.name),
+                    options.get("identity") or client.identity,
+                    provider.settings.activities_per_second,
+                    getattr(provider.settings, "requests_burst", None),
+                ).running()
+            )
         for worker in workers:
             await stack.enter_async_context(worker)
         yield workers

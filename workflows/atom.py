@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -60,12 +62,17 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
         # Not rerun-safe: a repeat makes another account with the buyer's name and email. A regular
         # activity is repeated only as a counted retry (a local one runs again, uncounted, when its
         # workflow task is lost), so each account a lost answer left behind is named.
-        session = await flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession)
-        for attempt in range(1, session.unknown_attempts + 1):
-            flow.record_provider_id(
-                f"unknown_guest_account_{attempt}",
-                f"guest account attempt {attempt}: outcome unknown; an account it made holds the buyer's name and email at Atom",
-            )
+        account = asyncio.ensure_future(flow.call("atom.create_guest_account", request.buyer, result_type=ProviderSession))
+        try:
+            session = await asyncio.shield(account)
+        except asyncio.CancelledError:
+            # A cancel does not unmake an account already asked for (one that arrived while the
+            # checkout was read in the same workflow task comes only once this call is on its way):
+            # the account is named, then the purchase ends.
+            with contextlib.suppress(ActivityError):
+                name_guest_account(flow, await account)
+            raise
+        name_guest_account(flow, session)
     flow.record_provider_id("account_id", session.account_id)
 
     # One clientRequestId for lease, preview and create: Atom's idempotency key for this purchase,
@@ -74,7 +81,9 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
     flow.record_provider_id("client_request_id", client_request_id)
     is_guest = request.login is None
 
-    def key_used(err: ActivityError, order: str = "an order placed with it may exist, id unknown") -> str | None:
+    def key_used(
+        err: ActivityError | ApplicationError, order: str = "an order placed with it may exist, id unknown"
+    ) -> str | None:
         """What DUPLICATE_CLIENT_REQUEST_ID says (None for any other failure): the key's flow has
         ended (partner-docs-95q.pages.dev/guides/ordering). An earlier flow of this purchase (a reset,
         a re-run, or this run's unanswered create) placed an order with it, or leased and lapsed.
@@ -87,7 +96,7 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
             f"{session.account_id}) was used by an earlier flow; {order}"
         )
 
-    async def from_an_earlier_run(err: ActivityError) -> PurchaseStatus | None:
+    async def from_an_earlier_run(err: ActivityError | ApplicationError) -> PurchaseStatus | None:
         """On DUPLICATE_CLIENT_REQUEST_ID, the earlier run of this purchase (before a workflow reset, or
         ended before this re-run) that recorded the order placed with the key: this run carries on with
         that order instead of naming an unknown one. Usable when this run's account can read and cancel
@@ -111,7 +120,7 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
             )
         return earlier
 
-    def refused(err: ActivityError, order: str | None = None) -> None:
+    def refused(err: ActivityError | ApplicationError, order: str | None = None) -> None:
         """Lease, preview or create: a used key means nothing new is held, yet an earlier order may
         stand: never "nothing ordered", and nothing of it is undone here."""
         if (used := key_used(err, *([order] if order else []))) is not None:
@@ -120,7 +129,7 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
     async def refused_for_an_earlier_flow(call: Awaitable[T]) -> T:
         try:
             return await call
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:  # lease and preview are local where they can be: either comes
             try:
                 earlier = await from_an_earlier_run(err)
             except NotOurs as not_ours:
@@ -236,6 +245,16 @@ async def purchase(request: AtomPurchaseRequest, flow: Flow) -> PurchaseResult:
         provider_status=summary.status,
         tickets=summary.tickets,
     )
+
+
+def name_guest_account(flow: Flow, session: ProviderSession) -> None:
+    """The guest account and each earlier attempt's of unknown outcome: they hold the buyer's name and email."""
+    for attempt in range(1, session.unknown_attempts + 1):
+        flow.record_provider_id(
+            f"unknown_guest_account_{attempt}",
+            f"guest account attempt {attempt}: outcome unknown; an account it made holds the buyer's name and email at Atom",
+        )
+    flow.record_provider_id("account_id", session.account_id)
 
 
 class TakenFromEarlierRun(Exception):

@@ -110,6 +110,8 @@ class Flow:
         self._committed = False
         self._call_timeout = CALL_TIMEOUT
         self._activity_queue: str | None = None
+        # Calls may run locally though the provider has a queue of its own (PurchasePolicy.local_calls).
+        self._limit_held_locally = False
         self._tickets: list[Ticket] = []
         self._events: list[AtmEvent] = []
         self._deliveries: set[str] = set()
@@ -178,11 +180,12 @@ class Flow:
         """Runs a provider call. `read`: a short idempotent read; `rerun_safe`: a write whose
         repeat is harmless (keyed by an idempotency key, or an account sign-in). Both run as local
         activities, in the workflow task (no matching round trip each: bench/README.md), unless the
-        provider is rate-limited (local activities would bypass its queue's limit). A local call runs
-        again when its workflow task is lost (worker crash), hence only such calls."""
+        provider is rate-limited and the worker holds no share of its limit (a local activity bypasses
+        the queue's limit). A local call runs again when its workflow task is lost (worker crash), hence
+        only such calls."""
         # What the UI shows for the call: the step it serves, not the activity type.
         summary = summary or (f"undo: {activity.partition('.')[2].replace('_', ' ')}" if undo else self._step)
-        if (read or rerun_safe) and self._activity_queue is None:
+        if (read or rerun_safe) and self._runs_locally():
             return await local_activity(
                 activity,
                 args=args,
@@ -249,7 +252,12 @@ class Flow:
         )
         self._call_timeout = timedelta(seconds=policy.call_timeout_seconds)
         self._activity_queue = policy.activity_task_queue
+        self._limit_held_locally = policy.local_calls
         return policy
+
+    def _runs_locally(self) -> bool:
+        """Local activities are allowed: no rate limit, or the limit held by the workers' shares."""
+        return self._activity_queue is None or self._limit_held_locally
 
     async def await_confirmation(self, hold: Hold, policy: PurchasePolicy) -> None:
         """Waits for the `confirm` update until a margin before the hold expires (timer vs update)."""
@@ -499,12 +507,13 @@ class Flow:
         """Polls through the activity's retry policy: the activity raises a retryable error while
         the answer is not final. History holds one activity, however many polls; the server's retry
         timer is skipped by the time-skipping test server. None when the budget ran out. For a
-        provider without a rate limit the first poll is a local activity, in the workflow task that
-        follows the order (an order done at once costs no round trip); if it is not final, the rest
-        poll as before after one interval (a timer): history stays small however long it takes."""
+        provider without a rate limit (or with its limit held by the workers' shares) the first poll is
+        a local activity, in the workflow task that follows the order (an order done at once costs no
+        round trip); if it is not final, the rest poll as before after one interval (a timer): history
+        stays small however long it takes."""
         interval = timedelta(seconds=policy.poll_interval_seconds)
         attempts = int(policy.poll_budget_seconds // policy.poll_interval_seconds) + 1
-        if self._activity_queue is None:
+        if self._runs_locally():
             try:
                 return await local_activity(
                     activity,

@@ -418,6 +418,9 @@ class PurchasePolicy(Response):
     call_timeout_seconds: float = 30
     # The provider's own (rate-limited) task queue, or None for the workflow's.
     activity_task_queue: str | None = None
+    # A rate-limited provider's reads and rerun-safe writes may run as local activities: the worker
+    # deciding it holds a share of the limit, which every request waits on (activities/ratelimit.py).
+    local_calls: bool = False
 
 
 class Failure(Response):
