@@ -225,6 +225,7 @@ class AcmeActivities:
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
             activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
+            local_calls=self.http.local_calls,
             hold_margin_seconds=self.settings.hold_margin_seconds,
         )
 

@@ -130,6 +130,7 @@ class AtmActivities:
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
             activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
+            local_calls=self.http.local_calls,
             poll_budget_seconds=self.settings.issue_budget_seconds,
             hold_margin_seconds=0,
             expiry_grace_seconds=self.settings.expiry_grace_seconds,

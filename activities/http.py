@@ -169,6 +169,12 @@ class ProviderHttp:
         self._trace_headers = tuple(trace_headers)
         self.limit: Limit | None = None
 
+    @property
+    def local_calls(self) -> bool:
+        """This process holds a share of the provider's limit: its reads and rerun-safe writes may run
+        as local activities (PurchasePolicy.local_calls)."""
+        return self.limit is not None and self.limit.local_calls
+
     async def aclose(self) -> None:
         await self.client.aclose()
 

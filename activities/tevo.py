@@ -259,6 +259,7 @@ class TevoActivities:
         return PurchasePolicy(
             call_timeout_seconds=attempt_timeout(self.settings.timeout_seconds),
             activity_task_queue=own_queue(self.name, self.settings.activities_per_second),
+            local_calls=self.http.local_calls,
             poll_interval_seconds=self.settings.poll_interval_seconds,
             poll_budget_seconds=self.settings.poll_budget_seconds,
             hold_margin_seconds=0,

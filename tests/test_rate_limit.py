@@ -31,10 +31,11 @@ from activities.http import ProviderHttp
 from activities.ratelimit import NoShare, SharedLimit
 from simulators.atom import AtomSimulator
 from simulators.ratelimit import RateLimited
-from tests.conftest import atom_request, atom_settings
+from tests.conftest import atom_request, atom_settings, tevo_worker
+from tests.fault_model import PROVIDERS, Run, Schedule, run_purchase
 from workers.client import purchase_outcome, start_purchase
 from workers.worker import provider_task_queue, serving
-from workflows.models import PurchaseState
+from workflows.models import PurchaseResult, PurchaseState
 
 QUEUE = "limited"
 
@@ -244,3 +245,32 @@ async def test_a_request_queued_past_its_attempts_time_is_not_sent() -> None:
     await http.aclose()
     assert queued.value.type == "PROVIDER_RATE_LIMITED" and not queued.value.non_retryable
     assert sent == []
+
+
+def limited(worker: Any) -> Any:
+    """A provider's test worker with its limit set (high: the path, not the limit, is under test)."""
+    return lambda client, sim: worker(client, sim, timeout_seconds=1, activities_per_second=1000)
+
+
+# Only Atom and TEvo have such calls in a purchase: Onebox's, ATM's and ACME's are writes without a key
+# or reads of Temporal (earlier runs), the same on both paths (the policy still asks: activities/*.py).
+async def test_tevo_rate_limited_runs_its_reads_on_the_workers_share(dev_env: WorkflowEnvironment) -> None:
+    """Not Atom only: each provider's policy asks for local calls once the process holds a share.
+    Its reads and rerun-safe writes run in the workflow task; its commit, and every regular activity,
+    stays on its own rate-limited queue."""
+    name = "tevo"
+    provider = dataclasses.replace(PROVIDERS[name], worker=limited(tevo_worker))
+    seen: dict[str, list[str]] = {}
+
+    async def read_history(run: Run, result: PurchaseResult) -> PurchaseResult:
+        assert run.handle is not None
+        seen["regular"], seen["local"] = await history(run.handle)
+        seen["queue"] = [provider_task_queue(run.task_queue, name)]
+        return result
+
+    outcome = await run_purchase(provider, Schedule(), env=dev_env, purchase_id=f"limited-{name}", then=read_history)
+    assert outcome.result.state == PurchaseState.FULFILLED
+    provider_calls = [call for call in seen["local"] if call.startswith(f"{name}.") and call != f"{name}.policy"]
+    assert provider_calls, seen["local"]
+    assert f"{provider.commit_activity}@{seen['queue'][0]}" in seen["regular"]
+    assert {call.partition("@")[2] for call in seen["regular"]} == set(seen["queue"])
