@@ -35,16 +35,21 @@ async def reset(client: Client, handle: WorkflowHandle[Any, Any], before_activit
     if before_activity is None:
         point = next(e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
     else:
-        scheduled = next(
-            e.event_id
-            for e in events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-            and e.activity_task_scheduled_event_attributes.activity_type.name == before_activity
-        )
+        scheduled = scheduled_event(events, before_activity)
         point = max(
             e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and e.event_id < scheduled
         )
     return await reset_to(client, handle, point)
+
+
+def scheduled_event(events: list[Any], activity: str) -> int:
+    """The id of the event that first scheduled `activity` (a regular activity) in a history."""
+    return next(
+        e.event_id
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity
+    )
 
 
 async def reset_to(client: Client, handle: WorkflowHandle[Any, Any], event_id: int) -> WorkflowHandle[Any, Any]:

@@ -43,7 +43,7 @@ from tests.fault_model import (
     run_purchase,
     slow,
 )
-from tests.test_earlier_runs import reset_to
+from tests.test_earlier_runs import reset_to, scheduled_event
 from workflows.models import PurchaseResult, PurchaseState, purchase_workflow_id
 
 # BOXOFFICE_FAULT_EXAMPLES: examples per provider of the big randomized run; unset, the CI-sized one.
@@ -197,12 +197,7 @@ async def test_cancel_racing_each_step(dev_server: WorkflowEnvironment, name: st
 
 def reset_points(events: list[Any], activity: str) -> tuple[int, int]:
     """The workflow tasks completed just before `activity` was scheduled and just after it completed."""
-    scheduled = next(
-        e.event_id
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name == activity
-    )
+    scheduled = scheduled_event(events, activity)
     done = next(
         e.event_id
         for e in events
